@@ -1,0 +1,1 @@
+"""SwAV pretraining: multi-crop data, ResNet trunk + projection head + prototypes, Sinkhorn, swapped-prediction loss."""

@@ -1,0 +1,97 @@
+"""Atomic checkpoints and the on-disk layout.
+
+A swav-bench checkpoint is a ``torch.save`` dict::
+
+    {"format": "swav-bench/1",
+     "state_dict": {<torchvision ResNet keys: conv1.weight, layer1.0.conv1.weight, ...>,
+                    "projection_head.0.weight", ..., "prototypes.weight"},
+     "optimizer": ..., "scaler": ..., "queue": ..., "epoch": int, "iteration": int,
+     "config": {...}, "rng": {...}}
+
+``state_dict`` is exactly the official SwAV release layout without DDP's ``module.`` prefix,
+so ``load_trunk_state_dict`` reads both: it strips ``module.`` and drops the head and
+prototypes, leaving keys equal to torchvision's resnet50 minus ``fc.*``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "swav-bench/1"
+HEAD_PREFIXES = ("projection_head.", "prototypes.")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or does not fit; the message names the file and the fix."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """torch.save to a temporary file beside ``path``, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def save_rotating(obj: Any, path: str | Path) -> Path:
+    """Write ``path`` atomically, keeping the one it replaces as ``<name>.prev``."""
+    path = Path(path)
+    tmp = atomic_save(obj, path.with_name(path.name + ".next"))
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".prev"))
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint, turning truncation and corruption into a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
+        prev = path.with_name(path.name + ".prev")
+        hint = f"; the previous good checkpoint is {prev}: resume from it with --resume {prev}" if prev.is_file() else ""
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e}){hint}") from e
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dict of tensors")
+    return ckpt
+
+
+def release_state_dict(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SwAVModel state dict -> official layout (trunk keys without the ``trunk.`` prefix)."""
+    return {k.removeprefix("trunk."): v for k, v in model_state.items()}
+
+
+def model_state_dict(release: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official layout (``module.`` optional) -> SwAVModel state dict."""
+    out = {}
+    for k, v in release.items():
+        k = k.removeprefix("module.")
+        out[k if k.startswith(HEAD_PREFIXES) else "trunk." + k] = v
+    return out
+
+
+def load_trunk_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Trunk weights (torchvision resnet keys, no fc) from a swav-bench or official SwAV file."""
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("state_dict", ckpt)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: no state dict of tensors found (expected 'state_dict' or a flat dict)")
+    return {
+        k.removeprefix("module."): v
+        for k, v in state.items()
+        if not k.removeprefix("module.").startswith(HEAD_PREFIXES)
+    }

@@ -1,0 +1,245 @@
+"""Typed pretraining configuration: dataclass defaults are the paper's ResNet-50 800-epoch
+recipe (official ``swav_800ep_pretrain.sh``); YAML presets in ``configs/pretrain/`` override
+a few keys; ``section.key=value`` strings override from the command line. Unknown keys are
+an error that lists the valid ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
+
+
+@dataclass
+class DataConfig:
+    """Multi-crop data. ``path``: an ImageFolder tree, a flat image folder, 'generated', or
+    'auto' (the shared CIFAR-10 subset when present, else the generated set)."""
+
+    path: str = "auto"
+    num_workers: int = 10
+    nmb_crops: list[int] = field(default_factory=lambda: [2, 6])
+    size_crops: list[int] = field(default_factory=lambda: [224, 96])
+    min_scale_crops: list[float] = field(default_factory=lambda: [0.14, 0.05])
+    max_scale_crops: list[float] = field(default_factory=lambda: [1.0, 0.14])
+    color_strength: float = 1.0
+    color_prob: float = 0.8
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.5
+    blur_radius: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    generated_size: int = 32
+    generated_images: int = 2000
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet50"  # resnet18/34/50/101, or SwAV's widened resnet50w2 / w4 / w5
+    width_multiplier: float = 1.0  # extra width factor, for CPU-sized trunks
+    small_stem: bool = False  # 3x3 stride-1 stem, no max-pool (32 px images)
+    hidden_mlp: int = 2048
+    feat_dim: int = 128
+    n_prototypes: list[int] = field(default_factory=lambda: [3000])
+
+
+@dataclass
+class SwavConfig:
+    crops_for_assign: list[int] = field(default_factory=lambda: [0, 1])
+    temperature: float = 0.1
+    epsilon: float = 0.05
+    sinkhorn_iterations: int = 3
+    queue_length: int = 0
+    epoch_queue_starts: int = 15
+    freeze_prototypes_niters: int = 313
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 800
+    batch_size: int = 64  # per process; the paper's 4096 = 64 GPUs x 64
+    base_lr: float = 4.8
+    final_lr: float = 0.0048
+    warmup_epochs: float = 10
+    start_warmup: float = 0.3
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    lars: bool = True
+    lars_trust: float = 0.001
+    lars_exclude_bias_bn: bool = False  # official SwAV wraps every parameter in LARC
+
+
+@dataclass
+class RunConfig:
+    seed: int = 31
+    precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler)
+    sync_bn: bool = True
+    checkpoint_every_iters: int = 0  # 0: only at epoch ends
+    keep_epoch_checkpoints: int = 50  # also keep ckp-<epoch>.pth every this many epochs (0: never)
+    log_every_iters: int = 10
+    collapse_patience: int = 2000  # iterations with loss within collapse_tol of ln K
+    collapse_tol: float = 0.01
+    deterministic: bool = False
+    max_iters: int = 0  # stop after this many iterations in total (0: run all epochs); for smoke runs
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    swav: SwavConfig = field(default_factory=SwavConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> PretrainConfig:
+        d = self.data
+        n = len(d.nmb_crops)
+        if not (len(d.size_crops) == len(d.min_scale_crops) == len(d.max_scale_crops) == n):
+            raise ConfigError("data.nmb_crops, size_crops, min_scale_crops, max_scale_crops must have equal lengths")
+        n_crops = sum(d.nmb_crops)
+        if n_crops < 2:
+            raise ConfigError("SwAV needs at least 2 crops in total (data.nmb_crops)")
+        bad = [c for c in self.swav.crops_for_assign if not 0 <= c < n_crops]
+        if bad or not self.swav.crops_for_assign:
+            raise ConfigError(f"swav.crops_for_assign must index the {n_crops} crops, got {self.swav.crops_for_assign}")
+        if self.run.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"run.precision must be fp32, bf16 or fp16, got {self.run.precision!r}")
+        if self.swav.queue_length and self.swav.queue_length % self.optim.batch_size:
+            raise ConfigError("swav.queue_length must be a multiple of optim.batch_size (per process)")
+        from pretrain.model import parse_arch
+
+        try:
+            parse_arch(self.model.arch)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return self
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message says which and what is allowed."""
+
+
+def _valid_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in fields(cls):
+        t = get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(t):
+            keys += _valid_keys(t, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = get_origin(typ)
+    if origin is list:
+        (inner,) = get_args(typ)
+        if isinstance(value, str):
+            value = yaml.safe_load(value if value.startswith("[") else f"[{value}]")
+        if not isinstance(value, list):
+            value = [value]
+        return [_coerce(v, inner, key) for v in value]
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if typ is float:
+            out = float(value)
+            if math.isnan(out):
+                raise ValueError(value)
+            return out
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {key!r} expects {getattr(typ, '__name__', typ)}, got {value!r}") from None
+
+
+def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in fields(obj)}
+    for k, v in updates.items():
+        if k not in names:
+            raise ConfigError(
+                f"unknown config key {prefix + k!r}; valid keys: {', '.join(_valid_keys(PretrainConfig))}"
+            )
+        t = hints[k]
+        if dataclasses.is_dataclass(t):
+            if not isinstance(v, dict):
+                raise ConfigError(f"config key {prefix + k!r} is a section; give a mapping of its keys")
+            _apply(getattr(obj, k), v, f"{prefix}{k}.")
+        else:
+            setattr(obj, k, _coerce(v, t, prefix + k))
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """['optim.epochs=5', 'model.arch=resnet18'] -> nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. optim.epochs=5")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw else ""
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def preset_path(name_or_path: str) -> Path:
+    """A preset name from configs/pretrain/ or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        return p
+    cand = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not cand.is_file():
+        raise ConfigError(f"unknown preset {name_or_path!r}; available: {', '.join(list_presets())} (or pass a YAML path)")
+    return cand
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_config(preset: str | None = None, overrides: list[str] | None = None, base: dict | None = None) -> PretrainConfig:
+    """Dataclass defaults <- preset YAML (or ``base`` mapping) <- ``section.key=value`` overrides, validated."""
+    cfg = PretrainConfig()
+    if preset is not None:
+        path = preset_path(preset)
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a preset must be a mapping of sections")
+        raw.pop("description", None)
+        try:
+            _apply(cfg, raw)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    if base:
+        _apply(cfg, base)
+    if overrides:
+        _apply(cfg, parse_overrides(overrides))
+    return cfg.validate()
+
+
+def config_from_dict(d: dict[str, Any]) -> PretrainConfig:
+    """Rebuild a config saved in a checkpoint."""
+    cfg = PretrainConfig()
+    _apply(cfg, d)
+    return cfg

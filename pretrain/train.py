@@ -1,0 +1,328 @@
+"""SwAV pretraining loop: data -> model -> swapped-prediction loss -> LARS step, with
+atomic checkpoints, exact resume, JSON-lines + TensorBoard logs and collapse detection."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pretrain.checkpoint import CheckpointError, FORMAT, load_checkpoint, model_state_dict, release_state_dict, save_rotating
+from pretrain.config import DataConfig, PretrainConfig, config_from_dict
+from pretrain.data import EmptyDatasetError, EpochSampler, MultiCropDataset, collate_crops
+from pretrain.distributed import DistInfo, init_distributed
+from pretrain.loss import swav_loss
+from pretrain.model import SwAVModel, build_trunk
+from pretrain.optim import build_optimizer, lr_at
+from pretrain.queue import EmbeddingQueue
+from pretrain.synthetic import generate_dataset
+
+log = logging.getLogger("swavbench.pretrain")
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset" / "train"
+CHECKPOINT_NAME = "checkpoint.pth"
+LOG_NAME = "train_log.jsonl"
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped on purpose (NaN/inf loss or collapse); the last good checkpoint is kept."""
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # epoch in progress
+    batch: int = 0  # batches of ``epoch`` already done
+    iteration: int = 0  # global optimisation steps done
+
+
+def resolve_data_path(cfg: DataConfig, out_dir: Path, seed: int = 0) -> Path:
+    """'auto' -> the shared CIFAR-10 subset when present, else the generated set; 'generated' -> generate."""
+    if cfg.path == "auto" and SHARED_CIFAR.is_dir():
+        return SHARED_CIFAR
+    if cfg.path in ("auto", "generated"):
+        return generate_dataset(out_dir / "generated-data", cfg.generated_images, cfg.generated_size, seed) / "train"
+    return Path(cfg.path).expanduser()
+
+
+def build_model(cfg: PretrainConfig) -> SwAVModel:
+    m = cfg.model
+    return SwAVModel(build_trunk(m.arch, m.small_stem, m.width_multiplier), m.hidden_mlp, m.feat_dim, m.n_prototypes)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Drop log lines written after the checkpoint being resumed (they will be redone)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("iteration", 0) <= iteration]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    tmp.replace(path)
+
+
+def _all_true(flag: bool, device: torch.device) -> bool:
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([0.0 if flag else 1.0], device=device)
+        dist.all_reduce(t)
+        return t.item() == 0
+    return flag
+
+
+class Trainer:
+    """Owns one pretraining run in ``out_dir``; ``fit()`` trains to the end and returns the checkpoint path."""
+
+    def __init__(self, cfg: PretrainConfig, out_dir: str | Path, resume: str | Path | bool = False, progress: bool = True):
+        self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
+        self.info: DistInfo = init_distributed()
+        self.device = torch.device(f"cuda:{self.info.local_rank}" if torch.cuda.is_available() else "cpu")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path = self.out_dir / CHECKPOINT_NAME
+        resume_path = self._resume_path(resume)
+        if cfg.run.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.manual_seed(cfg.run.seed)
+        np.random.seed(cfg.run.seed)
+        random.seed(cfg.run.seed)
+
+        self.data_root = resolve_data_path(cfg.data, self.out_dir, cfg.run.seed)
+        self.dataset = MultiCropDataset(self.data_root, cfg.data, cfg.run.seed)
+        bs, ws = cfg.optim.batch_size, self.info.world_size
+        self.sampler = EpochSampler(len(self.dataset), bs, cfg.run.seed, self.info.rank, ws)
+        self.iters_per_epoch = self.sampler.batches_per_epoch()
+        if self.iters_per_epoch == 0:
+            raise EmptyDatasetError(
+                f"{self.data_root} has {len(self.dataset)} images, fewer than one batch of "
+                f"{bs} x {ws} processes: lower optim.batch_size or add images"
+            )
+        workers = cfg.data.num_workers
+        self.loader = DataLoader(
+            self.dataset, batch_size=bs, sampler=self.sampler, num_workers=workers, collate_fn=collate_crops,
+            drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=False,
+            multiprocessing_context="fork" if workers > 0 and os.name == "posix" else None,
+        )
+
+        model = build_model(cfg)
+        if ws > 1 and cfg.run.sync_bn and self.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model.to(self.device)
+        self.ddp: nn.Module = (
+            DistributedDataParallel(self.model, device_ids=[self.info.local_rank] if self.device.type == "cuda" else None)
+            if ws > 1 else self.model
+        )
+        o = cfg.optim
+        self.optimizer = build_optimizer(self.model, o.base_lr, o.momentum, o.weight_decay, o.lars, o.lars_trust, o.lars_exclude_bias_bn)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.run.precision == "fp16")
+        self.queue = None
+        if cfg.swav.queue_length > 0:
+            length = max(bs, cfg.swav.queue_length // ws // bs * bs)
+            self.queue = EmbeddingQueue(len(cfg.swav.crops_for_assign), length, cfg.model.feat_dim, cfg.swav.epoch_queue_starts, self.device)
+        self.state = RunState()
+        if resume_path is not None:
+            self._load(resume_path)
+        elif self.info.is_main:
+            (self.out_dir / LOG_NAME).unlink(missing_ok=True)
+        if self.info.is_main:
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _resume_path(self, resume: str | Path | bool) -> Path | None:
+        if resume is True:
+            return self.ckpt_path if self.ckpt_path.is_file() else None
+        if resume:
+            return Path(resume)
+        if self.ckpt_path.is_file():
+            raise CheckpointError(
+                f"{self.ckpt_path} already exists: pass --resume to continue that run, or another --out to start afresh"
+            )
+        return None
+
+    def _load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        if ckpt.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a swav-bench training checkpoint (format {ckpt.get('format')!r}); "
+                                  "to start from released weights, load them as a trunk instead")
+        saved = config_from_dict(ckpt["config"])
+        if saved.model != self.cfg.model:
+            raise CheckpointError(f"{path} was trained with model config {saved.model}, not {self.cfg.model}: "
+                                  "resume with the same model section")
+        self.model.load_state_dict(model_state_dict(ckpt["state_dict"]))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        queues = ckpt.get("queue")
+        if self.queue is not None and queues:
+            if len(queues) != self.info.world_size:
+                raise CheckpointError(f"{path} holds queues of {len(queues)} processes, this run has {self.info.world_size}")
+            self.queue.load_state_dict(queues[self.info.rank])
+        self.state = RunState(ckpt["epoch"], ckpt["batch"], ckpt["iteration"])
+        if ckpt.get("rng"):
+            _set_rng_state(ckpt["rng"])
+        if self.info.is_main:
+            _truncate_log(self.out_dir / LOG_NAME, self.state.iteration)
+            log.info("resumed from %s at epoch %d, batch %d (iteration %d)", path, self.state.epoch, self.state.batch, self.state.iteration)
+
+    def save(self) -> None:
+        queues = None
+        if self.queue is not None:
+            mine = self.queue.state_dict()
+            if self.info.world_size > 1:
+                queues = [None] * self.info.world_size
+                dist.all_gather_object(queues, mine)
+            else:
+                queues = [mine]
+        if not self.info.is_main:
+            return
+        s = self.state
+        ckpt = {
+            "format": FORMAT, "state_dict": release_state_dict(self.model.state_dict()),
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "queue": queues,
+            "epoch": s.epoch, "batch": s.batch, "iteration": s.iteration,
+            "config": self.cfg.to_dict(), "rng": _rng_state(),
+        }
+        save_rotating(ckpt, self.ckpt_path)
+        keep = self.cfg.run.keep_epoch_checkpoints
+        if s.batch == 0 and keep and s.epoch % keep == 0 and s.epoch > 0:
+            save_rotating(ckpt, self.out_dir / f"ckp-{s.epoch}.pth")
+
+    # -- training ----------------------------------------------------------------------
+    def step(self, crops: list[torch.Tensor], epoch: int) -> float:
+        """One optimisation step on a multi-crop batch; returns the loss."""
+        cfg, sw = self.cfg, self.cfg.swav
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr_at(self.state.iteration, self.iters_per_epoch, cfg.optim.epochs, cfg.optim.base_lr,
+                            cfg.optim.final_lr, cfg.optim.warmup_epochs, cfg.optim.start_warmup)
+        self.model.normalize_prototypes()
+        crops = [c.to(self.device, non_blocking=True) for c in crops]
+        batch = crops[0].shape[0]
+        precision = cfg.run.precision
+        amp = (torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+               if precision != "fp32" else nullcontext())
+        with amp:
+            z = self.ddp(crops)
+        z = z.float()
+        queue = self.queue.active(epoch) if self.queue is not None else None
+        heads = self.model.prototype_weights()
+        loss = sum(
+            swav_loss(z, w.float(), len(crops), sw.crops_for_assign, sw.temperature, sw.epsilon, sw.sinkhorn_iterations, queue)
+            for w in heads
+        ) / len(heads)
+        if not _all_true(bool(torch.isfinite(loss)), self.device):
+            raise TrainingStopped(
+                f"loss is {loss.item()} at iteration {self.state.iteration} (epoch {epoch}); stopped before the update. "
+                f"The last good checkpoint is {self.ckpt_path}. Lower optim.base_lr, use run.precision=fp32, or check the data."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.state.iteration < sw.freeze_prototypes_niters:
+            for w in heads:
+                w.grad = None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.queue is not None:
+            self.queue.push(z, sw.crops_for_assign, batch, epoch)
+        return loss.item()
+
+    def fit(self) -> Path:
+        cfg, s = self.cfg, self.state
+        total_iters = cfg.optim.epochs * self.iters_per_epoch
+        if cfg.run.max_iters:
+            total_iters = min(total_iters, cfg.run.max_iters)
+        if s.iteration >= total_iters:
+            log.info("run in %s is already complete (%d iterations)", self.out_dir, s.iteration)
+            return self.ckpt_path
+        main = self.info.is_main
+        writer = None
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=s.iteration)
+        log_path = self.out_dir / LOG_NAME
+        ln_k = sum(math.log(k) for k in cfg.model.n_prototypes) / len(cfg.model.n_prototypes)
+        stuck = 0
+        bar = tqdm(total=total_iters, initial=s.iteration, disable=not (main and self.progress), unit="it",
+                   desc=f"SwAV {cfg.model.arch}", dynamic_ncols=True)
+        window: list[float] = []
+        skipped_total = 0
+        t_last, n_last = time.perf_counter(), 0
+        try:
+            while s.iteration < total_iters:
+                epoch = s.epoch
+                self.sampler.set_epoch(epoch, s.batch)
+                for crops, skipped in self.loader:
+                    skipped_total += skipped
+                    if crops:
+                        loss = self.step(crops, epoch)
+                        n_last += crops[0].shape[0] * self.info.world_size
+                        window.append(loss)
+                        stuck = stuck + 1 if abs(loss - ln_k) < cfg.run.collapse_tol and s.iteration >= cfg.swav.freeze_prototypes_niters else 0
+                    s.batch += 1
+                    s.iteration += 1
+                    bar.update(1)
+                    if crops and stuck >= cfg.run.collapse_patience:
+                        raise TrainingStopped(
+                            f"collapse: loss stayed within {cfg.run.collapse_tol} of ln K = {ln_k:.3f} for {stuck} iterations "
+                            f"(every sample gets the uniform code). Last good checkpoint: {self.ckpt_path}. Try a lower "
+                            "optim.base_lr, a longer swav.freeze_prototypes_niters, a larger swav.epsilon or a queue."
+                        )
+                    if main and window and (s.iteration % cfg.run.log_every_iters == 0 or s.iteration == total_iters):
+                        dt = time.perf_counter() - t_last
+                        rec = {
+                            "iteration": s.iteration, "epoch": epoch + s.batch / self.iters_per_epoch,
+                            "loss": sum(window) / len(window), "lr": self.optimizer.param_groups[0]["lr"],
+                            "images_per_s": n_last / dt, "ms_per_step": 1000 * dt / len(window),
+                            "skipped_images": skipped_total, "time": time.time(),
+                        }
+                        with open(log_path, "a") as f:
+                            f.write(json.dumps(rec) + "\n")
+                        for k in ("loss", "lr", "images_per_s", "ms_per_step"):
+                            writer.add_scalar(f"train/{k}", rec[k], s.iteration)
+                        bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.3g}", img_s=f"{rec['images_per_s']:.0f}")
+                        window, t_last, n_last = [], time.perf_counter(), 0
+                    every = cfg.run.checkpoint_every_iters
+                    end_of_epoch = s.batch == self.iters_per_epoch
+                    if end_of_epoch:
+                        s.epoch, s.batch = s.epoch + 1, 0
+                    if end_of_epoch or s.iteration == total_iters or (every and s.iteration % every == 0):
+                        self.save()
+                    if s.iteration >= total_iters:
+                        break
+                if skipped_total and main:
+                    log.warning("%d unreadable images skipped so far (see warnings above for the files)", skipped_total)
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+        return self.ckpt_path
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: str | Path | bool = False, progress: bool = True) -> Path:
+    """Run (or resume) SwAV pretraining into ``out_dir``; returns the final checkpoint path."""
+    return Trainer(cfg, out_dir, resume, progress).fit()

@@ -1,0 +1,1 @@
+"""Result records -> pandas -> the paper's tables, reports and plots."""

@@ -1,0 +1,1 @@
+"""SLURM orchestration through submitit: eval suites, pretrain->eval pipelines, sweeps."""

@@ -1,0 +1,1 @@
+"""Transfer benchmarks (detection, Places205 / iNat / VOC classification) and checkpoint conversion."""
