@@ -1,0 +1,40 @@
+"""Run a function in N gloo processes on the CPU (spawned, so it works under pytest)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        results[rank] = fn(rank, world_size, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ddp(fn: Callable, world_size: int = 2, *args) -> list:
+    """fn(rank, world_size, *args) in each process; returns the per-rank results."""
+    manager = mp.get_context("spawn").Manager()
+    results = manager.dict()
+    mp.start_processes(_worker, args=(world_size, _free_port(), fn, args, results), nprocs=world_size, start_method="spawn")
+    return [results[r] for r in range(world_size)]
+
+
+def sinkhorn_shard(rank: int, world_size: int, scores, eps: float, iters: int):
+    from pretrain.sinkhorn import sinkhorn
+
+    shard = scores.chunk(world_size)[rank]
+    return sinkhorn(shard, eps, iters)

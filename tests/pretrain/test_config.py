@@ -1,0 +1,45 @@
+import pytest
+import yaml
+
+from pretrain.config import ConfigError, PretrainConfig, list_presets, load_config
+
+
+def test_presets_load_and_paper_recipes():
+    names = list_presets()
+    for required in ("tiny", "cpu-small", "rn50-800ep-bs4096", "rn50-200ep-bs256-queue"):
+        assert required in names
+    for name in names:
+        load_config(name)
+    paper = load_config("rn50-800ep-bs4096")
+    assert paper.optim.base_lr == 4.8 and paper.swav.queue_length == 0 and paper.data.size_crops == [224, 96]
+    assert paper.data.nmb_crops == [2, 6] and paper.model.n_prototypes == [3000] and paper.optim.epochs == 800
+    small = load_config("rn50-200ep-bs256-queue")
+    assert small.swav.queue_length == 3840 and small.optim.base_lr == 0.6 and small.swav.freeze_prototypes_niters == 5005
+
+
+def test_overrides_types_and_lists():
+    cfg = load_config("tiny", ["optim.epochs=7", "data.size_crops=[24,12]", "run.precision=bf16", "model.small_stem=false"])
+    assert cfg.optim.epochs == 7 and cfg.data.size_crops == [24, 12] and cfg.run.precision == "bf16"
+    assert cfg.model.small_stem is False
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", ["optim.epoch=3"])
+    assert "optim.epoch" in str(e.value) and "optim.epochs" in str(e.value) and "swav.epsilon" in str(e.value)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": {"arch": "resnet18", "widht": 2}}))
+    with pytest.raises(ConfigError, match=r"bad.yaml.*model.widht.*model.width_multiplier"):
+        load_config(str(bad))
+
+
+def test_bad_values_are_clear():
+    with pytest.raises(ConfigError, match="expects int"):
+        load_config("tiny", ["optim.epochs=two"])
+    with pytest.raises(ConfigError, match="crops_for_assign"):
+        load_config("tiny", ["swav.crops_for_assign=[0,9]"])
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config("no-such-preset")
+    with pytest.raises(ConfigError, match="unknown arch"):
+        load_config("tiny", ["model.arch=vgg16"])
+    assert PretrainConfig().run.precision == "bf16"

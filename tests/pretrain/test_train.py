@@ -1,0 +1,168 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.checkpoint import load_checkpoint, load_trunk_state_dict
+from pretrain.config import load_config
+from pretrain.train import Trainer, TrainingStopped, pretrain
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def losses(run: Path) -> dict[int, float]:
+    return {r["iteration"]: r["loss"] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())}
+
+
+def cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "swavbench", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_loss_decreases_over_a_few_hundred_iterations(tmp_path, generated_data):
+    cfg = load_config("tiny", [f"data.path={generated_data}", "optim.epochs=25", "run.log_every_iters=1"])
+    ckpt = pretrain(cfg, tmp_path, progress=False)
+    loss = losses(tmp_path)
+    its = sorted(loss)
+    assert len(its) >= 250
+    first = sum(loss[i] for i in its[:25]) / 25
+    last = sum(loss[i] for i in its[-25:]) / 25
+    assert last < first - 0.3, (first, last)
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] == 25 and state["iteration"] == its[-1] and state["format"] == "swav-bench/1"
+    assert set(load_trunk_state_dict(ckpt)) == set(Trainer.__init__ and state["state_dict"]) - {
+        k for k in state["state_dict"] if k.startswith(("projection_head.", "prototypes."))
+    }
+    assert (tmp_path / "tensorboard").is_dir() and (tmp_path / "config.yaml").is_file()
+
+
+def test_prototypes_frozen_for_the_first_iterations(tmp_path, generated_data):
+    cfg = load_config("tiny", [f"data.path={generated_data}", "swav.freeze_prototypes_niters=2"])
+    tr = Trainer(cfg, tmp_path, progress=False)
+    tr.sampler.set_epoch(0)
+    batches = iter(tr.loader)
+    w = tr.model.prototypes.weight
+    for it in range(4):
+        crops, _ = next(batches)
+        tr.model.normalize_prototypes()
+        before = w.detach().clone()
+        tr.step(crops, 0)
+        tr.state.iteration += 1
+        changed = not torch.allclose(w, before)
+        assert changed == (it >= 2), it
+
+
+def test_kill_and_resume_gives_the_same_loss_trajectory(tmp_path, generated_data):
+    common = ["--config", "tiny", "--no-progress", f"data.path={generated_data}", "optim.epochs=4",
+              "run.checkpoint_every_iters=4", "data.num_workers=1"]
+    full = cli("pretrain", "--out", str(tmp_path / "full"), *common)
+    assert full.returncode == 0, full.stderr
+    run = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "swavbench", "pretrain", "--out", str(run), *common], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "checkpoint.pth").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = load_checkpoint(run / "checkpoint.pth")["iteration"]
+    assert 0 < done < 40
+    again = cli("pretrain", "--out", str(run), *common)
+    assert again.returncode == 2 and "--resume" in again.stderr  # never silently overwrites a run
+    resumed = cli("pretrain", "--out", str(run), "--resume", *common)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = losses(tmp_path / "full"), losses(run)
+    assert sorted(a) == sorted(b) == list(range(1, 41))
+    for i in a:
+        assert math.isclose(a[i], b[i], rel_tol=1e-6, abs_tol=1e-6), (i, a[i], b[i])
+    fa = load_trunk_state_dict(tmp_path / "full" / "checkpoint.pth")
+    fb = load_trunk_state_dict(run / "checkpoint.pth")
+    for k in fa:
+        torch.testing.assert_close(fa[k], fb[k], rtol=1e-5, atol=1e-6)
+    # a finished run resumed again does nothing
+    assert cli("pretrain", "--out", str(run), "--resume", *common).returncode == 0
+    assert losses(run) == b
+
+
+def test_two_process_gloo_ddp_with_queue(tmp_path, generated_data):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "swavbench",
+           "pretrain", "--config", "tiny", "--out", str(out), "--no-progress", f"data.path={generated_data}",
+           "optim.epochs=3", "swav.queue_length=32", "swav.epoch_queue_starts=1"]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpt = load_checkpoint(out / "checkpoint.pth")
+    # 160 train images / 2 processes / batch 16 = 5 iterations per epoch
+    assert ckpt["iteration"] == 15 and ckpt["epoch"] == 3
+    assert len(ckpt["queue"]) == 2 and all(q["filled"] == 32 for q in ckpt["queue"])
+    assert not torch.equal(ckpt["queue"][0]["buffer"], ckpt["queue"][1]["buffer"])  # each process its own samples
+    assert all(math.isfinite(v) for v in losses(out).values())
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, generated_data):
+    cfg = load_config("tiny", [f"data.path={generated_data}", "optim.epochs=3"])
+    pretrain(cfg, tmp_path, progress=False)
+    good = load_checkpoint(tmp_path / "checkpoint.pth")
+    cfg2 = load_config("tiny", [f"data.path={generated_data}", "optim.epochs=4"])
+    tr = Trainer(cfg2, tmp_path, resume=True, progress=False)
+    with torch.no_grad():
+        tr.model.projection_head[0].weight.fill_(float("nan"))
+    with pytest.raises(TrainingStopped, match=r"loss is nan.*last good checkpoint"):
+        tr.fit()
+    after = load_checkpoint(tmp_path / "checkpoint.pth")
+    assert after["iteration"] == good["iteration"]
+    torch.testing.assert_close(after["state_dict"]["conv1.weight"], good["state_dict"]["conv1.weight"])
+
+
+def test_collapse_is_detected(tmp_path, generated_data):
+    # a zero-initialised head maps every image to the same embedding: codes are uniform, loss = ln K
+    cfg = load_config("tiny", [f"data.path={generated_data}", "run.collapse_patience=5", "swav.freeze_prototypes_niters=0",
+                               "optim.base_lr=0.0", "optim.final_lr=0.0"])
+    tr = Trainer(cfg, tmp_path, progress=False)
+    with torch.no_grad():
+        for p in tr.model.projection_head.parameters():
+            p.zero_()
+        tr.model.projection_head[3].bias.fill_(1.0)
+    with pytest.raises(TrainingStopped, match=r"collapse.*ln K = 3.401"):
+        tr.fit()
+
+
+def test_bad_inputs_through_the_cli(tmp_path, generated_data):
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    res = cli("pretrain", "--config", "tiny", "--out", str(tmp_path / "r1"), "--data", str(tmp_path / "empty"))
+    assert res.returncode == 2 and "no images" in res.stderr and str(tmp_path / "empty") in res.stderr
+    res = cli("pretrain", "--config", "tiny", "--out", str(tmp_path / "r2"), "optim.lrr=1")
+    assert res.returncode == 2 and "unknown config key 'optim.lrr'" in res.stderr and "optim.base_lr" in res.stderr
+    # corrupt images are skipped, counted, and named
+    data = tmp_path / "withbad" / "x"
+    data.mkdir(parents=True)
+    for i, p in enumerate(sorted(generated_data.rglob("*.png"))[:40]):
+        (data / f"{i}.png").write_bytes(p.read_bytes())
+    (data / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    run = tmp_path / "r3"
+    res = cli("pretrain", "--config", "tiny", "--out", str(run), "--no-progress", "--data", str(data.parent), "optim.epochs=2")
+    assert res.returncode == 0, res.stderr
+    assert "broken.jpg" in res.stderr
+    recs = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert recs[-1]["skipped_images"] >= 1
+    # truncated checkpoint: clear error, the previous good checkpoint is kept and usable
+    ckpt = run / "checkpoint.pth"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    res = cli("pretrain", "--config", "tiny", "--out", str(run), "--resume", "--data", str(data.parent), "optim.epochs=3")
+    assert res.returncode == 2 and "truncated or corrupt" in res.stderr and "checkpoint.pth.prev" in res.stderr
+    prev = run / "checkpoint.pth.prev"
+    assert load_checkpoint(prev)["iteration"] > 0
+    res = cli("pretrain", "--config", "tiny", "--out", str(run), "--resume", str(prev), "--no-progress",
+              "--data", str(data.parent), "optim.epochs=3")
+    assert res.returncode == 0, res.stderr
+    assert load_checkpoint(ckpt)["epoch"] == 3
