@@ -55,14 +55,15 @@ def time_pipeline(cfg: PretrainConfig, root: Path, n_images: int, repeats: int =
         torch.set_num_threads(threads)
 
 
-def run(cfg: PretrainConfig, steps: int, images: int, data: str | None) -> None:
+def run(cfg: PretrainConfig, steps: int, images: int) -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     crops = " + ".join(f"{n}x{s}" for n, s in zip(cfg.data.nmb_crops, cfg.data.size_crops))
     print(f"device: {device}; arch {cfg.model.arch} (width x{cfg.model.width_multiplier}), batch {cfg.optim.batch_size}, "
           f"crops {crops}, precision {cfg.run.precision}")
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(data) if data else resolve_data_path(cfg.data, Path(tmp), cfg.run.seed)
+        root = resolve_data_path(cfg.data, Path(tmp), cfg.run.seed)
         rates = time_pipeline(cfg, root, images)
+        cfg.data.path = str(root)
         step = time_steps(cfg, steps)
     bs = cfg.optim.batch_size
     ms = [1000 * t for t in step]

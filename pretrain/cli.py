@@ -39,7 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "pipeline's images/s on one core. Prints a table; nothing is written.",
     )
     b.add_argument("--config", default="cpu-small")
-    b.add_argument("--data", default=None, help="image folder for the pipeline timing (default: the preset's data)")
+    b.add_argument("--data", default=None, help="shortcut for data.path=... (images for both timings; default: the preset's)")
     b.add_argument("--steps", type=int, default=10, help="timed training steps (after 2 warm-up steps)")
     b.add_argument("--images", type=int, default=200, help="images through the data pipeline")
     b.add_argument("overrides", nargs="*", metavar="section.key=value")
@@ -72,9 +72,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from pretrain.bench import run
 
     try:
-        cfg = load_config(args.config, list(args.overrides))
-    except ConfigError as e:
+        cfg = load_config(args.config, list(args.overrides) + ([f"data.path={args.data}"] if args.data else []))
+        run(cfg, args.steps, args.images)
+    except (ConfigError, EmptyDatasetError) as e:
         print(f"swavbench pretrain-bench: error: {e}", file=sys.stderr)
         return 2
-    run(cfg, args.steps, args.images, args.data)
     return 0

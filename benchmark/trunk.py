@@ -1,0 +1,106 @@
+"""Load a ResNet trunk for evaluation from any checkpoint format the harness meets.
+
+Formats: a swav-bench checkpoint (its config names the architecture); the official SwAV
+release (flat or under "state_dict", ``module.`` prefix, head/prototype keys dropped); a
+torchvision state dict (the supervised baseline; ``fc.*`` dropped); a VISSL checkpoint
+(``classy_state_dict`` ... ``trunk`` with ``_feature_blocks.`` keys); or ``random`` (seeded
+initialisation: the floor of every table). Keys must match the trunk exactly: a checkpoint
+of another architecture is refused instead of evaluating random weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pretrain.checkpoint import FORMAT, HEAD_PREFIXES, CheckpointError, load_checkpoint
+from pretrain.config import config_from_dict
+from pretrain.model import Trunk, build_trunk
+
+
+class TrunkLoadError(CheckpointError):
+    """The checkpoint does not hold a trunk of the requested architecture."""
+
+
+@dataclass
+class TrunkSpec:
+    """Which trunk to build when the checkpoint does not say (torchvision / official / VISSL files)."""
+
+    arch: str = "resnet50"
+    small_stem: bool = False
+    width_multiplier: float = 1.0
+
+
+@dataclass
+class LoadedTrunk:
+    trunk: Trunk
+    source: str  # path or "random"
+    kind: str  # swav-bench | official-swav | torchvision | vissl | random
+    spec: TrunkSpec
+    sha256: str | None = None
+    ignored_keys: list[str] = field(default_factory=list)  # head keys dropped on purpose
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _unwrap(ckpt: dict, path: Path) -> tuple[str, dict[str, torch.Tensor], TrunkSpec | None]:
+    """(kind, raw trunk-ish state dict, spec from the file if it has one)."""
+    if ckpt.get("format") == FORMAT:
+        m = config_from_dict(ckpt["config"]).model
+        return "swav-bench", ckpt["state_dict"], TrunkSpec(m.arch, m.small_stem, m.width_multiplier)
+    if "classy_state_dict" in ckpt:
+        try:
+            trunk = ckpt["classy_state_dict"]["base_model"]["model"]["trunk"]
+        except (KeyError, TypeError):
+            raise TrunkLoadError(f"{path}: VISSL checkpoint without classy_state_dict.base_model.model.trunk") from None
+        return "vissl", {k.removeprefix("_feature_blocks."): v for k, v in trunk.items()}, None
+    state = ckpt.get("state_dict", ckpt.get("model", ckpt))
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TrunkLoadError(f"{path}: no state dict of tensors found (looked at the top level, 'state_dict' and 'model')")
+    keys = [k.removeprefix("module.") for k in state]
+    if any(k.startswith(HEAD_PREFIXES) for k in keys) or any(k.startswith("module.") for k in state):
+        return "official-swav", state, None
+    return "torchvision", state, None
+
+
+def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0) -> LoadedTrunk:
+    """Build the trunk and load weights from ``source`` (a file, or 'random'), strictly."""
+    spec = spec or TrunkSpec()
+    if str(source) == "random":
+        torch.manual_seed(seed)
+        return LoadedTrunk(build_trunk(spec.arch, spec.small_stem, spec.width_multiplier), "random", "random", spec)
+    path = Path(source)
+    kind, raw, file_spec = _unwrap(load_checkpoint(path), path)
+    spec = file_spec or spec
+    state, ignored = {}, []
+    for k, v in raw.items():
+        k = k.removeprefix("module.")
+        if k.startswith(HEAD_PREFIXES) or k.startswith("fc."):
+            ignored.append(k)
+            continue
+        state[k] = v
+    trunk = build_trunk(spec.arch, spec.small_stem, spec.width_multiplier)
+    expected = trunk.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                parts.append(f"{len(keys)} {name} (e.g. {', '.join(keys[:3])})")
+        raise TrunkLoadError(
+            f"{path} ({kind}) does not match a {spec.arch} trunk (small_stem={spec.small_stem}, "
+            f"width x{spec.width_multiplier}): {'; '.join(parts)}. Pass the architecture the checkpoint was trained with."
+        )
+    trunk.load_state_dict(state, strict=True)
+    return LoadedTrunk(trunk, str(path), kind, spec, sha256_of(path), ignored)
