@@ -13,14 +13,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="SwAV pretraining and the evaluation / transfer benchmarks around it.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from benchmark import cli as benchmark_cli
     from pretrain import cli as pretrain_cli
 
     pretrain_cli.add_parsers(sub)
+    benchmark_cli.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -168,19 +168,20 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         raise ConfigError(f"config key {key!r} expects {getattr(typ, '__name__', typ)}, got {value!r}") from None
 
 
-def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
+def _apply(obj: Any, updates: dict[str, Any], prefix: str = "", root: type | None = None) -> None:
+    root = root or type(obj)
     hints = get_type_hints(type(obj))
     names = {f.name for f in fields(obj)}
     for k, v in updates.items():
         if k not in names:
             raise ConfigError(
-                f"unknown config key {prefix + k!r}; valid keys: {', '.join(_valid_keys(PretrainConfig))}"
+                f"unknown config key {prefix + k!r}; valid keys: {', '.join(_valid_keys(root))}"
             )
         t = hints[k]
         if dataclasses.is_dataclass(t):
             if not isinstance(v, dict):
                 raise ConfigError(f"config key {prefix + k!r} is a section; give a mapping of its keys")
-            _apply(getattr(obj, k), v, f"{prefix}{k}.")
+            _apply(getattr(obj, k), v, f"{prefix}{k}.", root)
         else:
             setattr(obj, k, _coerce(v, t, prefix + k))
 
@@ -201,41 +202,46 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return out
 
 
-def preset_path(name_or_path: str) -> Path:
-    """A preset name from configs/pretrain/ or a path to a YAML file."""
+def preset_path(name_or_path: str, config_dir: Path = CONFIG_DIR) -> Path:
+    """A preset name from ``config_dir`` (default configs/pretrain/) or a path to a YAML file."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
             raise ConfigError(f"config file {p} not found")
         return p
-    cand = CONFIG_DIR / f"{name_or_path}.yaml"
+    cand = config_dir / f"{name_or_path}.yaml"
     if not cand.is_file():
-        raise ConfigError(f"unknown preset {name_or_path!r}; available: {', '.join(list_presets())} (or pass a YAML path)")
+        raise ConfigError(
+            f"unknown preset {name_or_path!r}; available: {', '.join(list_presets(config_dir))} (or pass a YAML path)"
+        )
     return cand
 
 
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+def list_presets(config_dir: Path = CONFIG_DIR) -> list[str]:
+    return sorted(p.stem for p in config_dir.glob("*.yaml"))
 
 
-def load_config(preset: str | None = None, overrides: list[str] | None = None, base: dict | None = None) -> PretrainConfig:
-    """Dataclass defaults <- preset YAML (or ``base`` mapping) <- ``section.key=value`` overrides, validated."""
-    cfg = PretrainConfig()
+def load_dataclass(cls: type, config_dir: Path, preset: str | None = None, overrides: list[str] | None = None) -> Any:
+    """``cls()`` defaults <- preset YAML from ``config_dir`` <- ``key=value`` overrides (unknown keys are errors)."""
+    cfg = cls()
     if preset is not None:
-        path = preset_path(preset)
+        path = preset_path(preset, config_dir)
         raw = yaml.safe_load(path.read_text()) or {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a preset must be a mapping of sections")
+            raise ConfigError(f"{path}: a preset must be a mapping of keys")
         raw.pop("description", None)
         try:
             _apply(cfg, raw)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
-    if base:
-        _apply(cfg, base)
     if overrides:
         _apply(cfg, parse_overrides(overrides))
-    return cfg.validate()
+    return cfg
+
+
+def load_config(preset: str | None = None, overrides: list[str] | None = None) -> PretrainConfig:
+    """Pretraining config: dataclass defaults <- preset YAML <- ``section.key=value`` overrides, validated."""
+    return load_dataclass(PretrainConfig, CONFIG_DIR, preset, overrides).validate()
 
 
 def config_from_dict(d: dict[str, Any]) -> PretrainConfig:

@@ -1,0 +1,97 @@
+"""Weighted kNN on L2-normalised features (Wu et al. 2018, as in DINO / lightly): the k nearest
+training features by cosine similarity vote for their class with weight exp(sim / T).
+Neighbours come from an exact faiss inner-product index (GPU index where CUDA and faiss-gpu
+exist), or from a chunked torch matmul when faiss is missing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmark.features import eval_transform, extract_features, image_folder
+from benchmark.protocol import TrunkConfig, run_and_record
+from benchmark.record import ResultRecord
+
+
+def nearest_neighbors(train: torch.Tensor, test: torch.Tensor, k: int, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """(similarities, indices), each (n_test, k), sorted by decreasing similarity; inputs L2-normalised."""
+    k = min(k, train.shape[0])
+    if backend in ("auto", "faiss"):
+        try:
+            import faiss
+        except ImportError:
+            if backend == "faiss":
+                raise ImportError("backend 'faiss' asked for but faiss is not installed: pip install faiss-cpu") from None
+        else:
+            index = faiss.IndexFlatIP(train.shape[1])
+            if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources"):
+                index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+            index.add(train.float().contiguous().numpy())
+            sims, idx = index.search(test.float().contiguous().numpy(), k)
+            return torch.from_numpy(sims), torch.from_numpy(idx).long()
+    sims, idx = [], []
+    for chunk in test.split(1024):
+        s, i = (chunk.float() @ train.float().t()).topk(k, dim=1)
+        sims.append(s)
+        idx.append(i)
+    return torch.cat(sims), torch.cat(idx)
+
+
+def knn_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, test_labels: torch.Tensor,
+                 ks: Sequence[int] = (10, 20, 100, 200), temperature: float = 0.07, backend: str = "auto") -> dict[str, float]:
+    """Top-1 / top-5 accuracy (%) for each k: {'k10_top1': ..., 'k10_top5': ...}."""
+    train = F.normalize(train_feats.float(), dim=1)
+    test = F.normalize(test_feats.float(), dim=1)
+    n_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    sims, idx = nearest_neighbors(train, test, max(ks), backend)
+    neighbor_labels = train_labels[idx]
+    out = {}
+    for k in ks:
+        k_eff = min(k, sims.shape[1])
+        weights = (sims[:, :k_eff] / temperature).exp()
+        votes = torch.zeros(test.shape[0], n_classes).scatter_add_(1, neighbor_labels[:, :k_eff], weights)
+        top = votes.topk(min(5, n_classes), dim=1).indices
+        hit = top == test_labels[:, None]
+        out[f"k{k}_top1"] = 100.0 * hit[:, 0].float().mean().item()
+        out[f"k{k}_top5"] = 100.0 * hit.any(dim=1).float().mean().item()
+    return out
+
+
+
+@dataclass
+class KnnConfig:
+    """kNN protocol; defaults are the ImageNet setting (resize 256, center crop 224)."""
+
+    dataset: str = "imagenet"
+    train: str = "/datasets/imagenet/train"
+    val: str = "/datasets/imagenet/val"
+    resize: int = 256
+    crop: int = 224
+    ks: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
+    temperature: float = 0.07
+    batch_size: int = 256
+    num_workers: int = 8
+    backend: str = "auto"  # auto | faiss | torch
+    seed: int = 0
+    mode: str = "frozen-features"
+    trunk: TrunkConfig = field(default_factory=TrunkConfig)
+
+
+def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecord:
+    """Extract train/val features with the frozen trunk, classify val by weighted kNN, write the record."""
+
+    def body(loaded, device):
+        tf = eval_transform(cfg.resize, cfg.crop)
+        train, val = image_folder(cfg.train, tf), image_folder(cfg.val, tf)
+        if train.classes != val.classes:
+            raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
+        ftr, ytr = extract_features(loaded.trunk, train, device, cfg.batch_size, cfg.num_workers, "train features")
+        fva, yva = extract_features(loaded.trunk, val, device, cfg.batch_size, cfg.num_workers, "val features")
+        metrics = knn_accuracy(ftr, ytr, fva, yva, cfg.ks, cfg.temperature, cfg.backend)
+        return metrics, {"train": len(train), "val": len(val)}
+
+    return run_and_record("knn", cfg, checkpoint, out_dir, cfg.dataset, cfg.seed, body)

@@ -1,0 +1,58 @@
+"""What every protocol shares: the trunk settings, loading it, timing, and writing the record
+(status 'failed' with the error when the protocol raises, so a sweep never loses track of it)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.record import ResultRecord, device_name, write_record
+from benchmark.trunk import LoadedTrunk, TrunkSpec, load_trunk
+
+
+@dataclass
+class TrunkConfig:
+    """Architecture used for files that do not name one (torchvision, official SwAV, VISSL, random)."""
+
+    arch: str = "resnet50"
+    small_stem: bool = False
+    width_multiplier: float = 1.0
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+Body = Callable[[LoadedTrunk, torch.device], tuple[dict[str, float], dict[str, int]]]
+
+
+def run_and_record(protocol: str, cfg: Any, checkpoint: str, out_dir: str | Path, dataset: str, seed: int, body: Body) -> ResultRecord:
+    """Load the trunk, run ``body`` -> (metrics, split sizes), write out_dir/result.json either way."""
+    device = default_device()
+    t0 = time.perf_counter()
+    loaded: LoadedTrunk | None = None
+    t = cfg.trunk
+    try:
+        loaded = load_trunk(checkpoint, TrunkSpec(t.arch, t.small_stem, t.width_multiplier), seed)
+        metrics, splits = body(loaded, device)
+    except Exception as e:
+        record = ResultRecord(
+            protocol=protocol, status="failed", metrics={}, checkpoint=str(checkpoint),
+            checkpoint_sha256=loaded.sha256 if loaded else None, trunk_kind=loaded.kind if loaded else "unknown",
+            arch=loaded.spec.arch if loaded else t.arch, dataset=dataset, splits={}, config=asdict(cfg), seed=seed,
+            wall_time_s=time.perf_counter() - t0, device=device_name(device), error=f"{type(e).__name__}: {e}",
+        )
+        write_record(record, out_dir)
+        raise
+    record = ResultRecord(
+        protocol=protocol, status="ok", metrics=metrics, checkpoint=loaded.source, checkpoint_sha256=loaded.sha256,
+        trunk_kind=loaded.kind, arch=loaded.spec.arch, dataset=dataset, splits=splits, config=asdict(cfg), seed=seed,
+        wall_time_s=time.perf_counter() - t0, device=device_name(device),
+    )
+    write_record(record, out_dir)
+    return record
