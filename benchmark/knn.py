@@ -54,8 +54,8 @@ def knn_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
         k_eff = min(k, sims.shape[1])
         weights = (sims[:, :k_eff] / temperature).exp()
         votes = torch.zeros(test.shape[0], n_classes).scatter_add_(1, neighbor_labels[:, :k_eff], weights)
-        top = votes.topk(min(5, n_classes), dim=1).indices
-        hit = top == test_labels[:, None]
+        top_votes, top = votes.topk(min(5, n_classes), dim=1)
+        hit = (top == test_labels[:, None]) & (top_votes > 0)  # a class no neighbour voted for is never a hit
         out[f"k{k}_top1"] = 100.0 * hit[:, 0].float().mean().item()
         out[f"k{k}_top5"] = 100.0 * hit.any(dim=1).float().mean().item()
     return out
