@@ -1,0 +1,213 @@
+"""Linear probe on a frozen trunk (paper Sec. 4.1; official ``eval_linear.py``).
+
+The trunk stays in eval mode (BatchNorm statistics frozen, no gradients); globally pooled
+features feed linear heads. A grid of heads (learning rate x weight decay) trains in one pass:
+every head sees the same features, so the grid costs about one probe. ``mode``:
+- ``augmented``: RandomResizedCrop + flip each epoch, trunk forward every step (the paper);
+- ``cached``: features of the un-augmented images extracted once, cached on disk, heads trained
+  on the cache (cheap; numbers are not the paper's protocol, and the record says so).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision import transforms
+from tqdm import tqdm
+
+from benchmark.features import eval_transform, extract_features, image_folder
+from benchmark.protocol import TrunkConfig, run_and_record
+from benchmark.record import ResultRecord
+from pretrain.checkpoint import atomic_save, load_checkpoint
+from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass
+class LinearConfig:
+    """Defaults: the paper's ImageNet probe (SGD 0.3, momentum 0.9, wd 1e-6, cosine, 100 epochs, batch 256)."""
+
+    dataset: str = "imagenet"
+    train: str = "/datasets/imagenet/train"
+    val: str = "/datasets/imagenet/val"
+    mode: str = "augmented"  # augmented | cached
+    epochs: int = 100
+    batch_size: int = 256
+    lrs: list[float] = field(default_factory=lambda: [0.3])
+    weight_decays: list[float] = field(default_factory=lambda: [1e-6])
+    momentum: float = 0.9
+    final_lr: float = 0.0
+    crop: int = 224
+    resize: int = 256
+    min_scale: float = 0.08
+    num_workers: int = 8
+    eval_every: int = 1
+    seed: int = 0
+    trunk: TrunkConfig = field(default_factory=TrunkConfig)
+
+
+class LinearHeads(nn.Module):
+    """N independent linear classifiers over the same features (N(0, 0.01) weights, zero bias).
+
+    Every head starts from the same seeded weights, so head i of a grid is exactly the probe
+    that would have been trained alone with its (lr, wd)."""
+
+    def __init__(self, n_heads: int, dim: int, n_classes: int, seed: int = 0):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(dim, n_classes) for _ in range(n_heads))
+        for h in self.heads:
+            with torch.no_grad():
+                h.weight.copy_(torch.randn(h.weight.shape, generator=torch.Generator().manual_seed(seed)) * 0.01)
+            nn.init.zeros_(h.bias)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [h(x) for h in self.heads]
+
+
+def topk_hits(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
+    k = min(k, logits.shape[1])
+    return int((logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum())
+
+
+def grid(cfg: LinearConfig) -> list[tuple[float, float]]:
+    return list(itertools.product(cfg.lrs, cfg.weight_decays))
+
+
+def train_heads(batches_per_epoch, train_batches, eval_fn, dim: int, n_classes: int, cfg: LinearConfig,
+                device: torch.device, desc: str = "linear") -> list[dict[str, float]]:
+    """Train one head per (lr, wd) on features from ``train_batches(epoch)``; ``eval_fn(heads)`` ->
+    per-head (top1, top5). Returns per head: last and best top-1/top-5 and the best epoch."""
+    pairs = grid(cfg)
+    heads = LinearHeads(len(pairs), dim, n_classes, cfg.seed).to(device)
+    opt = torch.optim.SGD(
+        [{"params": h.parameters(), "lr": lr, "weight_decay": wd} for h, (lr, wd) in zip(heads.heads, pairs)],
+        lr=pairs[0][0], momentum=cfg.momentum,
+    )
+    total = cfg.epochs * batches_per_epoch
+    step = 0
+    results = [{"lr": lr, "weight_decay": wd, "top1_best": -1.0, "best_epoch": 0} for lr, wd in pairs]
+    bar = tqdm(total=total, desc=desc, unit="it", leave=False)
+    for epoch in range(cfg.epochs):
+        heads.train()
+        for feats, y in train_batches(epoch):
+            for g, (lr, _) in zip(opt.param_groups, pairs):
+                g["lr"] = cfg.final_lr + 0.5 * (lr - cfg.final_lr) * (1 + math.cos(math.pi * step / total))
+            feats, y = feats.to(device), y.to(device)
+            loss = sum(F.cross_entropy(out, y) for out in heads(feats))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            heads.eval()
+            for r, (top1, top5) in zip(results, eval_fn(heads)):
+                r["top1_last"], r["top5_last"] = top1, top5
+                if top1 > r["top1_best"]:
+                    r["top1_best"], r["top5_best"], r["best_epoch"] = top1, top5, epoch + 1
+            bar.set_postfix(top1=f"{max(r['top1_last'] for r in results):.2f}")
+    bar.close()
+    return results
+
+
+@torch.no_grad()
+def evaluate_heads(heads: LinearHeads, batches, device: torch.device) -> list[tuple[float, float]]:
+    hits1 = [0] * len(heads.heads)
+    hits5 = [0] * len(heads.heads)
+    n = 0
+    for feats, y in batches:
+        feats, y = feats.to(device), y.to(device)
+        for i, out in enumerate(heads(feats)):
+            hits1[i] += topk_hits(out, y, 1)
+            hits5[i] += topk_hits(out, y, 5)
+        n += len(y)
+    return [(100.0 * a / n, 100.0 * b / n) for a, b in zip(hits1, hits5)]
+
+
+def cached_features(trunk: nn.Module, folder: str, cfg: LinearConfig, device: torch.device, path: Path, sha: str | None):
+    """Features + labels of an un-augmented split, loaded from ``path`` when it was made by the same trunk."""
+    key = {"sha256": sha, "folder": str(Path(folder).resolve()), "resize": cfg.resize, "crop": cfg.crop}
+    if path.is_file():
+        cache = load_checkpoint(path)
+        if cache.get("key") == key:
+            return cache["features"], cache["labels"]
+    ds = image_folder(folder, eval_transform(cfg.resize, cfg.crop))
+    feats, labels = extract_features(trunk, ds, device, cfg.batch_size, cfg.num_workers, f"features {Path(folder).name}")
+    atomic_save({"key": key, "features": feats, "labels": labels}, path)
+    return feats, labels
+
+
+def summarize(results: list[dict[str, float]]) -> dict[str, float]:
+    """Record metrics: the best head's numbers plus every head's, named by its lr and wd."""
+    best = max(results, key=lambda r: r["top1_best"])
+    out = {"top1": best["top1_last"], "top5": best["top5_last"], "top1_best_epoch": best["top1_best"],
+           "top5_best_epoch": best["top5_best"], "best_epoch": best["best_epoch"], "best_lr": best["lr"],
+           "best_weight_decay": best["weight_decay"]}
+    for r in results:
+        tag = f"lr{r['lr']:g}_wd{r['weight_decay']:g}"
+        out[f"{tag}_top1"] = r["top1_last"]
+        out[f"{tag}_top1_best_epoch"] = r["top1_best"]
+    return out
+
+
+def run_linear(cfg: LinearConfig, checkpoint: str, out_dir: str | Path) -> ResultRecord:
+    """Train the head grid on the frozen trunk and write the record."""
+    if cfg.mode not in ("augmented", "cached"):
+        raise ValueError(f"mode must be 'augmented' or 'cached', got {cfg.mode!r}")
+    out_dir = Path(out_dir)
+
+    def body(loaded, device):
+        trunk = loaded.trunk.to(device).eval()
+        for p in trunk.parameters():
+            p.requires_grad_(False)
+        val_tf = eval_transform(cfg.resize, cfg.crop)
+        train_ds = image_folder(cfg.train, val_tf)
+        val_ds = image_folder(cfg.val, val_tf)
+        if train_ds.classes != val_ds.classes:
+            raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
+        n_classes, dim = len(train_ds.classes), trunk.num_features
+        if cfg.mode == "cached":
+            ftr, ytr = cached_features(trunk, cfg.train, cfg, device, out_dir / "cache" / "train.pt", loaded.sha256)
+            fva, yva = cached_features(trunk, cfg.val, cfg, device, out_dir / "cache" / "val.pt", loaded.sha256)
+            g = torch.Generator().manual_seed(cfg.seed)
+
+            def train_batches(epoch):
+                return DataLoader(TensorDataset(ftr, ytr), batch_size=cfg.batch_size, shuffle=True, generator=g)
+
+            def eval_fn(heads):
+                return evaluate_heads(heads, DataLoader(TensorDataset(fva, yva), batch_size=1024), device)
+
+            n_batches = math.ceil(len(ytr) / cfg.batch_size)
+        else:
+            train_ds.transform = transforms.Compose([
+                transforms.RandomResizedCrop(cfg.crop, scale=(cfg.min_scale, 1.0)), transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ])
+            g = torch.Generator().manual_seed(cfg.seed)
+            loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=g,
+                                num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+            val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+
+            def frozen(batches):
+                trunk.eval()  # every epoch: BN statistics stay frozen
+                for x, y in batches:
+                    with torch.no_grad():
+                        yield trunk(x.to(device)).float(), y
+
+            def train_batches(epoch):
+                return frozen(loader)
+
+            def eval_fn(heads):
+                return evaluate_heads(heads, frozen(val_loader), device)
+
+            n_batches = len(loader)
+        results = train_heads(n_batches, train_batches, eval_fn, dim, n_classes, cfg, device)
+        return summarize(results), {"train": len(train_ds), "val": len(val_ds)}
+
+    return run_and_record("linear", cfg, checkpoint, out_dir, cfg.dataset, cfg.seed, body)
