@@ -19,7 +19,15 @@ PROTOCOLS = {
                "linear probe on the frozen trunk (lr x wd grid in one pass; augmented or cached features)"),
     "knn": ("benchmark.knn", "KnnConfig", "run_knn", "knn-imagenet",
             "weighted kNN (k = 10/20/100/200, T = 0.07) on L2-normalised frozen features (faiss)"),
+    "semisup": ("benchmark.semisup", "SemisupConfig", "run_semisup", "semisup-imagenet-1pct",
+                "semi-supervised fine-tuning of trunk + linear head on a labelled subset (1 or 10 percent of the labels)"),
+    "svm": ("benchmark.svm", "SvmConfig", "run_svm", "svm-voc07",
+            "VOC07 linear SVMs per class on frozen features, C by cross-validation, 11-point AP (and low-shot)"),
 }
+
+
+def small_preset(protocol: str) -> str:
+    return next((p for p in list_presets(EVAL_CONFIGS) if p.startswith(protocol + "-") and p.endswith("-small")), "")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p = protocols.add_parser(
             name, help=help_, description=help_[0].upper() + help_[1:] + ". Writes --out/result.json.",
             epilog=f"presets: {presets}\nexample:\n  swavbench eval {name} --checkpoint runs/pretrain-cpu-small/checkpoint.pth "
-            f"--config {name}-cifar10-small --out runs/{name}",
+            f"--config {small_preset(name)} --out runs/{name}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.add_argument("--checkpoint", required=True,
@@ -40,6 +48,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--out", required=True, help="folder for result.json")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=10 trunk.arch=resnet18")
         p.set_defaults(func=run_protocol)
+    ms = protocols.add_parser("make-subset", help="write a class-balanced labelled subset file (for semisup)",
+                              description="Draw a seeded class-balanced subset of an ImageFolder split and write one "
+                              "class/file path per line, the format `eval semisup subset=FILE` reads.")
+    ms.add_argument("--data", required=True, help="ImageFolder split, e.g. ../shared/data/cifar10-subset/train")
+    ms.add_argument("--out", required=True, help="subset file to write")
+    group = ms.add_mutually_exclusive_group(required=True)
+    group.add_argument("--per-class", type=int, help="images per class")
+    group.add_argument("--fraction", type=float, help="fraction of each class (at least one image)")
+    ms.add_argument("--seed", type=int, default=0)
+    ms.set_defaults(func=run_make_subset)
+
+
+def run_make_subset(args: argparse.Namespace) -> int:
+    from benchmark.subsets import make_balanced_subset
+
+    try:
+        path = make_balanced_subset(args.data, args.out, args.per_class, args.fraction, args.seed)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"swavbench eval make-subset: error: {e}", file=sys.stderr)
+        return 2
+    print(f"subset: {path.resolve()} ({len(path.read_text().splitlines())} images)")
+    return 0
 
 
 def run_protocol(args: argparse.Namespace) -> int:

@@ -1,0 +1,92 @@
+import json
+import math
+
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from torch.utils.data import DataLoader, TensorDataset
+
+import benchmark.protocol as protocol
+from benchmark.linear import LinearConfig, evaluate_heads, run_linear, train_heads
+from pretrain.checkpoint import load_checkpoint
+from pretrain.config import load_config
+from pretrain.train import pretrain
+
+
+def blobs(n_per_class, n_classes=6, dim=20, seed=0, noise=2.5):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(n_classes, dim, generator=torch.Generator().manual_seed(99)) * 1.5
+    y = torch.arange(n_classes).repeat_interleave(n_per_class)
+    return centers[y] + noise * torch.randn(len(y), dim, generator=g), y
+
+
+def fit(cfg, xtr, ytr, xte, yte):
+    g = torch.Generator().manual_seed(cfg.seed)
+
+    def batches(epoch):
+        return DataLoader(TensorDataset(xtr, ytr), batch_size=cfg.batch_size, shuffle=True, generator=g)
+
+    def eval_fn(heads):
+        return evaluate_heads(heads, DataLoader(TensorDataset(xte, yte), batch_size=512), torch.device("cpu"))
+
+    n = math.ceil(len(ytr) / cfg.batch_size)
+    return train_heads(n, batches, eval_fn, xtr.shape[1], int(ytr.max()) + 1, cfg, torch.device("cpu"), "test")
+
+
+def test_probe_reaches_logistic_regression_accuracy():
+    xtr, ytr = blobs(150, seed=0)
+    xte, yte = blobs(100, seed=1)
+    cfg = LinearConfig(epochs=40, batch_size=64, lrs=[0.1], weight_decays=[0.0], momentum=0.9)
+    (res,) = fit(cfg, xtr, ytr, xte, yte)
+    sk = LogisticRegression(C=10.0, max_iter=2000).fit(xtr.numpy(), ytr.numpy())
+    sk_acc = 100 * (sk.predict(xte.numpy()) == yte.numpy()).mean()
+    assert 40 < sk_acc < 98  # a problem with headroom
+    assert res["top1_last"] == pytest.approx(sk_acc, abs=2.5)  # tolerance: 2.5 points of 600 test samples
+
+
+def test_grid_heads_equal_heads_trained_alone():
+    xtr, ytr = blobs(60, seed=2)
+    xte, yte = blobs(40, seed=3)
+    lrs, wds = [0.01, 0.3, 2.0], [0.0, 1e-3]
+    together = fit(LinearConfig(epochs=5, batch_size=32, lrs=lrs, weight_decays=wds), xtr, ytr, xte, yte)
+    assert len(together) == 6
+    for r in together:
+        (alone,) = fit(LinearConfig(epochs=5, batch_size=32, lrs=[r["lr"]], weight_decays=[r["weight_decay"]]),
+                       xtr, ytr, xte, yte)
+        assert alone["top1_last"] == pytest.approx(r["top1_last"], abs=1e-6)
+        assert alone["top5_best"] == pytest.approx(r["top5_best"], abs=1e-6)
+    assert len({round(r["top1_last"], 3) for r in together}) > 1  # the lrs really differ
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory, generated_data):
+    return pretrain(load_config("tiny", [f"data.path={generated_data}", "run.max_iters=3"]),
+                    tmp_path_factory.mktemp("tiny"), progress=False)
+
+
+@pytest.mark.parametrize("mode", ["augmented", "cached"])
+def test_probe_leaves_trunk_and_bn_statistics_unchanged(tmp_path, tiny_ckpt, generated_data, monkeypatch, mode):
+    seen = []
+    real = protocol.load_trunk
+    monkeypatch.setattr(protocol, "load_trunk", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    cfg = LinearConfig(dataset="generated", train=str(generated_data), val=str(generated_data.parent / "val"),
+                       mode=mode, epochs=2, batch_size=32, crop=32, resize=32, num_workers=0, lrs=[0.1, 1.0])
+    rec = run_linear(cfg, str(tiny_ckpt), tmp_path)
+    saved = load_checkpoint(tiny_ckpt)["state_dict"]
+    after = seen[0].trunk.state_dict()
+    for k, v in after.items():
+        assert torch.equal(v.cpu(), saved[k]), k  # weights and running_mean / running_var / num_batches_tracked
+    data = json.loads((tmp_path / "result.json").read_text())
+    assert data["status"] == "ok" and data["config"]["mode"] == mode and data["protocol"] == "linear"
+    assert data["splits"] == {"train": 160, "val": 40} and data["checkpoint_sha256"] == seen[0].sha256
+    assert 0 <= rec.metrics["top1"] <= 100 and "lr1_wd1e-06_top1" in rec.metrics
+    if mode == "cached":
+        assert (tmp_path / "cache" / "train.pt").is_file()
+
+
+def test_failed_run_writes_a_failed_record(tmp_path, tiny_ckpt):
+    cfg = LinearConfig(train=str(tmp_path / "missing"), val=str(tmp_path / "missing"), epochs=1)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        run_linear(cfg, str(tiny_ckpt), tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert data["status"] == "failed" and "missing" in data["error"]
