@@ -198,7 +198,8 @@ def run_linear(cfg: LinearConfig, checkpoint: str, out_dir: str | Path) -> Resul
                 trunk.eval()  # every epoch: BN statistics stay frozen
                 for x, y in batches:
                     with torch.no_grad():
-                        yield trunk(x.to(device)).float(), y
+                        feats = trunk(x.to(device)).float()
+                    yield feats, y  # outside no_grad: the heads train on them
 
             def train_batches(epoch):
                 return frozen(loader)
