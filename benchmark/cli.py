@@ -59,6 +59,30 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ms.add_argument("--seed", type=int, default=0)
     ms.set_defaults(func=run_make_subset)
 
+    b = sub.add_parser("eval-bench", help="print feature-extraction images/s and the N-head linear grid cost ratio",
+                       description="Time feature extraction and one epoch of the augmented linear probe with 1 head "
+                       "and with an N-head grid, interleaved on the same images. Prints a table; writes nothing.")
+    b.add_argument("--checkpoint", default="random")
+    b.add_argument("--config", default="linear-cifar10-small", help="linear preset giving data, crop and trunk")
+    b.add_argument("--images", type=int, default=2000)
+    b.add_argument("--heads", type=int, default=8)
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("overrides", nargs="*", metavar="key=value")
+    b.set_defaults(func=run_eval_bench)
+
+
+def run_eval_bench(args: argparse.Namespace) -> int:
+    from benchmark.bench import run
+    from benchmark.linear import LinearConfig
+
+    try:
+        cfg = load_dataclass(LinearConfig, EVAL_CONFIGS, args.config, list(args.overrides))
+        run(args.checkpoint, cfg, args.images, args.heads, args.repeats)
+    except (ConfigError, CheckpointError, TrunkLoadError, FileNotFoundError) as e:
+        print(f"swavbench eval-bench: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
 
 def run_make_subset(args: argparse.Namespace) -> int:
     from benchmark.subsets import make_balanced_subset
