@@ -15,9 +15,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from benchmark import cli as benchmark_cli
     from pretrain import cli as pretrain_cli
+    from results import cli as results_cli
 
     pretrain_cli.add_parsers(sub)
     benchmark_cli.add_parsers(sub)
+    results_cli.add_parsers(sub)
     return parser
 
 

@@ -130,9 +130,10 @@ def evaluate_heads(heads: LinearHeads, batches, device: torch.device) -> list[tu
     return [(100.0 * a / n, 100.0 * b / n) for a, b in zip(hits1, hits5)]
 
 
-def cached_features(trunk: nn.Module, folder: str, cfg: LinearConfig, device: torch.device, path: Path, sha: str | None):
-    """Features + labels of an un-augmented split, loaded from ``path`` when it was made by the same trunk."""
-    key = {"sha256": sha, "folder": str(Path(folder).resolve()), "resize": cfg.resize, "crop": cfg.crop}
+def cached_features(trunk: nn.Module, folder: str, cfg: LinearConfig, device: torch.device, path: Path, trunk_key: dict):
+    """Features + labels of an un-augmented split, loaded from ``path`` when it was made by the same trunk
+    (``trunk_key``: checkpoint sha256, or arch + seed for a random trunk) on the same images and crop."""
+    key = {**trunk_key, "folder": str(Path(folder).resolve()), "resize": cfg.resize, "crop": cfg.crop}
     if path.is_file():
         cache = load_checkpoint(path)
         if cache.get("key") == key:
@@ -173,8 +174,9 @@ def run_linear(cfg: LinearConfig, checkpoint: str, out_dir: str | Path) -> Resul
             raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
         n_classes, dim = len(train_ds.classes), trunk.num_features
         if cfg.mode == "cached":
-            ftr, ytr = cached_features(trunk, cfg.train, cfg, device, out_dir / "cache" / "train.pt", loaded.sha256)
-            fva, yva = cached_features(trunk, cfg.val, cfg, device, out_dir / "cache" / "val.pt", loaded.sha256)
+            key = {"sha256": loaded.sha256, "source": loaded.source, "spec": vars(loaded.spec), "seed": cfg.seed}
+            ftr, ytr = cached_features(trunk, cfg.train, cfg, device, out_dir / "cache" / "train.pt", key)
+            fva, yva = cached_features(trunk, cfg.val, cfg, device, out_dir / "cache" / "val.pt", key)
             g = torch.Generator().manual_seed(cfg.seed)
 
             def train_batches(epoch):

@@ -22,6 +22,7 @@ class TrunkConfig:
     arch: str = "resnet50"
     small_stem: bool = False
     width_multiplier: float = 1.0
+    label: str = ""  # row name in reports; "" = derived from the checkpoint (random / supervised / run folder)
 
 
 def default_device() -> torch.device:
@@ -46,13 +47,15 @@ def run_and_record(protocol: str, cfg: Any, checkpoint: str, out_dir: str | Path
             checkpoint_sha256=loaded.sha256 if loaded else None, trunk_kind=loaded.kind if loaded else "unknown",
             arch=loaded.spec.arch if loaded else t.arch, dataset=dataset, splits={}, config=asdict(cfg), seed=seed,
             wall_time_s=time.perf_counter() - t0, device=device_name(device), error=f"{type(e).__name__}: {e}",
+            model=t.label or (loaded.label() if loaded else Path(str(checkpoint)).stem),
         )
         write_record(record, out_dir)
         raise
     record = ResultRecord(
         protocol=protocol, status="ok", metrics=metrics, checkpoint=loaded.source, checkpoint_sha256=loaded.sha256,
         trunk_kind=loaded.kind, arch=loaded.spec.arch, dataset=dataset, splits=splits, config=asdict(cfg), seed=seed,
-        wall_time_s=time.perf_counter() - t0, device=device_name(device),
+        wall_time_s=time.perf_counter() - t0, device=device_name(device), model=t.label or loaded.label(),
+        pretrain_epochs=loaded.pretrain_epochs,
     )
     write_record(record, out_dir)
     return record

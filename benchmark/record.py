@@ -2,7 +2,8 @@
 
 Schema (version 1): protocol, status ("ok" | "failed"), metrics {name: value}, checkpoint,
 checkpoint_sha256, trunk_kind, arch, dataset, splits {split: n_images}, config (the protocol's
-full settings, including its ``mode``), seed, wall_time_s, device, versions, error, created.
+full settings, including its ``mode``), seed, wall_time_s, device, model (the report's row
+name), pretrain_epochs, versions, error, created.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class ResultRecord:
     seed: int
     wall_time_s: float
     device: str
+    model: str = ""  # report row: random, supervised, the pretraining run's folder name, or trunk.label
+    pretrain_epochs: int | None = None
     versions: dict[str, str] = field(default_factory=lambda: library_versions())
     error: str | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))

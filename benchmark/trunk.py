@@ -42,6 +42,17 @@ class LoadedTrunk:
     spec: TrunkSpec
     sha256: str | None = None
     ignored_keys: list[str] = field(default_factory=list)  # head keys dropped on purpose
+    pretrain_epochs: int | None = None  # from a swav-bench checkpoint
+    supervised: bool = False  # trained with labels (torchvision files, `swavbench pretrain --supervised`)
+
+    def label(self) -> str:
+        """Row name in reports: random, supervised, the run folder of a swav-bench checkpoint, or the file stem."""
+        if self.kind == "random":
+            return "random"
+        if self.supervised:
+            return "supervised"
+        path = Path(self.source)
+        return path.parent.name if self.kind == "swav-bench" else path.stem
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -55,7 +66,7 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
 def _unwrap(ckpt: dict, path: Path) -> tuple[str, dict[str, torch.Tensor], TrunkSpec | None]:
     """(kind, raw trunk-ish state dict, spec from the file if it has one)."""
     if ckpt.get("format") == FORMAT:
-        m = config_from_dict(ckpt["config"]).model
+        m = config_from_dict({"model": ckpt["config"]["model"]}).model
         return "swav-bench", ckpt["state_dict"], TrunkSpec(m.arch, m.small_stem, m.width_multiplier)
     if "classy_state_dict" in ckpt:
         try:
@@ -79,7 +90,8 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
         torch.manual_seed(seed)
         return LoadedTrunk(build_trunk(spec.arch, spec.small_stem, spec.width_multiplier), "random", "random", spec)
     path = Path(source)
-    kind, raw, file_spec = _unwrap(load_checkpoint(path), path)
+    ckpt = load_checkpoint(path)
+    kind, raw, file_spec = _unwrap(ckpt, path)
     spec = file_spec or spec
     state, ignored = {}, []
     for k, v in raw.items():
@@ -103,4 +115,6 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
             f"width x{spec.width_multiplier}): {'; '.join(parts)}. Pass the architecture the checkpoint was trained with."
         )
     trunk.load_state_dict(state, strict=True)
-    return LoadedTrunk(trunk, str(path), kind, spec, sha256_of(path), ignored)
+    epochs = ckpt.get("epoch") if kind == "swav-bench" else None
+    supervised = kind == "torchvision" or bool(ckpt.get("supervised"))
+    return LoadedTrunk(trunk, str(path), kind, spec, sha256_of(path), ignored, epochs, supervised)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pretrain.checkpoint import CheckpointError
@@ -29,6 +30,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="continue the run in --out (or from CKPT) exactly where its last checkpoint stopped")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--supervised", action="store_true",
+                   help="train the supervised baseline instead (labels, cross-entropy; presets in configs/supervised/)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. optim.epochs=5")
     p.set_defaults(func=run_pretrain)
 
@@ -53,6 +56,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
     from pretrain.train import TrainingStopped, pretrain
 
+    if args.supervised:
+        return run_supervised(args)
     try:
         overrides = list(args.overrides) + ([f"data.path={args.data}"] if args.data else [])
         cfg = load_config(args.config, overrides)
@@ -64,7 +69,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError, EmptyDatasetError, TrainingStopped) as e:
         print(f"swavbench pretrain: error: {e}", file=sys.stderr)
         return 2
-    print(f"checkpoint: {ckpt.resolve()}")
+    if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
+        print(f"checkpoint: {ckpt.resolve()}")
     return 0
 
 
@@ -77,4 +83,27 @@ def run_bench(args: argparse.Namespace) -> int:
     except (ConfigError, EmptyDatasetError) as e:
         print(f"swavbench pretrain-bench: error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def run_supervised(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from pretrain.config import load_dataclass
+    from pretrain.supervised import CONFIG_DIR, SupervisedConfig, train_supervised
+
+    try:
+        overrides = list(args.overrides) + ([f"data={args.data}"] if args.data else [])
+        cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, args.config, overrides)
+        if args.print_config:
+            print(yaml.safe_dump(cfg.__dict__ | {"model": vars(cfg.model)}, sort_keys=False))
+            return 0
+        out = Path(args.out or f"runs/supervised-{Path(args.config).stem}")
+        ckpt = train_supervised(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+        print(f"swavbench pretrain --supervised: error: {e}", file=sys.stderr)
+        return 2
+    print(f"checkpoint: {ckpt.resolve()}")
     return 0

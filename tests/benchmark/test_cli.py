@@ -37,3 +37,14 @@ def test_eval_knn_cli_random_trunk_and_wrong_checkpoint(tmp_path, generated_data
     assert json.loads((tmp_path / "bad" / "result.json").read_text())["status"] == "failed"
     res = swavbench("eval", "knn", "--checkpoint", "random", "--out", str(tmp_path / "x"), "kk=3")
     assert res.returncode == 2 and "unknown config key 'kk'" in res.stderr and "temperature" in res.stderr
+
+
+def test_empty_class_folder_is_named(tmp_path, generated_data):
+    import shutil
+
+    train = tmp_path / "train"
+    shutil.copytree(generated_data, train)
+    (train / "zebra").mkdir()
+    res = swavbench("eval", "knn", "--checkpoint", "random", "--out", str(tmp_path / "o"), f"train={train}",
+                    f"val={train}", "trunk.arch=resnet18", "num_workers=0")
+    assert res.returncode == 2 and "zebra" in res.stderr and str(train) in res.stderr

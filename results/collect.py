@@ -1,0 +1,122 @@
+"""Result records (``result.json`` from benchmark/ and transfer/) -> one tidy DataFrame,
+one row per (model, protocol, dataset, metric, seed). Malformed or partial records are
+reported with the file and the reason and skipped; failed jobs are listed apart."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.record import RECORD_NAME, SCHEMA_VERSION
+
+COLUMNS = [
+    "model", "protocol", "benchmark", "dataset", "metric", "value", "seed", "arch", "pretrain_epochs", "mode",
+    "layer", "bn_mode", "epochs", "lr", "crop", "subset", "wall_time_s", "gpu_hours", "device", "checkpoint", "record",
+]
+REQUIRED = ("protocol", "status", "metrics", "model", "dataset", "seed", "config", "checkpoint", "wall_time_s", "device")
+
+
+@dataclass
+class Problem:
+    path: str
+    reason: str
+
+
+@dataclass
+class Failed:
+    path: str
+    model: str
+    protocol: str
+    dataset: str
+    error: str
+
+
+def benchmark_id(protocol: str, config: dict) -> str:
+    """Protocol name as the published tables key it: semisup runs are split by label fraction."""
+    if protocol == "semisup":
+        m = re.search(r"(\d+)pct", str(config.get("subset", "")))
+        return f"semisup-{m.group(1)}pct" if m else "semisup"
+    return protocol
+
+
+def _lr(protocol: str, config: dict) -> str:
+    if protocol == "semisup":
+        return f"trunk {config.get('trunk_lr')} / head {config.get('head_lr')}"
+    lrs = config.get("lrs")
+    return ",".join(f"{x:g}" for x in lrs) if isinstance(lrs, list) else str(config.get("lr", ""))
+
+
+def record_rows(data: dict, path: Path) -> list[dict]:
+    cfg = data["config"]
+    protocol = data["protocol"]
+    device = str(data.get("device", ""))
+    wall = float(data.get("wall_time_s") or 0.0)
+    base = {
+        "model": data["model"] or Path(data.get("checkpoint", "")).stem, "protocol": protocol,
+        "benchmark": benchmark_id(protocol, cfg), "dataset": data["dataset"], "seed": int(data["seed"]),
+        "arch": data.get("arch"), "pretrain_epochs": data.get("pretrain_epochs"), "mode": cfg.get("mode", ""),
+        "layer": "res5-avgpool", "bn_mode": "train" if protocol == "semisup" else "frozen",
+        "epochs": cfg.get("epochs"), "lr": _lr(protocol, cfg), "crop": cfg.get("crop"), "subset": cfg.get("subset", ""),
+        "wall_time_s": wall, "gpu_hours": 0.0 if device.startswith("cpu") else wall / 3600.0, "device": device,
+        "checkpoint": data.get("checkpoint"), "record": str(path),
+    }
+    return [{**base, "metric": k, "value": float(v)} for k, v in data["metrics"].items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], list[Failed]]:
+    """Every ``result.json`` under the run directories -> (tidy DataFrame, problems, failed jobs)."""
+    rows: list[dict] = []
+    problems: list[Problem] = []
+    failed: list[Failed] = []
+    paths = []
+    for d in run_dirs:
+        d = Path(d)
+        if not d.exists():
+            problems.append(Problem(str(d), "run directory does not exist"))
+            continue
+        paths += [d] if d.is_file() else sorted(d.rglob(RECORD_NAME))
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            problems.append(Problem(str(path), f"not valid JSON ({e})"))
+            continue
+        if not isinstance(data, dict):
+            problems.append(Problem(str(path), "not a JSON object"))
+            continue
+        if data.get("schema_version") != SCHEMA_VERSION:
+            problems.append(Problem(str(path), f"schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}"))
+            continue
+        missing = sorted(k for k in REQUIRED if k not in data)
+        if missing:
+            problems.append(Problem(str(path), f"missing fields: {', '.join(missing)}"))
+            continue
+        if data["status"] != "ok":
+            failed.append(Failed(str(path), data["model"], data["protocol"], data["dataset"], str(data.get("error"))))
+            continue
+        if not isinstance(data["metrics"], dict) or not data["metrics"]:
+            problems.append(Problem(str(path), "status ok but no metrics"))
+            continue
+        try:
+            rows += record_rows(data, path)
+        except (KeyError, TypeError, ValueError) as e:
+            problems.append(Problem(str(path), f"unreadable field ({type(e).__name__}: {e})"))
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df.sort_values(["model", "benchmark", "dataset", "metric", "seed"], ignore_index=True), problems, failed
+
+
+def save(df: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:
+    """results.parquet and results.csv (written through temporary files)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parquet, csv = out / "results.parquet", out / "results.csv"
+    df.to_parquet(out / ".results.parquet.tmp", index=False)
+    (out / ".results.parquet.tmp").replace(parquet)
+    df.to_csv(out / ".results.csv.tmp", index=False)
+    (out / ".results.csv.tmp").replace(csv)
+    return parquet, csv

@@ -1,0 +1,185 @@
+"""Paper-shaped tables from the tidy results: every number is mean ± std over seeds, the delta
+to the published number where one exists for that dataset, and a reproduced mark (|delta| <=
+tolerance, or better than published). Published SwAV / supervised rows sit beside."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from results.reference import published
+
+TRANSFER_DATASETS = {"places205", "inat18", "voc07", "voc0712", "coco", "scene15", "bccd"}
+HEADLINE = {"linear": ["top1", "top5"], "knn": ["k20_top1"], "svm": ["mAP"], "semisup": ["top1", "top5"],
+            "detection": ["AP50", "AP", "AP75", "box_AP", "mask_AP"]}
+
+
+@dataclass
+class Cell:
+    mean: float
+    std: float = 0.0
+    n: int = 1
+    published: float | None = None
+    delta: float | None = None
+    reproduced: bool | None = None
+    best: bool = False
+
+    def text(self, marks: bool = True) -> str:
+        s = f"{self.mean:.1f}" + (f" ± {self.std:.1f}" if self.n > 1 else "")
+        if self.delta is not None and marks:
+            s += f" ({self.delta:+.1f} {'✓' if self.reproduced else '✗'})"
+        return s
+
+
+@dataclass
+class Column:
+    benchmark: str
+    dataset: str
+    metric: str
+
+    @property
+    def header(self) -> str:
+        return f"{self.benchmark} {self.dataset} {self.metric}"
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[Column]
+    rows: list[tuple[str, dict[str, Cell]]] = field(default_factory=list)
+    note: str = ""
+
+
+def headline_metrics(benchmark: str) -> list[str]:
+    return HEADLINE.get(benchmark.split("-")[0], [])
+
+
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """mean / std (sample, 0 for one seed) / n per (model, benchmark, dataset, metric)."""
+    g = df.groupby(["model", "benchmark", "dataset", "metric"], sort=True)["value"]
+    out = g.agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
+    out["std"] = out["std"].fillna(0.0)
+    epochs = df.groupby("model")["pretrain_epochs"].max()
+    arch = df.groupby("model")["arch"].first()
+    out["pretrain_epochs"] = out["model"].map(epochs)
+    out["arch"] = out["model"].map(arch)
+    return out
+
+
+def family(model: str) -> str | None:
+    if model == "random":
+        return None
+    return "supervised" if model.startswith("supervised") else "swav"
+
+
+def build(title: str, agg: pd.DataFrame, ref: pd.DataFrame, columns: list[Column], tolerance: float,
+          published_rows: bool = True, mark_best: bool = False, note: str = "") -> Table:
+    table = Table(title, columns, note=note)
+    models = sorted({m for c in columns for m in agg[(agg.benchmark == c.benchmark) & (agg.dataset == c.dataset)
+                                                     & (agg.metric == c.metric)].model})
+    order = {"supervised": 1, "random": 2}
+    for model in sorted(models, key=lambda m: (order.get(m, 0), m)):
+        cells = {}
+        for c in columns:
+            hit = agg[(agg.model == model) & (agg.benchmark == c.benchmark) & (agg.dataset == c.dataset)
+                      & (agg.metric == c.metric)]
+            if hit.empty:
+                continue
+            r = hit.iloc[0]
+            cell = Cell(float(r["mean"]), float(r["std"]), int(r["n"]))
+            fam = family(model)
+            epochs = None if pd.isna(r["pretrain_epochs"]) else int(r["pretrain_epochs"])
+            pub = published(ref, fam, c.benchmark, c.dataset, c.metric, str(r["arch"]), epochs) if fam else None
+            if pub:
+                cell.published = pub[0]
+                cell.delta = cell.mean - pub[0]
+                cell.reproduced = cell.delta >= -tolerance
+            cells[c.header] = cell
+        table.rows.append((model, cells))
+    if mark_best:
+        for c in columns:
+            scored = [cells[c.header] for _, cells in table.rows if c.header in cells]
+            if scored:
+                max(scored, key=lambda x: x.mean).best = True
+    if published_rows:
+        for fam, name in (("swav", "SwAV (published)"), ("supervised", "Supervised (published)")):
+            cells = {}
+            for c in columns:
+                pub = published(ref, fam, c.benchmark, c.dataset, c.metric)
+                if pub:
+                    cells[c.header] = Cell(pub[0])
+            if cells:
+                table.rows.append((name, cells))
+    return table
+
+
+def columns_for(agg: pd.DataFrame, ref: pd.DataFrame, benchmarks: list[str], transfer: bool | None) -> list[Column]:
+    """Headline columns for the given benchmarks present in results (or in the published numbers)."""
+    present = agg[["benchmark", "dataset"]].drop_duplicates().itertuples(index=False)
+    pairs = {(b, d) for b, d in present if b in benchmarks or b.split("-")[0] in benchmarks}
+    for b, d in ref[["benchmark", "dataset"]].drop_duplicates().itertuples(index=False):
+        if b in benchmarks and pairs and any(pb == b for pb, _ in pairs):
+            pairs.add((b, d))
+    if transfer is not None:
+        pairs = {(b, d) for b, d in pairs if (d in TRANSFER_DATASETS) == transfer}
+    cols = []
+    for b, d in sorted(pairs, key=lambda p: (benchmarks.index(p[0]) if p[0] in benchmarks else 99, p)):
+        for m in headline_metrics(b):
+            if ((agg.benchmark == b) & (agg.dataset == d) & (agg.metric == m)).any() or (
+                    (ref.benchmark == b) & (ref.dataset == d) & (ref.metric == m)).any():
+                cols.append(Column(b, d, m))
+    return cols
+
+
+def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) -> list[Table]:
+    """Tables 1-3 of the paper's shape, the sweep table and the training-length table."""
+    agg = aggregate(df)
+    tables = []
+    t1 = columns_for(agg, ref, ["linear", "knn"], transfer=False)
+    if t1:
+        tables.append(build("Table 1 — linear evaluation and kNN on frozen features", agg, ref, t1, tolerance))
+    t2 = columns_for(agg, ref, ["semisup-1pct", "semisup-10pct", "semisup"], transfer=None)
+    if t2:
+        tables.append(build("Table 2 — semi-supervised fine-tuning", agg, ref, t2, tolerance))
+    t3 = columns_for(agg, ref, ["linear", "svm", "detection-frcnn-c4", "detection-maskrcnn-fpn", "detection"], transfer=True)
+    if t3:
+        tables.append(build("Table 3 — transfer", agg, ref, t3, tolerance))
+    variants = sorted(set(agg.model) - {"random"} - {m for m in agg.model if m.startswith("supervised")})
+    if len(variants) > 1:
+        cols = [c for c in columns_for(agg, ref, ["linear", "knn", "semisup", "svm", "detection"], transfer=None)
+                if ((agg.benchmark == c.benchmark) & (agg.dataset == c.dataset)).any()]
+        sweep = agg[agg.model.isin(variants)]
+        tables.append(build("Sweep — one row per pretraining variant (best per column marked)", sweep, ref, cols,
+                            tolerance, published_rows=False, mark_best=True))
+    length = training_length(agg, ref)
+    if length is not None:
+        tables.append(length)
+    return tables
+
+
+def training_length(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:
+    """Pretraining epochs -> linear (else kNN) top-1, per model, with the published schedule rows."""
+    for bench, metric in (("linear", "top1"), ("knn", "k20_top1")):
+        sub = agg[(agg.benchmark == bench) & (agg.metric == metric) & agg.pretrain_epochs.notna()
+                  & ~agg.dataset.isin(TRANSFER_DATASETS)]
+        if not sub.empty:
+            break
+    else:
+        return None
+    cols = [Column(bench, d, metric) for d in sorted(sub.dataset.unique())]
+    table = Table("Training length — pretraining epochs vs top-1", cols)
+    for (model, epochs), grp in sub.groupby(["model", "pretrain_epochs"]):
+        cells = {f"{bench} {r.dataset} {metric}": Cell(float(r["mean"]), float(r["std"]), int(r["n"]))
+                 for _, r in grp.iterrows()}
+        table.rows.append((f"{model} @ {int(epochs)} ep", cells))
+    pub = ref[(ref.model == "swav") & (ref.benchmark == "linear") & (ref.dataset == "imagenet") & (ref.metric == "top1")
+              & (ref.arch == "resnet50") & ref.table.astype(str).eq("zoo")]
+    for _, r in pub.sort_values("pretrain_epochs").iterrows():
+        if not math.isnan(r.pretrain_epochs):
+            table.rows.append((f"SwAV published @ {int(r.pretrain_epochs)} ep (ImageNet, bs 4096)",
+                               {"linear imagenet top1": Cell(float(r.value))}))
+    if any("linear imagenet top1" in cells for _, cells in table.rows) and not any(c.header == "linear imagenet top1" for c in cols):
+        table.columns.append(Column("linear", "imagenet", "top1"))
+    return table
