@@ -45,14 +45,15 @@ def protocol_bars(df: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def accuracy_vs_epochs(df: pd.DataFrame, out: Path) -> list[Path]:
-    sub = df[df.pretrain_epochs.notna() & (((df.benchmark == "linear") & (df.metric == "top1"))
-                                           | ((df.benchmark == "knn") & (df.metric == "k20_top1")))]
+    agg = aggregate(df, by_epochs=True)
+    sub = agg[agg.pretrain_epochs.notna() & (((agg.benchmark == "linear") & (agg.metric == "top1"))
+                                             | ((agg.benchmark == "knn") & (agg.metric == "k20_top1")))]
     if sub.empty or sub.pretrain_epochs.nunique() < 2:
         return []
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for (model, bench, dataset), grp in sub.groupby(["model", "benchmark", "dataset"]):
-        g = grp.groupby("pretrain_epochs")["value"].agg(["mean", "std"]).fillna(0.0)
-        ax.errorbar(g.index, g["mean"], yerr=g["std"], marker="o", label=f"{model} ({bench}, {dataset})")
+    for (model, bench, dataset), g in sub.groupby(["model", "benchmark", "dataset"]):
+        g = g.sort_values("pretrain_epochs")
+        ax.errorbar(g.pretrain_epochs, g["mean"], yerr=g["std"], marker="o", label=f"{model} ({bench}, {dataset})")
     ax.set_xlabel("pretraining epochs")
     ax.set_ylabel("top-1 (%)")
     ax.legend(fontsize=7)

@@ -56,15 +56,20 @@ def headline_metrics(benchmark: str) -> list[str]:
     return HEADLINE.get(benchmark.split("-")[0], [])
 
 
-def aggregate(df: pd.DataFrame) -> pd.DataFrame:
-    """mean / std (sample, 0 for one seed) / n per (model, benchmark, dataset, metric)."""
-    g = df.groupby(["model", "benchmark", "dataset", "metric"], sort=True)["value"]
-    out = g.agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
+def aggregate(df: pd.DataFrame, by_epochs: bool = False) -> pd.DataFrame:
+    """mean / std (sample, 0 for one seed) / n over seeds per (model, benchmark, dataset, metric).
+
+    A model evaluated at several pretraining epochs counts with its last one, unless
+    ``by_epochs`` keeps every epoch apart (training-length table and curve)."""
+    df = df.copy()
+    df["pretrain_epochs"] = df["pretrain_epochs"].astype("float64").fillna(-1.0)
+    if not by_epochs:
+        df = df[df["pretrain_epochs"] == df.groupby("model")["pretrain_epochs"].transform("max")]
+    keys = ["model", "pretrain_epochs", "benchmark", "dataset", "metric"]
+    out = df.groupby(keys, sort=True)["value"].agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
     out["std"] = out["std"].fillna(0.0)
-    epochs = df.groupby("model")["pretrain_epochs"].max()
-    arch = df.groupby("model")["arch"].first()
-    out["pretrain_epochs"] = out["model"].map(epochs)
-    out["arch"] = out["model"].map(arch)
+    out["pretrain_epochs"] = out["pretrain_epochs"].where(out["pretrain_epochs"] >= 0)
+    out["arch"] = out["model"].map(df.groupby("model")["arch"].first())
     return out
 
 
@@ -153,7 +158,7 @@ def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) ->
         sweep = agg[agg.model.isin(variants)]
         tables.append(build("Sweep — one row per pretraining variant (best per column marked)", sweep, ref, cols,
                             tolerance, published_rows=False, mark_best=True))
-    length = training_length(agg, ref)
+    length = training_length(aggregate(df, by_epochs=True), ref)
     if length is not None:
         tables.append(length)
     return tables

@@ -1,0 +1,116 @@
+import re
+from pathlib import Path
+
+import pytest
+from handmade_records import write_handmade
+
+from results.collect import collect
+from results.reference import load_reference
+from results.render import latex, markdown
+from results.report import make_report
+from results.tables import paper_tables
+
+GOLDEN = Path(__file__).parent / "golden" / "handmade_tables.md"
+
+
+@pytest.fixture
+def runs(tmp_path):
+    write_handmade(tmp_path)
+    return tmp_path
+
+
+def test_collect_gives_the_expected_frame(runs):
+    df, problems, failed = collect([runs])
+    assert len(df) == 2 + 2 + 2 + 1 + 2 + 2  # linear x2 seeds, semisup, svm, supervised, random (top1/top5 each)
+    lin = df[(df.model == "swav-a") & (df.benchmark == "linear") & (df.metric == "top1")]
+    assert lin.seed.tolist() == [0, 1] and lin.value.tolist() == [74.0, 75.0]
+    semi = df[df.protocol == "semisup"]
+    assert set(semi.benchmark) == {"semisup-1pct"} and set(semi.bn_mode) == {"train"} and set(semi.lr) == {"trunk 0.02 / head 5.0"}
+    assert set(df[df.protocol == "linear"].bn_mode) == {"frozen"} and set(df.layer) == {"res5-avgpool"}
+    assert df.gpu_hours.eq(1.0).all() and set(df.columns) >= {"model", "protocol", "dataset", "metric", "seed", "mode"}
+    assert [Path(p.path).parent.name for p in problems] == ["broken"] and "not valid JSON" in problems[0].reason
+    assert [(f.model, f.protocol) for f in failed] == [("swav-a", "knn")] and "out of memory" in failed[0].error
+
+
+def test_tables_means_stds_deltas_and_golden_markdown(runs):
+    df, _, _ = collect([runs])
+    tables = paper_tables(df, load_reference(), tolerance=1.0)
+    t1 = tables[0]
+    cells = dict(t1.rows)["swav-a"]
+    top1 = cells["linear imagenet top1"]
+    assert top1.mean == 74.5 and top1.std == pytest.approx(0.7071068, abs=1e-6) and top1.n == 2
+    assert top1.delta == pytest.approx(74.5 - 75.3) and top1.reproduced
+    assert dict(t1.rows)["supervised"]["linear imagenet top1"].delta == pytest.approx(76.0 - 76.5)
+    assert dict(t1.rows)["random"]["linear imagenet top1"].delta is None
+    assert dict(t1.rows)["SwAV (published)"]["linear imagenet top1"].mean == 75.3
+    semi = dict(tables[1].rows)["swav-a"]["semisup-1pct imagenet top1"]
+    assert semi.delta == pytest.approx(50.0 - 53.9) and semi.reproduced is False
+    svm = dict(tables[2].rows)["swav-a"]["svm voc07 mAP"]
+    assert svm.delta == pytest.approx(88.0 - 88.9) and svm.reproduced
+    text = "\n\n".join(markdown(t) for t in tables) + "\n"
+    assert text == GOLDEN.read_text()  # reviewed by hand: 74.5 ± 0.7 is (74, 75), -0.8 = 74.5 - 75.3, ...
+
+
+def test_latex_is_structurally_sound(runs):
+    df, _, _ = collect([runs])
+    for t in paper_tables(df, load_reference()):
+        tex = latex(t)
+        assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 1
+        assert tex.count("{") == tex.count("}") - tex.count(r"\}") + tex.count(r"\{")
+        n_cols = len(re.search(r"\\begin\{tabular\}\{([lr]+)\}", tex).group(1))
+        body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+        for line in body + [tex.split(r"\toprule")[1].split(r"\midrule")[0].strip()]:
+            assert line.endswith(r"\\") and line.count(" & ") == n_cols - 1
+        assert "_" not in tex.replace(r"\_", "")  # every underscore escaped
+        assert r"\toprule" in tex and r"\bottomrule" in tex
+
+
+def test_report_writes_every_format_with_embedded_plots(runs, tmp_path):
+    rep = make_report([runs], tmp_path / "report")
+    html = rep.files["html"].read_text()
+    pngs = sorted((tmp_path / "report" / "plots").glob("*.png"))
+    assert pngs and all(p.stat().st_size > 1000 for p in pngs)
+    assert html.count("data:image/png;base64,") == len(pngs)
+    assert "Failed jobs" in html and "out of memory" in html and "broken" in html
+    assert rep.files["parquet"].stat().st_size > 0 and rep.files["csv"].read_text().startswith("model,protocol")
+    assert "swav-a" in rep.terminal and "SwAV (published)" in rep.terminal and "FAILED swav-a / knn" in rep.terminal
+    md = rep.files["markdown"].read_text()
+    assert "| swav-a | 74.5 ± 0.7 (-0.8 ✓) |" in md
+
+
+def test_extra_reference_file(tmp_path):
+    extra = tmp_path / "mine.csv"
+    extra.write_text("table,protocol,dataset,metric,model,arch,pretrain_epochs,value,source\n"
+                     "x,knn,cifar10-subset,k20_top1,swav,resnet18,3,33.9,our notes\n")
+    ref = load_reference([extra])
+    assert (ref.source == "our notes").sum() == 1 and len(ref) == 29
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="bad.csv lacks columns"):
+        load_reference([bad])
+
+
+def test_sweep_table_heat_map_and_epoch_curve(tmp_path):
+    import json
+
+    from handmade_records import record
+
+    values = {(300, 0.03): 60.0, (300, 0.05): 62.0, (3000, 0.03): 61.0, (3000, 0.05): 65.0}
+    for (k, eps), v in values.items():
+        name = f"n_prototypes={k},epsilon={eps}"
+        for ep, delta in ((100, -5.0), (200, 0.0)):
+            d = tmp_path / f"{k}-{eps}-{ep}"
+            d.mkdir()
+            (d / "result.json").write_text(json.dumps(record("linear", "imagenet", {"top1": v + delta, "top5": 90.0},
+                                                             name, epochs=ep)))
+    rep = make_report([tmp_path], tmp_path / "report")
+    plots = {p.name for p in (tmp_path / "report" / "plots").glob("*.png")}
+    assert {"sweep_linear_imagenet.png", "accuracy_vs_epochs.png", "bars_linear_imagenet.png"} <= plots
+    md = rep.files["markdown"].read_text()
+    sweep = md.split("### Sweep")[1].split("###")[0]
+    assert sweep.count("| n_prototypes=") == 4
+    # the last pretraining epoch (200) counts: 65.0 is the best top-1; the delta is to the published
+    # 200-epoch number (73.9), not the 800-epoch one
+    assert "| n_prototypes=3000,epsilon=0.05 | **65.0 (-8.9 ✗)** |" in sweep
+    length = md.split("### Training length")[1]
+    assert "| n_prototypes=300,epsilon=0.03 @ 100 ep | 55.0 |" in length and "@ 200 ep | 60.0 |" in length
