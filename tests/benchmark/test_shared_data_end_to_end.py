@@ -9,8 +9,11 @@ from benchmark.knn import KnnConfig, run_knn
 from benchmark.linear import LinearConfig, run_linear
 from benchmark.protocol import TrunkConfig
 from benchmark.semisup import SemisupConfig, run_semisup
-from pretrain.config import load_config
+from pretrain.config import load_config, load_dataclass
+from pretrain.supervised import CONFIG_DIR as SUPERVISED_CONFIGS
+from pretrain.supervised import SupervisedConfig, train_supervised
 from pretrain.train import pretrain
+from results.report import make_report
 
 CIFAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-subset"
 pytestmark = pytest.mark.skipif(not CIFAR.is_dir(), reason=f"shared CIFAR-10 subset not found at {CIFAR}")
@@ -31,15 +34,32 @@ def valid(out: Path, protocol: str) -> dict:
     return data
 
 
-def test_knn_pretrained_beats_random(tmp_path, pretrained):
+@pytest.fixture(scope="module")
+def knn_runs(tmp_path_factory, pretrained) -> Path:
+    """kNN records of the SwAV trunk, a random trunk and a supervised trunk trained on the same data."""
+    runs = tmp_path_factory.mktemp("cifar-evals")
+    sup_cfg = load_dataclass(SupervisedConfig, SUPERVISED_CONFIGS, "cpu-small", [f"data={CIFAR / 'train'}", "epochs=1"])
+    supervised = train_supervised(sup_cfg, runs / "supervised-run", progress=False)
     cfg = KnnConfig(dataset="cifar10-subset", train=str(CIFAR / "train"), val=str(CIFAR / "val"), resize=32, crop=32,
                     ks=[20, 200], num_workers=2, trunk=SMALL)
-    ours = run_knn(cfg, str(pretrained), tmp_path / "swav")
-    floor = run_knn(cfg, "random", tmp_path / "random")
-    assert valid(tmp_path / "swav", "knn")["trunk_kind"] == "swav-bench"
-    assert valid(tmp_path / "random", "knn")["trunk_kind"] == "random"
+    for name, ckpt in (("swav", pretrained), ("random", "random"), ("supervised", supervised)):
+        run_knn(cfg, str(ckpt), runs / "evals" / name)
+    return runs / "evals"
+
+
+def test_knn_pretrained_beats_random(knn_runs):
+    ours, floor = valid(knn_runs / "swav", "knn"), valid(knn_runs / "random", "knn")
+    assert ours["trunk_kind"] == "swav-bench" and floor["trunk_kind"] == "random"
     # measured 2026-11: 32.0 vs 27.8 top-1 at k = 20 after one epoch
-    assert ours.metrics["k20_top1"] > floor.metrics["k20_top1"] + 2.0, (ours.metrics, floor.metrics)
+    assert ours["metrics"]["k20_top1"] > floor["metrics"]["k20_top1"] + 2.0, (ours["metrics"], floor["metrics"])
+
+
+def test_report_of_the_cifar_runs_has_swav_random_and_supervised_rows(knn_runs, pretrained, tmp_path):
+    rep = make_report([knn_runs], tmp_path / "report")
+    table = rep.terminal.split("Table 1")[1].split("\n\n")[0]
+    rows = {line.split()[0] for line in table.splitlines()[3:]}
+    assert rows == {pretrained.parent.name, "supervised", "random"}
+    assert "knn cifar10-subset k20_top1" in table and rep.n_failed == 0 and rep.n_problems == 0
 
 
 def test_linear_cached_and_semisup_on_cifar(tmp_path, pretrained):
