@@ -22,6 +22,7 @@ class DataConfig:
     'auto' (the shared CIFAR-10 subset when present, else the generated set)."""
 
     path: str = "auto"
+    pipeline: str = "fast"  # fast: workers decode/crop/flip, colour + blur batch-wise on the device; reference: all PIL per crop
     num_workers: int = 10
     nmb_crops: list[int] = field(default_factory=lambda: [2, 6])
     size_crops: list[int] = field(default_factory=lambda: [224, 96])
@@ -108,6 +109,8 @@ class PretrainConfig:
         bad = [c for c in self.swav.crops_for_assign if not 0 <= c < n_crops]
         if bad or not self.swav.crops_for_assign:
             raise ConfigError(f"swav.crops_for_assign must index the {n_crops} crops, got {self.swav.crops_for_assign}")
+        if d.pipeline not in ("fast", "reference"):
+            raise ConfigError(f"data.pipeline must be 'fast' or 'reference', got {d.pipeline!r}")
         if self.run.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"run.precision must be fp32, bf16 or fp16, got {self.run.precision!r}")
         if self.swav.queue_length and self.swav.queue_length % self.optim.batch_size:

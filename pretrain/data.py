@@ -59,7 +59,17 @@ class RandomGaussianBlur:
 
 
 def crop_transforms(cfg: DataConfig) -> list[transforms.Compose]:
-    """One torchvision pipeline per crop, in crop order (e.g. 2 x 224 then 6 x 96)."""
+    """One torchvision pipeline per crop, in crop order (e.g. 2 x 224 then 6 x 96).
+
+    ``reference``: the paper's per-crop PIL pipeline, float normalised output. ``fast``: crop,
+    flip and uint8 tensor only; colour, grayscale, blur and normalisation follow batch-wise
+    (``pretrain.batch_augment``)."""
+    if cfg.pipeline == "fast":
+        out = []
+        for n, size, lo, hi in zip(cfg.nmb_crops, cfg.size_crops, cfg.min_scale_crops, cfg.max_scale_crops):
+            out += [transforms.Compose([transforms.RandomResizedCrop(size, scale=(lo, hi)),
+                                        transforms.RandomHorizontalFlip(), transforms.PILToTensor()])] * n
+        return out
     s = cfg.color_strength
     color = transforms.Compose(
         [

@@ -23,9 +23,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pretrain.checkpoint import CheckpointError, FORMAT, load_checkpoint, model_state_dict, release_state_dict, save_rotating
+from pretrain.batch_augment import BatchAugment
 from pretrain.config import DataConfig, PretrainConfig, config_from_dict
 from pretrain.data import EmptyDatasetError, EpochSampler, MultiCropDataset, collate_crops
-from pretrain.distributed import DistInfo, init_distributed
+from pretrain.distributed import DistInfo, cleanup, init_distributed
 from pretrain.loss import swav_loss
 from pretrain.model import SwAVModel, build_trunk
 from pretrain.optim import build_optimizer, lr_at
@@ -145,6 +146,7 @@ class Trainer:
         if cfg.swav.queue_length > 0:
             length = max(bs, cfg.swav.queue_length // ws // bs * bs)
             self.queue = EmbeddingQueue(len(cfg.swav.crops_for_assign), length, cfg.model.feat_dim, cfg.swav.epoch_queue_starts, self.device)
+        self.augment = BatchAugment(cfg.data) if cfg.data.pipeline == "fast" else None
         self.state = RunState()
         if resume_path is not None:
             self._load(resume_path)
@@ -221,6 +223,9 @@ class Trainer:
                             cfg.optim.final_lr, cfg.optim.warmup_epochs, cfg.optim.start_warmup)
         self.model.normalize_prototypes()
         crops = [c.to(self.device, non_blocking=True) for c in crops]
+        if self.augment is not None:  # fast pipeline: colour, grayscale, blur, normalisation here
+            g = torch.Generator().manual_seed((cfg.run.seed * 1_000_003 + self.state.iteration) * 997 + self.info.rank)
+            crops = [self.augment(c, g) for c in crops]
         batch = crops[0].shape[0]
         precision = cfg.run.precision
         amp = (torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
@@ -324,5 +329,17 @@ class Trainer:
 
 
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: str | Path | bool = False, progress: bool = True) -> Path:
-    """Run (or resume) SwAV pretraining into ``out_dir``; returns the final checkpoint path."""
-    return Trainer(cfg, out_dir, resume, progress).fit()
+    """Run (or resume) SwAV pretraining into ``out_dir``; returns the final checkpoint path.
+
+    Under torch.distributed every process waits for the others (rank 0 writes the last
+    checkpoint) and leaves the process group before returning: a process that exits with
+    live gloo connections can abort."""
+    started_here = not (dist.is_available() and dist.is_initialized())
+    try:
+        path = Trainer(cfg, out_dir, resume, progress).fit()
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        return path
+    finally:
+        if started_here:
+            cleanup()
