@@ -9,13 +9,12 @@ import time
 
 import torch
 from torch.utils.data import DataLoader, Subset
-from torchvision import transforms
 
 from benchmark.features import eval_transform, extract_features, image_folder
 from benchmark.linear import LinearConfig, train_heads
 from benchmark.protocol import default_device
 from benchmark.trunk import TrunkSpec, load_trunk
-from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.data import labelled_train_transform
 
 
 def run(checkpoint: str, cfg: LinearConfig, n_images: int, n_heads: int, repeats: int) -> None:
@@ -34,10 +33,7 @@ def run(checkpoint: str, cfg: LinearConfig, n_images: int, n_heads: int, repeats
         extract_features(trunk, ds, device, cfg.batch_size, cfg.num_workers, "extract")
         extract.append(len(ds) / (time.perf_counter() - t0))
 
-    full.transform = transforms.Compose([
-        transforms.RandomResizedCrop(cfg.crop, scale=(cfg.min_scale, 1.0)), transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    full.transform = labelled_train_transform(cfg.crop, cfg.min_scale)
     loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                         generator=torch.Generator().manual_seed(0))
 

@@ -19,14 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from torchvision import transforms
 from tqdm import tqdm
 
 from benchmark.features import eval_transform, extract_features, image_folder
 from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
 from pretrain.checkpoint import atomic_save, load_checkpoint
-from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.data import labelled_train_transform
 
 
 @dataclass
@@ -187,10 +186,7 @@ def run_linear(cfg: LinearConfig, checkpoint: str, out_dir: str | Path) -> Resul
 
             n_batches = math.ceil(len(ytr) / cfg.batch_size)
         else:
-            train_ds.transform = transforms.Compose([
-                transforms.RandomResizedCrop(cfg.crop, scale=(cfg.min_scale, 1.0)), transforms.RandomHorizontalFlip(),
-                transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            ])
+            train_ds.transform = labelled_train_transform(cfg.crop, cfg.min_scale)
             g = torch.Generator().manual_seed(cfg.seed)
             loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=g,
                                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda")

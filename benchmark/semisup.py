@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision import transforms
 from tqdm import tqdm
 
 from benchmark.features import eval_transform, image_folder
@@ -19,7 +18,7 @@ from benchmark.linear import topk_hits
 from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
 from benchmark.subsets import make_balanced_subset, select
-from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.data import labelled_train_transform
 
 
 @dataclass
@@ -63,10 +62,7 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
 
     def body(loaded, device):
         torch.manual_seed(cfg.seed)
-        train_tf = transforms.Compose([
-            transforms.RandomResizedCrop(cfg.crop, scale=(cfg.min_scale, 1.0)), transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])
+        train_tf = labelled_train_transform(cfg.crop, cfg.min_scale)
         train = image_folder(cfg.train, train_tf)
         val = image_folder(cfg.val, eval_transform(cfg.resize, cfg.crop))
         if train.classes != val.classes:

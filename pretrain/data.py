@@ -24,7 +24,15 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.228, 0.224, 0.225)
+IMAGENET_STD = (0.228, 0.224, 0.225)  # 0.228 (not 0.229) as in the official SwAV code
+
+
+def labelled_train_transform(crop: int, min_scale: float = 0.08) -> transforms.Compose:
+    """The standard supervised / linear-probe training augmentation: RandomResizedCrop + flip."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(crop, scale=(min_scale, 1.0)), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
 
 
 class EmptyDatasetError(FileNotFoundError):

@@ -61,7 +61,8 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_bias_bn: bool) -
     ]
 
 
-def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float, lars: bool, trust: float, exclude_bias_bn: bool) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float, lars: bool, trust: float,
+                    exclude_bias_bn: bool) -> torch.optim.Optimizer:
     groups = param_groups(model, weight_decay, exclude_bias_bn)
     if lars:
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, trust=trust)

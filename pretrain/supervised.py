@@ -13,15 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
+from torchvision import datasets
 from tqdm import tqdm
 
 from pretrain.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_rotating
 from pretrain.config import ModelConfig
-from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.data import labelled_train_transform
 from pretrain.model import build_trunk
-from pretrain.train import SHARED_CIFAR, CHECKPOINT_NAME
 from pretrain.synthetic import generate_dataset
+from pretrain.train import CHECKPOINT_NAME, SHARED_CIFAR
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "supervised"
 
@@ -55,10 +55,7 @@ def train_supervised(cfg: SupervisedConfig, out_dir: str | Path, resume: bool = 
         root = SHARED_CIFAR if SHARED_CIFAR.is_dir() else generate_dataset(out_dir / "generated-data") / "train"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
-    tf = transforms.Compose([
-        transforms.RandomResizedCrop(cfg.crop, scale=(cfg.min_scale, 1.0)), transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    tf = labelled_train_transform(cfg.crop, cfg.min_scale)
     if not root.is_dir():
         raise FileNotFoundError(f"labelled data {root} is not a directory (expected root/<class>/<image>)")
     ds = datasets.ImageFolder(str(root), transform=tf)

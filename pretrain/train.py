@@ -22,8 +22,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pretrain.checkpoint import CheckpointError, FORMAT, load_checkpoint, model_state_dict, release_state_dict, save_rotating
 from pretrain.batch_augment import BatchAugment
+from pretrain.checkpoint import FORMAT, CheckpointError, load_checkpoint, model_state_dict, release_state_dict, save_rotating
 from pretrain.config import DataConfig, PretrainConfig, config_from_dict
 from pretrain.data import EmptyDatasetError, EpochSampler, MultiCropDataset, collate_crops
 from pretrain.distributed import DistInfo, cleanup, init_distributed

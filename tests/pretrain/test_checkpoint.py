@@ -3,7 +3,13 @@ import torch
 import torchvision
 
 from pretrain.checkpoint import (
-    CheckpointError, atomic_save, load_checkpoint, load_trunk_state_dict, model_state_dict, release_state_dict, save_rotating,
+    CheckpointError,
+    atomic_save,
+    load_checkpoint,
+    load_trunk_state_dict,
+    model_state_dict,
+    release_state_dict,
+    save_rotating,
 )
 from pretrain.model import SwAVModel, build_trunk
 
