@@ -16,12 +16,14 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmark import cli as benchmark_cli
     from pretrain import cli as pretrain_cli
     from results import cli as results_cli
+    from slurm import cli as slurm_cli
     from transfer import cli as transfer_cli
 
     pretrain_cli.add_parsers(sub)
     benchmark_cli.add_parsers(sub)
     transfer_cli.add_parsers(sub)
     results_cli.add_parsers(sub)
+    slurm_cli.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,226 @@
+"""Submit suites, pretrain -> evaluate pipelines and sweeps through submitit (SLURM, local or
+debug executor, one code path), idempotently: every job has a key from (checkpoint sha256 or
+pretraining-config hash, protocol, protocol-config hash, seed); a job whose record says ok is
+skipped, a queued or running copy is never submitted twice, failed or missing ones are
+re-submitted. Everything a launch did is in ``RUN_DIR/launch.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import submitit
+
+from benchmark.cli import EVAL_CONFIGS, PROTOCOLS
+from benchmark.record import RECORD_NAME
+from benchmark.trunk import sha256_of
+from pretrain.config import load_config, load_dataclass
+from slurm.suite import Resources, Suite
+
+STATE_NAME = "launch.json"
+LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
+
+
+def stable_hash(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def protocol_config(protocol: str, preset: str, overrides: list[str], seed: int):
+    module, cls, _, _, _ = PROTOCOLS[protocol]
+    return load_dataclass(getattr(importlib.import_module(module), cls), EVAL_CONFIGS, preset, [*overrides, f"seed={seed}"])
+
+
+def describe(r: Resources) -> str:
+    gpu_hours = r.gpus * r.nodes * r.time_min / 60
+    return f"nodes={r.nodes} gpus/node={r.gpus} cpus={r.cpus} mem={r.mem_gb}G time={r.time_min}min (<= {gpu_hours:g} GPU-h)"
+
+
+class EvalJob:
+    """One protocol run; what submitit pickles and runs on the node."""
+
+    def __init__(self, protocol: str, preset: str, overrides: list[str], seed: int, checkpoint: str, out_dir: str):
+        self.protocol, self.preset, self.overrides, self.seed = protocol, preset, overrides, seed
+        self.checkpoint, self.out_dir = checkpoint, out_dir
+
+    def __call__(self) -> dict:
+        module, _, fn, _, _ = PROTOCOLS[self.protocol]
+        cfg = protocol_config(self.protocol, self.preset, self.overrides, self.seed)
+        return getattr(importlib.import_module(module), fn)(cfg, self.checkpoint, self.out_dir).metrics
+
+
+class PretrainJob(submitit.helpers.Checkpointable):
+    """SwAV pretraining that resumes from its own checkpoint; on timeout or preemption submitit
+    calls ``checkpoint()`` (inherited: resubmit this same callable), so the requeued job continues."""
+
+    def __init__(self, preset: str, overrides: list[str], out_dir: str):
+        self.preset, self.overrides, self.out_dir = preset, overrides, out_dir
+
+    def __call__(self) -> str:
+        from pretrain.train import pretrain
+
+        cfg = load_config(self.preset, self.overrides)
+        return str(pretrain(cfg, self.out_dir, resume=True, progress=False))
+
+
+@dataclass
+class Planned:
+    name: str
+    key: str
+    kind: str  # eval | pretrain
+    out_dir: str
+    action: str = ""  # submitted | done | live | dry-run
+    job_id: str = ""
+    depends_on: str = ""
+    resources: str = ""
+
+
+class Launcher:
+    """Submits jobs of one run directory and keeps its launch.json."""
+
+    def __init__(self, run_dir: str | Path, executor: str = "auto", force: bool = False, dry_run: bool = False,
+                 max_requeues: int = 3):
+        self.run_dir = Path(run_dir)
+        self.executor_kind, self.force, self.dry_run, self.max_requeues = executor, force, dry_run, max_requeues
+        self.state_path = self.run_dir / STATE_NAME
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"jobs": {}}
+        self.jobs: dict[str, submitit.Job] = {}
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.replace(self.state_path)
+
+    def cluster(self) -> str:
+        if self.executor_kind != "auto":
+            return self.executor_kind
+        return "slurm" if shutil.which("sbatch") else "local"
+
+    def executor(self, name: str, r: Resources, tasks_per_node: int = 1, dependency: str = "") -> submitit.Executor:
+        cluster = self.cluster()
+        ex = submitit.AutoExecutor(folder=str(self.run_dir / "submitit" / "%j"), cluster=cluster,
+                                   slurm_max_num_timeout=self.max_requeues)
+        params = dict(name=name, timeout_min=r.time_min, cpus_per_task=r.cpus, mem_gb=r.mem_gb, nodes=r.nodes,
+                      tasks_per_node=tasks_per_node)
+        if r.gpus:
+            params["gpus_per_node"] = r.gpus
+        if cluster == "slurm":
+            extra = {"kill_on_invalid_dep": "yes"}
+            if dependency:
+                extra["dependency"] = f"afterok:{dependency}"
+            params["slurm_additional_parameters"] = extra
+            if r.partition:
+                params["slurm_partition"] = r.partition
+            if r.constraint:
+                params["slurm_constraint"] = r.constraint
+        ex.update_parameters(**params)
+        return ex
+
+    def is_live(self, job_id: str) -> bool:
+        """Queued or running right now (squeue for SLURM, the process for the local executor)."""
+        if not job_id:
+            return False
+        if self.cluster() == "slurm":
+            out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+            return any(s.strip() in LIVE_STATES for s in out.stdout.splitlines())
+        try:
+            os.kill(int(job_id), 0)
+            return True
+        except (ValueError, ProcessLookupError, PermissionError):
+            return False
+
+    def _decide(self, p: Planned, done: bool) -> bool:
+        """True when the job must be submitted; sets p.action otherwise."""
+        prev = self.state["jobs"].get(p.key, {})
+        if done and not self.force:
+            p.action, p.job_id = "done", prev.get("job_id", "")
+            return False
+        if self.is_live(prev.get("job_id", "")):
+            p.action, p.job_id = "live", prev["job_id"]
+            return False
+        if self.dry_run:
+            p.action = "dry-run"
+            return False
+        return True
+
+    def _record(self, p: Planned, job: submitit.Job, extra: dict) -> None:
+        p.action, p.job_id = "submitted", str(job.job_id)
+        self.jobs[p.key] = job
+        self.state["jobs"][p.key] = {**asdict(p), **extra, "executor": self.cluster(), "submitted_at": time.time()}
+        self.save()
+
+    # -- suites and pipelines ----------------------------------------------------------------
+    def suite(self, suite: Suite, checkpoint: str, checkpoint_id: str | None = None, after: str = "") -> list[Planned]:
+        """One job per (suite entry, seed) on ``checkpoint``; ``after``: SLURM job id to wait for."""
+        if checkpoint_id is None:
+            checkpoint_id = sha256_of(checkpoint) if checkpoint != "random" else "random"
+        planned = []
+        for entry in suite.entries:
+            for seed in entry.seeds:
+                cfg = protocol_config(entry.protocol, entry.preset, entry.overrides, seed)
+                key = stable_hash([checkpoint_id, entry.protocol, asdict(cfg), seed])
+                name = f"{entry.name}-s{seed}"
+                out = self.run_dir / "evals" / f"{name}-{key[:8]}"
+                p = Planned(name, key, "eval", str(out), depends_on=after, resources=describe(entry.resources))
+                planned.append(p)
+                rec = out / RECORD_NAME
+                done = rec.is_file() and json.loads(rec.read_text()).get("status") == "ok"
+                if not self._decide(p, done):
+                    continue
+                job = self.executor(name, entry.resources, dependency=after).submit(
+                    EvalJob(entry.protocol, entry.preset, entry.overrides, seed, checkpoint, str(out)))
+                self._record(p, job, {"protocol": entry.protocol, "preset": entry.preset, "seed": seed,
+                                      "checkpoint": checkpoint, "resources": asdict(entry.resources)})
+        return planned
+
+    def pipeline(self, preset: str, overrides: list[str], suite: Suite, resources: Resources, name: str = "pretrain") -> list[Planned]:
+        """Pretraining job, then the suite on its final checkpoint (SLURM: afterok; local: after it ends)."""
+        cfg = load_config(preset, overrides)
+        key = stable_hash(["pretrain", cfg.to_dict()])
+        out = self.run_dir / name
+        ckpt = out / "checkpoint.pth"
+        p = Planned(name, key, "pretrain", str(out), resources=describe(resources))
+        done = False
+        if ckpt.is_file():
+            from pretrain.checkpoint import load_checkpoint
+
+            done = load_checkpoint(ckpt)["epoch"] >= cfg.optim.epochs
+        after = ""
+        if self._decide(p, done):
+            tasks = max(1, resources.gpus)
+            job = self.executor(name, resources, tasks_per_node=tasks).submit(PretrainJob(preset, overrides, str(out)))
+            self._record(p, job, {"preset": preset, "overrides": overrides, "resources": asdict(resources)})
+            after = p.job_id
+        elif p.action == "live":
+            after = p.job_id
+        if after and self.cluster() != "slurm":  # local / debug executors have no dependencies: wait here
+            if key in self.jobs:
+                self.jobs[key].result()
+            else:
+                self._wait_process(after)
+            after = ""
+        evals = self.suite(suite, str(ckpt), checkpoint_id=key, after=after if self.cluster() == "slurm" else "")
+        return [p, *evals]
+
+    def _wait_process(self, job_id: str) -> None:
+        while self.is_live(job_id):
+            time.sleep(2)
+
+    def wait(self) -> dict[str, str]:
+        """Block until every job submitted by this launcher ended; key -> 'ok' or the error."""
+        out = {}
+        for key, job in self.jobs.items():
+            try:
+                job.result()
+                out[key] = "ok"
+            except Exception as e:  # noqa: BLE001 - a failed job is reported, not raised
+                out[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+        return out

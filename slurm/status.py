@@ -1,0 +1,92 @@
+"""``swavbench status RUN_DIR``: every job of a launch with its state, SLURM id, elapsed time and
+the result's headline metric or the end of its error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from benchmark.record import RECORD_NAME
+from slurm.launch import STATE_NAME, Launcher
+
+HEADLINE = {"linear": "top1", "knn": "k20_top1", "semisup": "top1", "svm": "mAP"}
+
+
+def _slurm_state(job_id: str) -> tuple[str, str]:
+    """(state, elapsed) from sacct, or ('', '') when unknown."""
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,Elapsed"], capture_output=True, text=True)
+    line = out.stdout.strip().splitlines()[-1:] if out.returncode == 0 else []
+    if not line:
+        return "", ""
+    state, elapsed = (line[0].split("|") + [""])[:2]
+    return state.split()[0], elapsed
+
+
+def job_table(run_dir: str | Path) -> list[dict]:
+    run_dir = Path(run_dir)
+    path = run_dir / STATE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {run_dir} is not a launch run directory")
+    state = json.loads(path.read_text())
+    launcher = Launcher(run_dir, executor="auto")
+    rows = []
+    for key, job in state["jobs"].items():
+        launcher.executor_kind = job.get("executor", "auto")
+        out = Path(job["out_dir"])
+        row = {"name": job["name"], "kind": job["kind"], "job_id": job.get("job_id", ""), "state": "", "elapsed": "",
+               "result": "", "key": key, "out_dir": str(out)}
+        sacct_state = ""
+        if job.get("executor") == "slurm" and row["job_id"]:
+            sacct_state, row["elapsed"] = _slurm_state(row["job_id"])
+        rec_path = out / RECORD_NAME
+        if job["kind"] == "eval" and rec_path.is_file():
+            rec = json.loads(rec_path.read_text())
+            if rec.get("status") == "ok":
+                metric = HEADLINE.get(rec["protocol"], "")
+                metric = metric if metric in rec["metrics"] else next(iter(rec["metrics"]), "")
+                row["state"], row["result"] = "done", f"{metric} {rec['metrics'].get(metric, float('nan')):.2f}"
+            else:
+                row["state"], row["result"] = "failed", str(rec.get("error", ""))[-160:]
+            if not row["elapsed"]:
+                row["elapsed"] = f"{rec.get('wall_time_s', 0):.0f}s"
+        elif job["kind"] == "pretrain" and (out / "checkpoint.pth").is_file() and sacct_state in ("", "COMPLETED"):
+            row["state"] = "done" if sacct_state == "COMPLETED" or not launcher.is_live(row["job_id"]) else "running"
+            row["result"] = str(out / "checkpoint.pth")
+        if not row["state"]:
+            if sacct_state == "REQUEUED" or (sacct_state in ("PENDING", "RUNNING") and _requeued(row["job_id"])):
+                row["state"] = "requeued"
+            elif sacct_state in ("PENDING", "RUNNING"):
+                row["state"] = sacct_state.lower()
+            elif launcher.is_live(row["job_id"]):
+                row["state"] = "running"
+            elif sacct_state:
+                row["state"] = "failed" if sacct_state not in ("COMPLETED",) else "done"
+                row["result"] = row["result"] or f"SLURM {sacct_state}" + (
+                    f" (dependency {job['depends_on']} failed)" if sacct_state == "CANCELLED" and job.get("depends_on") else "")
+            else:
+                row["state"] = "missing"
+                row["result"] = _log_tail(run_dir, row["job_id"])
+        rows.append(row)
+    return rows
+
+
+def _requeued(job_id: str) -> bool:
+    out = subprocess.run(["sacct", "-n", "-D", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True)
+    return "REQUEUED" in out.stdout
+
+
+def _log_tail(run_dir: Path, job_id: str) -> str:
+    for log in sorted((run_dir / "submitit").glob(f"{job_id}*/*.err")) + sorted((run_dir / "submitit").glob(f"{job_id}*/*.out")):
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        if lines:
+            return lines[-1][-160:]
+    return ""
+
+
+def render(rows: list[dict]) -> str:
+    cols = ["name", "kind", "state", "job_id", "elapsed", "result"]
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in cols]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)) for r in rows]
+    return "\n".join(lines)

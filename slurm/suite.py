@@ -1,0 +1,113 @@
+"""Suites (which protocol runs to evaluate a checkpoint with, each with its preset and resources)
+and sweeps (a grid or list of pretraining overrides -> named variants). YAML in configs/suites/
+and configs/sweeps/, validated on load."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pretrain.config import ConfigError, _apply
+
+SUITE_DIR = Path(__file__).resolve().parents[1] / "configs" / "suites"
+PROTOCOLS = ("linear", "knn", "semisup", "svm")
+
+
+@dataclass
+class Resources:
+    """What one job asks SLURM for (ignored by the local executor except the time limit)."""
+
+    gpus: int = 0
+    cpus: int = 2
+    mem_gb: int = 8
+    time_min: int = 60
+    nodes: int = 1
+    partition: str = ""
+    constraint: str = ""
+
+
+@dataclass
+class SuiteEntry:
+    protocol: str
+    preset: str
+    name: str = ""
+    overrides: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    entries: list[SuiteEntry]
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A suite preset name (configs/suites/<name>.yaml) or a YAML path."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = SUITE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        avail = ", ".join(sorted(p.stem for p in SUITE_DIR.glob("*.yaml")))
+        raise ConfigError(f"unknown suite {name_or_path!r}; available: {avail} (or pass a YAML path)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw.get("jobs"), list) or not raw["jobs"]:
+        raise ConfigError(f"{path}: a suite needs a non-empty 'jobs' list")
+    entries = []
+    for i, job in enumerate(raw["jobs"]):
+        if not isinstance(job, dict) or "protocol" not in job or "preset" not in job:
+            raise ConfigError(f"{path}: job {i} needs 'protocol' and 'preset'")
+        if job["protocol"] not in PROTOCOLS:
+            raise ConfigError(f"{path}: job {i} protocol {job['protocol']!r} is not one of {', '.join(PROTOCOLS)}")
+        entry = SuiteEntry(job["protocol"], job["preset"])
+        try:
+            _apply(entry, {k: v for k, v in job.items() if k not in ("protocol", "preset")})
+        except ConfigError as e:
+            raise ConfigError(f"{path}: job {i}: {e}") from None
+        entry.name = entry.name or entry.preset
+        entries.append(entry)
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: job names must be unique, got {names}")
+    return Suite(raw.get("name", path.stem), raw.get("description", ""), entries)
+
+
+def variant_name(overrides: dict[str, object]) -> str:
+    """Readable, stable name: 'model.n_prototypes=300,swav.epsilon=0.03' -> 'n_prototypes=300,epsilon=0.03'."""
+    parts = []
+    for key in sorted(overrides):
+        value = overrides[key]
+        short = key.split(".")[-1]
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"{short}={re.sub(r'[^A-Za-z0-9.+-]', '-', text)}")
+    return ",".join(parts)
+
+
+def expand_sweep(path: str | Path) -> list[tuple[str, list[str]]]:
+    """Sweep YAML -> [(variant name, ['section.key=value', ...])]: ``grid`` is a cartesian product,
+    ``variants`` a list of override mappings; both may be given."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    out = []
+    grid = raw.get("grid") or {}
+    if grid:
+        keys = sorted(grid)
+        for values in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
+            out.append(dict(zip(keys, values)))
+    out += list(raw.get("variants") or [])
+    if not out:
+        raise ConfigError(f"{path}: a sweep needs 'grid' and/or 'variants'")
+    named = [(variant_name(o), [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in sorted(o.items())])
+             for o in out]
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: two variants get the same name: {names}")
+    return named
+
+
+def resources_dict(r: Resources) -> dict:
+    return asdict(r)
