@@ -5,6 +5,7 @@ and configs/sweeps/, validated on load."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,8 +102,7 @@ def expand_sweep(path: str | Path) -> list[tuple[str, list[str]]]:
     out += list(raw.get("variants") or [])
     if not out:
         raise ConfigError(f"{path}: a sweep needs 'grid' and/or 'variants'")
-    named = [(variant_name(o), [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in sorted(o.items())])
-             for o in out]
+    named = [(variant_name(o), [f"{k}={json.dumps(v)}" for k, v in sorted(o.items())]) for o in out]
     names = [n for n, _ in named]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two variants get the same name: {names}")

@@ -1,0 +1,119 @@
+"""Launch, idempotence, pipelines, failures and requeue: on the local executor and on a real
+SLURM cluster (../shared/slurm/slurm-local.sh, started by the fixture; needs root)."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pretrain.checkpoint import load_checkpoint
+from slurm.launch import Launcher, PretrainJob
+from slurm.status import job_table
+from slurm.suite import Resources, load_suite
+
+SCRIPT = Path(__file__).resolve().parents[3] / "shared" / "slurm" / "slurm-local.sh"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    if not SCRIPT.is_file():
+        pytest.skip(f"SLURM test cluster script not found at {SCRIPT}")
+    if os.geteuid() != 0:
+        pytest.skip("starting the local SLURM cluster needs root")
+    subprocess.run(["bash", str(SCRIPT), "up"], check=True, timeout=600, capture_output=True)
+    yield
+    subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True)
+
+
+@pytest.fixture
+def tiny_suite(tmp_path, generated_data) -> Path:
+    g = generated_data.parent
+    res = {"cpus": 1, "mem_gb": 1, "time_min": 10}
+    common = [f"train={g / 'train'}", f"val={g / 'val'}", "num_workers=0", "trunk.width_multiplier=0.125"]
+    jobs = [
+        {"protocol": "knn", "preset": "knn-cifar10-small", "overrides": [*common, "ks=[5]"], "resources": res},
+        {"protocol": "linear", "preset": "linear-cifar10-small", "overrides": [*common, "epochs=2"], "resources": res},
+        {"protocol": "knn", "preset": "knn-cifar10-small", "name": "knn-k10", "overrides": [*common, "ks=[10]"],
+         "seeds": [0, 1], "resources": res},
+    ]
+    path = tmp_path / "tiny-suite.yaml"
+    path.write_text(yaml.safe_dump({"name": "tiny", "jobs": jobs}))
+    return path
+
+
+def ok_records(run_dir: Path) -> list[str]:
+    recs = [json.loads(p.read_text()) for p in (run_dir / "evals").glob("*/result.json")]
+    return sorted(r["status"] for r in recs)
+
+
+@pytest.mark.parametrize("executor", ["local", "slurm"])
+def test_suite_runs_and_relaunch_is_idempotent(executor, tiny_suite, tmp_path, request):
+    if executor == "slurm":
+        request.getfixturevalue("slurm_cluster")
+    run = tmp_path / "run"
+    suite = load_suite(str(tiny_suite))
+    first = Launcher(run, executor)
+    planned = first.suite(suite, "random")
+    assert [p.action for p in planned] == ["submitted"] * 4 and len({p.key for p in planned}) == 4
+    assert set(first.wait().values()) == {"ok"}
+    assert ok_records(run) == ["ok"] * 4
+    again = Launcher(run, executor).suite(suite, "random")
+    assert [p.action for p in again] == ["done"] * 4  # nothing submitted
+    victim = Path(planned[1].out_dir) / "result.json"
+    victim.unlink()
+    third = Launcher(run, executor)
+    actions = [p.action for p in third.suite(suite, "random")]
+    assert actions == ["done", "submitted", "done", "done"]  # exactly the missing one
+    assert set(third.wait().values()) == {"ok"} and victim.is_file()
+    rows = job_table(run)
+    assert [r["state"] for r in rows] == ["done"] * 4 and all(r["result"] for r in rows)
+
+
+def test_pipeline_evals_wait_for_pretraining_and_failure_blocks_them(slurm_cluster, tiny_suite, tmp_path, generated_data):
+    suite = load_suite(str(tiny_suite))
+    res = Resources(cpus=1, mem_gb=2, time_min=10)
+    good = Launcher(tmp_path / "good", "slurm")
+    planned = good.pipeline("tiny", [f"data.path={generated_data}", "run.max_iters=4"], suite, res)
+    pre, evals = planned[0], planned[1:]
+    assert pre.kind == "pretrain" and all(p.depends_on == pre.job_id for p in evals)
+    assert set(good.wait().values()) == {"ok"}
+    times = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,Start,End", "-j",
+                            ",".join([pre.job_id] + [p.job_id for p in evals])], capture_output=True, text=True).stdout
+    t = {line.split("|")[0]: line.split("|")[1:] for line in times.split()}
+    assert all(t[p.job_id][0] >= t[pre.job_id][1] for p in evals)  # each eval started after pretraining ended
+
+    bad = Launcher(tmp_path / "bad", "slurm")
+    planned = bad.pipeline("tiny", [f"data.path={tmp_path / 'no-such-folder'}"], suite, res)
+    outcome = bad.wait()
+    assert "not a directory" in outcome[planned[0].key] or "Error" in outcome[planned[0].key]
+    rows = {r["name"]: r for r in job_table(tmp_path / "bad")}
+    assert rows["pretrain"]["state"] == "failed"
+    for p in planned[1:]:
+        assert rows[p.name]["state"] == "failed" and "dependency" in rows[p.name]["result"]
+        assert not (Path(p.out_dir) / "result.json").exists()  # never ran
+
+
+def test_checkpointable_pretraining_requeues_and_matches_an_uninterrupted_run(slurm_cluster, tmp_path, generated_data):
+    overrides = [f"data.path={generated_data}", "optim.epochs=6", "run.checkpoint_every_iters=2"]
+    PretrainJob("tiny", overrides, str(tmp_path / "straight"))()  # uninterrupted, in this process
+    launcher = Launcher(tmp_path / "requeue", "slurm")
+    planned = launcher.pipeline("tiny", overrides, load_suite("cpu-small"), Resources(cpus=1, mem_gb=2, time_min=10))
+    job = launcher.jobs[planned[0].key]
+    deadline = time.time() + 300
+    while not (Path(planned[0].out_dir) / "checkpoint.pth").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    job._interrupt()  # preemption signal: submitit checkpoints (resubmits this callable) and requeues
+    for p in planned[1:]:  # the cpu-small evals are not part of this test
+        subprocess.run(["scancel", p.job_id])
+    job.result()
+    hist = subprocess.run(["sacct", "-n", "-D", "-X", "-P", "-o", "State", "-j", planned[0].job_id],
+                          capture_output=True, text=True).stdout
+    assert "REQUEUED" in hist
+    a = [json.loads(x)["loss"] for x in (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()]
+    b = [json.loads(x)["loss"] for x in (Path(planned[0].out_dir) / "train_log.jsonl").read_text().splitlines()]
+    assert len(a) == len(b) == 60 and a == pytest.approx(b, rel=1e-5)
+    assert load_checkpoint(Path(planned[0].out_dir) / "checkpoint.pth")["epoch"] == 6

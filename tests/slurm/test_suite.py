@@ -1,0 +1,39 @@
+import pytest
+import yaml
+
+from pretrain.config import ConfigError
+from slurm.suite import expand_sweep, load_suite, variant_name
+
+
+def test_shipped_suites_load_with_resources():
+    small, paper = load_suite("cpu-small"), load_suite("paper")
+    assert [e.protocol for e in small.entries] == ["knn", "linear", "semisup", "svm"]
+    assert {e.protocol for e in paper.entries} == {"linear", "knn", "semisup", "svm"}
+    linear = next(e for e in paper.entries if e.preset == "linear-imagenet")
+    assert linear.resources.gpus == 8 and linear.seeds == [0]
+
+
+def test_bad_suites_are_clear(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"jobs": [{"protocol": "dance", "preset": "x"}]}))
+    with pytest.raises(ConfigError, match="dance"):
+        load_suite(str(bad))
+    bad.write_text(yaml.safe_dump({"jobs": [{"protocol": "knn", "preset": "knn-imagenet", "resources": {"gpu": 1}}]}))
+    with pytest.raises(ConfigError, match=r"resources.gpu.*resources.gpus"):
+        load_suite(str(bad))
+    with pytest.raises(ConfigError, match="unknown suite"):
+        load_suite("no-such-suite")
+
+
+def test_sweep_grid_expands_to_stable_readable_names(tmp_path):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"grid": {"model.n_prototypes": [[30], [100]], "swav.epsilon": [0.02, 0.05]},
+                                     "variants": [{"optim.epochs": 5}]}))
+    out = expand_sweep(sweep)
+    assert [n for n, _ in out] == [
+        "n_prototypes=30,epsilon=0.02", "n_prototypes=30,epsilon=0.05", "n_prototypes=100,epsilon=0.02",
+        "n_prototypes=100,epsilon=0.05", "epochs=5"]
+    assert out == expand_sweep(sweep)  # stable
+    assert out[0][1] == ["model.n_prototypes=[30]", "swav.epsilon=0.02"]
+    assert variant_name({"swav.epsilon": 0.05, "model.arch": "resnet50w2"}) == "arch=resnet50w2,epsilon=0.05"
+    assert len(expand_sweep("configs/sweeps/cpu-small-prototypes-epsilon.yaml")) == 4
