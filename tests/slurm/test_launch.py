@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import submitit
 import yaml
 
 from pretrain.checkpoint import load_checkpoint
@@ -73,7 +74,10 @@ def test_suite_runs_and_relaunch_is_idempotent(executor, tiny_suite, tmp_path, r
     assert [r["state"] for r in rows] == ["done"] * 4 and all(r["result"] for r in rows)
 
 
-def test_pipeline_evals_wait_for_pretraining_and_failure_blocks_them(slurm_cluster, tiny_suite, tmp_path, generated_data):
+def test_pipeline_evals_wait_for_pretraining_and_failure_blocks_them(slurm_cluster, tiny_suite, tmp_path, generated_data,
+                                                                    monkeypatch):
+    # submitit waits 15 s for the result file of a job that ended without one (cancelled dependents)
+    monkeypatch.setattr(submitit.core.core.Job, "_results_timeout_s", 2)
     suite = load_suite(str(tiny_suite))
     res = Resources(cpus=1, mem_gb=2, time_min=10)
     good = Launcher(tmp_path / "good", "slurm")
