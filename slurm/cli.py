@@ -51,7 +51,7 @@ def run_launch(args: argparse.Namespace) -> int:
 
     from pretrain.config import ConfigError
     from slurm.launch import Launcher
-    from slurm.suite import Resources, expand_sweep, load_suite
+    from slurm.suite import expand_sweep, load_suite
 
     try:
         suite = load_suite(args.suite)
@@ -59,12 +59,12 @@ def run_launch(args: argparse.Namespace) -> int:
         if args.kind == "suite":
             planned = launcher.suite(suite, args.checkpoint)
         elif args.kind == "pipeline":
-            planned = launcher.pipeline(args.config, list(args.overrides), suite, Resources(gpus=0, cpus=2, time_min=120))
+            planned = launcher.pipeline(args.config, list(args.overrides), suite, suite.pretrain)
         else:
             planned = []
             for name, overrides in expand_sweep(args.sweep):
                 sub = Launcher(Path(args.run_dir) / name, args.executor, args.force, args.dry_run)
-                planned += [p for p in sub.pipeline(args.config, overrides, suite, Resources(cpus=2, time_min=120))]
+                planned += sub.pipeline(args.config, overrides, suite, suite.pretrain, name=f"pretrain-{name}")
                 launcher.jobs.update(sub.jobs)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"swavbench launch: error: {e}", file=sys.stderr)

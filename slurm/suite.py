@@ -46,6 +46,7 @@ class Suite:
     name: str
     description: str
     entries: list[SuiteEntry]
+    pretrain: Resources = field(default_factory=lambda: Resources(cpus=2, mem_gb=8, time_min=120))  # for pipelines
 
 
 def load_suite(name_or_path: str) -> Suite:
@@ -75,7 +76,13 @@ def load_suite(name_or_path: str) -> Suite:
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: job names must be unique, got {names}")
-    return Suite(raw.get("name", path.stem), raw.get("description", ""), entries)
+    suite = Suite(raw.get("name", path.stem), raw.get("description", ""), entries)
+    if "pretrain_resources" in raw:
+        try:
+            _apply(suite.pretrain, raw["pretrain_resources"] or {})
+        except ConfigError as e:
+            raise ConfigError(f"{path}: pretrain_resources: {e}") from None
+    return suite
 
 
 def variant_name(overrides: dict[str, object]) -> str:

@@ -37,3 +37,23 @@ def test_sweep_grid_expands_to_stable_readable_names(tmp_path):
     assert out[0][1] == ["model.n_prototypes=[30]", "swav.epsilon=0.02"]
     assert variant_name({"swav.epsilon": 0.05, "model.arch": "resnet50w2"}) == "arch=resnet50w2,epsilon=0.05"
     assert len(expand_sweep("configs/sweeps/cpu-small-prototypes-epsilon.yaml")) == 4
+
+
+def test_sweep_dry_run_plans_one_pipeline_per_variant(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-m", "swavbench", "launch", "sweep", "--sweep",
+                          "configs/sweeps/cpu-small-prototypes-epsilon.yaml", "--suite", "cpu-small", "--run-dir",
+                          str(tmp_path), "--executor", "local", "--dry-run"], cwd=repo, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    pre = [ln for ln in lines if " pretrain " in ln]
+    assert len(pre) == 4 and len(lines) == 4 * 5 and all(ln.startswith("dry-run") for ln in lines)
+    for name in ("n_prototypes=30,epsilon=0.02", "n_prototypes=100,epsilon=0.05"):
+        assert any(f"pretrain-{name}" in ln for ln in pre)
+    assert not (tmp_path / "launch.json").exists()  # a dry run submits and records nothing
+    paper = load_suite("paper")
+    assert (paper.pretrain.nodes, paper.pretrain.gpus) == (8, 8)
