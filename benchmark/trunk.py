@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pretrain.checkpoint import FORMAT, HEAD_PREFIXES, CheckpointError, load_checkpoint
+from pretrain.checkpoint import FORMAT, HEAD_PREFIXES, CheckpointError, load_checkpoint, split_trunk_state
 from pretrain.config import config_from_dict
 from pretrain.model import Trunk, build_trunk
 
@@ -93,13 +93,7 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
     ckpt = load_checkpoint(path)
     kind, raw, file_spec = _unwrap(ckpt, path)
     spec = file_spec or spec
-    state, ignored = {}, []
-    for k, v in raw.items():
-        k = k.removeprefix("module.")
-        if k.startswith(HEAD_PREFIXES) or k.startswith("fc."):
-            ignored.append(k)
-            continue
-        state[k] = v
+    state, ignored = split_trunk_state(raw)
     trunk = build_trunk(spec.arch, spec.small_stem, spec.width_multiplier)
     expected = trunk.state_dict()
     missing = sorted(set(expected) - set(state))

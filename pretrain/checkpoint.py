@@ -84,14 +84,23 @@ def model_state_dict(release: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
+def split_trunk_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Strip DDP's ``module.`` prefix and set aside the projection head, prototypes and ``fc``:
+    (trunk state with torchvision keys, names of the keys set aside)."""
+    trunk, ignored = {}, []
+    for k, v in state.items():
+        k = k.removeprefix("module.")
+        if k.startswith(HEAD_PREFIXES) or k.startswith("fc."):
+            ignored.append(k)
+        else:
+            trunk[k] = v
+    return trunk, ignored
+
+
 def load_trunk_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Trunk weights (torchvision resnet keys, no fc) from a swav-bench or official SwAV file."""
     ckpt = load_checkpoint(path)
     state = ckpt.get("state_dict", ckpt)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: no state dict of tensors found (expected 'state_dict' or a flat dict)")
-    return {
-        k.removeprefix("module."): v
-        for k, v in state.items()
-        if not k.removeprefix("module.").startswith(HEAD_PREFIXES)
-    }
+    return split_trunk_state(state)[0]

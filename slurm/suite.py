@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -115,6 +115,3 @@ def expand_sweep(path: str | Path) -> list[tuple[str, list[str]]]:
         raise ConfigError(f"{path}: two variants get the same name: {names}")
     return named
 
-
-def resources_dict(r: Resources) -> dict:
-    return asdict(r)
