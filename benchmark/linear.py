@@ -42,6 +42,10 @@ class LinearConfig:
     weight_decays: list[float] = field(default_factory=lambda: [1e-6])
     momentum: float = 0.9
     final_lr: float = 0.0
+    schedule: str = "cosine"  # cosine (to final_lr) | multistep (x gamma at each milestone epoch)
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    nesterov: bool = False
     crop: int = 224
     resize: int = 256
     min_scale: float = 0.08
@@ -78,6 +82,13 @@ def grid(cfg: LinearConfig) -> list[tuple[float, float]]:
     return list(itertools.product(cfg.lrs, cfg.weight_decays))
 
 
+def lr_at(lr: float, step: int, total: int, epoch: int, cfg: LinearConfig) -> float:
+    """Learning rate of a head with base ``lr`` at ``step`` of ``total`` (``epoch`` for multistep)."""
+    if cfg.schedule == "multistep":
+        return lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    return cfg.final_lr + 0.5 * (lr - cfg.final_lr) * (1 + math.cos(math.pi * step / total))
+
+
 def train_heads(batches_per_epoch, train_batches, eval_fn, dim: int, n_classes: int, cfg: LinearConfig,
                 device: torch.device, desc: str = "linear") -> list[dict[str, float]]:
     """Train one head per (lr, wd) on features from ``train_batches(epoch)``; ``eval_fn(heads)`` ->
@@ -86,7 +97,7 @@ def train_heads(batches_per_epoch, train_batches, eval_fn, dim: int, n_classes: 
     heads = LinearHeads(len(pairs), dim, n_classes, cfg.seed).to(device)
     opt = torch.optim.SGD(
         [{"params": h.parameters(), "lr": lr, "weight_decay": wd} for h, (lr, wd) in zip(heads.heads, pairs)],
-        lr=pairs[0][0], momentum=cfg.momentum,
+        lr=pairs[0][0], momentum=cfg.momentum, nesterov=cfg.nesterov,
     )
     total = cfg.epochs * batches_per_epoch
     step = 0
@@ -96,7 +107,7 @@ def train_heads(batches_per_epoch, train_batches, eval_fn, dim: int, n_classes: 
         heads.train()
         for feats, y in train_batches(epoch):
             for g, (lr, _) in zip(opt.param_groups, pairs):
-                g["lr"] = cfg.final_lr + 0.5 * (lr - cfg.final_lr) * (1 + math.cos(math.pi * step / total))
+                g["lr"] = lr_at(lr, step, total, epoch, cfg)
             feats, y = feats.to(device), y.to(device)
             loss = sum(F.cross_entropy(out, y) for out in heads(feats))
             opt.zero_grad(set_to_none=True)
@@ -129,16 +140,15 @@ def evaluate_heads(heads: LinearHeads, batches, device: torch.device) -> list[tu
     return [(100.0 * a / n, 100.0 * b / n) for a, b in zip(hits1, hits5)]
 
 
-def cached_features(trunk: nn.Module, folder: str, cfg: LinearConfig, device: torch.device, path: Path, trunk_key: dict):
-    """Features + labels of an un-augmented split, loaded from ``path`` when it was made by the same trunk
-    (``trunk_key``: checkpoint sha256, or arch + seed for a random trunk) on the same images and crop."""
-    key = {**trunk_key, "folder": str(Path(folder).resolve()), "resize": cfg.resize, "crop": cfg.crop}
+def cached_features(trunk: nn.Module, ds, source: str, cfg: LinearConfig, device: torch.device, path: Path, trunk_key: dict):
+    """Features + labels of an un-augmented split (``ds``, read from ``source``), loaded from ``path`` when it was
+    made by the same trunk (``trunk_key``: checkpoint sha256, or arch + seed for a random trunk) on the same images and crop."""
+    key = {**trunk_key, "folder": str(Path(source).resolve()), "n": len(ds), "resize": cfg.resize, "crop": cfg.crop}
     if path.is_file():
         cache = load_checkpoint(path)
         if cache.get("key") == key:
             return cache["features"], cache["labels"]
-    ds = image_folder(folder, eval_transform(cfg.resize, cfg.crop))
-    feats, labels = extract_features(trunk, ds, device, cfg.batch_size, cfg.num_workers, f"features {Path(folder).name}")
+    feats, labels = extract_features(trunk, ds, device, cfg.batch_size, cfg.num_workers, f"features {Path(source).name}")
     atomic_save({"key": key, "features": feats, "labels": labels}, path)
     return feats, labels
 
@@ -156,26 +166,33 @@ def summarize(results: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def run_linear(cfg: LinearConfig, checkpoint: str, out_dir: str | Path) -> ResultRecord:
-    """Train the head grid on the frozen trunk and write the record."""
+def image_folder_splits(cfg: LinearConfig, transform) -> tuple:
+    """(train, val) ImageFolder datasets with the same class folders."""
+    train_ds, val_ds = image_folder(cfg.train, transform), image_folder(cfg.val, transform)
+    if train_ds.classes != val_ds.classes:
+        raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
+    return train_ds, val_ds
+
+
+def run_linear(cfg: LinearConfig, checkpoint: str, out_dir: str | Path, make_splits=image_folder_splits) -> ResultRecord:
+    """Train the head grid on the frozen trunk and write the record. ``make_splits(cfg, transform)`` -> (train, val)
+    datasets with ``.classes`` and a settable ``.transform`` (ImageFolder by default; transfer/ passes other formats)."""
     if cfg.mode not in ("augmented", "cached"):
         raise ValueError(f"mode must be 'augmented' or 'cached', got {cfg.mode!r}")
+    if cfg.schedule not in ("cosine", "multistep"):
+        raise ValueError(f"schedule must be 'cosine' or 'multistep', got {cfg.schedule!r}")
     out_dir = Path(out_dir)
 
     def body(loaded, device):
         trunk = loaded.trunk.to(device).eval()
         for p in trunk.parameters():
             p.requires_grad_(False)
-        val_tf = eval_transform(cfg.resize, cfg.crop)
-        train_ds = image_folder(cfg.train, val_tf)
-        val_ds = image_folder(cfg.val, val_tf)
-        if train_ds.classes != val_ds.classes:
-            raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
+        train_ds, val_ds = make_splits(cfg, eval_transform(cfg.resize, cfg.crop))
         n_classes, dim = len(train_ds.classes), trunk.num_features
         if cfg.mode == "cached":
             key = {"sha256": loaded.sha256, "source": loaded.source, "spec": vars(loaded.spec), "seed": cfg.seed}
-            ftr, ytr = cached_features(trunk, cfg.train, cfg, device, out_dir / "cache" / "train.pt", key)
-            fva, yva = cached_features(trunk, cfg.val, cfg, device, out_dir / "cache" / "val.pt", key)
+            ftr, ytr = cached_features(trunk, train_ds, cfg.train, cfg, device, out_dir / "cache" / "train.pt", key)
+            fva, yva = cached_features(trunk, val_ds, cfg.val, cfg, device, out_dir / "cache" / "val.pt", key)
             g = torch.Generator().manual_seed(cfg.seed)
 
             def train_batches(epoch):

@@ -23,6 +23,7 @@ from benchmark.record import RECORD_NAME
 from benchmark.trunk import sha256_of
 from pretrain.config import load_config, load_dataclass
 from slurm.suite import Resources, Suite
+from transfer.cli import TRANSFER_CONFIGS, TRANSFER_PROTOCOLS
 
 STATE_NAME = "launch.json"
 LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
@@ -32,9 +33,18 @@ def stable_hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def protocol_entry(protocol: str) -> tuple[str, str, str, Path]:
+    """(module, config class, run function, preset folder) of a benchmark/ or transfer/ protocol."""
+    if protocol in TRANSFER_PROTOCOLS:
+        module, cls, fn = TRANSFER_PROTOCOLS[protocol][:3]
+        return module, cls, fn, TRANSFER_CONFIGS
+    module, cls, fn = PROTOCOLS[protocol][:3]
+    return module, cls, fn, EVAL_CONFIGS
+
+
 def protocol_config(protocol: str, preset: str, overrides: list[str], seed: int):
-    module, cls, _, _, _ = PROTOCOLS[protocol]
-    return load_dataclass(getattr(importlib.import_module(module), cls), EVAL_CONFIGS, preset, [*overrides, f"seed={seed}"])
+    module, cls, _, config_dir = protocol_entry(protocol)
+    return load_dataclass(getattr(importlib.import_module(module), cls), config_dir, preset, [*overrides, f"seed={seed}"])
 
 
 def describe(r: Resources) -> str:
@@ -50,7 +60,7 @@ class EvalJob:
         self.checkpoint, self.out_dir = checkpoint, out_dir
 
     def __call__(self) -> dict:
-        module, _, fn, _, _ = PROTOCOLS[self.protocol]
+        module, _, fn, _ = protocol_entry(self.protocol)
         cfg = protocol_config(self.protocol, self.preset, self.overrides, self.seed)
         return getattr(importlib.import_module(module), fn)(cfg, self.checkpoint, self.out_dir).metrics
 

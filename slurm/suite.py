@@ -15,7 +15,7 @@ import yaml
 from pretrain.config import ConfigError, _apply
 
 SUITE_DIR = Path(__file__).resolve().parents[1] / "configs" / "suites"
-PROTOCOLS = ("linear", "knn", "semisup", "svm")
+PROTOCOLS = ("linear", "knn", "semisup", "svm", "transfer-linear", "detection")
 
 
 @dataclass

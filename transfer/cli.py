@@ -1,13 +1,51 @@
-"""``swavbench convert``: trunk checkpoint -> torchvision .pth / Detectron2 .pkl."""
+"""``swavbench transfer detection|linear``: transfer protocols on a checkpoint; ``swavbench convert``:
+trunk checkpoint -> torchvision .pth / Detectron2 .pkl."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
+from pretrain.config import ConfigError, list_presets, load_dataclass
+
+TRANSFER_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "transfer"
+
+# protocol (as in suites) -> (module, config class, run function, default preset, CLI name, one-line help)
+TRANSFER_PROTOCOLS = {
+    "detection": ("transfer.detection", "DetectionConfig", "run_detection", "detection-voc0712-c4", "detection",
+                  "fine-tune Faster R-CNN (C4 or FPN) on the trunk and report VOC AP / AP50 / AP75 "
+                  "(backend=detectron2 or torchvision)"),
+    "transfer-linear": ("transfer.classification", "TransferLinearConfig", "run_transfer_linear", "linear-places205",
+                        "linear", "linear classification on frozen features of Places205 / iNat18 / an image folder"),
+}
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser("transfer", help="transfer protocols: detection, linear classification on other datasets",
+                        description="Run a transfer protocol on a checkpoint and write result.json to --out. "
+                        "VOC07 classification is `swavbench eval svm`.")
+    protocols = tr.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    for protocol, (_, _, _, default, name, help_) in TRANSFER_PROTOCOLS.items():
+        prefix = "detection-" if protocol == "detection" else "linear-"
+        presets = ", ".join(p for p in list_presets(TRANSFER_CONFIGS) if p.startswith(prefix))
+        small = next((p for p in list_presets(TRANSFER_CONFIGS) if p.startswith(prefix) and p.endswith("-small")), default)
+        p = protocols.add_parser(
+            name, help=help_, description=help_[0].upper() + help_[1:] + ". Writes --out/result.json.",
+            epilog=f"presets (configs/transfer/): {presets}\nexample:\n  swavbench transfer {name} --checkpoint "
+            f"runs/pretrain-cpu-small/checkpoint.pth --config {small} --out runs/{name}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--checkpoint", required=True,
+                       help="swav-bench / official SwAV / torchvision / VISSL file, or 'random' for a seeded random trunk")
+        p.add_argument("--config", default=default, help=f"preset from configs/transfer/ or a YAML path (default: {default})")
+        p.add_argument("--out", required=True, help="folder for result.json (and the merged config, resumable state)")
+        if protocol == "detection":
+            p.add_argument("--backend", choices=["auto", "detectron2", "torchvision"],
+                           help="override the preset's backend (auto: detectron2 when installed)")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. iterations=100 lr=0.01")
+        p.set_defaults(func=run_transfer, transfer_protocol=protocol)
     p = sub.add_parser(
         "convert", help="convert a trunk checkpoint to a torchvision .pth or a Detectron2 .pkl",
         description="Load a trunk from a swav-bench, official SwAV, torchvision or VISSL checkpoint and write it as a "
@@ -21,6 +59,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--small-stem", action="store_true")
     p.add_argument("--width-multiplier", type=float, default=1.0)
     p.set_defaults(func=run_convert)
+
+
+def run_transfer(args: argparse.Namespace) -> int:
+    from benchmark.trunk import TrunkLoadError
+    from pretrain.checkpoint import CheckpointError
+
+    module, cfg_name, fn_name, _, name, _ = TRANSFER_PROTOCOLS[args.transfer_protocol]
+    mod = importlib.import_module(module)
+    overrides = list(args.overrides) + ([f"backend={args.backend}"] if getattr(args, "backend", None) else [])
+    try:
+        cfg = load_dataclass(getattr(mod, cfg_name), TRANSFER_CONFIGS, args.config, overrides)
+        rec = getattr(mod, fn_name)(cfg, args.checkpoint, args.out)
+    except (ConfigError, CheckpointError, TrunkLoadError, FileNotFoundError, ValueError, FloatingPointError) as e:
+        print(f"swavbench transfer {name}: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{rec.protocol} on {rec.dataset} ({rec.trunk_kind} trunk, {rec.config.get('backend') or rec.config.get('mode', '')}):")
+    for key, value in rec.metrics.items():
+        print(f"  {key:<28}{value:8.2f}" if isinstance(value, float) else f"  {key:<28}{value!s:>8}")
+    print(f"record: {Path(args.out).resolve() / 'result.json'}")
+    return 0
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -1,0 +1,202 @@
+"""Torchvision backend of the detection protocol: Faster R-CNN R50-C4 (res5 + extra BatchNorm as the
+RoI head, the MoCo/SwAV recipe) or R50-FPN, assembled from ``torchvision.models.detection`` parts
+around our trunk, trained with SGD (linear warm-up, step decay, optional gradient clipping) and
+scored by transfer/voc_eval.py. Resumable: the state is saved atomically every
+``checkpoint_every`` iterations and a re-run continues from it, with the same data order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.transforms.functional import pil_to_tensor
+from tqdm import tqdm
+
+from benchmark.trunk import LoadedTrunk
+from pretrain.checkpoint import atomic_save, load_checkpoint
+from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.model import Trunk
+from transfer.detection import DetectionConfig
+from transfer.voc_detection import VOCDetectionSet, VOCImage, load_voc_detection
+from transfer.voc_eval import Detections, voc_detection_metrics
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d by a FrozenBatchNorm2d holding its statistics and affine parameters."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(child, key).detach())
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
+    return module
+
+
+def prepare_trunk(trunk: Trunk, cfg: DetectionConfig) -> Trunk:
+    """Normalisation and frozen stages as the config asks (freeze_at 1: stem, 2: stem + res2, ...)."""
+    if cfg.norm == "frozen":
+        freeze_batchnorm(trunk)
+    elif cfg.norm == "syncbn" and torch.distributed.is_available() and torch.distributed.is_initialized():
+        trunk = nn.SyncBatchNorm.convert_sync_batchnorm(trunk)
+    stages = [[trunk.conv1, trunk.bn1], [trunk.layer1], [trunk.layer2], [trunk.layer3], [trunk.layer4]]
+    for stage in stages[: cfg.freeze_at]:
+        for m in stage:
+            for p in m.parameters():
+                p.requires_grad_(False)
+    return trunk
+
+
+def build_model(trunk: Trunk, cfg: DetectionConfig, n_classes: int) -> FasterRCNN:
+    """Faster R-CNN on ``trunk`` (its weights are used as they are) for ``n_classes`` + background."""
+    trunk = prepare_trunk(trunk, cfg)
+    c5 = trunk.num_features
+    common = dict(
+        min_size=tuple(cfg.min_size_train), max_size=cfg.max_size_train, image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD), box_batch_size_per_image=cfg.rois_per_image,
+        box_detections_per_img=cfg.detections_per_image,
+    )
+    if cfg.head == "fpn":
+        backbone = BackboneWithFPN(trunk, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+                                   [c5 // 8, c5 // 4, c5 // 2, c5], 256, extra_blocks=LastLevelMaxPool())
+        return FasterRCNN(backbone, num_classes=n_classes + 1, **common)
+    body = nn.Sequential(OrderedDict(
+        conv1=trunk.conv1, bn1=trunk.bn1, relu=trunk.relu, maxpool=trunk.maxpool,
+        layer1=trunk.layer1, layer2=trunk.layer2, layer3=trunk.layer3,
+    ))
+    body.out_channels = c5 // 2
+    norm: list[nn.Module] = []
+    if cfg.extra_norm:
+        norm = [FrozenBatchNorm2d(c5) if cfg.norm == "frozen" else nn.BatchNorm2d(c5)]
+    box_head = nn.Sequential(trunk.layer4, *norm, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    anchors = AnchorGenerator(((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),))
+    return FasterRCNN(
+        body, rpn_anchor_generator=anchors, rpn_head=RPNHead(c5 // 2, anchors.num_anchors_per_location()[0]),
+        rpn_pre_nms_top_n_train=12000, rpn_post_nms_top_n_train=2000, rpn_pre_nms_top_n_test=6000,
+        rpn_post_nms_top_n_test=1000, box_roi_pool=MultiScaleRoIAlign(["0"], 14, 0), box_head=box_head,
+        box_predictor=FastRCNNPredictor(c5, n_classes + 1), **common,
+    )
+
+
+def load_image(im: VOCImage) -> torch.Tensor:
+    try:
+        with Image.open(im.path) as pil:
+            return pil_to_tensor(pil.convert("RGB")).float().div_(255)
+    except OSError as e:
+        raise OSError(f"cannot read image {im.path}: {e} (re-export it or drop {im.image_id} from the split file)") from None
+
+
+class TrainStream(Dataset):
+    """Sample ``position`` of the training stream: epoch-wise seeded permutations, seeded flips,
+    so iteration i sees the same images whether or not the run was interrupted before it."""
+
+    def __init__(self, data: VOCDetectionSet, seed: int, start: int, length: int):
+        self.data, self.seed, self.start, self.length = data, seed, start, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        pos = self.start + i
+        n = len(self.data.images)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100003 + pos // n))
+        im = self.data.images[int(perm[pos % n])]
+        x = load_image(im)
+        boxes = torch.from_numpy(im.boxes_0based())
+        if torch.rand((), generator=torch.Generator().manual_seed(self.seed * 7919 + pos)) < 0.5:
+            x = x.flip(-1)
+            boxes = torch.stack([x.shape[-1] - boxes[:, 2], boxes[:, 1], x.shape[-1] - boxes[:, 0], boxes[:, 3]], dim=1)
+        return x, {"boxes": boxes, "labels": torch.from_numpy(im.labels) + 1}
+
+
+def lr_at(it: int, cfg: DetectionConfig) -> float:
+    """Linear warm-up from lr/1000 over warmup_iters, then x gamma at each step (Detectron2's WarmupMultiStepLR)."""
+    lr = cfg.lr * cfg.gamma ** sum(it >= s for s in cfg.steps)
+    if it < cfg.warmup_iters:
+        alpha = it / cfg.warmup_iters
+        lr *= 0.001 * (1 - alpha) + alpha
+    return lr
+
+
+def _collate(batch):
+    return tuple(zip(*batch))
+
+
+def train(model: FasterRCNN, data: VOCDetectionSet, cfg: DetectionConfig, device: torch.device, state_path: Path) -> dict:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    start, history = 0, []
+    if state_path.is_file():
+        state = load_checkpoint(state_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, history = state["iteration"], state["history"]
+    loader = DataLoader(TrainStream(data, cfg.seed, start * cfg.batch_size, (cfg.iterations - start) * cfg.batch_size),
+                        batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=_collate)
+    model.train()
+    bar = tqdm(total=cfg.iterations, initial=start, desc="detection", unit="it", leave=False)
+    it = start
+    for images, targets in loader:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it, cfg)
+        images = [x.to(device) for x in images]
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(
+                f"detection loss is {float(loss)} at iteration {it} ({ {k: float(v) for k, v in losses.items()} }): "
+                f"lower lr (now {cfg.lr}) or set clip_grad_norm; the last good state is kept in {state_path}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+        opt.step()
+        it += 1
+        history.append({"iteration": it, "loss": float(loss), **{k: float(v) for k, v in losses.items()}})
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.3f}")
+        if (cfg.checkpoint_every and it % cfg.checkpoint_every == 0) or it == cfg.iterations:
+            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it, "history": history},
+                        state_path)
+    bar.close()
+    return {"iterations": it, "final_loss": history[-1]["loss"] if history else float("nan")}
+
+
+@torch.inference_mode()
+def predict(model: FasterRCNN, data: VOCDetectionSet, cfg: DetectionConfig, device: torch.device) -> dict[str, Detections]:
+    model.eval()
+    model.transform.min_size, model.transform.max_size = (cfg.min_size_test,), cfg.max_size_test
+    out: dict[str, Detections] = {}
+    for im in tqdm(data.images, desc="detection eval", unit="img", leave=False):
+        pred = model([load_image(im).to(device)])[0]
+        out[im.image_id] = Detections(pred["boxes"].cpu().numpy(), pred["scores"].cpu().numpy(),
+                                      pred["labels"].cpu().numpy() - 1)
+    return out
+
+
+def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.device, out_dir: Path):
+    """(metrics, split sizes) of the run; the protocol wrapper writes the record."""
+    torch.manual_seed(cfg.seed)
+    train_set = load_voc_detection(cfg.train_roots, cfg.train_split, cfg.classes)
+    test_set = load_voc_detection([cfg.test_root], cfg.test_split, cfg.classes)
+    model = build_model(loaded.trunk, cfg, len(cfg.classes)).to(device)
+    summary = train(model, train_set, cfg, device, out_dir / "detection_state.pth")
+    metrics = voc_detection_metrics(predict(model, test_set, cfg, device), test_set.images, cfg.classes, cfg.use_07_metric)
+    metrics.update(final_loss=summary["final_loss"], skipped_boxes=float(len(train_set.skipped) + len(test_set.skipped)))
+    return metrics, {"train": len(train_set.images), "test": len(test_set.images)}
+
