@@ -97,6 +97,9 @@ def run_svm(cfg: SvmConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
             if not (ytr[:, c] > 0).any() or not (yte[:, c] > 0).any():
                 raise ValueError(f"class {name!r} has no positive image in {cfg.train_split} or {cfg.test_split} under "
                                  f"{root}: drop it from `classes` or fix the annotations")
+            if not (ytr[:, c] < 0).any():
+                raise ValueError(f"class {name!r} is in every {cfg.train_split} image under {root}: an SVM needs negative "
+                                 "images too; drop it from `classes` or add images without it")
         tf = eval_transform(cfg.resize, cfg.crop)
         feats = []
         for ids, name in ((train_ids, cfg.train_split), (test_ids, cfg.test_split)):

@@ -38,6 +38,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--config", default="cpu-small", help="pretraining preset the variants override")
     _common(w)
     w.set_defaults(func=run_launch)
+    r = sub.add_parser(
+        "run", help="the main job: pretrain SwAV + a supervised baseline, evaluate them and a random trunk, report",
+        description="Pretrain SwAV and the supervised baseline on the same data, run the suite on both checkpoints "
+        "and on a random-init trunk of the same architecture, then print the paper-shaped report and write it "
+        "(Markdown, LaTeX, HTML with plots) to OUT/report. Re-running skips what is done and continues what was "
+        "interrupted.",
+        epilog="examples:\n  swavbench run                                   # cpu-small, local processes, ~15 min on 2 cores\n"
+        "  swavbench run --config paper --executor slurm --imagenet /data/imagenet --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--config", default="cpu-small", help="main-job preset (configs/main/) or YAML path (default cpu-small)")
+    r.add_argument("--executor", choices=EXECUTORS, help="override the preset's executor (cpu-small: local)")
+    r.add_argument("--out", help="run folder (default runs/main-<config>)")
+    r.add_argument("--data-root", help="folder holding cifar10-subset/, scene15/, bccd/ (replaces ../shared/data in every preset)")
+    r.add_argument("--imagenet", help="ImageNet root (replaces /datasets/imagenet in every preset)")
+    r.add_argument("--seeds", type=int, help="number of seeds (0..N-1) instead of the preset's list")
+    r.add_argument("--force", action="store_true", help="re-run jobs that already finished")
+    r.add_argument("--dry-run", action="store_true", help="print the job graph, resources and GPU-hours; submit nothing")
+    r.add_argument("--no-progress", action="store_true", help="no progress line (logs only)")
+    r.add_argument("overrides", nargs="*", metavar="key=value", help="main-config overrides, e.g. max_parallel=1")
+    r.set_defaults(func=run_main_job)
     st = sub.add_parser("status", help="state of every job of a launch run directory",
                         description="One row per job: state (pending/running/requeued/done/failed/missing), SLURM id, "
                         "elapsed time, and the headline metric or the end of the error.")
@@ -77,6 +97,41 @@ def run_launch(args: argparse.Namespace) -> int:
             if outcome != "ok":
                 print(f"job {key}: {outcome}", file=sys.stderr)
     return 0
+
+
+def run_main_job(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pretrain.checkpoint import CheckpointError
+    from pretrain.config import ConfigError
+    from results.report import make_report
+    from slurm.main_job import load_main_config, run_main, swav_vs_random
+
+    try:
+        cfg = load_main_config(args.config, list(args.overrides))
+        if args.seeds:
+            cfg.seeds = list(range(args.seeds))
+        out = Path(args.out or f"runs/main-{Path(args.config).stem}")
+        result = run_main(cfg, out, args.data_root, args.imagenet, args.force, args.dry_run,
+                          progress=not args.no_progress, executor=args.executor)
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"swavbench run: error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for p in result["planned"]:
+            dep = f" after {p.depends_on}" if p.depends_on else ""
+            print(f"{p.action:<10} {p.kind:<8} {p.name:<40}{dep}  [{p.resources}]")
+        print(f"{len(result['planned'])} jobs; at most {result['gpu_hours']:.0f} GPU-hours (sum of gpus x time limits)")
+        return 0
+    report = make_report([result["jobs_dir"]], out / "report", title=f"swavbench run --config {args.config}")
+    print(report.terminal)
+    for line in swav_vs_random(result["jobs_dir"]):
+        print(line)
+    for line in result["failed"]:
+        print(f"failed: {line}", file=sys.stderr)
+    print(f"report: {report.files['html'].resolve()} (and report.md, report.tex, plots/); "
+          f"jobs: swavbench status {result['jobs_dir']}; wall {result['elapsed_s']:.0f} s")
+    return 1 if result["failed"] else 0
 
 
 def run_status(args: argparse.Namespace) -> int:

@@ -47,9 +47,12 @@ def protocol_config(protocol: str, preset: str, overrides: list[str], seed: int)
     return load_dataclass(getattr(importlib.import_module(module), cls), config_dir, preset, [*overrides, f"seed={seed}"])
 
 
+def max_gpu_hours(r: Resources) -> float:
+    return r.gpus * r.nodes * r.time_min / 60
+
+
 def describe(r: Resources) -> str:
-    gpu_hours = r.gpus * r.nodes * r.time_min / 60
-    return f"nodes={r.nodes} gpus/node={r.gpus} cpus={r.cpus} mem={r.mem_gb}G time={r.time_min}min (<= {gpu_hours:g} GPU-h)"
+    return f"nodes={r.nodes} gpus/node={r.gpus} cpus={r.cpus} mem={r.mem_gb}G time={r.time_min}min (<= {max_gpu_hours(r):g} GPU-h)"
 
 
 class EvalJob:
@@ -66,17 +69,34 @@ class EvalJob:
 
 
 class PretrainJob(submitit.helpers.Checkpointable):
-    """SwAV pretraining that resumes from its own checkpoint; on timeout or preemption submitit
-    calls ``checkpoint()`` (inherited: resubmit this same callable), so the requeued job continues."""
+    """SwAV pretraining (or, ``supervised``, the supervised baseline) that resumes from its own checkpoint;
+    on timeout or preemption submitit calls ``checkpoint()`` (inherited: resubmit this same callable),
+    so the requeued job continues."""
 
-    def __init__(self, preset: str, overrides: list[str], out_dir: str):
-        self.preset, self.overrides, self.out_dir = preset, overrides, out_dir
+    def __init__(self, preset: str, overrides: list[str], out_dir: str, supervised: bool = False):
+        self.preset, self.overrides, self.out_dir, self.supervised = preset, overrides, out_dir, supervised
 
     def __call__(self) -> str:
+        if self.supervised:
+            from pretrain.supervised import CONFIG_DIR, SupervisedConfig, train_supervised
+
+            cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, self.preset, self.overrides)
+            return str(train_supervised(cfg, self.out_dir, resume=True, progress=False))
         from pretrain.train import pretrain
 
         cfg = load_config(self.preset, self.overrides)
         return str(pretrain(cfg, self.out_dir, resume=True, progress=False))
+
+
+def pretrain_settings(preset: str, overrides: list[str], supervised: bool) -> tuple[dict, int]:
+    """(config as a dict, number of epochs) of a SwAV or supervised pretraining preset."""
+    if supervised:
+        from pretrain.supervised import CONFIG_DIR, SupervisedConfig
+
+        cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, preset, overrides)
+        return {"supervised": asdict(cfg)}, cfg.epochs
+    cfg = load_config(preset, overrides)
+    return cfg.to_dict(), cfg.optim.epochs
 
 
 @dataclass
@@ -89,15 +109,19 @@ class Planned:
     job_id: str = ""
     depends_on: str = ""
     resources: str = ""
+    gpu_hours: float = 0.0  # upper bound: gpus x nodes x time limit
 
 
 class Launcher:
     """Submits jobs of one run directory and keeps its launch.json."""
 
     def __init__(self, run_dir: str | Path, executor: str = "auto", force: bool = False, dry_run: bool = False,
-                 max_requeues: int = 3):
+                 max_requeues: int = 3, max_parallel: int = 0, on_wait=None):
+        """``max_parallel``: local / debug executors run at most this many jobs at once (0: no limit);
+        ``on_wait()`` is called about once a second while this launcher waits (progress display)."""
         self.run_dir = Path(run_dir)
         self.executor_kind, self.force, self.dry_run, self.max_requeues = executor, force, dry_run, max_requeues
+        self.max_parallel, self.on_wait = max_parallel, on_wait
         self.state_path = self.run_dir / STATE_NAME
         self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"jobs": {}}
         self.jobs: dict[str, submitit.Job] = {}
@@ -161,6 +185,18 @@ class Launcher:
             return False
         return True
 
+    def _tick(self) -> None:
+        if self.on_wait is not None:
+            self.on_wait()
+        time.sleep(1.0)
+
+    def throttle(self) -> None:
+        """Local executors have no queue: hold the next submission while max_parallel jobs run."""
+        if not self.max_parallel or self.cluster() == "slurm":
+            return
+        while sum(not j.done() for j in self.jobs.values()) >= self.max_parallel:
+            self._tick()
+
     def _record(self, p: Planned, job: submitit.Job, extra: dict) -> None:
         p.action, p.job_id = "submitted", str(job.job_id)
         self.jobs[p.key] = job
@@ -168,8 +204,10 @@ class Launcher:
         self.save()
 
     # -- suites and pipelines ----------------------------------------------------------------
-    def suite(self, suite: Suite, checkpoint: str, checkpoint_id: str | None = None, after: str = "") -> list[Planned]:
-        """One job per (suite entry, seed) on ``checkpoint``; ``after``: SLURM job id to wait for."""
+    def suite(self, suite: Suite, checkpoint: str, checkpoint_id: str | None = None, after: str = "",
+              prefix: str = "") -> list[Planned]:
+        """One job per (suite entry, seed) on ``checkpoint``; ``after``: SLURM job id to wait for;
+        ``prefix``: added to job names (e.g. the trunk's label)."""
         if checkpoint_id is None:
             checkpoint_id = sha256_of(checkpoint) if checkpoint != "random" else "random"
         planned = []
@@ -177,47 +215,65 @@ class Launcher:
             for seed in entry.seeds:
                 cfg = protocol_config(entry.protocol, entry.preset, entry.overrides, seed)
                 key = stable_hash([checkpoint_id, entry.protocol, asdict(cfg), seed])
-                name = f"{entry.name}-s{seed}"
+                name = f"{prefix}{entry.name}-s{seed}"
                 out = self.run_dir / "evals" / f"{name}-{key[:8]}"
-                p = Planned(name, key, "eval", str(out), depends_on=after, resources=describe(entry.resources))
+                p = Planned(name, key, "eval", str(out), depends_on=after, resources=describe(entry.resources),
+                            gpu_hours=max_gpu_hours(entry.resources))
                 planned.append(p)
                 rec = out / RECORD_NAME
                 done = rec.is_file() and json.loads(rec.read_text()).get("status") == "ok"
                 if not self._decide(p, done):
                     continue
+                self.throttle()
                 job = self.executor(name, entry.resources, dependency=after).submit(
                     EvalJob(entry.protocol, entry.preset, entry.overrides, seed, checkpoint, str(out)))
                 self._record(p, job, {"protocol": entry.protocol, "preset": entry.preset, "seed": seed,
                                       "checkpoint": checkpoint, "resources": asdict(entry.resources)})
         return planned
 
-    def pipeline(self, preset: str, overrides: list[str], suite: Suite, resources: Resources, name: str = "pretrain") -> list[Planned]:
-        """Pretraining job, then the suite on its final checkpoint (SLURM: afterok; local: after it ends)."""
-        cfg = load_config(preset, overrides)
-        key = stable_hash(["pretrain", cfg.to_dict()])
+    def pretrain_job(self, preset: str, overrides: list[str], resources: Resources, name: str = "pretrain",
+                     supervised: bool = False) -> Planned:
+        """Submit a (SwAV or supervised) pretraining job unless its final checkpoint exists or it is live; returns
+        without waiting. The checkpoint is ``Path(p.out_dir) / 'checkpoint.pth'``."""
+        settings, epochs = pretrain_settings(preset, overrides, supervised)
+        key = stable_hash(["pretrain", settings])
         out = self.run_dir / name
         ckpt = out / "checkpoint.pth"
-        p = Planned(name, key, "pretrain", str(out), resources=describe(resources))
+        p = Planned(name, key, "pretrain", str(out), resources=describe(resources), gpu_hours=max_gpu_hours(resources))
         done = False
         if ckpt.is_file():
             from pretrain.checkpoint import load_checkpoint
 
-            done = load_checkpoint(ckpt)["epoch"] >= cfg.optim.epochs
-        after = ""
+            done = load_checkpoint(ckpt)["epoch"] >= epochs
         if self._decide(p, done):
+            self.throttle()
             tasks = max(1, resources.gpus)
-            job = self.executor(name, resources, tasks_per_node=tasks).submit(PretrainJob(preset, overrides, str(out)))
-            self._record(p, job, {"preset": preset, "overrides": overrides, "resources": asdict(resources)})
-            after = p.job_id
-        elif p.action == "live":
-            after = p.job_id
+            job = self.executor(name, resources, tasks_per_node=tasks).submit(PretrainJob(preset, overrides, str(out), supervised))
+            self._record(p, job, {"preset": preset, "overrides": overrides, "supervised": supervised,
+                                  "resources": asdict(resources)})
+        return p
+
+    def finished(self, p: Planned) -> None:
+        """Block until the job of ``p`` ended (local / debug executors: SLURM chains with dependencies instead)."""
+        if p.key in self.jobs:
+            job = self.jobs[p.key]
+            while not job.done():
+                self._tick()
+            job.result()  # raises when it failed
+        else:
+            while self.is_live(p.job_id):
+                self._tick()
+
+    def pipeline(self, preset: str, overrides: list[str], suite: Suite, resources: Resources, name: str = "pretrain",
+                 supervised: bool = False, prefix: str = "") -> list[Planned]:
+        """Pretraining job, then the suite on its final checkpoint (SLURM: afterok; local: after it ends)."""
+        p = self.pretrain_job(preset, overrides, resources, name, supervised)
+        after = p.job_id if p.action in ("submitted", "live") else ""
         if after and self.cluster() != "slurm":  # local / debug executors have no dependencies: wait here
-            if key in self.jobs:
-                self.jobs[key].result()
-            else:
-                self._wait_process(after)
+            self.finished(p)
             after = ""
-        evals = self.suite(suite, str(ckpt), checkpoint_id=key, after=after if self.cluster() == "slurm" else "")
+        ckpt = str(Path(p.out_dir) / "checkpoint.pth")
+        evals = self.suite(suite, ckpt, checkpoint_id=p.key, after=after if self.cluster() == "slurm" else "", prefix=prefix)
         return [p, *evals]
 
     def _wait_process(self, job_id: str) -> None:

@@ -56,6 +56,10 @@ def test_empty_class_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="class 'dog' has no positive image"):
         run_svm(cfg, "random", tmp_path / "out")
     assert json.loads((tmp_path / "out" / "result.json").read_text())["status"] == "failed"
+    cfg.classes = ["cat"]  # cat is in every trainval image: no negatives to train on
+    write_voc(tmp_path, {"a": [("cat", 0)], "b": [("cat", 0), ("dog", 0)]}, "trainval")
+    with pytest.raises(ValueError, match="class 'cat' is in every trainval image"):
+        run_svm(cfg, "random", tmp_path / "out")
 
 
 def test_low_shot_draw_keeps_k_positives_and_all_negatives():

@@ -90,3 +90,26 @@ def test_detectron2_conversion_is_lossless(official, tmp_path):
         r4, r5 = res45(trunk, x)
     torch.testing.assert_close(out["res4"], r4, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out["res5"], r5, atol=1e-4, rtol=1e-4)
+
+
+def test_round_trip_official_torchvision_detectron2(official, tmp_path):
+    """official SwAV file -> our trunk -> torchvision .pth -> (loaded back) -> Detectron2 .pkl: same res5 features."""
+    pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
+    from detectron2.config import get_cfg
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling import build_resnet_backbone
+
+    source = load_trunk(official)
+    tv_file = convert(source, "torchvision", tmp_path / "r50.pth")
+    again = load_trunk(tv_file, TrunkSpec("resnet50"))
+    assert again.kind == "torchvision"
+    with open(convert(again, "detectron2", tmp_path / "r50.pkl"), "rb") as f:
+        weights = pickle.load(f)["model"]
+    cfg = get_cfg()
+    cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.NORM, cfg.MODEL.RESNETS.STRIDE_IN_1X1 = 50, "FrozenBN", False
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
+    backbone = build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval()
+    backbone.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x)["res5"], res45(source.trunk.eval(), x)[1], atol=1e-4, rtol=1e-4)

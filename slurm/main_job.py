@@ -1,0 +1,208 @@
+"""``swavbench run``: the main job. SwAV pretraining and the supervised baseline on the same data (one
+of each per seed), the suite on each of their checkpoints and on a random-init trunk of the same
+architecture, then the report. Everything goes through the Launcher (local processes by default,
+SLURM with afterok dependencies), so re-running skips what is done and continues what was cut off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from benchmark.record import RECORD_NAME
+from pretrain.config import load_config, load_dataclass
+from slurm.launch import Launcher, Planned, protocol_config
+from slurm.suite import Resources, Suite, load_suite
+
+MAIN_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "main"
+SHARED_DATA = "../shared/data"
+
+
+@dataclass
+class MainConfig:
+    """What one ``swavbench run`` does (configs/main/<name>.yaml)."""
+
+    pretrain: str = "cpu-small"  # SwAV preset (configs/pretrain/)
+    pretrain_overrides: list[str] = field(default_factory=list)
+    supervised: str = "cpu-small"  # supervised-baseline preset (configs/supervised/); "" = none
+    supervised_overrides: list[str] = field(default_factory=list)
+    random: bool = True  # evaluate a random-init trunk of the pretraining architecture
+    suite: str = "cpu-small"  # configs/suites/
+    seeds: list[int] = field(default_factory=lambda: [0])  # one pretraining (and evaluation) seed per entry
+    executor: str = "local"  # local | slurm | debug | auto
+    max_parallel: int = 2  # local executor: jobs at once (2 cores here)
+    supervised_resources: Resources = field(default_factory=lambda: Resources(cpus=2, mem_gb=8, time_min=60))
+
+
+def relocations(data_root: str | None, imagenet: str | None) -> list[tuple[str, str]]:
+    out = []
+    if data_root:
+        out.append((SHARED_DATA, str(Path(data_root))))
+    if imagenet:
+        out.append(("/datasets/imagenet", str(Path(imagenet))))
+    return out
+
+
+def relocated(obj, moves: list[tuple[str, str]], prefix: str = "") -> list[str]:
+    """``key=value`` overrides moving every path field of a config that starts with an old prefix."""
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out += relocated(value, moves, key + ".")
+        elif isinstance(value, str):
+            for old, new in moves:
+                if value.startswith(old):
+                    out.append(f"{key}={new}{value[len(old):]}")
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            moved = [next((new + v[len(old):] for old, new in moves if v.startswith(old)), v) for v in value]
+            if moved != value:
+                out.append(f"{key}=[{','.join(moved)}]")
+    return out
+
+
+def trunk_suite(suite: Suite, label: str, seed: int, extra: list[str], moves: list[tuple[str, str]]) -> Suite:
+    """The suite for one trunk: seed, report label, data relocation and architecture overrides on every entry."""
+    entries = []
+    for e in suite.entries:
+        base = [*e.overrides, *extra, f"trunk.label={label}"]
+        cfg = protocol_config(e.protocol, e.preset, base, seed)
+        entries.append(dataclasses.replace(e, overrides=base + relocated(cfg, moves), seeds=[seed]))
+    return dataclasses.replace(suite, entries=entries)
+
+
+class Progress:
+    """One status line for the whole run: stage, jobs done / planned (pretraining counted by epochs), ETA."""
+
+    def __init__(self, enabled: bool = True):
+        self.planned: list[Planned] = []
+        self.epochs: dict[str, int] = {}
+        self.t0 = time.time()
+        self.bar = tqdm(total=1, desc="swavbench run", unit="job", disable=not enabled,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n:.1f}/{total_fmt} jobs [{elapsed}<{remaining}] {postfix}")
+
+    def add(self, planned: list[Planned], epochs: dict[str, int] | None = None) -> None:
+        self.planned += planned
+        self.epochs.update(epochs or {})
+        self.update()
+
+    def fraction(self, p: Planned) -> float:
+        out = Path(p.out_dir)
+        if p.kind == "eval":
+            return 1.0 if (out / RECORD_NAME).is_file() else 0.0
+        if (out / "checkpoint.pth").is_file() and p.action == "done":
+            return 1.0
+        log = out / "train_log.jsonl"
+        if log.is_file() and p.name in self.epochs:
+            lines = log.read_text().strip().splitlines()
+            if lines:
+                try:
+                    return min(1.0, json.loads(lines[-1])["epoch"] / self.epochs[p.name])
+                except (ValueError, KeyError):
+                    return 0.0
+        return 0.0
+
+    def update(self) -> None:
+        done = [self.fraction(p) for p in self.planned]
+        running = [p.name for p, f in zip(self.planned, done) if 0 < f < 1 or (f == 0 and p.action == "submitted")]
+        stage = "pretraining" if any(p.kind == "pretrain" and f < 1 for p, f in zip(self.planned, done)) else "evaluating"
+        self.bar.total = max(1, len(self.planned))
+        self.bar.n = sum(done)
+        self.bar.set_description(f"swavbench run [{stage}]", refresh=False)
+        self.bar.set_postfix_str(", ".join(running[:3]) + (" ..." if len(running) > 3 else ""), refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.update()
+        self.bar.close()
+
+
+def run_main(cfg: MainConfig, out: str | Path, data_root: str | None = None, imagenet: str | None = None,
+             force: bool = False, dry_run: bool = False, progress: bool = True, executor: str | None = None) -> dict:
+    """Submit (or skip, when done) every job of the main job, wait for them, return {'planned', 'failed', 'jobs_dir'}."""
+    out = Path(out)
+    moves = relocations(data_root, imagenet)
+    suite = load_suite(cfg.suite)
+    bar = Progress(enabled=progress and not dry_run)
+    launcher = Launcher(out / "jobs", executor or cfg.executor, force, dry_run, max_parallel=cfg.max_parallel,
+                        on_wait=bar.update)
+    swav_cfg = load_config(cfg.pretrain, cfg.pretrain_overrides)
+    m = swav_cfg.model
+    arch = [f"trunk.arch={m.arch}", f"trunk.small_stem={str(m.small_stem).lower()}", f"trunk.width_multiplier={m.width_multiplier}"]
+    pretrains: list[tuple[Planned, str, int]] = []
+    planned: list[Planned] = []
+    for seed in cfg.seeds:
+        over = [*cfg.pretrain_overrides, f"run.seed={seed}"]
+        over += relocated(load_config(cfg.pretrain, over), moves)
+        p = launcher.pretrain_job(cfg.pretrain, over, suite.pretrain, name=f"swav-s{seed}")
+        pretrains.append((p, "swav", seed))
+        bar.add([p], {p.name: load_config(cfg.pretrain, over).optim.epochs})
+        if cfg.supervised:
+            from pretrain.supervised import CONFIG_DIR, SupervisedConfig
+
+            sover = [*cfg.supervised_overrides, f"seed={seed}"]
+            sup = load_dataclass(SupervisedConfig, CONFIG_DIR, cfg.supervised, sover)
+            sover += relocated(sup, moves)
+            q = launcher.pretrain_job(cfg.supervised, sover, cfg.supervised_resources, name=f"supervised-s{seed}",
+                                      supervised=True)
+            pretrains.append((q, "supervised", seed))
+            bar.add([q])
+    planned += [p for p, _, _ in pretrains]
+    if cfg.random:
+        for seed in cfg.seeds:
+            evals = launcher.suite(trunk_suite(suite, "random", seed, arch, moves), "random", prefix="random-")
+            planned += evals
+            bar.add(evals)
+    failed: list[str] = []
+    slurm = launcher.cluster() == "slurm"
+    for p, label, seed in pretrains:
+        after = p.job_id if slurm and p.action in ("submitted", "live") else ""
+        if not slurm and not dry_run and p.action in ("submitted", "live"):
+            try:
+                launcher.finished(p)
+            except Exception as e:  # noqa: BLE001 - report it, evaluate the other trunks
+                failed.append(f"{p.name}: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
+                continue
+        evals = launcher.suite(trunk_suite(suite, label, seed, [], moves), str(Path(p.out_dir) / "checkpoint.pth"),
+                               checkpoint_id=p.key, after=after, prefix=f"{label}-")
+        planned += evals
+        bar.add(evals)
+    if not dry_run:
+        for key, outcome in launcher.wait().items():
+            if outcome != "ok":
+                failed.append(f"{key[:8]}: {outcome}")
+    bar.close()
+    return {"planned": planned, "failed": failed, "jobs_dir": out / "jobs", "launcher": launcher,
+            "gpu_hours": sum(p.gpu_hours for p in planned), "elapsed_s": time.time() - bar.t0}
+
+
+def swav_vs_random(jobs_dir: Path) -> list[str]:
+    """Lines comparing SwAV with the random trunk on the kNN / linear top-1 columns (mean over seeds)."""
+    from results.collect import collect
+
+    df, _, _ = collect([jobs_dir])
+    if df.empty:
+        return []
+    lines = []
+    for bench, metric in (("knn", "k20_top1"), ("linear", "top1")):
+        sub = df[(df.benchmark == bench) & (df.metric == metric)]
+        for dataset in sorted(set(sub.dataset)):
+            d = sub[sub.dataset == dataset]
+            swav, rnd = d[d.model == "swav"].value, d[d.model == "random"].value
+            if len(swav) and len(rnd):
+                delta = swav.mean() - rnd.mean()
+                std = f" ± {swav.std():.1f}" if len(swav) > 1 else ""
+                lines.append(f"{bench} {dataset} {metric}: swav {swav.mean():.1f}{std} vs random {rnd.mean():.1f} "
+                             f"({delta:+.1f} points, {len(swav)} seed{'s' if len(swav) > 1 else ''})")
+    return lines
+
+
+def load_main_config(preset: str, overrides: list[str]) -> MainConfig:
+    return load_dataclass(MainConfig, MAIN_CONFIGS, preset, overrides)
+
