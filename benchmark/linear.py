@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -90,9 +90,12 @@ def lr_at(lr: float, step: int, total: int, epoch: int, cfg: LinearConfig) -> fl
 
 
 def train_heads(batches_per_epoch, train_batches, eval_fn, dim: int, n_classes: int, cfg: LinearConfig,
-                device: torch.device, desc: str = "linear") -> list[dict[str, float]]:
+                device: torch.device, desc: str = "linear", state_path: Path | None = None, state_key: object = None,
+                generator: torch.Generator | None = None) -> list[dict[str, float]]:
     """Train one head per (lr, wd) on features from ``train_batches(epoch)``; ``eval_fn(heads)`` ->
-    per-head (top1, top5). Returns per head: last and best top-1/top-5 and the best epoch."""
+    per-head (top1, top5). Returns per head: last and best top-1/top-5 and the best epoch.
+    With ``state_path`` the heads, optimiser, results and data ``generator`` are saved after every epoch
+    and a run with the same ``state_key`` continues from there (requeued jobs, interrupted runs)."""
     pairs = grid(cfg)
     heads = LinearHeads(len(pairs), dim, n_classes, cfg.seed).to(device)
     opt = torch.optim.SGD(
@@ -100,10 +103,18 @@ def train_heads(batches_per_epoch, train_batches, eval_fn, dim: int, n_classes: 
         lr=pairs[0][0], momentum=cfg.momentum, nesterov=cfg.nesterov,
     )
     total = cfg.epochs * batches_per_epoch
-    step = 0
+    step, start = 0, 0
     results = [{"lr": lr, "weight_decay": wd, "top1_best": -1.0, "best_epoch": 0} for lr, wd in pairs]
-    bar = tqdm(total=total, desc=desc, unit="it", leave=False)
-    for epoch in range(cfg.epochs):
+    if state_path is not None and state_path.is_file():
+        state = load_checkpoint(state_path)
+        if state.get("key") == state_key:
+            heads.load_state_dict(state["heads"])
+            opt.load_state_dict(state["optimizer"])
+            step, start, results = state["step"], state["epoch"], state["results"]
+            if generator is not None:
+                generator.set_state(state["generator"])
+    bar = tqdm(total=total, initial=step, desc=desc, unit="it", leave=False)
+    for epoch in range(start, cfg.epochs):
         heads.train()
         for feats, y in train_batches(epoch):
             for g, (lr, _) in zip(opt.param_groups, pairs):
@@ -122,6 +133,10 @@ def train_heads(batches_per_epoch, train_batches, eval_fn, dim: int, n_classes: 
                 if top1 > r["top1_best"]:
                     r["top1_best"], r["top5_best"], r["best_epoch"] = top1, top5, epoch + 1
             bar.set_postfix(top1=f"{max(r['top1_last'] for r in results):.2f}")
+        if state_path is not None:
+            atomic_save({"key": state_key, "heads": heads.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                         "epoch": epoch + 1, "results": results,
+                         "generator": generator.get_state() if generator is not None else None}, state_path)
     bar.close()
     return results
 
@@ -223,7 +238,9 @@ def run_linear(cfg: LinearConfig, checkpoint: str, out_dir: str | Path, make_spl
                 return evaluate_heads(heads, frozen(val_loader), device)
 
             n_batches = len(loader)
-        results = train_heads(n_batches, train_batches, eval_fn, dim, n_classes, cfg, device)
+        key = {"sha256": loaded.sha256, "source": loaded.source, "config": asdict(cfg)}
+        results = train_heads(n_batches, train_batches, eval_fn, dim, n_classes, cfg, device,
+                              state_path=out_dir / "linear_state.pt", state_key=key, generator=g)
         return summarize(results), {"train": len(train_ds), "val": len(val_ds)}
 
     return run_and_record("linear", cfg, checkpoint, out_dir, cfg.dataset, cfg.seed, body)

@@ -4,7 +4,7 @@ mode; SGD with separate trunk / head learning rates, x0.2 at epochs 12 and 16, n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from benchmark.linear import topk_hits
 from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
 from benchmark.subsets import make_balanced_subset, select
+from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import labelled_train_transform
 
 
@@ -86,9 +87,20 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
         loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=g, num_workers=cfg.num_workers,
                             drop_last=len(train) > cfg.batch_size, pin_memory=device.type == "cuda")
         val_loader = DataLoader(val, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-        best = (-1.0, 0.0, 0)
-        bar = tqdm(total=cfg.epochs * len(loader), desc="semisup", unit="it", leave=False)
-        for epoch in range(cfg.epochs):
+        best, start, top1, top5 = (-1.0, 0.0, 0), 0, 0.0, 0.0
+        state_path = Path(out_dir) / "semisup_state.pt"
+        key = {"sha256": loaded.sha256, "source": loaded.source, "config": asdict(cfg)}
+        if state_path.is_file():  # an interrupted or requeued run continues after its last finished epoch
+            state = load_checkpoint(state_path, map_location=device)
+            if state.get("key") == key:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                g.set_state(state["generator"])
+                torch.set_rng_state(state["rng"])
+                best, start, (top1, top5) = tuple(state["best"]), state["epoch"], state["last"]
+        bar = tqdm(total=cfg.epochs * len(loader), initial=start * len(loader), desc="semisup", unit="it", leave=False)
+        for epoch in range(start, cfg.epochs):
             model.train()  # fine-tuning: BatchNorm statistics update
             for x, y in loader:
                 loss = F.cross_entropy(model(x.to(device)), y.to(device))
@@ -101,6 +113,9 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
             if top1 > best[0]:
                 best = (top1, top5, epoch + 1)
             bar.set_postfix(top1=f"{top1:.2f}")
+            atomic_save({"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "generator": g.get_state(), "rng": torch.get_rng_state(), "best": list(best), "epoch": epoch + 1,
+                         "last": (top1, top5)}, state_path)
         bar.close()
         metrics = {"top1": top1, "top5": top5, "top1_best_epoch": best[0], "top5_best_epoch": best[1], "best_epoch": best[2]}
         return metrics, {"train_labelled": len(train), "val": len(val)}

@@ -31,11 +31,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("pipeline", help="pretraining job, then the suite on its final checkpoint (afterok)")
     p.add_argument("--config", default="cpu-small", help="pretraining preset")
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
+    p.add_argument("--eval-epochs", default="", help="also evaluate these intermediate epochs, e.g. 100,200,400 "
+                   "(checkpoints kept every run.keep_epoch_checkpoints epochs)")
     _common(p)
     p.set_defaults(func=run_launch)
     w = kinds.add_parser("sweep", help="one pipeline per variant of a sweep YAML (grid or list of overrides)")
     w.add_argument("--sweep", required=True, help="YAML with 'grid: {section.key: [values]}' and/or 'variants: [...]'")
     w.add_argument("--config", default="cpu-small", help="pretraining preset the variants override")
+    w.add_argument("--eval-epochs", default="", help="also evaluate these intermediate epochs of every variant")
     _common(w)
     w.set_defaults(func=run_launch)
     r = sub.add_parser(
@@ -66,6 +69,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     st.set_defaults(func=run_status)
 
 
+def epochs_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--eval-epochs takes comma-separated integers, got {text!r}") from None
+
+
 def run_launch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -79,12 +89,14 @@ def run_launch(args: argparse.Namespace) -> int:
         if args.kind == "suite":
             planned = launcher.suite(suite, args.checkpoint)
         elif args.kind == "pipeline":
-            planned = launcher.pipeline(args.config, list(args.overrides), suite, suite.pretrain)
+            planned = launcher.pipeline(args.config, list(args.overrides), suite, suite.pretrain,
+                                        eval_epochs=epochs_list(args.eval_epochs))
         else:
             planned = []
             for name, overrides in expand_sweep(args.sweep):
                 sub = Launcher(Path(args.run_dir) / name, args.executor, args.force, args.dry_run)
-                planned += sub.pipeline(args.config, overrides, suite, suite.pretrain, name=f"pretrain-{name}")
+                planned += sub.pipeline(args.config, overrides, suite, suite.pretrain, name=f"pretrain-{name}",
+                                        eval_epochs=epochs_list(args.eval_epochs))
                 launcher.jobs.update(sub.jobs)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"swavbench launch: error: {e}", file=sys.stderr)

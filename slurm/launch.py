@@ -55,8 +55,10 @@ def describe(r: Resources) -> str:
     return f"nodes={r.nodes} gpus/node={r.gpus} cpus={r.cpus} mem={r.mem_gb}G time={r.time_min}min (<= {max_gpu_hours(r):g} GPU-h)"
 
 
-class EvalJob:
-    """One protocol run; what submitit pickles and runs on the node."""
+class EvalJob(submitit.helpers.Checkpointable):
+    """One protocol run; what submitit pickles and runs on the node. On timeout or preemption it is
+    requeued (at most max_requeues times) and the protocol continues from its own state in the output
+    folder (linear: heads per epoch; detection: every checkpoint_every iterations; others restart)."""
 
     def __init__(self, protocol: str, preset: str, overrides: list[str], seed: int, checkpoint: str, out_dir: str):
         self.protocol, self.preset, self.overrides, self.seed = protocol, preset, overrides, seed
@@ -68,6 +70,20 @@ class EvalJob:
         return getattr(importlib.import_module(module), fn)(cfg, self.checkpoint, self.out_dir).metrics
 
 
+def export_job_environment() -> None:
+    """Inside a multi-task submitit job: RANK / LOCAL_RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT from
+    submitit's JobEnvironment, so the training code joins the process group as under torchrun."""
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job
+        return
+    if env.num_tasks <= 1:
+        return
+    os.environ.update(RANK=str(env.global_rank), LOCAL_RANK=str(env.local_rank), WORLD_SIZE=str(env.num_tasks),
+                      MASTER_ADDR=env.hostnames[0] if env.hostnames else "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(str(env.job_id).split("_")[0]) % 20000))
+
+
 class PretrainJob(submitit.helpers.Checkpointable):
     """SwAV pretraining (or, ``supervised``, the supervised baseline) that resumes from its own checkpoint;
     on timeout or preemption submitit calls ``checkpoint()`` (inherited: resubmit this same callable),
@@ -77,6 +93,7 @@ class PretrainJob(submitit.helpers.Checkpointable):
         self.preset, self.overrides, self.out_dir, self.supervised = preset, overrides, out_dir, supervised
 
     def __call__(self) -> str:
+        export_job_environment()
         if self.supervised:
             from pretrain.supervised import CONFIG_DIR, SupervisedConfig, train_supervised
 
@@ -122,6 +139,7 @@ class Launcher:
         self.run_dir = Path(run_dir)
         self.executor_kind, self.force, self.dry_run, self.max_requeues = executor, force, dry_run, max_requeues
         self.max_parallel, self.on_wait = max_parallel, on_wait
+        self.on_planned = None  # called with a suite's planned jobs before they are submitted (progress display)
         self.state_path = self.run_dir / STATE_NAME
         self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"jobs": {}}
         self.jobs: dict[str, submitit.Job] = {}
@@ -211,6 +229,7 @@ class Launcher:
         if checkpoint_id is None:
             checkpoint_id = sha256_of(checkpoint) if checkpoint != "random" else "random"
         planned = []
+        todo: list[tuple[Planned, object, int]] = []
         for entry in suite.entries:
             for seed in entry.seeds:
                 cfg = protocol_config(entry.protocol, entry.preset, entry.overrides, seed)
@@ -222,14 +241,37 @@ class Launcher:
                 planned.append(p)
                 rec = out / RECORD_NAME
                 done = rec.is_file() and json.loads(rec.read_text()).get("status") == "ok"
-                if not self._decide(p, done):
-                    continue
-                self.throttle()
-                job = self.executor(name, entry.resources, dependency=after).submit(
-                    EvalJob(entry.protocol, entry.preset, entry.overrides, seed, checkpoint, str(out)))
-                self._record(p, job, {"protocol": entry.protocol, "preset": entry.preset, "seed": seed,
-                                      "checkpoint": checkpoint, "resources": asdict(entry.resources)})
+                if self._decide(p, done):
+                    todo.append((p, entry, seed))
+        if self.on_planned is not None:
+            self.on_planned(planned)
+        if self.cluster() == "slurm":
+            # one SLURM job array per group of jobs asking for the same resources
+            groups: dict[str, list[tuple[Planned, object, int]]] = {}
+            for item in todo:
+                groups.setdefault(json.dumps(asdict(item[1].resources), sort_keys=True), []).append(item)
+            for items in groups.values():
+                ex = self.executor(f"{prefix}{suite.name}" if len(items) > 1 else items[0][0].name, items[0][1].resources,
+                                   dependency=after)
+                with ex.batch():
+                    jobs = [ex.submit(self._eval_job(e, seed, checkpoint, p)) for p, e, seed in items]
+                for (p, e, seed), job in zip(items, jobs):
+                    self._record(p, job, self._eval_extra(e, seed, checkpoint))
+            return planned
+        for p, entry, seed in todo:
+            self.throttle()
+            job = self.executor(p.name, entry.resources, dependency=after).submit(self._eval_job(entry, seed, checkpoint, p))
+            self._record(p, job, self._eval_extra(entry, seed, checkpoint))
         return planned
+
+    @staticmethod
+    def _eval_job(entry, seed: int, checkpoint: str, p: Planned) -> EvalJob:
+        return EvalJob(entry.protocol, entry.preset, entry.overrides, seed, checkpoint, p.out_dir)
+
+    @staticmethod
+    def _eval_extra(entry, seed: int, checkpoint: str) -> dict:
+        return {"protocol": entry.protocol, "preset": entry.preset, "seed": seed, "checkpoint": checkpoint,
+                "resources": asdict(entry.resources)}
 
     def pretrain_job(self, preset: str, overrides: list[str], resources: Resources, name: str = "pretrain",
                      supervised: bool = False) -> Planned:
@@ -247,7 +289,7 @@ class Launcher:
             done = load_checkpoint(ckpt)["epoch"] >= epochs
         if self._decide(p, done):
             self.throttle()
-            tasks = max(1, resources.gpus)
+            tasks = resources.tasks_per_node or max(1, resources.gpus)
             job = self.executor(name, resources, tasks_per_node=tasks).submit(PretrainJob(preset, overrides, str(out), supervised))
             self._record(p, job, {"preset": preset, "overrides": overrides, "supervised": supervised,
                                   "resources": asdict(resources)})
@@ -259,21 +301,33 @@ class Launcher:
             job = self.jobs[p.key]
             while not job.done():
                 self._tick()
-            job.result()  # raises when it failed
+            job.results()  # raises when it failed (one result per task)
         else:
             while self.is_live(p.job_id):
                 self._tick()
 
     def pipeline(self, preset: str, overrides: list[str], suite: Suite, resources: Resources, name: str = "pretrain",
-                 supervised: bool = False, prefix: str = "") -> list[Planned]:
-        """Pretraining job, then the suite on its final checkpoint (SLURM: afterok; local: after it ends)."""
+                 supervised: bool = False, prefix: str = "", eval_epochs: list[int] = ()) -> list[Planned]:
+        """Pretraining job, then the suite on its final checkpoint (SLURM: afterok; local: after it ends) and,
+        for each of ``eval_epochs``, on the intermediate checkpoint ``ckp-<epoch>.pth`` the run keeps."""
+        if eval_epochs and not supervised:
+            cfg = load_config(preset, overrides)
+            keep = cfg.run.keep_epoch_checkpoints
+            bad = [e for e in eval_epochs if not keep or e % keep or not 0 < e < cfg.optim.epochs]
+            if bad:
+                raise ValueError(f"eval epochs {bad}: the run keeps ckp-<epoch>.pth every run.keep_epoch_checkpoints={keep} "
+                                 f"epochs below optim.epochs={cfg.optim.epochs}; set run.keep_epoch_checkpoints to divide them")
         p = self.pretrain_job(preset, overrides, resources, name, supervised)
         after = p.job_id if p.action in ("submitted", "live") else ""
         if after and self.cluster() != "slurm":  # local / debug executors have no dependencies: wait here
             self.finished(p)
             after = ""
         ckpt = str(Path(p.out_dir) / "checkpoint.pth")
-        evals = self.suite(suite, ckpt, checkpoint_id=p.key, after=after if self.cluster() == "slurm" else "", prefix=prefix)
+        dep = after if self.cluster() == "slurm" else ""
+        evals = self.suite(suite, ckpt, checkpoint_id=p.key, after=dep, prefix=prefix)
+        for e in eval_epochs:
+            evals += self.suite(suite, str(Path(p.out_dir) / f"ckp-{e}.pth"), checkpoint_id=f"{p.key}@{e}", after=dep,
+                                prefix=f"{prefix}ep{e}-")
         return [p, *evals]
 
     def _wait_process(self, job_id: str) -> None:
@@ -285,7 +339,7 @@ class Launcher:
         out = {}
         for key, job in self.jobs.items():
             try:
-                job.result()
+                job.results()  # one per task (multi-task pretraining)
                 out[key] = "ok"
             except Exception as e:  # noqa: BLE001 - a failed job is reported, not raised
                 out[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"

@@ -78,17 +78,23 @@ def trunk_suite(suite: Suite, label: str, seed: int, extra: list[str], moves: li
 
 
 class Progress:
-    """One status line for the whole run: stage, jobs done / planned (pretraining counted by epochs), ETA."""
+    """One status line for the whole run: stage, percent of the expected work done (a pretraining job
+    weighs PRETRAIN_WEIGHT evaluations and advances with its epochs), jobs done, what runs, ETA."""
+
+    PRETRAIN_WEIGHT = 10.0
 
     def __init__(self, enabled: bool = True):
+        self.launcher: Launcher | None = None  # finished jobs are read from its submitit handles
         self.planned: list[Planned] = []
         self.epochs: dict[str, int] = {}
+        self.expected_evals = 0
         self.t0 = time.time()
-        self.bar = tqdm(total=1, desc="swavbench run", unit="job", disable=not enabled,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n:.1f}/{total_fmt} jobs [{elapsed}<{remaining}] {postfix}")
+        self.bar = tqdm(total=1, desc="swavbench run", disable=not enabled,
+                        bar_format="{desc} {percentage:3.0f}%|{bar:20}| [{elapsed}<{remaining}{postfix}]")
 
     def add(self, planned: list[Planned], epochs: dict[str, int] | None = None) -> None:
-        self.planned += planned
+        known = {p.key for p in self.planned}
+        self.planned += [p for p in planned if p.key not in known]
         self.epochs.update(epochs or {})
         self.update()
 
@@ -96,26 +102,31 @@ class Progress:
         out = Path(p.out_dir)
         if p.kind == "eval":
             return 1.0 if (out / RECORD_NAME).is_file() else 0.0
-        if (out / "checkpoint.pth").is_file() and p.action == "done":
+        job = self.launcher.jobs.get(p.key) if self.launcher is not None else None
+        if p.action == "done" or (job is not None and job.done()):
             return 1.0
         log = out / "train_log.jsonl"
         if log.is_file() and p.name in self.epochs:
             lines = log.read_text().strip().splitlines()
-            if lines:
-                try:
-                    return min(1.0, json.loads(lines[-1])["epoch"] / self.epochs[p.name])
-                except (ValueError, KeyError):
-                    return 0.0
+            try:
+                return min(0.99, json.loads(lines[-1])["epoch"] / self.epochs[p.name]) if lines else 0.0
+            except (ValueError, KeyError):
+                return 0.0
         return 0.0
 
     def update(self) -> None:
         done = [self.fraction(p) for p in self.planned]
+        weights = [self.PRETRAIN_WEIGHT if p.kind == "pretrain" else 1.0 for p in self.planned]
+        pending_evals = max(0, self.expected_evals - sum(p.kind == "eval" for p in self.planned))
         running = [p.name for p, f in zip(self.planned, done) if 0 < f < 1 or (f == 0 and p.action == "submitted")]
         stage = "pretraining" if any(p.kind == "pretrain" and f < 1 for p, f in zip(self.planned, done)) else "evaluating"
-        self.bar.total = max(1, len(self.planned))
-        self.bar.n = sum(done)
+        self.bar.total = sum(weights) + pending_evals
+        self.bar.n = sum(w * f for w, f in zip(weights, done))
+        finished = sum(f >= 1 for f in done)
         self.bar.set_description(f"swavbench run [{stage}]", refresh=False)
-        self.bar.set_postfix_str(", ".join(running[:3]) + (" ..." if len(running) > 3 else ""), refresh=False)
+        now = ", ".join(running[:2]) + (" ..." if len(running) > 2 else "")
+        self.bar.set_postfix_str(f"{finished}/{len(self.planned) + pending_evals} jobs done" + (f"; {now}" if now else ""),
+                                 refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -130,8 +141,12 @@ def run_main(cfg: MainConfig, out: str | Path, data_root: str | None = None, ima
     moves = relocations(data_root, imagenet)
     suite = load_suite(cfg.suite)
     bar = Progress(enabled=progress and not dry_run)
+    n_trunks = len(cfg.seeds) * (1 + bool(cfg.supervised) + bool(cfg.random))
+    bar.expected_evals = n_trunks * len(suite.entries)
     launcher = Launcher(out / "jobs", executor or cfg.executor, force, dry_run, max_parallel=cfg.max_parallel,
                         on_wait=bar.update)
+    bar.launcher = launcher
+    launcher.on_planned = bar.add
     swav_cfg = load_config(cfg.pretrain, cfg.pretrain_overrides)
     m = swav_cfg.model
     arch = [f"trunk.arch={m.arch}", f"trunk.small_stem={str(m.small_stem).lower()}", f"trunk.width_multiplier={m.width_multiplier}"]

@@ -10,16 +10,35 @@ from pathlib import Path
 from benchmark.record import RECORD_NAME
 from slurm.launch import STATE_NAME, Launcher
 
-HEADLINE = {"linear": "top1", "knn": "k20_top1", "semisup": "top1", "svm": "mAP"}
+HEADLINE = {"linear": "top1", "knn": "k20_top1", "semisup": "top1", "svm": "mAP", "detection-frcnn-c4": "AP50",
+            "detection-frcnn-fpn": "AP50"}
+
+
+def _sacct(job_id: str) -> list[list[str]]:
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "JobID,State,Elapsed"], capture_output=True, text=True)
+    return [(ln.split("|") + ["", ""])[:3] for ln in out.stdout.strip().splitlines()] if out.returncode == 0 else []
+
+
+def _array_covers(sacct_id: str, job_id: str) -> bool:
+    """'123_[0-3,7]' (array tasks that never started are one sacct row) covers '123_2'."""
+    parent, _, task = job_id.partition("_")
+    if not sacct_id.startswith(parent + "_[") or not task.isdigit():
+        return sacct_id == job_id
+    for part in sacct_id[len(parent) + 2:].rstrip("]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and int(lo) <= int(task) <= int(hi or lo):
+            return True
+    return False
 
 
 def _slurm_state(job_id: str) -> tuple[str, str]:
-    """(state, elapsed) from sacct, or ('', '') when unknown."""
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,Elapsed"], capture_output=True, text=True)
-    line = out.stdout.strip().splitlines()[-1:] if out.returncode == 0 else []
-    if not line:
+    """(state, elapsed) from sacct, or ('', '') when unknown. Array tasks: their own row, else the array's."""
+    rows = [r for r in _sacct(job_id) if r[0] == job_id] or _sacct(job_id)
+    if not rows and "_" in job_id:
+        rows = [r for r in _sacct(job_id.split("_")[0]) if _array_covers(r[0], job_id)]
+    if not rows:
         return "", ""
-    state, elapsed = (line[0].split("|") + [""])[:2]
+    _, state, elapsed = rows[-1]
     return state.split()[0], elapsed
 
 

@@ -27,6 +27,7 @@ class Resources:
     mem_gb: int = 8
     time_min: int = 60
     nodes: int = 1
+    tasks_per_node: int = 0  # processes per node for pretraining (0: one per GPU, or 1); DDP joins them
     partition: str = ""
     constraint: str = ""
 

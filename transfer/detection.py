@@ -51,6 +51,7 @@ class DetectionConfig:
     min_size_test: int = 800
     max_size_test: int = 1333
     rois_per_image: int = 512
+    proposals_test: int = 1000  # RPN proposals kept per image at test time (after NMS)
     detections_per_image: int = 100
     checkpoint_every: int = 1000  # iterations between resumable states (0 = only at the end)
     num_workers: int = 4

@@ -86,7 +86,7 @@ def detectron2_config(cfg: DetectionConfig, loaded: LoadedTrunk, weights: Path, 
     d2.MODEL.BACKBONE.FREEZE_AT = cfg.freeze_at
     if cfg.head == "c4":
         d2.MODEL.ROI_HEADS.NAME = "Res5ROIHeadsExtraNorm" if cfg.extra_norm else "Res5ROIHeads"
-        d2.MODEL.RPN.PRE_NMS_TOPK_TEST, d2.MODEL.RPN.POST_NMS_TOPK_TEST = 6000, 1000
+        d2.MODEL.RPN.PRE_NMS_TOPK_TEST, d2.MODEL.RPN.POST_NMS_TOPK_TEST = 6000, cfg.proposals_test
     else:
         levels = ["res2", "res3", "res4", "res5"]
         d2.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
@@ -94,7 +94,7 @@ def detectron2_config(cfg: DetectionConfig, loaded: LoadedTrunk, weights: Path, 
         d2.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]
         d2.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
         d2.MODEL.RPN.PRE_NMS_TOPK_TRAIN, d2.MODEL.RPN.PRE_NMS_TOPK_TEST = 2000, 1000
-        d2.MODEL.RPN.POST_NMS_TOPK_TRAIN, d2.MODEL.RPN.POST_NMS_TOPK_TEST = 1000, 1000
+        d2.MODEL.RPN.POST_NMS_TOPK_TRAIN, d2.MODEL.RPN.POST_NMS_TOPK_TEST = 1000, cfg.proposals_test
         d2.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
         d2.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
         d2.MODEL.ROI_BOX_HEAD.NAME, d2.MODEL.ROI_BOX_HEAD.NUM_FC = "FastRCNNConvFCHead", 2

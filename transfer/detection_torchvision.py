@@ -73,7 +73,7 @@ def build_model(trunk: Trunk, cfg: DetectionConfig, n_classes: int) -> FasterRCN
     if cfg.head == "fpn":
         backbone = BackboneWithFPN(trunk, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
                                    [c5 // 8, c5 // 4, c5 // 2, c5], 256, extra_blocks=LastLevelMaxPool())
-        return FasterRCNN(backbone, num_classes=n_classes + 1, **common)
+        return FasterRCNN(backbone, num_classes=n_classes + 1, rpn_post_nms_top_n_test=cfg.proposals_test, **common)
     body = nn.Sequential(OrderedDict(
         conv1=trunk.conv1, bn1=trunk.bn1, relu=trunk.relu, maxpool=trunk.maxpool,
         layer1=trunk.layer1, layer2=trunk.layer2, layer3=trunk.layer3,
@@ -87,7 +87,7 @@ def build_model(trunk: Trunk, cfg: DetectionConfig, n_classes: int) -> FasterRCN
     return FasterRCNN(
         body, rpn_anchor_generator=anchors, rpn_head=RPNHead(c5 // 2, anchors.num_anchors_per_location()[0]),
         rpn_pre_nms_top_n_train=12000, rpn_post_nms_top_n_train=2000, rpn_pre_nms_top_n_test=6000,
-        rpn_post_nms_top_n_test=1000, box_roi_pool=MultiScaleRoIAlign(["0"], 14, 0), box_head=box_head,
+        rpn_post_nms_top_n_test=cfg.proposals_test, box_roi_pool=MultiScaleRoIAlign(["0"], 14, 0), box_head=box_head,
         box_predictor=FastRCNNPredictor(c5, n_classes + 1), **common,
     )
 

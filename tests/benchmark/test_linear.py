@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,3 +91,29 @@ def test_failed_run_writes_a_failed_record(tmp_path, tiny_ckpt):
         run_linear(cfg, str(tiny_ckpt), tmp_path / "out")
     data = json.loads((tmp_path / "out" / "result.json").read_text())
     assert data["status"] == "failed" and "missing" in data["error"]
+
+
+def test_interrupted_probe_resumes_to_the_same_result(generated_data, tmp_path, monkeypatch):
+    import benchmark.linear as linear_mod
+
+    g = generated_data.parent
+    cfg = LinearConfig(train=str(g / "train"), val=str(g / "val"), mode="cached", epochs=4, batch_size=32, lrs=[0.1, 1.0],
+                       resize=32, crop=32, num_workers=0)
+    cfg.trunk.arch, cfg.trunk.small_stem, cfg.trunk.width_multiplier = "resnet18", True, 0.125
+    straight = run_linear(cfg, "random", tmp_path / "straight").metrics
+
+    real_save, saves = linear_mod.atomic_save, []
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if Path(path).name == "linear_state.pt":
+            saves.append(obj["epoch"])
+            if len(saves) == 2:
+                raise KeyboardInterrupt("preempted")
+
+    monkeypatch.setattr(linear_mod, "atomic_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_linear(cfg, "random", tmp_path / "cut")
+    monkeypatch.setattr(linear_mod, "atomic_save", real_save)
+    resumed = run_linear(cfg, "random", tmp_path / "cut").metrics
+    assert saves == [1, 2] and resumed == pytest.approx(straight)

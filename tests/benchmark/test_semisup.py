@@ -56,3 +56,25 @@ def test_finetuning_changes_trunk_and_bn_statistics(tmp_path, generated_data, mo
     data = json.loads((tmp_path / "out" / "result.json").read_text())
     assert data["status"] == "ok" and data["splits"]["train_labelled"] == 40 and data["config"]["mode"] == "finetune"
     assert (tmp_path / "out" / "subset.txt").is_file() and 0 <= rec.metrics["top1"] <= 100
+
+
+def test_interrupted_finetuning_resumes_to_the_same_result(generated_data, tmp_path, monkeypatch):
+    import benchmark.semisup as semisup_mod
+
+    g = generated_data.parent
+    cfg = SemisupConfig(train=str(g / "train"), val=str(g / "val"), subset="balanced:4", epochs=3, milestones=[2],
+                        batch_size=8, crop=32, resize=32, num_workers=0)
+    cfg.trunk.arch, cfg.trunk.small_stem, cfg.trunk.width_multiplier = "resnet18", True, 0.125
+    straight = run_semisup(cfg, "random", tmp_path / "straight").metrics
+    real_save = semisup_mod.atomic_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if obj["epoch"] == 1:
+            raise KeyboardInterrupt("preempted")
+
+    monkeypatch.setattr(semisup_mod, "atomic_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_semisup(cfg, "random", tmp_path / "cut")
+    monkeypatch.setattr(semisup_mod, "atomic_save", real_save)
+    assert run_semisup(cfg, "random", tmp_path / "cut").metrics == pytest.approx(straight)

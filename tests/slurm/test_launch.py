@@ -120,3 +120,34 @@ def test_checkpointable_pretraining_requeues_and_matches_an_uninterrupted_run(sl
     b = [json.loads(x)["loss"] for x in (Path(planned[0].out_dir) / "train_log.jsonl").read_text().splitlines()]
     assert len(a) == len(b) == 60 and a == pytest.approx(b, rel=1e-5)
     assert load_checkpoint(Path(planned[0].out_dir) / "checkpoint.pth")["epoch"] == 6
+
+
+def test_two_task_pretraining_joins_ddp_through_the_job_environment(tmp_path, generated_data):
+    """tasks_per_node=2 on the local executor: submitit starts two processes, PretrainJob exports RANK /
+    WORLD_SIZE / MASTER_ADDR from submitit's JobEnvironment and they train as one DDP job (half the steps)."""
+    launcher = Launcher(tmp_path / "ddp", "local")
+    res = Resources(cpus=2, mem_gb=2, time_min=10, tasks_per_node=2)
+    p = launcher.pretrain_job("tiny", [f"data.path={generated_data}", "optim.epochs=1", "data.num_workers=0"], res)
+    launcher.finished(p)
+    log = [json.loads(x) for x in (Path(p.out_dir) / "train_log.jsonl").read_text().splitlines()]
+    n_images = sum(1 for f in generated_data.rglob("*.png"))
+    assert log[-1]["iteration"] == n_images // (16 * 2)  # batch 16 per process, 2 processes: half a single run's steps
+    assert load_checkpoint(Path(p.out_dir) / "checkpoint.pth")["epoch"] == 1
+
+
+def test_pipeline_evaluates_intermediate_epochs(tmp_path, generated_data):
+    g = generated_data.parent
+    suite_yaml = tmp_path / "knn.yaml"
+    suite_yaml.write_text(yaml.safe_dump({"name": "knn", "jobs": [{"protocol": "knn", "preset": "knn-cifar10-small",
+        "overrides": [f"train={g / 'train'}", f"val={g / 'val'}", "num_workers=0", "ks=[5]"]}]}))
+    overrides = [f"data.path={generated_data}", "optim.epochs=2", "run.keep_epoch_checkpoints=1", "data.num_workers=0"]
+    launcher = Launcher(tmp_path / "run", "local")
+    with pytest.raises(ValueError, match="keep_epoch_checkpoints"):
+        launcher.pipeline("tiny", [*overrides[:2], "run.keep_epoch_checkpoints=0"], load_suite(str(suite_yaml)),
+                          Resources(cpus=1, mem_gb=2, time_min=10), eval_epochs=[1])
+    planned = launcher.pipeline("tiny", overrides, load_suite(str(suite_yaml)), Resources(cpus=1, mem_gb=2, time_min=10),
+                                eval_epochs=[1])
+    assert [p.name for p in planned] == ["pretrain", "knn-cifar10-small-s0", "ep1-knn-cifar10-small-s0"]
+    assert set(launcher.wait().values()) == {"ok"}
+    epochs = sorted(json.loads((Path(p.out_dir) / "result.json").read_text())["pretrain_epochs"] for p in planned[1:])
+    assert epochs == [1, 2]

@@ -78,7 +78,7 @@ def test_detectron2_smoke(bccd_mini, tmp_path):
     pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
     out = tmp_path / "d2"
     cfg = smoke_config(bccd_mini, "backend=detectron2", "trunk.arch=resnet50", "trunk.small_stem=false",
-                       "detectron2_overrides=[MODEL.RPN.POST_NMS_TOPK_TEST,100]")
+                       "proposals_test=100")
     run_detection(cfg, "random", out)
     rec = check_record(out, "detectron2")
     m = rec["metrics"]
