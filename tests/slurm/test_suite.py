@@ -53,7 +53,7 @@ def test_sweep_dry_run_plans_one_pipeline_per_variant(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     pre = [ln for ln in lines if " pretrain " in ln]
-    assert len(pre) == 4 and len(lines) == 4 * 5 and all(ln.startswith("dry-run") for ln in lines)
+    assert len(pre) == 4 and len(lines) == 4 * (1 + 6) and all(ln.startswith("dry-run") for ln in lines)
     for name in ("n_prototypes=30,epsilon=0.02", "n_prototypes=100,epsilon=0.05"):
         assert any(f"pretrain-{name}" in ln for ln in pre)
     assert not (tmp_path / "launch.json").exists()  # a dry run submits and records nothing
