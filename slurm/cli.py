@@ -135,9 +135,10 @@ def run_main_job(args: argparse.Namespace) -> int:
             print(f"{p.action:<10} {p.kind:<8} {p.name:<40}{dep}  [{p.resources}]")
         print(f"{len(result['planned'])} jobs; at most {result['gpu_hours']:.0f} GPU-hours (sum of gpus x time limits)")
         return 0
-    report = make_report([result["jobs_dir"]], out / "report", title=f"swavbench run --config {args.config}")
+    evals = [p.out_dir for p in result["planned"] if p.kind == "eval"]  # not records of earlier configs in jobs/
+    report = make_report(evals, out / "report", title=f"swavbench run --config {args.config}")
     print(report.terminal)
-    for line in swav_vs_random(result["jobs_dir"]):
+    for line in swav_vs_random(evals):
         print(line)
     for line in result["failed"]:
         print(f"failed: {line}", file=sys.stderr)

@@ -197,11 +197,11 @@ def run_main(cfg: MainConfig, out: str | Path, data_root: str | None = None, ima
             "gpu_hours": sum(p.gpu_hours for p in planned), "elapsed_s": time.time() - bar.t0}
 
 
-def swav_vs_random(jobs_dir: Path) -> list[str]:
+def swav_vs_random(run_dirs: list[str | Path]) -> list[str]:
     """Lines comparing SwAV with the random trunk on the kNN / linear top-1 columns (mean over seeds)."""
     from results.collect import collect
 
-    df, _, _ = collect([jobs_dir])
+    df, _, _ = collect(run_dirs)
     if df.empty:
         return []
     lines = []
