@@ -140,6 +140,7 @@ class Launcher:
         self.executor_kind, self.force, self.dry_run, self.max_requeues = executor, force, dry_run, max_requeues
         self.max_parallel, self.on_wait = max_parallel, on_wait
         self.on_planned = None  # called with a suite's planned jobs before they are submitted (progress display)
+        self.adopted: list[str] = []  # live jobs of an earlier launch of this run directory (they count for max_parallel)
         self.state_path = self.run_dir / STATE_NAME
         self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"jobs": {}}
         self.jobs: dict[str, submitit.Job] = {}
@@ -197,6 +198,7 @@ class Launcher:
             return False
         if self.is_live(prev.get("job_id", "")):
             p.action, p.job_id = "live", prev["job_id"]
+            self.adopted.append(p.job_id)
             return False
         if self.dry_run:
             p.action = "dry-run"
@@ -212,7 +214,7 @@ class Launcher:
         """Local executors have no queue: hold the next submission while max_parallel jobs run."""
         if not self.max_parallel or self.cluster() == "slurm":
             return
-        while sum(not j.done() for j in self.jobs.values()) >= self.max_parallel:
+        while sum(not j.done() for j in self.jobs.values()) + sum(map(self.is_live, self.adopted)) >= self.max_parallel:
             self._tick()
 
     def _record(self, p: Planned, job: submitit.Job, extra: dict) -> None:
