@@ -30,23 +30,47 @@ def small_preset(protocol: str) -> str:
     return next((p for p in list_presets(EVAL_CONFIGS) if p.startswith(protocol + "-") and p.endswith("-small")), "")
 
 
+def add_protocol_parser(protocols: argparse._SubParsersAction, command: str, name: str, help_: str, default: str,
+                        config_dir: Path, presets: list[str], example: str) -> argparse.ArgumentParser:
+    """``swavbench <command> <name>``: --checkpoint, --config (a preset of ``config_dir``), --out, key=value overrides."""
+    where = f"{config_dir.parent.name}/{config_dir.name}/"
+    p = protocols.add_parser(
+        name, help=help_, description=help_[0].upper() + help_[1:] + ". Writes --out/result.json.",
+        epilog=f"presets ({where}): {', '.join(presets)}\nexample:\n  swavbench {command} {name} --checkpoint "
+        f"runs/main-cpu-small/jobs/swav-s0/checkpoint.pth --config {example or default} --out runs/{name}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True,
+                   help="swav-bench / official SwAV / torchvision / VISSL file, or 'random' for a seeded random trunk")
+    p.add_argument("--config", default=default, help=f"preset from {where} or a YAML path (default: {default})")
+    p.add_argument("--out", required=True, help="folder for result.json (and the protocol's resumable state)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=10 trunk.arch=resnet18")
+    return p
+
+
+def run_configured(label: str, config_cls: type, config_dir: Path, run, args: argparse.Namespace,
+                   extra_overrides: list[str] = ()) -> int:
+    """Load the config, run the protocol, print its metrics and where the record is; 2 on a user error."""
+    try:
+        cfg = load_dataclass(config_cls, config_dir, args.config, [*args.overrides, *extra_overrides])
+        rec = run(cfg, args.checkpoint, args.out)
+    except (ConfigError, CheckpointError, TrunkLoadError, FileNotFoundError, ValueError, FloatingPointError) as e:
+        print(f"swavbench {label}: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{rec.protocol} on {rec.dataset} ({rec.trunk_kind} trunk, {rec.config.get('backend') or rec.config.get('mode', '')}):")
+    for key, value in rec.metrics.items():
+        print(f"  {key:<28}{value:8.2f}" if isinstance(value, float) else f"  {key:<28}{value!s:>8}")
+    print(f"record: {Path(args.out).resolve() / 'result.json'}")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="evaluation protocols on a frozen or fine-tuned trunk",
                         description="Run an evaluation protocol on a checkpoint and write result.json to --out.")
     protocols = ev.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     for name, (_, _, _, default, help_) in PROTOCOLS.items():
-        presets = ", ".join(p for p in list_presets(EVAL_CONFIGS) if p.startswith(name + "-"))
-        p = protocols.add_parser(
-            name, help=help_, description=help_[0].upper() + help_[1:] + ". Writes --out/result.json.",
-            epilog=f"presets: {presets}\nexample:\n  swavbench eval {name} --checkpoint runs/pretrain-cpu-small/checkpoint.pth "
-            f"--config {small_preset(name)} --out runs/{name}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        p.add_argument("--checkpoint", required=True,
-                       help="swav-bench / official SwAV / torchvision / VISSL file, or 'random' for a seeded random trunk")
-        p.add_argument("--config", default=default, help=f"preset from configs/eval/ or a YAML path (default: {default})")
-        p.add_argument("--out", required=True, help="folder for result.json")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=10 trunk.arch=resnet18")
+        presets = [p for p in list_presets(EVAL_CONFIGS) if p.startswith(name + "-")]
+        p = add_protocol_parser(protocols, "eval", name, help_, default, EVAL_CONFIGS, presets, small_preset(name))
         p.set_defaults(func=run_protocol)
     ms = protocols.add_parser("make-subset", help="write a class-balanced labelled subset file (for semisup)",
                               description="Draw a seeded class-balanced subset of an ImageFolder split and write one "
@@ -99,14 +123,4 @@ def run_make_subset(args: argparse.Namespace) -> int:
 def run_protocol(args: argparse.Namespace) -> int:
     module, cfg_name, fn_name, _, _ = PROTOCOLS[args.protocol]
     mod = importlib.import_module(module)
-    try:
-        cfg = load_dataclass(getattr(mod, cfg_name), EVAL_CONFIGS, args.config, list(args.overrides))
-        rec = getattr(mod, fn_name)(cfg, args.checkpoint, args.out)
-    except (ConfigError, CheckpointError, TrunkLoadError, FileNotFoundError, ValueError) as e:
-        print(f"swavbench eval {args.protocol}: error: {e}", file=sys.stderr)
-        return 2
-    print(f"{args.protocol} on {rec.dataset} ({rec.trunk_kind} trunk, {rec.config.get('mode', '')}):")
-    for key, value in rec.metrics.items():
-        print(f"  {key:<28}{value:8.2f}" if isinstance(value, float) else f"  {key:<28}{value!s:>8}")
-    print(f"record: {Path(args.out).resolve() / 'result.json'}")
-    return 0
+    return run_configured(f"eval {args.protocol}", getattr(mod, cfg_name), EVAL_CONFIGS, getattr(mod, fn_name), args)

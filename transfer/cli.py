@@ -8,7 +8,8 @@ import importlib
 import sys
 from pathlib import Path
 
-from pretrain.config import ConfigError, list_presets, load_dataclass
+from benchmark.cli import add_protocol_parser, run_configured
+from pretrain.config import list_presets
 
 TRANSFER_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "transfer"
 
@@ -29,23 +30,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     protocols = tr.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     for protocol, (_, _, _, default, name, help_) in TRANSFER_PROTOCOLS.items():
         prefix = "detection-" if protocol == "detection" else "linear-"
-        presets = ", ".join(p for p in list_presets(TRANSFER_CONFIGS) if p.startswith(prefix))
-        small = next((p for p in list_presets(TRANSFER_CONFIGS) if p.startswith(prefix) and p.endswith("-small")), default)
-        p = protocols.add_parser(
-            name, help=help_, description=help_[0].upper() + help_[1:] + ". Writes --out/result.json.",
-            epilog=f"presets (configs/transfer/): {presets}\nexample:\n  swavbench transfer {name} --checkpoint "
-            f"runs/pretrain-cpu-small/checkpoint.pth --config {small} --out runs/{name}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        p.add_argument("--checkpoint", required=True,
-                       help="swav-bench / official SwAV / torchvision / VISSL file, or 'random' for a seeded random trunk")
-        p.add_argument("--config", default=default, help=f"preset from configs/transfer/ or a YAML path (default: {default})")
-        p.add_argument("--out", required=True, help="folder for result.json (and the merged config, resumable state)")
+        presets = [p for p in list_presets(TRANSFER_CONFIGS) if p.startswith(prefix)]
+        small = next((p for p in presets if p.endswith("-small")), default)
+        p = add_protocol_parser(protocols, "transfer", name, help_, default, TRANSFER_CONFIGS, presets, small)
         if protocol == "detection":
             p.add_argument("--backend", choices=["auto", "detectron2", "torchvision"],
                            help="override the preset's backend (auto: detectron2 when installed)")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. iterations=100 lr=0.01")
         p.set_defaults(func=run_transfer, transfer_protocol=protocol)
+    add_convert_parser(sub)
+
+
+def add_convert_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert", help="convert a trunk checkpoint to a torchvision .pth or a Detectron2 .pkl",
         description="Load a trunk from a swav-bench, official SwAV, torchvision or VISSL checkpoint and write it as a "
@@ -62,23 +57,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_transfer(args: argparse.Namespace) -> int:
-    from benchmark.trunk import TrunkLoadError
-    from pretrain.checkpoint import CheckpointError
-
     module, cfg_name, fn_name, _, name, _ = TRANSFER_PROTOCOLS[args.transfer_protocol]
     mod = importlib.import_module(module)
-    overrides = list(args.overrides) + ([f"backend={args.backend}"] if getattr(args, "backend", None) else [])
-    try:
-        cfg = load_dataclass(getattr(mod, cfg_name), TRANSFER_CONFIGS, args.config, overrides)
-        rec = getattr(mod, fn_name)(cfg, args.checkpoint, args.out)
-    except (ConfigError, CheckpointError, TrunkLoadError, FileNotFoundError, ValueError, FloatingPointError) as e:
-        print(f"swavbench transfer {name}: error: {e}", file=sys.stderr)
-        return 2
-    print(f"{rec.protocol} on {rec.dataset} ({rec.trunk_kind} trunk, {rec.config.get('backend') or rec.config.get('mode', '')}):")
-    for key, value in rec.metrics.items():
-        print(f"  {key:<28}{value:8.2f}" if isinstance(value, float) else f"  {key:<28}{value!s:>8}")
-    print(f"record: {Path(args.out).resolve() / 'result.json'}")
-    return 0
+    backend = [f"backend={args.backend}"] if getattr(args, "backend", None) else []
+    return run_configured(f"transfer {name}", getattr(mod, cfg_name), TRANSFER_CONFIGS, getattr(mod, fn_name), args, backend)
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -100,3 +100,21 @@ def test_multistep_schedule():
     assert [lr_at(0.01, 0, 1, e, cfg) for e in (0, 3, 4, 8, 13)] == pytest.approx([0.01, 0.01, 1e-3, 1e-4, 1e-5])
     cos = LinearConfig(final_lr=0.0)
     assert lr_at(1.0, 50, 100, 0, cos) == pytest.approx(0.5)
+
+
+def test_cli_runs_and_names_missing_files(places_tree, tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    common = ["--checkpoint", "random", "--config", "linear-places205", "--out", str(tmp_path / "cli"), f"root={places_tree / 'images'}",
+              "epochs=1", "milestones=[]", "batch_size=8", "crop=32", "resize=32", "num_workers=0", "mode=cached",
+              "trunk.arch=resnet18", "trunk.small_stem=true", "trunk.width_multiplier=0.125"]
+    bad = subprocess.run([sys.executable, "-m", "swavbench", "transfer", "linear", *common, f"train={tmp_path / 'nope.csv'}"],
+                         cwd=repo, capture_output=True, text=True)
+    assert bad.returncode == 2 and "Places205 list" in bad.stderr and "nope.csv" in bad.stderr
+    ok = subprocess.run([sys.executable, "-m", "swavbench", "transfer", "linear", *common,
+                         f"train={places_tree / 'lists/train_places205.csv'}", f"val={places_tree / 'lists/val_places205.csv'}"],
+                        cwd=repo, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "linear on places205" in ok.stdout and json.loads((tmp_path / "cli" / "result.json").read_text())["status"] == "ok"
