@@ -146,18 +146,18 @@ def run_main(cfg: MainConfig, out: str | Path, data_root: str | None = None, ima
     launcher = Launcher(out / "jobs", executor or cfg.executor, force, dry_run, max_parallel=cfg.max_parallel,
                         on_wait=bar.update)
     bar.launcher = launcher
-    launcher.on_planned = bar.add
-    swav_cfg = load_config(cfg.pretrain, cfg.pretrain_overrides)
-    m = swav_cfg.model
+    launcher.on_planned = bar.add  # every suite's jobs join the progress line as soon as they are planned
+    m = load_config(cfg.pretrain, cfg.pretrain_overrides).model
     arch = [f"trunk.arch={m.arch}", f"trunk.small_stem={str(m.small_stem).lower()}", f"trunk.width_multiplier={m.width_multiplier}"]
     pretrains: list[tuple[Planned, str, int]] = []
     planned: list[Planned] = []
     for seed in cfg.seeds:
         over = [*cfg.pretrain_overrides, f"run.seed={seed}"]
-        over += relocated(load_config(cfg.pretrain, over), moves)
+        swav = load_config(cfg.pretrain, over)
+        over += relocated(swav, moves)
         p = launcher.pretrain_job(cfg.pretrain, over, suite.pretrain, name=f"swav-s{seed}")
         pretrains.append((p, "swav", seed))
-        bar.add([p], {p.name: load_config(cfg.pretrain, over).optim.epochs})
+        bar.add([p], {p.name: swav.optim.epochs})
         if cfg.supervised:
             from pretrain.supervised import CONFIG_DIR, SupervisedConfig
 
@@ -171,9 +171,7 @@ def run_main(cfg: MainConfig, out: str | Path, data_root: str | None = None, ima
     planned += [p for p, _, _ in pretrains]
     if cfg.random:
         for seed in cfg.seeds:
-            evals = launcher.suite(trunk_suite(suite, "random", seed, arch, moves), "random", prefix="random-")
-            planned += evals
-            bar.add(evals)
+            planned += launcher.suite(trunk_suite(suite, "random", seed, arch, moves), "random", prefix="random-")
     failed: list[str] = []
     slurm = launcher.cluster() == "slurm"
     for p, label, seed in pretrains:
@@ -184,14 +182,12 @@ def run_main(cfg: MainConfig, out: str | Path, data_root: str | None = None, ima
             except Exception as e:  # noqa: BLE001 - report it, evaluate the other trunks
                 failed.append(f"{p.name}: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
                 continue
-        evals = launcher.suite(trunk_suite(suite, label, seed, [], moves), str(Path(p.out_dir) / "checkpoint.pth"),
-                               checkpoint_id=p.key, after=after, prefix=f"{label}-")
-        planned += evals
-        bar.add(evals)
+        planned += launcher.suite(trunk_suite(suite, label, seed, [], moves), str(Path(p.out_dir) / "checkpoint.pth"),
+                                  checkpoint_id=p.key, after=after, prefix=f"{label}-")
     if not dry_run:
         for key, outcome in launcher.wait().items():
             if outcome != "ok":
-                failed.append(f"{key[:8]}: {outcome}")
+                failed.append(f"{launcher.state['jobs'].get(key, {}).get('name', key[:8])}: {outcome}")
     bar.close()
     return {"planned": planned, "failed": failed, "jobs_dir": out / "jobs", "launcher": launcher,
             "gpu_hours": sum(p.gpu_hours for p in planned), "elapsed_s": time.time() - bar.t0}
