@@ -189,7 +189,7 @@ def run_main(cfg: MainConfig, out: str | Path, data_root: str | None = None, ima
             if outcome != "ok":
                 failed.append(f"{launcher.state['jobs'].get(key, {}).get('name', key[:8])}: {outcome}")
     bar.close()
-    return {"planned": planned, "failed": failed, "jobs_dir": out / "jobs", "launcher": launcher,
+    return {"planned": planned, "failed": failed, "jobs_dir": out / "jobs",
             "gpu_hours": sum(p.gpu_hours for p in planned), "elapsed_s": time.time() - bar.t0}
 
 

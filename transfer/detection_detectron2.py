@@ -25,6 +25,7 @@ from detectron2.structures import BoxMode
 from torch import nn
 
 from benchmark.trunk import LoadedTrunk
+from benchmark.voc import voc_root
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.model import parse_arch
 from transfer.convert import convert
@@ -151,7 +152,7 @@ def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.
     test_set = load_voc_detection([cfg.test_root], cfg.test_split, cfg.classes)
     train_name, test_name = f"swavbench_{cfg.dataset}_{cfg.train_split}", f"swavbench_{cfg.dataset}_{cfg.test_split}"
     register_voc(train_name, train_set, str(cfg.train_roots[0]), cfg.train_split, 2007 if cfg.use_07_metric else 2012)
-    register_voc(test_name, test_set, str(test_set.images[0].path.parents[1]), cfg.test_split, 2007 if cfg.use_07_metric else 2012)
+    register_voc(test_name, test_set, str(voc_root(cfg.test_root)), cfg.test_split, 2007 if cfg.use_07_metric else 2012)
     weights = convert(loaded, "detectron2", out_dir / "trunk_detectron2.pkl")
     d2 = detectron2_config(cfg, loaded, weights, device, train_name, test_name, out_dir / "detectron2")
     Path(d2.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
