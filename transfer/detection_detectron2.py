@@ -2,8 +2,8 @@
 config). The DetectionConfig is translated into a Detectron2 CfgNode (written beside the results as
 ``detectron2_config.yaml``; ``detectron2_overrides`` edits any other key), the trunk is converted to
 a Detectron2 .pkl, and Detectron2's DefaultTrainer trains (resuming from its last checkpoint in
-``out/detectron2/``). Test predictions are scored twice: by our VOC evaluator (the record's
-numbers) and by Detectron2's PascalVOCDetectionEvaluator (``d2_`` metrics) — they agree.
+``out/detectron2/``). Test predictions are scored twice: by our evaluator (the record's numbers) and
+by Detectron2's PascalVOCDetectionEvaluator or COCOEvaluator (``d2_`` metrics) — they agree.
 
 The C4 box head with the extra BatchNorm after res5 (``Res5ROIHeadsExtraNorm``) is written here:
 the original lives in non-commercially licensed code.
@@ -18,7 +18,7 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultTrainer, hooks
-from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 from detectron2.layers import get_norm
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 from detectron2.structures import BoxMode
@@ -28,10 +28,12 @@ from benchmark.trunk import LoadedTrunk
 from benchmark.voc import voc_root
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.model import parse_arch
+from transfer.coco_detection import COCODetectionSet
+from transfer.coco_eval import STATS, encode_masks
 from transfer.convert import convert
-from transfer.detection import DetectionConfig
-from transfer.voc_detection import VOCDetectionSet, load_voc_detection
-from transfer.voc_eval import Detections, voc_detection_metrics
+from transfer.detection import DetectionConfig, DetectionSet, load_sets, score
+from transfer.voc_detection import VOCDetectionSet
+from transfer.voc_eval import Detections
 
 
 class Res5ROIHeadsExtraNorm(Res5ROIHeads):
@@ -49,23 +51,30 @@ if "Res5ROIHeadsExtraNorm" not in ROI_HEADS_REGISTRY:
 _NORMS = {"syncbn": "SyncBN", "bn": "BN", "frozen": "FrozenBN"}
 
 
-def register_voc(name: str, data: VOCDetectionSet, dirname: str, split: str, year: int) -> None:
-    """Register our parsed annotations (degenerate boxes already skipped) under ``name``."""
-    dicts = [
-        {"file_name": str(im.path), "image_id": im.image_id, "height": im.height, "width": im.width,
-         "annotations": [{"bbox": box.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": int(c)}
-                         for box, c in zip(im.boxes_0based(), im.labels)]}
-        for im in data.images
-    ]
+def register(name: str, data: DetectionSet, **metadata) -> None:
+    """Register our parsed annotations (degenerate boxes skipped, COCO crowd regions left to the evaluator) under ``name``."""
+    coco = isinstance(data, COCODetectionSet)
+    dicts = []
+    for im in data.images:
+        annos = [{"bbox": box.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": int(c), "iscrowd": 0}
+                 for box, c in zip(im.boxes_0based(), im.labels)]
+        if coco and data.has_masks:
+            for a, seg in zip(annos, im.segmentations):
+                a["segmentation"] = seg
+        dicts.append({"file_name": str(im.path), "image_id": im.image_id, "height": im.height, "width": im.width,
+                      "annotations": annos})
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda: dicts)
-    MetadataCatalog.get(name).set(thing_classes=list(data.classes), dirname=dirname, split=split, year=year)
+    if coco:
+        metadata.update(json_file=str(data.annotation_file),
+                        thing_dataset_id_to_contiguous_id={cid: i for i, cid in enumerate(data.category_ids)})
+    MetadataCatalog.get(name).set(thing_classes=list(data.classes), **metadata)
 
 
 def detectron2_config(cfg: DetectionConfig, loaded: LoadedTrunk, weights: Path, device: torch.device,
-                      train_name: str, test_name: str, output_dir: Path) -> CfgNode:
+                      train_name: str, test_name: str, output_dir: Path, n_classes: int, mask_format: str = "polygon") -> CfgNode:
     """The Detectron2 config equivalent to ``cfg`` for this trunk (torchvision layout: RGB, stride in 3x3)."""
     depth, arch_width = parse_arch(loaded.spec.arch)
     width = arch_width * loaded.spec.width_multiplier
@@ -98,9 +107,17 @@ def detectron2_config(cfg: DetectionConfig, loaded: LoadedTrunk, weights: Path, 
         d2.MODEL.RPN.POST_NMS_TOPK_TRAIN, d2.MODEL.RPN.POST_NMS_TOPK_TEST = 1000, cfg.proposals_test
         d2.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
         d2.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
-        d2.MODEL.ROI_BOX_HEAD.NAME, d2.MODEL.ROI_BOX_HEAD.NUM_FC = "FastRCNNConvFCHead", 2
-        d2.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
-    d2.MODEL.ROI_HEADS.NUM_CLASSES = len(cfg.classes)
+        box = d2.MODEL.ROI_BOX_HEAD
+        box.NAME, box.POOLER_RESOLUTION = "FastRCNNConvFCHead", 7
+        box.NUM_CONV, box.NUM_FC = (4, 1) if cfg.box_head == "4conv1fc" else (0, 2)
+        head_norm = "" if cfg.head_norm == "none" else _NORMS[cfg.head_norm]
+        d2.MODEL.FPN.NORM = box.NORM = d2.MODEL.ROI_MASK_HEAD.NORM = head_norm
+        if cfg.masks:
+            d2.MODEL.MASK_ON = True
+            m = d2.MODEL.ROI_MASK_HEAD
+            m.NAME, m.NUM_CONV, m.POOLER_RESOLUTION = "MaskRCNNConvUpsampleHead", 4, 14
+            d2.INPUT.MASK_FORMAT = mask_format
+    d2.MODEL.ROI_HEADS.NUM_CLASSES = n_classes
     d2.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = cfg.rois_per_image
     d2.TEST.DETECTIONS_PER_IMAGE = cfg.detections_per_image
     d2.INPUT.MIN_SIZE_TRAIN, d2.INPUT.MAX_SIZE_TRAIN = tuple(cfg.min_size_train), cfg.max_size_train
@@ -122,11 +139,11 @@ def detectron2_config(cfg: DetectionConfig, loaded: LoadedTrunk, weights: Path, 
 
 
 class Collect(DatasetEvaluator):
-    """Keeps the predictions and scores them with our VOC evaluator (metrics under 'swavbench')."""
+    """Keeps the predictions and scores them with our evaluator (metrics under 'swavbench')."""
 
-    def __init__(self, data: VOCDetectionSet, use_07_metric: bool):
-        self.data, self.use_07_metric = data, use_07_metric
-        self.predictions: dict[str, Detections] = {}
+    def __init__(self, cfg: DetectionConfig, data: DetectionSet):
+        self.cfg, self.data = cfg, data
+        self.predictions: dict = {}
 
     def reset(self) -> None:
         self.predictions = {}
@@ -134,11 +151,12 @@ class Collect(DatasetEvaluator):
     def process(self, inputs, outputs) -> None:
         for inp, out in zip(inputs, outputs):
             inst = out["instances"].to("cpu")
+            masks = encode_masks(inst.pred_masks.numpy()) if inst.has("pred_masks") else None
             self.predictions[inp["image_id"]] = Detections(inst.pred_boxes.tensor.numpy(), inst.scores.numpy(),
-                                                           inst.pred_classes.numpy())
+                                                           inst.pred_classes.numpy(), masks)
 
     def evaluate(self):
-        return {"swavbench": voc_detection_metrics(self.predictions, self.data.images, self.data.classes, self.use_07_metric)}
+        return {"swavbench": score(self.cfg, self.predictions, self.data)}
 
 
 class _Trainer(DefaultTrainer):
@@ -147,24 +165,37 @@ class _Trainer(DefaultTrainer):
 
 
 def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.device, out_dir: Path):
-    """(metrics, split sizes); Detectron2's own numbers are kept as d2_AP / d2_AP50 / d2_AP75."""
-    train_set = load_voc_detection(cfg.train_roots, cfg.train_split, cfg.classes)
-    test_set = load_voc_detection([cfg.test_root], cfg.test_split, cfg.classes)
-    train_name, test_name = f"swavbench_{cfg.dataset}_{cfg.train_split}", f"swavbench_{cfg.dataset}_{cfg.test_split}"
-    register_voc(train_name, train_set, str(cfg.train_roots[0]), cfg.train_split, 2007 if cfg.use_07_metric else 2012)
-    register_voc(test_name, test_set, str(voc_root(cfg.test_root)), cfg.test_split, 2007 if cfg.use_07_metric else 2012)
+    """(metrics, split sizes); Detectron2's own numbers are kept with a d2_ prefix (d2_AP50, d2_box_AP, ...)."""
+    train_set, test_set = load_sets(cfg)
+    train_name, test_name = f"swavbench_{cfg.dataset}_train", f"swavbench_{cfg.dataset}_test"
+    if isinstance(test_set, VOCDetectionSet):
+        year = 2007 if cfg.use_07_metric else 2012
+        register(train_name, train_set, dirname=str(cfg.train_roots[0]), split=cfg.train_split, year=year)
+        register(test_name, test_set, dirname=str(voc_root(cfg.test_root)), split=cfg.test_split, year=year)
+        theirs: DatasetEvaluator = PascalVOCDetectionEvaluator(test_name)
+    else:
+        register(train_name, train_set)
+        register(test_name, test_set)
+        theirs = COCOEvaluator(test_name, tasks=("bbox", "segm") if cfg.masks else ("bbox",), distributed=False,
+                               output_dir=str(out_dir / "detectron2" / "eval"), use_fast_impl=False)
+    rle = isinstance(train_set, COCODetectionSet) and any(isinstance(s, dict) for im in train_set.images for s in im.segmentations)
     weights = convert(loaded, "detectron2", out_dir / "trunk_detectron2.pkl")
-    d2 = detectron2_config(cfg, loaded, weights, device, train_name, test_name, out_dir / "detectron2")
+    d2 = detectron2_config(cfg, loaded, weights, device, train_name, test_name, out_dir / "detectron2",
+                           len(train_set.classes), "bitmask" if rle else "polygon")
     Path(d2.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
     (out_dir / "detectron2_config.yaml").write_text(d2.dump())
     logging.getLogger("detectron2").setLevel(logging.WARNING)
     trainer = _Trainer(d2)
     trainer.resume_or_load(resume=True)
     trainer.train()
-    collect = Collect(test_set, cfg.use_07_metric)
-    results = _Trainer.test(d2, trainer.model, [DatasetEvaluators([PascalVOCDetectionEvaluator(test_name), collect])])
+    collect = Collect(cfg, test_set)
+    results = _Trainer.test(d2, trainer.model, [DatasetEvaluators([theirs, collect])])
     res = results[test_name] if test_name in results else results
     metrics = dict(res["swavbench"])
-    metrics.update({f"d2_{k}": float(v) for k, v in res["bbox"].items()})
+    if isinstance(test_set, VOCDetectionSet):
+        metrics.update({f"d2_{k}": float(v) for k, v in res["bbox"].items()})
+    else:
+        for task, prefix in (("bbox", "box"), ("segm", "mask")):
+            metrics.update({f"d2_{prefix}_{k}": float(res[task][k]) for k in STATS if task in res})
     metrics["skipped_boxes"] = float(len(train_set.skipped) + len(test_set.skipped))
     return metrics, {"train": len(train_set.images), "test": len(test_set.images)}

@@ -1,7 +1,8 @@
 """Torchvision backend of the detection protocol: Faster R-CNN R50-C4 (res5 + extra BatchNorm as the
-RoI head, the MoCo/SwAV recipe) or R50-FPN, assembled from ``torchvision.models.detection`` parts
-around our trunk, trained with SGD (linear warm-up, step decay, optional gradient clipping) and
-scored by transfer/voc_eval.py. Resumable: the state is saved atomically every
+RoI head, the MoCo/SwAV recipe), R50-FPN or Mask R-CNN R50-FPN (4conv1fc box head and normalised
+FPN / heads as the COCO recipe asks), assembled from ``torchvision.models.detection`` parts around
+our trunk, trained with SGD (linear warm-up, step decay, optional gradient clipping) and scored by
+transfer/voc_eval.py or transfer/coco_eval.py. Resumable: the state is saved atomically every
 ``checkpoint_every`` iterations and a re-run continues from it, with the same data order.
 """
 
@@ -15,10 +16,11 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
@@ -29,9 +31,9 @@ from benchmark.trunk import LoadedTrunk
 from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.model import Trunk
-from transfer.detection import DetectionConfig
-from transfer.voc_detection import VOCDetectionSet, VOCImage, load_voc_detection
-from transfer.voc_eval import Detections, voc_detection_metrics
+from transfer.coco_eval import encode_masks
+from transfer.detection import DetectionConfig, DetectionSet, load_sets, score
+from transfer.voc_eval import Detections
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
@@ -62,7 +64,7 @@ def prepare_trunk(trunk: Trunk, cfg: DetectionConfig) -> Trunk:
 
 
 def build_model(trunk: Trunk, cfg: DetectionConfig, n_classes: int) -> FasterRCNN:
-    """Faster R-CNN on ``trunk`` (its weights are used as they are) for ``n_classes`` + background."""
+    """Faster (or Mask) R-CNN on ``trunk`` (its weights are used as they are) for ``n_classes`` + background."""
     trunk = prepare_trunk(trunk, cfg)
     c5 = trunk.num_features
     common = dict(
@@ -71,9 +73,19 @@ def build_model(trunk: Trunk, cfg: DetectionConfig, n_classes: int) -> FasterRCN
         box_detections_per_img=cfg.detections_per_image,
     )
     if cfg.head == "fpn":
+        norm_layer = None if cfg.head_norm == "none" else nn.BatchNorm2d  # syncbn: converted in train_and_evaluate
         backbone = BackboneWithFPN(trunk, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-                                   [c5 // 8, c5 // 4, c5 // 2, c5], 256, extra_blocks=LastLevelMaxPool())
-        return FasterRCNN(backbone, num_classes=n_classes + 1, rpn_post_nms_top_n_test=cfg.proposals_test, **common)
+                                   [c5 // 8, c5 // 4, c5 // 2, c5], 256, extra_blocks=LastLevelMaxPool(), norm_layer=norm_layer)
+        if cfg.box_head == "4conv1fc":
+            box_head: nn.Module = FastRCNNConvFCHead((256, 7, 7), [256] * 4, [1024], norm_layer=norm_layer)
+        else:
+            box_head = TwoMLPHead(256 * 7 * 7, 1024)
+        heads = dict(box_head=box_head, box_predictor=FastRCNNPredictor(1024, n_classes + 1),
+                     rpn_post_nms_top_n_test=cfg.proposals_test, **common)
+        if cfg.masks:
+            return MaskRCNN(backbone, mask_head=MaskRCNNHeads(256, [256] * 4, 1, norm_layer=norm_layer),
+                            mask_predictor=MaskRCNNPredictor(256, 256, n_classes + 1), **heads)
+        return FasterRCNN(backbone, **heads)
     body = nn.Sequential(OrderedDict(
         conv1=trunk.conv1, bn1=trunk.bn1, relu=trunk.relu, maxpool=trunk.maxpool,
         layer1=trunk.layer1, layer2=trunk.layer2, layer3=trunk.layer3,
@@ -92,7 +104,8 @@ def build_model(trunk: Trunk, cfg: DetectionConfig, n_classes: int) -> FasterRCN
     )
 
 
-def load_image(im: VOCImage) -> torch.Tensor:
+def load_image(im) -> torch.Tensor:
+    """An annotated image (VOCImage or COCOImage) as a float RGB tensor in [0, 1]."""
     try:
         with Image.open(im.path) as pil:
             return pil_to_tensor(pil.convert("RGB")).float().div_(255)
@@ -104,8 +117,8 @@ class TrainStream(Dataset):
     """Sample ``position`` of the training stream: epoch-wise seeded permutations, seeded flips,
     so iteration i sees the same images whether or not the run was interrupted before it."""
 
-    def __init__(self, data: VOCDetectionSet, seed: int, start: int, length: int):
-        self.data, self.seed, self.start, self.length = data, seed, start, length
+    def __init__(self, data: DetectionSet, seed: int, start: int, length: int, masks: bool = False):
+        self.data, self.seed, self.start, self.length, self.masks = data, seed, start, length, masks
 
     def __len__(self) -> int:
         return self.length
@@ -117,10 +130,15 @@ class TrainStream(Dataset):
         im = self.data.images[int(perm[pos % n])]
         x = load_image(im)
         boxes = torch.from_numpy(im.boxes_0based())
+        target = {"labels": torch.from_numpy(im.labels) + 1}
+        if self.masks:
+            target["masks"] = torch.from_numpy(im.masks())
         if torch.rand((), generator=torch.Generator().manual_seed(self.seed * 7919 + pos)) < 0.5:
             x = x.flip(-1)
             boxes = torch.stack([x.shape[-1] - boxes[:, 2], boxes[:, 1], x.shape[-1] - boxes[:, 0], boxes[:, 3]], dim=1)
-        return x, {"boxes": boxes, "labels": torch.from_numpy(im.labels) + 1}
+            if self.masks:
+                target["masks"] = target["masks"].flip(-1)
+        return x, {"boxes": boxes, **target}
 
 
 def lr_at(it: int, cfg: DetectionConfig) -> float:
@@ -136,7 +154,7 @@ def _collate(batch):
     return tuple(zip(*batch))
 
 
-def train(model: FasterRCNN, data: VOCDetectionSet, cfg: DetectionConfig, device: torch.device, state_path: Path) -> dict:
+def train(model: FasterRCNN, data: DetectionSet, cfg: DetectionConfig, device: torch.device, state_path: Path) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     start, history = 0, []
@@ -145,7 +163,7 @@ def train(model: FasterRCNN, data: VOCDetectionSet, cfg: DetectionConfig, device
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["iteration"], state["history"]
-    loader = DataLoader(TrainStream(data, cfg.seed, start * cfg.batch_size, (cfg.iterations - start) * cfg.batch_size),
+    loader = DataLoader(TrainStream(data, cfg.seed, start * cfg.batch_size, (cfg.iterations - start) * cfg.batch_size, cfg.masks),
                         batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=_collate)
     model.train()
     bar = tqdm(total=cfg.iterations, initial=start, desc="detection", unit="it", leave=False)
@@ -178,25 +196,29 @@ def train(model: FasterRCNN, data: VOCDetectionSet, cfg: DetectionConfig, device
 
 
 @torch.inference_mode()
-def predict(model: FasterRCNN, data: VOCDetectionSet, cfg: DetectionConfig, device: torch.device) -> dict[str, Detections]:
+def predict(model: FasterRCNN, data: DetectionSet, cfg: DetectionConfig, device: torch.device) -> dict:
+    """Detections per image id; Mask R-CNN masks are thresholded at 0.5 (as Detectron2 does) and RLE-encoded."""
     model.eval()
     model.transform.min_size, model.transform.max_size = (cfg.min_size_test,), cfg.max_size_test
-    out: dict[str, Detections] = {}
+    out: dict = {}
     for im in tqdm(data.images, desc="detection eval", unit="img", leave=False):
         pred = model([load_image(im).to(device)])[0]
+        masks = encode_masks((pred["masks"][:, 0] > 0.5).cpu().numpy()) if "masks" in pred else None
         out[im.image_id] = Detections(pred["boxes"].cpu().numpy(), pred["scores"].cpu().numpy(),
-                                      pred["labels"].cpu().numpy() - 1)
+                                      pred["labels"].cpu().numpy() - 1, masks)
     return out
 
 
 def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.device, out_dir: Path):
     """(metrics, split sizes) of the run; the protocol wrapper writes the record."""
     torch.manual_seed(cfg.seed)
-    train_set = load_voc_detection(cfg.train_roots, cfg.train_split, cfg.classes)
-    test_set = load_voc_detection([cfg.test_root], cfg.test_split, cfg.classes)
-    model = build_model(loaded.trunk, cfg, len(cfg.classes)).to(device)
+    train_set, test_set = load_sets(cfg)
+    model = build_model(loaded.trunk, cfg, len(train_set.classes))
+    if cfg.head_norm == "syncbn" and torch.distributed.is_available() and torch.distributed.is_initialized():
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
     summary = train(model, train_set, cfg, device, out_dir / "detection_state.pth")
-    metrics = voc_detection_metrics(predict(model, test_set, cfg, device), test_set.images, cfg.classes, cfg.use_07_metric)
+    metrics = score(cfg, predict(model, test_set, cfg, device), test_set)
     metrics.update(final_loss=summary["final_loss"], skipped_boxes=float(len(train_set.skipped) + len(test_set.skipped)))
     return metrics, {"train": len(train_set.images), "test": len(test_set.images)}
 

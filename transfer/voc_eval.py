@@ -20,11 +20,13 @@ from transfer.voc_detection import VOCImage
 
 @dataclass
 class Detections:
-    """One image's predictions: 0-based (N, 4) xyxy boxes, (N,) scores, (N,) class indices."""
+    """One image's predictions: 0-based (N, 4) xyxy boxes, (N,) scores, (N,) class indices, and for
+    Mask R-CNN N COCO RLE masks (scored by transfer/coco_eval.py)."""
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
+    masks: list[dict] | None = None
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:

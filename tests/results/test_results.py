@@ -114,3 +114,20 @@ def test_sweep_table_heat_map_and_epoch_curve(tmp_path):
     assert "| n_prototypes=3000,epsilon=0.05 | **65.0 (-8.9 ✗)** |" in sweep
     length = md.split("### Training length")[1]
     assert "| n_prototypes=300,epsilon=0.03 @ 100 ep | 55.0 |" in length and "@ 200 ep | 60.0 |" in length
+
+
+def test_coco_mask_rcnn_records_fill_table_3_beside_the_published_box_ap(tmp_path):
+    import json
+
+    from handmade_records import record
+
+    for model, box, mask in (("swav-a", 40.6, 36.0), ("supervised", 39.0, 35.0)):
+        d = tmp_path / model
+        d.mkdir()
+        rec = record("detection-maskrcnn-fpn", "coco", {"box_AP": box, "box_AP50": 60.0, "mask_AP": mask}, model,
+                     config={"backend": "detectron2", "iterations": 90000})
+        (d / "result.json").write_text(json.dumps(rec))
+    md = make_report([tmp_path], tmp_path / "report").files["markdown"].read_text()
+    t3 = md.split("Table 3")[1].split("###")[0]
+    assert "box_AP" in t3 and "mask_AP" in t3
+    assert "40.6 (-1.0" in t3  # the paper's 41.6 box AP (../shared/reference/swav_paper.csv) beside ours

@@ -1,11 +1,14 @@
-"""A small VOC-layout tree of real BCCD images (including one with a degenerate box) for the detection tests."""
+"""A small VOC-layout tree of real BCCD images (including one with a degenerate box) for the detection
+tests, and the same images described by COCO instance files (ellipse masks, sparse category ids)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+from coco_files import voc_to_coco
 
 BCCD = Path(__file__).resolve().parents[3] / "shared" / "data" / "bccd"
 DEGENERATE = "BloodImage_00343"  # xmax == xmin, in BCCD's train split
@@ -26,3 +29,12 @@ def bccd_mini(tmp_path_factory) -> Path:
     (root / "ImageSets/Main/train.txt").write_text("\n".join(train_ids) + "\n")
     (root / "ImageSets/Main/test.txt").write_text("\n".join(test_ids) + "\n")
     return root
+
+
+
+@pytest.fixture(scope="session")
+def bccd_coco(bccd_mini) -> Path:
+    """bccd_mini with COCO instance files beside it: train.json (with the degenerate box), test.json (with a crowd region)."""
+    for split, crowd in (("train", False), ("test", True)):
+        (bccd_mini / f"{split}.json").write_text(json.dumps(voc_to_coco(bccd_mini, split, crowd)))
+    return bccd_mini
