@@ -38,20 +38,22 @@ def read_split(root: Path, split: str) -> list[str]:
     return ids
 
 
-def objects(root: Path, image_id: str) -> list[tuple[str, bool]]:
-    """(class name, difficult) of every object in the image's annotation."""
+def annotation(root: Path, image_id: str) -> tuple[Path, ET.Element]:
+    """(path, parsed root element) of the image's VOC annotation; a clear error when missing or not XML."""
     path = root / "Annotations" / f"{image_id}.xml"
     if not path.is_file():
         raise FileNotFoundError(f"annotation {path} is missing for image {image_id}: add it or drop the id from the split")
     try:
-        tree = ET.parse(path)
+        return path, ET.parse(path).getroot()
     except ET.ParseError as e:
         raise ValueError(f"annotation {path} is not valid XML: {e}") from None
-    out = []
-    for obj in tree.getroot().iter("object"):
-        name = (obj.findtext("name") or "").strip()
-        out.append((name, (obj.findtext("difficult") or "0").strip() == "1"))
-    return out
+
+
+def objects(root: Path, image_id: str) -> list[tuple[str, bool]]:
+    """(class name, difficult) of every object in the image's annotation."""
+    _, tree = annotation(root, image_id)
+    return [((obj.findtext("name") or "").strip(), (obj.findtext("difficult") or "0").strip() == "1")
+            for obj in tree.iter("object")]
 
 
 def image_labels(root: Path, ids: list[str], classes: list[str]) -> np.ndarray:

@@ -9,13 +9,12 @@ with a warning naming its file: it has no area to learn or match.
 from __future__ import annotations
 
 import warnings
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.voc import read_split, voc_root
+from benchmark.voc import annotation, read_split, voc_root
 
 
 @dataclass
@@ -47,13 +46,10 @@ class VOCDetectionSet:
 
 
 def _parse(root: Path, image_id: str, index: dict[str, int], skipped: list[str]) -> VOCImage:
-    path = root / "Annotations" / f"{image_id}.xml"
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation {path} is missing for image {image_id}: add it or drop the id from the split")
+    path, tree = annotation(root, image_id)
     try:
-        tree = ET.parse(path).getroot()
         width, height = int(tree.findtext("size/width")), int(tree.findtext("size/height"))
-    except (ET.ParseError, TypeError, ValueError) as e:
+    except (TypeError, ValueError) as e:
         raise ValueError(f"annotation {path} is not a valid VOC annotation (size/width, size/height): {e}") from None
     boxes, labels, difficult = [], [], []
     for n, obj in enumerate(tree.iter("object")):

@@ -37,6 +37,9 @@ def test_boxes_classes_difficult_and_degenerate(tmp_path):
 
 def test_bad_annotations_name_the_file(tmp_path):
     root = voc_tree(tmp_path, "<annotation><size><width>1</width></size>")
+    with pytest.raises(ValueError, match=r"a\.xml is not valid XML"):
+        load_voc_detection([root], "test", ["cat"])
+    (root / "Annotations/a.xml").write_text("<annotation><size><width>1</width></size></annotation>")
     with pytest.raises(ValueError, match=r"a\.xml is not a valid VOC annotation"):
         load_voc_detection([root], "test", ["cat"])
     with pytest.raises(FileNotFoundError, match=r"train\.txt is missing"):
