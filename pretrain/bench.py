@@ -73,24 +73,28 @@ def time_pipelines(cfg: PretrainConfig, root: Path, n_images: int, repeats: int 
 
 
 def time_steps(cfg: PretrainConfig, steps: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds per training step on one fixed batch: grouped trunk calls vs one call per crop."""
+    """Seconds per training step on one fixed batch: our step (grouped trunk calls; on CUDA channels_last
+    and the preset's precision) vs the straightforward step (fp32, NCHW, one trunk call per crop)."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = copy.deepcopy(cfg)
         cfg.data.num_workers = 0
-        tr = Trainer(cfg, tmp, progress=False)
-        tr.sampler.set_epoch(0)
-        crops, _ = next(iter(tr.loader))
-        model = tr.model
+        ours = Trainer(cfg, Path(tmp) / "ours", progress=False)
+        plain_cfg = copy.deepcopy(cfg)
+        plain_cfg.run.precision, plain_cfg.run.channels_last = "fp32", False
+        plain = Trainer(plain_cfg, Path(tmp) / "plain", progress=False)
+        ours.sampler.set_epoch(0)
+        crops, _ = next(iter(ours.loader))
+        model = plain.model
 
         def per_crop_forward(cs):  # the straightforward step: one trunk call per crop
             feats = torch.cat([model.trunk(c) for c in cs])
             return torch.nn.functional.normalize(model.projection_head(feats), dim=1)
 
-        grouped = tr.ddp
-        times: dict[str, list[float]] = {"ours (one trunk call per resolution)": [], "straightforward (per crop)": []}
+        plain.ddp = per_crop_forward
+        trainers = {"ours (one trunk call per resolution)": ours, "straightforward (per crop)": plain}
+        times: dict[str, list[float]] = {name: [] for name in trainers}
         for i in range(warmup + steps):
-            for name in times:
-                tr.ddp = grouped if name.startswith("ours") else per_crop_forward
+            for name, tr in trainers.items():
                 if tr.device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
@@ -99,7 +103,7 @@ def time_steps(cfg: PretrainConfig, steps: int, warmup: int = 2) -> dict[str, li
                     torch.cuda.synchronize()
                 if i >= warmup:
                     times[name].append(time.perf_counter() - t0)
-            tr.state.iteration += 1
+                tr.state.iteration += 1
         return times
 
 

@@ -78,6 +78,7 @@ class RunConfig:
     seed: int = 31
     precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler)
     sync_bn: bool = True
+    channels_last: bool = True  # NHWC trunk and crops on CUDA (tensor-core convolutions); ignored on CPU
     checkpoint_every_iters: int = 0  # 0: only at epoch ends
     keep_epoch_checkpoints: int = 50  # also keep ckp-<epoch>.pth every this many epochs (0: never)
     log_every_iters: int = 10

@@ -134,7 +134,8 @@ class Trainer:
         model = build_model(cfg)
         if ws > 1 and cfg.run.sync_bn and self.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model.to(self.device)
+        self.channels_last = cfg.run.channels_last and self.device.type == "cuda"
+        self.model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.ddp: nn.Module = (
             DistributedDataParallel(self.model, device_ids=[self.info.local_rank] if self.device.type == "cuda" else None)
             if ws > 1 else self.model
@@ -226,6 +227,8 @@ class Trainer:
         if self.augment is not None:  # fast pipeline: colour, grayscale, blur, normalisation here
             g = torch.Generator().manual_seed((cfg.run.seed * 1_000_003 + self.state.iteration) * 997 + self.info.rank)
             crops = [self.augment(c, g) for c in crops]
+        if self.channels_last:
+            crops = [c.contiguous(memory_format=torch.channels_last) for c in crops]
         batch = crops[0].shape[0]
         precision = cfg.run.precision
         amp = (torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -30,3 +30,17 @@ def test_amp_training_steps_on_gpu(tmp_path, generated_data, precision):
     tr.fit()
     assert tr.state.iteration == 5
     assert all(math.isfinite(p.float().sum().item()) for p in tr.model.parameters())
+
+
+def test_channels_last_step_matches_nchw_on_gpu(tmp_path, generated_data):
+    """The NHWC fast path computes the same loss as the plain NCHW step (fp32, same weights and batch)."""
+    losses = {}
+    for cl in (True, False):
+        cfg = load_config("tiny", [f"data.path={generated_data}", "run.precision=fp32", f"run.channels_last={cl}",
+                                   "run.deterministic=true", "data.num_workers=0"])
+        torch.manual_seed(0)
+        tr = Trainer(cfg, tmp_path / str(cl), progress=False)
+        assert tr.channels_last == cl
+        crops, _ = next(iter(tr.loader))
+        losses[cl] = tr.step(crops, 0)
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)
