@@ -38,12 +38,12 @@ def coco_results(predictions: dict[int, Detections], data: COCODetectionSet, iou
     out = []
     for image_id, det in predictions.items():
         for k in range(len(det.scores)):
-            x0, y0, x1, y1 = (float(v) for v in det.boxes[k])
             entry = {"image_id": int(image_id), "category_id": data.category_ids[int(det.labels[k])],
                      "score": float(det.scores[k])}
             if iou_type == "segm":
                 entry["segmentation"] = det.masks[k]
             else:
+                x0, y0, x1, y1 = (float(v) for v in det.boxes[k])
                 entry["bbox"] = [x0, y0, x1 - x0, y1 - y0]
             out.append(entry)
     return out

@@ -173,15 +173,17 @@ def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.
         register(train_name, train_set, dirname=str(cfg.train_roots[0]), split=cfg.train_split, year=year)
         register(test_name, test_set, dirname=str(voc_root(cfg.test_root)), split=cfg.test_split, year=year)
         theirs: DatasetEvaluator = PascalVOCDetectionEvaluator(test_name)
+        mask_format = "polygon"
     else:
         register(train_name, train_set)
         register(test_name, test_set)
         theirs = COCOEvaluator(test_name, tasks=("bbox", "segm") if cfg.masks else ("bbox",), distributed=False,
                                output_dir=str(out_dir / "detectron2" / "eval"), use_fast_impl=False)
-    rle = isinstance(train_set, COCODetectionSet) and any(isinstance(s, dict) for im in train_set.images for s in im.segmentations)
+        rle = any(isinstance(s, dict) for im in train_set.images for s in im.segmentations)
+        mask_format = "bitmask" if rle else "polygon"
     weights = convert(loaded, "detectron2", out_dir / "trunk_detectron2.pkl")
     d2 = detectron2_config(cfg, loaded, weights, device, train_name, test_name, out_dir / "detectron2",
-                           len(train_set.classes), "bitmask" if rle else "polygon")
+                           len(train_set.classes), mask_format)
     Path(d2.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
     (out_dir / "detectron2_config.yaml").write_text(d2.dump())
     logging.getLogger("detectron2").setLevel(logging.WARNING)
