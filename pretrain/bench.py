@@ -5,12 +5,15 @@ for BENCHMARKS.md.
    the reference (torchvision on PIL per crop, as the paper's code), the fast loader part
    (decode once, crop + flip + uint8), the fast loader plus the batch-wise colour / blur run on
    this CPU (what a CPU-only machine pays), and a bare decode (the floor).
-2. Training step images/s on one fixed batch: our step (one trunk call per resolution) versus
-   the straightforward step (fp32, one trunk call per crop), interleaved.
+2. Training step images/s on one fixed batch, interleaved: our step (one trunk call per resolution)
+   versus the straightforward step (fp32, one trunk call per crop), with the bare trunk's forward +
+   backward as the floor (torchvision's ResNet: our trunk is it without ``fc``) and, with --compile,
+   ours with a torch.compile'd trunk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import statistics
 import tempfile
@@ -72,15 +75,21 @@ def time_pipelines(cfg: PretrainConfig, root: Path, n_images: int, repeats: int 
         torch.set_num_threads(threads)
 
 
-def time_steps(cfg: PretrainConfig, steps: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds per training step on one fixed batch: our step (grouped trunk calls; on CUDA channels_last
-    and the preset's precision) vs the straightforward step (fp32, NCHW, one trunk call per crop)."""
+OURS, PLAIN, COMPILED, FLOOR = ("ours (one trunk call per resolution)", "straightforward (per crop)",
+                                "ours + torch.compile (trunk)", "trunk forward+backward only (floor)")
+
+
+def time_steps(cfg: PretrainConfig, steps: int, warmup: int = 2, compile_variant: bool = False) -> dict[str, list[float]]:
+    """Seconds per training step on one fixed batch, interleaved: our step (grouped trunk calls; on CUDA
+    channels_last and the preset's precision), the straightforward step (fp32, NCHW, one trunk call per
+    crop), optionally ours with a compiled trunk, and the floor: the bare trunk's forward + backward on
+    the same crops with our memory format and precision (no head, Sinkhorn, loss or optimizer)."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = copy.deepcopy(cfg)
         cfg.data.num_workers = 0
         ours = Trainer(cfg, Path(tmp) / "ours", progress=False)
         plain_cfg = copy.deepcopy(cfg)
-        plain_cfg.run.precision, plain_cfg.run.channels_last = "fp32", False
+        plain_cfg.run.precision, plain_cfg.run.channels_last, plain_cfg.run.compile = "fp32", False, False
         plain = Trainer(plain_cfg, Path(tmp) / "plain", progress=False)
         ours.sampler.set_epoch(0)
         crops, _ = next(iter(ours.loader))
@@ -91,19 +100,50 @@ def time_steps(cfg: PretrainConfig, steps: int, warmup: int = 2) -> dict[str, li
             return torch.nn.functional.normalize(model.projection_head(feats), dim=1)
 
         plain.ddp = per_crop_forward
-        trainers = {"ours (one trunk call per resolution)": ours, "straightforward (per crop)": plain}
-        times: dict[str, list[float]] = {name: [] for name in trainers}
+        trainers = {OURS: ours, PLAIN: plain}
+        if compile_variant and not cfg.run.compile:
+            compiled_cfg = copy.deepcopy(cfg)
+            compiled_cfg.run.compile = True
+            trainers[COMPILED] = Trainer(compiled_cfg, Path(tmp) / "compiled", progress=False)
+
+        float_crops = [c.to(ours.device) for c in crops]
+        if ours.augment is not None:
+            g = torch.Generator().manual_seed(0)
+            float_crops = [ours.augment(c, g) for c in float_crops]
+        if ours.channels_last:
+            float_crops = [c.contiguous(memory_format=torch.channels_last) for c in float_crops]
+        groups = [torch.cat([c for c in float_crops if c.shape[-2:] == size])
+                  for size in dict.fromkeys(c.shape[-2:] for c in float_crops)]
+        trunk, precision = ours.model.trunk, cfg.run.precision
+
+        def floor_step() -> None:
+            amp = (torch.autocast(ours.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+                   if precision != "fp32" else contextlib.nullcontext())
+            with amp:
+                loss = sum(trunk(x).float().mean() for x in groups)
+            trunk.zero_grad(set_to_none=True)
+            loss.backward()
+
+        def trainer_step(tr: Trainer):
+            def run_one() -> None:
+                tr.step(crops, epoch=0)
+                tr.state.iteration += 1
+            return run_one
+
+        variants = {name: trainer_step(tr) for name, tr in trainers.items()}
+        variants[FLOOR] = floor_step
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        cuda = ours.device.type == "cuda"
         for i in range(warmup + steps):
-            for name, tr in trainers.items():
-                if tr.device.type == "cuda":
+            for name, fn in variants.items():
+                if cuda:
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                tr.step(crops, epoch=0)
-                if tr.device.type == "cuda":
+                fn()
+                if cuda:
                     torch.cuda.synchronize()
                 if i >= warmup:
                     times[name].append(time.perf_counter() - t0)
-                tr.state.iteration += 1
         return times
 
 
@@ -116,7 +156,7 @@ def _table(title: str, rows: dict[str, list[float]], unit: str, ref: str | None)
         print(f"{name:<42}{statistics.median(v):>16.1f}{min(v):>9.1f}{max(v):>9.1f}{ratio:>8}")
 
 
-def run(cfg: PretrainConfig, steps: int, images: int, repeats: int = 3) -> None:
+def run(cfg: PretrainConfig, steps: int, images: int, repeats: int = 3, compile_variant: bool = False) -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     crops = " + ".join(f"{n}x{s}" for n, s in zip(cfg.data.nmb_crops, cfg.data.size_crops))
     print(f"device: {device}; arch {cfg.model.arch} (width x{cfg.model.width_multiplier}), batch {cfg.optim.batch_size}, "
@@ -126,10 +166,12 @@ def run(cfg: PretrainConfig, steps: int, images: int, repeats: int = 3) -> None:
         print(f"data: {root}")
         pipes = time_pipelines(cfg, root, images, repeats)
         cfg.data.path = str(root)
-        step = time_steps(cfg, steps)
+        step = time_steps(cfg, steps, compile_variant=compile_variant)
     _table("multi-crop pipeline, one core", pipes, "images/s", "reference (PIL per crop)")
     bs = cfg.optim.batch_size
     ips = {k: [bs / t for t in v] for k, v in step.items()}
-    _table("training step (data loading excluded)", ips, "images/s", "straightforward (per crop)")
+    _table("training step (data loading excluded)", ips, "images/s", PLAIN)
+    fraction = statistics.median(ips[OURS]) / statistics.median(ips[FLOOR])
+    print(f"ours reaches {100 * fraction:.0f}% of the bare trunk's forward+backward rate (the floor)")
     ms = {k: [1000 * t for t in v] for k, v in step.items()}
     _table("training step time", ms, "ms", None)

@@ -46,6 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--steps", type=int, default=10, help="timed training steps (after 2 warm-up steps)")
     b.add_argument("--images", type=int, default=200, help="images through the data pipeline")
     b.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every pipeline variant")
+    b.add_argument("--compile", action="store_true", help="also time our step with a torch.compile'd trunk (slow to start)")
     b.add_argument("overrides", nargs="*", metavar="section.key=value")
     b.set_defaults(func=run_bench)
 
@@ -80,7 +81,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config, list(args.overrides) + ([f"data.path={args.data}"] if args.data else []))
-        run(cfg, args.steps, args.images, args.repeats)
+        run(cfg, args.steps, args.images, args.repeats, args.compile)
     except (ConfigError, EmptyDatasetError) as e:
         print(f"swavbench pretrain-bench: error: {e}", file=sys.stderr)
         return 2

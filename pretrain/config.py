@@ -79,6 +79,7 @@ class RunConfig:
     precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler)
     sync_bn: bool = True
     channels_last: bool = True  # NHWC trunk and crops on CUDA (tensor-core convolutions); ignored on CPU
+    compile: bool = False  # torch.compile the trunk (one graph per crop resolution); measure with pretrain-bench --compile
     checkpoint_every_iters: int = 0  # 0: only at epoch ends
     keep_epoch_checkpoints: int = 50  # also keep ckp-<epoch>.pth every this many epochs (0: never)
     log_every_iters: int = 10

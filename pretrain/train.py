@@ -136,6 +136,8 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.channels_last = cfg.run.channels_last and self.device.type == "cuda"
         self.model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        if cfg.run.compile:  # in place: state-dict keys stay those of the plain trunk
+            self.model.trunk.compile()
         self.ddp: nn.Module = (
             DistributedDataParallel(self.model, device_ids=[self.info.local_rank] if self.device.type == "cuda" else None)
             if ws > 1 else self.model

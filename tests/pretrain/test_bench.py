@@ -1,11 +1,11 @@
-"""The speed script's step timer runs both steps (ours, and the straightforward fp32 per-crop one) on one batch."""
+"""The speed script's step timer runs every variant (ours, the straightforward fp32 per-crop step, the trunk-only floor) on one batch."""
 
-from pretrain.bench import time_steps
+from pretrain.bench import FLOOR, OURS, PLAIN, time_steps
 from pretrain.config import load_config
 
 
-def test_time_steps_times_both_variants(generated_data):
+def test_time_steps_times_every_variant(generated_data):
     cfg = load_config("tiny", [f"data.path={generated_data}", "optim.batch_size=8"])
     times = time_steps(cfg, steps=2, warmup=0)
-    assert set(times) == {"ours (one trunk call per resolution)", "straightforward (per crop)"}
+    assert set(times) == {OURS, PLAIN, FLOOR}
     assert all(len(v) == 2 and all(t > 0 for t in v) for v in times.values())

@@ -180,3 +180,22 @@ def test_mixed_precision_steps_with_two_prototype_heads(tmp_path, generated_data
     for before, w in zip(init, tr.model.prototype_weights()):  # both heads are trained
         assert w.shape == before.shape and not torch.allclose(w, before)
     assert load_checkpoint(tmp_path / "checkpoint.pth")["iteration"] == 3
+
+
+def test_compiled_trunk_gives_the_same_steps_and_checkpoint_keys(tmp_path, generated_data):
+    """run.compile (torch.compile on the trunk, inductor on CPU): same losses as eager, plain state-dict keys."""
+    overrides = [f"data.path={generated_data}", "optim.batch_size=8", "data.num_workers=0"]
+    eager = Trainer(load_config("tiny", overrides), tmp_path / "eager", progress=False)
+    compiled = Trainer(load_config("tiny", overrides + ["run.compile=true"]), tmp_path / "compiled", progress=False)
+    compiled.model.load_state_dict(eager.model.state_dict())
+    eager.sampler.set_epoch(0)
+    crops, _ = next(iter(eager.loader))
+    for _ in range(2):
+        a, b = eager.step(crops, 0), compiled.step(crops, 0)
+        assert math.isclose(a, b, rel_tol=1e-4), (a, b)
+        eager.state.iteration += 1
+        compiled.state.iteration += 1
+    eager.save()
+    compiled.save()
+    keys = set(load_checkpoint(compiled.ckpt_path)["state_dict"])
+    assert keys == set(load_checkpoint(eager.ckpt_path)["state_dict"]) and not any("_orig_mod" in k for k in keys)
