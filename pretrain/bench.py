@@ -13,7 +13,6 @@ for BENCHMARKS.md.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import statistics
 import tempfile
@@ -26,7 +25,7 @@ from PIL import Image
 from pretrain.batch_augment import BatchAugment
 from pretrain.config import PretrainConfig
 from pretrain.data import MultiCropDataset, find_images
-from pretrain.train import Trainer, resolve_data_path
+from pretrain.train import Trainer, mixed_precision, resolve_data_path
 
 
 def _rate(fn, n: int) -> float:
@@ -117,9 +116,7 @@ def time_steps(cfg: PretrainConfig, steps: int, warmup: int = 2, compile_variant
         trunk, precision = ours.model.trunk, cfg.run.precision
 
         def floor_step() -> None:
-            amp = (torch.autocast(ours.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-                   if precision != "fp32" else contextlib.nullcontext())
-            with amp:
+            with mixed_precision(ours.device, precision):
                 loss = sum(trunk(x).float().mean() for x in groups)
             trunk.zero_grad(set_to_none=True)
             loss.backward()

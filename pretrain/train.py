@@ -9,7 +9,7 @@ import math
 import os
 import random
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +96,13 @@ def _all_true(flag: bool, device: torch.device) -> bool:
         dist.all_reduce(t)
         return t.item() == 0
     return flag
+
+
+def mixed_precision(device: torch.device, precision: str) -> AbstractContextManager:
+    """The autocast context of ``run.precision`` (fp32: none)."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 class Trainer:
@@ -232,10 +239,7 @@ class Trainer:
         if self.channels_last:
             crops = [c.contiguous(memory_format=torch.channels_last) for c in crops]
         batch = crops[0].shape[0]
-        precision = cfg.run.precision
-        amp = (torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-               if precision != "fp32" else nullcontext())
-        with amp:
+        with mixed_precision(self.device, cfg.run.precision):
             z = self.ddp(crops)
         z = z.float()
         queue = self.queue.active(epoch) if self.queue is not None else None
