@@ -111,14 +111,11 @@ def time_steps(cfg: PretrainConfig, steps: int, warmup: int = 2, compile_variant
             float_crops = [ours.augment(c, g) for c in float_crops]
         if ours.channels_last:
             float_crops = [c.contiguous(memory_format=torch.channels_last) for c in float_crops]
-        groups = [torch.cat([c for c in float_crops if c.shape[-2:] == size])
-                  for size in dict.fromkeys(c.shape[-2:] for c in float_crops)]
-        trunk, precision = ours.model.trunk, cfg.run.precision
 
-        def floor_step() -> None:
-            with mixed_precision(ours.device, precision):
-                loss = sum(trunk(x).float().mean() for x in groups)
-            trunk.zero_grad(set_to_none=True)
+        def floor_step() -> None:  # the same grouped trunk calls as our step, nothing else
+            with mixed_precision(ours.device, cfg.run.precision):
+                loss = ours.model.trunk_features(float_crops).float().mean()
+            ours.model.trunk.zero_grad(set_to_none=True)
             loss.backward()
 
         def trainer_step(tr: Trainer):

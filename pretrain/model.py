@@ -106,8 +106,8 @@ class SwAVModel(nn.Module):
         for w in self.prototype_weights():
             w.copy_(F.normalize(w, dim=1, p=2))
 
-    def forward(self, crops: Sequence[Tensor]) -> Tensor:
-        """Embeddings (n_crops * B, D), crop-major; same-resolution crops share one trunk call."""
+    def trunk_features(self, crops: Sequence[Tensor]) -> Tensor:
+        """Trunk features (n_crops * B, C), crop-major; consecutive same-resolution crops share one trunk call."""
         feats = []
         start = 0
         while start < len(crops):
@@ -116,5 +116,8 @@ class SwAVModel(nn.Module):
                 end += 1
             feats.append(self.trunk(torch.cat(list(crops[start:end]))))
             start = end
-        z = self.projection_head(torch.cat(feats))
-        return F.normalize(z, dim=1, p=2)
+        return torch.cat(feats)
+
+    def forward(self, crops: Sequence[Tensor]) -> Tensor:
+        """Embeddings (n_crops * B, D), crop-major; same-resolution crops share one trunk call."""
+        return F.normalize(self.projection_head(self.trunk_features(crops)), dim=1, p=2)
