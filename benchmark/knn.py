@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from benchmark.features import eval_transform, extract_features, image_folder
 from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
+from swavbench.data_root import resolve_fields
 
 
 def nearest_neighbors(train: torch.Tensor, test: torch.Tensor, k: int, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,9 +68,11 @@ def knn_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
 class KnnConfig:
     """kNN protocol; defaults are the ImageNet setting (resize 256, center crop 224)."""
 
+    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("train", "val")  # named under the data root (swavbench.data_root)
+
     dataset: str = "imagenet"
-    train: str = "/datasets/imagenet/train"
-    val: str = "/datasets/imagenet/val"
+    train: str = "imagenet/train"
+    val: str = "imagenet/val"
     resize: int = 256
     crop: int = 224
     ks: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
@@ -83,6 +87,7 @@ class KnnConfig:
 
 def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecord:
     """Extract train/val features with the frozen trunk, classify val by weighted kNN, write the record."""
+    cfg = resolve_fields(cfg)
 
     def body(loaded, device):
         tf = eval_transform(cfg.resize, cfg.crop)

@@ -14,6 +14,7 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,15 +27,18 @@ from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
 from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import labelled_train_transform
+from swavbench.data_root import resolve_fields
 
 
 @dataclass
 class LinearConfig:
     """Defaults: the paper's ImageNet probe (SGD 0.3, momentum 0.9, wd 1e-6, cosine, 100 epochs, batch 256)."""
 
+    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("train", "val")  # named under the data root (swavbench.data_root)
+
     dataset: str = "imagenet"
-    train: str = "/datasets/imagenet/train"
-    val: str = "/datasets/imagenet/val"
+    train: str = "imagenet/train"
+    val: str = "imagenet/val"
     mode: str = "augmented"  # augmented | cached
     epochs: int = 100
     batch_size: int = 256
@@ -192,6 +196,7 @@ def image_folder_splits(cfg: LinearConfig, transform) -> tuple:
 def run_linear(cfg: LinearConfig, checkpoint: str, out_dir: str | Path, make_splits=image_folder_splits) -> ResultRecord:
     """Train the head grid on the frozen trunk and write the record. ``make_splits(cfg, transform)`` -> (train, val)
     datasets with ``.classes`` and a settable ``.transform`` (ImageFolder by default; transfer/ passes other formats)."""
+    cfg = resolve_fields(cfg)
     if cfg.mode not in ("augmented", "cached"):
         raise ValueError(f"mode must be 'augmented' or 'cached', got {cfg.mode!r}")
     if cfg.schedule not in ("cosine", "multistep"):

@@ -13,6 +13,7 @@ import torch
 
 from benchmark.record import ResultRecord, device_name, write_record
 from benchmark.trunk import LoadedTrunk, TrunkSpec, load_trunk
+from swavbench.data_root import check_datasets
 
 
 @dataclass
@@ -39,6 +40,7 @@ def run_and_record(protocol: str, cfg: Any, checkpoint: str, out_dir: str | Path
     loaded: LoadedTrunk | None = None
     t = cfg.trunk
     try:
+        check_datasets(cfg)
         loaded = load_trunk(checkpoint, TrunkSpec(t.arch, t.small_stem, t.width_multiplier), seed)
         metrics, splits = body(loaded, device)
     except Exception as e:

@@ -9,7 +9,6 @@ name), pretrain_epochs, versions, error, created.
 from __future__ import annotations
 
 import json
-import os
 import platform
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -19,8 +18,11 @@ from typing import Any
 import torch
 import torchvision
 
+from swavbench import durable
+from swavbench.paths import RECORD
+
 SCHEMA_VERSION = 1
-RECORD_NAME = "result.json"
+RECORD_NAME = RECORD
 
 
 @dataclass
@@ -64,14 +66,8 @@ def device_name(device: torch.device) -> str:
 
 
 def write_record(record: ResultRecord, out_dir: str | Path) -> Path:
-    """Write ``out_dir/result.json`` through a temporary file and a rename."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / RECORD_NAME
-    tmp = out / f".{RECORD_NAME}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(asdict(record), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write ``out_dir/result.json`` durably (``swavbench.durable``)."""
+    return durable.write_json(Path(out_dir) / RECORD_NAME, asdict(record))
 
 
 def read_record(path: str | Path) -> ResultRecord:

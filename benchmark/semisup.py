@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,15 +21,18 @@ from benchmark.record import ResultRecord
 from benchmark.subsets import make_balanced_subset, select
 from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import labelled_train_transform
+from swavbench.data_root import resolve_fields
 
 
 @dataclass
 class SemisupConfig:
     """Defaults: the paper's 1% preset (20 epochs, trunk lr 0.02, head lr 5)."""
 
+    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("train", "val")  # named under the data root (swavbench.data_root)
+
     dataset: str = "imagenet"
-    train: str = "/datasets/imagenet/train"
-    val: str = "/datasets/imagenet/val"
+    train: str = "imagenet/train"
+    val: str = "imagenet/val"
     subset: str = "subset:imagenet-1pct"  # a list file, a shipped subset, or "balanced:N" (N per class, seeded)
     epochs: int = 20
     batch_size: int = 256
@@ -60,6 +64,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tupl
 
 def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> ResultRecord:
     """Fine-tune on the labelled subset, evaluate on val each epoch, write the record."""
+    cfg = resolve_fields(cfg)
 
     def body(loaded, device):
         torch.manual_seed(cfg.seed)

@@ -9,10 +9,11 @@ class-balanced subset of any ImageFolder split with a seed.
 
 from __future__ import annotations
 
-import os
 import random
 from collections import defaultdict
 from pathlib import Path
+
+from swavbench import durable
 
 SHIPPED = {
     "imagenet-1pct": Path(__file__).parent / "subsets" / "1percent.txt",
@@ -86,9 +87,4 @@ def make_balanced_subset(root: str | Path, out: str | Path, per_class: int | Non
         if n > len(files):
             raise ValueError(f"class folder {d} has {len(files)} images, fewer than {n} asked for")
         lines += [f"{d.name}/{f}" for f in sorted(rng.sample(files, n))]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
-    return out
+    return durable.write_text(out, "\n".join(lines) + "\n")

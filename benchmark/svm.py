@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch.nn.functional as F
@@ -19,12 +20,17 @@ from benchmark.features import eval_transform, extract_features
 from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
 from benchmark.voc import VOC07_CLASSES, VOCImages, discover_classes, image_labels, read_split, voc07_ap, voc_root
+from swavbench.data_root import resolve_fields
 
 
 @dataclass
 class SvmConfig:
+    """VOC07 SVM protocol settings (defaults: the paper's VOC07 classification)."""
+
+    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("root",)  # named under the data root (swavbench.data_root)
+
     dataset: str = "voc07"
-    root: str = "/datasets/VOCdevkit/VOC2007"
+    root: str = "VOCdevkit/VOC2007"
     train_split: str = "trainval"
     test_split: str = "test"
     classes: list[str] = field(default_factory=lambda: list(VOC07_CLASSES))  # [] = every class in the annotations
@@ -88,6 +94,8 @@ def low_shot_draw(ytr: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarr
 
 
 def run_svm(cfg: SvmConfig, checkpoint: str, out_dir: str | Path) -> ResultRecord:
+    """Per-class SVMs on frozen features of the VOC tree; writes the record."""
+    cfg = resolve_fields(cfg)
     def body(loaded, device):
         root = voc_root(cfg.root)
         train_ids, test_ids = read_split(root, cfg.train_split), read_split(root, cfg.test_split)

@@ -15,13 +15,15 @@ prototypes, leaving keys equal to torchvision's resnet50 minus ``fc.*``.
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from swavbench import durable
+from swavbench.paths import previous
 
 FORMAT = "swav-bench/1"
 HEAD_PREFIXES = ("projection_head.", "prototypes.")
@@ -32,26 +34,15 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temporary file beside ``path``, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    """``torch.save`` through the durable writer: the file at ``path`` is always whole."""
+    return durable.torch_save(obj, path)
 
 
 def save_rotating(obj: Any, path: str | Path) -> Path:
-    """Write ``path`` atomically, keeping the one it replaces as ``<name>.prev``."""
-    path = Path(path)
-    tmp = atomic_save(obj, path.with_name(path.name + ".next"))
-    if path.exists():
-        os.replace(path, path.with_name(path.name + ".prev"))
-    os.replace(tmp, path)
-    return path
+    """Write ``path`` durably, keeping the one it replaces as ``<name>.prev``; ``path`` exists (old or
+    new) at every moment."""
+    durable.keep_previous(path, previous(path))
+    return durable.torch_save(obj, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -62,7 +53,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
-        prev = path.with_name(path.name + ".prev")
+        prev = previous(path)
         hint = f"; the previous good checkpoint is {prev}: resume from it with --resume {prev}" if prev.is_file() else ""
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e}){hint}") from e
     if not isinstance(ckpt, dict):

@@ -9,6 +9,17 @@ import sys
 from pretrain.checkpoint import CheckpointError
 from pretrain.config import ConfigError, list_presets, load_config
 from pretrain.data import EmptyDatasetError
+from swavbench.data_root import add_data_root_argument
+
+
+def data_override(key: str, value: str | None) -> list[str]:
+    """``--data``: a folder given on the command line is relative to the working directory
+    ('auto' and 'generated' are kept); preset paths are relative to the data root."""
+    if not value:
+        return []
+    from pathlib import Path
+
+    return [f"{key}={value if value in ('auto', 'generated') else Path(value).expanduser().resolve()}"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "Launch under torchrun or srun for several processes; DDP is set up from the environment.",
         epilog="examples:\n  swavbench pretrain --config cpu-small\n"
         "  swavbench pretrain --config tiny --out runs/t optim.epochs=2 model.arch=resnet18\n"
-        "  torchrun --nproc_per_node 8 $(which swavbench) pretrain --config rn50-800ep-bs4096 data.path=/datasets/imagenet/train\n"
+        "  torchrun --nproc_per_node 8 $(which swavbench) pretrain --config rn50-800ep-bs4096 data.path=imagenet/train\n"
         f"presets: {', '.join(list_presets())}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -33,6 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--supervised", action="store_true",
                    help="train the supervised baseline instead (labels, cross-entropy; presets in configs/supervised/)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. optim.epochs=5")
+    add_data_root_argument(p)
     p.set_defaults(func=run_pretrain)
 
     b = sub.add_parser(
@@ -48,6 +60,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every pipeline variant")
     b.add_argument("--compile", action="store_true", help="also time our step with a torch.compile'd trunk (slow to start)")
     b.add_argument("overrides", nargs="*", metavar="section.key=value")
+    add_data_root_argument(b)
     b.set_defaults(func=run_bench)
 
 
@@ -61,7 +74,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if args.supervised:
         return run_supervised(args)
     try:
-        overrides = list(args.overrides) + ([f"data.path={args.data}"] if args.data else [])
+        overrides = list(args.overrides) + data_override("data.path", args.data)
         cfg = load_config(args.config, overrides)
         if args.print_config:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -80,7 +93,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from pretrain.bench import run
 
     try:
-        cfg = load_config(args.config, list(args.overrides) + ([f"data.path={args.data}"] if args.data else []))
+        cfg = load_config(args.config, list(args.overrides) + data_override("data.path", args.data))
         run(cfg, args.steps, args.images, args.repeats, args.compile)
     except (ConfigError, EmptyDatasetError) as e:
         print(f"swavbench pretrain-bench: error: {e}", file=sys.stderr)
@@ -97,7 +110,7 @@ def run_supervised(args: argparse.Namespace) -> int:
     from pretrain.supervised import CONFIG_DIR, SupervisedConfig, train_supervised
 
     try:
-        overrides = list(args.overrides) + ([f"data={args.data}"] if args.data else [])
+        overrides = list(args.overrides) + data_override("data", args.data)
         cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, args.config, overrides)
         if args.print_config:
             print(yaml.safe_dump(cfg.__dict__ | {"model": vars(cfg.model)}, sort_keys=False))

@@ -13,7 +13,9 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
+from swavbench.paths import CONFIGS
+
+CONFIG_DIR = CONFIGS / "pretrain"
 
 
 @dataclass

@@ -21,9 +21,11 @@ from pretrain.config import ModelConfig
 from pretrain.data import labelled_train_transform
 from pretrain.model import build_trunk
 from pretrain.synthetic import generate_dataset
-from pretrain.train import CHECKPOINT_NAME, SHARED_CIFAR
+from pretrain.train import AUTO_DATASET, CHECKPOINT_NAME
+from swavbench.data_root import existing, resolve
+from swavbench.paths import CONFIGS
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "supervised"
+CONFIG_DIR = CONFIGS / "supervised"
 
 
 @dataclass
@@ -50,9 +52,11 @@ def train_supervised(cfg: SupervisedConfig, out_dir: str | Path, resume: bool = 
     ckpt_path = out_dir / CHECKPOINT_NAME
     if ckpt_path.exists() and not resume:
         raise CheckpointError(f"{ckpt_path} already exists: pass --resume to continue it, or another --out")
-    root = Path(cfg.data)
     if cfg.data == "auto":
-        root = SHARED_CIFAR if SHARED_CIFAR.is_dir() else generate_dataset(out_dir / "generated-data") / "train"
+        auto = resolve(AUTO_DATASET)
+        root = auto if auto.is_dir() else generate_dataset(out_dir / "generated-data") / "train"
+    else:
+        root = existing(cfg.data, "labelled data (data)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     tf = labelled_train_transform(cfg.crop, cfg.min_scale)

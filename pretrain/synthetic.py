@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from swavbench import durable
+
 CLASSES = ("stripes0", "stripes45", "stripes90", "stripes135", "checker", "rings", "blobs", "grid", "gradient", "noise")
 
 
@@ -61,7 +63,5 @@ def generate_dataset(root: str | Path, n_images: int = 2000, size: int = 32, see
         out = root / split / cls / f"{i:06d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(_pattern(cls, size, rng)).save(out)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(spec))
-    tmp.replace(marker)
+    durable.write_text(marker, json.dumps(spec))
     return root

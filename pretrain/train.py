@@ -32,12 +32,14 @@ from pretrain.model import SwAVModel, build_trunk
 from pretrain.optim import build_optimizer, lr_at
 from pretrain.queue import EmbeddingQueue
 from pretrain.synthetic import generate_dataset
+from swavbench import durable
+from swavbench.data_root import existing, resolve
+from swavbench.paths import CHECKPOINT, RUN_CONFIG, TRAIN_LOG, epoch_checkpoint
 
 log = logging.getLogger("swavbench.pretrain")
 
-SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset" / "train"
-CHECKPOINT_NAME = "checkpoint.pth"
-LOG_NAME = "train_log.jsonl"
+AUTO_DATASET = "cifar10-subset/train"  # data.path 'auto': this dataset under the data root, if present
+CHECKPOINT_NAME, LOG_NAME = CHECKPOINT, TRAIN_LOG
 
 
 class TrainingStopped(RuntimeError):
@@ -52,12 +54,13 @@ class RunState:
 
 
 def resolve_data_path(cfg: DataConfig, out_dir: Path, seed: int = 0) -> Path:
-    """'auto' -> the shared CIFAR-10 subset when present, else the generated set; 'generated' -> generate."""
-    if cfg.path == "auto" and SHARED_CIFAR.is_dir():
-        return SHARED_CIFAR
+    """'auto' -> the CIFAR-10 subset under the data root when present, else the generated set;
+    'generated' -> generate; anything else -> a dataset under the data root (or an absolute path)."""
+    if cfg.path == "auto" and resolve(AUTO_DATASET).is_dir():
+        return resolve(AUTO_DATASET)
     if cfg.path in ("auto", "generated"):
         return generate_dataset(out_dir / "generated-data", cfg.generated_images, cfg.generated_size, seed) / "train"
-    return Path(cfg.path).expanduser()
+    return existing(cfg.path, "pretraining images (data.path)")
 
 
 def build_model(cfg: PretrainConfig) -> SwAVModel:
@@ -85,9 +88,7 @@ def _truncate_log(path: Path, iteration: int) -> None:
     if not path.is_file():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("iteration", 0) <= iteration]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    tmp.replace(path)
+    durable.write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def _all_true(flag: bool, device: torch.device) -> bool:
@@ -113,6 +114,7 @@ class Trainer:
         self.info: DistInfo = init_distributed()
         self.device = torch.device(f"cuda:{self.info.local_rank}" if torch.cuda.is_available() else "cpu")
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        durable.remove_stale_temps(self.out_dir)
         self.ckpt_path = self.out_dir / CHECKPOINT_NAME
         resume_path = self._resume_path(resume)
         if cfg.run.deterministic:
@@ -163,7 +165,7 @@ class Trainer:
         elif self.info.is_main:
             (self.out_dir / LOG_NAME).unlink(missing_ok=True)
         if self.info.is_main:
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            durable.write_text(self.out_dir / RUN_CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     # -- checkpoints -------------------------------------------------------------------
     def _resume_path(self, resume: str | Path | bool) -> Path | None:
@@ -222,7 +224,7 @@ class Trainer:
         save_rotating(ckpt, self.ckpt_path)
         keep = self.cfg.run.keep_epoch_checkpoints
         if s.batch == 0 and keep and s.epoch % keep == 0 and s.epoch > 0:
-            save_rotating(ckpt, self.out_dir / f"ckp-{s.epoch}.pth")
+            save_rotating(ckpt, self.out_dir / epoch_checkpoint(s.epoch))
 
     # -- training ----------------------------------------------------------------------
     def step(self, crops: list[torch.Tensor], epoch: int) -> float:

@@ -5,13 +5,14 @@ reported with the file and the reason and skipped; failed jobs are listed apart.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from benchmark.record import RECORD_NAME, SCHEMA_VERSION
+from swavbench import durable, registry
+from swavbench.registry import benchmark_id
 
 COLUMNS = [
     "model", "protocol", "benchmark", "dataset", "metric", "value", "seed", "arch", "pretrain_epochs", "mode",
@@ -35,14 +36,6 @@ class Failed:
     error: str
 
 
-def benchmark_id(protocol: str, config: dict) -> str:
-    """Protocol name as the published tables key it: semisup runs are split by label fraction."""
-    if protocol == "semisup":
-        m = re.search(r"(\d+)pct", str(config.get("subset", "")))
-        return f"semisup-{m.group(1)}pct" if m else "semisup"
-    return protocol
-
-
 def _lr(protocol: str, config: dict) -> str:
     if protocol == "semisup":
         return f"trunk {config.get('trunk_lr')} / head {config.get('head_lr')}"
@@ -55,11 +48,12 @@ def record_rows(data: dict, path: Path) -> list[dict]:
     protocol = data["protocol"]
     device = str(data.get("device", ""))
     wall = float(data.get("wall_time_s") or 0.0)
+    entry = registry.for_benchmark(benchmark_id(protocol, cfg))
     base = {
         "model": data["model"] or Path(data.get("checkpoint", "")).stem, "protocol": protocol,
         "benchmark": benchmark_id(protocol, cfg), "dataset": data["dataset"], "seed": int(data["seed"]),
         "arch": data.get("arch"), "pretrain_epochs": data.get("pretrain_epochs"), "mode": cfg.get("mode", ""),
-        "layer": "res5-avgpool", "bn_mode": "train" if protocol == "semisup" else "frozen",
+        "layer": "res5-avgpool", "bn_mode": "train" if entry is not None and entry.fine_tunes else "frozen",
         "epochs": cfg.get("epochs"), "lr": _lr(protocol, cfg), "crop": cfg.get("crop"), "subset": cfg.get("subset", ""),
         "wall_time_s": wall, "gpu_hours": 0.0 if device.startswith("cpu") else wall / 3600.0, "device": device,
         "checkpoint": data.get("checkpoint"), "record": str(path),
@@ -111,12 +105,12 @@ def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], li
 
 
 def save(df: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:
-    """results.parquet and results.csv (written through temporary files)."""
+    """results.parquet and results.csv (durable writes)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parquet, csv = out / "results.parquet", out / "results.csv"
-    df.to_parquet(out / ".results.parquet.tmp", index=False)
-    (out / ".results.parquet.tmp").replace(parquet)
-    df.to_csv(out / ".results.csv.tmp", index=False)
-    (out / ".results.csv.tmp").replace(csv)
+    with durable.atomic_path(parquet) as tmp:
+        df.to_parquet(tmp, index=False)
+    with durable.atomic_path(csv) as tmp:
+        df.to_csv(tmp, index=False)
     return parquet, csv

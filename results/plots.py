@@ -15,14 +15,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from results.tables import aggregate, headline_metrics  # noqa: E402
+from swavbench import durable  # noqa: E402
+from swavbench.paths import TRAIN_LOG  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with durable.atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -103,7 +106,7 @@ def sweep_heatmap(df: pd.DataFrame, out: Path) -> list[Path]:
 def loss_curves(df: pd.DataFrame, out: Path) -> list[Path]:
     logs = {}
     for model, ckpt in df[["model", "checkpoint"]].drop_duplicates().itertuples(index=False):
-        log = Path(str(ckpt)).parent / "train_log.jsonl"
+        log = Path(str(ckpt)).parent / TRAIN_LOG
         if ckpt and log.is_file():
             logs[model] = log
     if not logs:

@@ -10,6 +10,7 @@ from results.plots import all_plots
 from results.reference import load_reference
 from results.render import LEGEND, html_report, issues_text, latex, markdown, terminal
 from results.tables import paper_tables
+from swavbench import durable
 
 
 @dataclass
@@ -19,13 +20,6 @@ class Report:
     n_rows: int
     n_failed: int
     n_problems: int
-
-
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
 
 
 def make_report(run_dirs: list[str | Path], out_dir: str | Path, tolerance: float = 1.0,
@@ -48,8 +42,8 @@ def make_report(run_dirs: list[str | Path], out_dir: str | Path, tolerance: floa
     tex = "% requires \\usepackage{booktabs,amssymb}\n" + "\n\n".join(latex(t) for t in tables) + "\n"
     files = {
         "parquet": parquet, "csv": csv,
-        "markdown": _write(out / "report.md", md), "latex": _write(out / "report.tex", tex),
-        "html": _write(out / "report.html", html_report(tables, plots, problems, failed, title)),
+        "markdown": durable.write_text(out / "report.md", md), "latex": durable.write_text(out / "report.tex", tex),
+        "html": durable.write_text(out / "report.html", html_report(tables, plots, problems, failed, title)),
     }
     files.update({p.stem: p for p in plots})
     return Report(term, files, len(df), len(failed), len(problems))

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from results.reference import published
+from swavbench import registry
+from swavbench.registry import all_benchmarks, benchmarks_of_table
 
 TRANSFER_DATASETS = {"places205", "inat18", "voc07", "voc0712", "coco", "scene15", "bccd"}
-HEADLINE = {"linear": ["top1", "top5"], "knn": ["k20_top1"], "svm": ["mAP"], "semisup": ["top1", "top5"],
-            "detection": ["AP50", "AP", "AP75", "box_AP", "mask_AP"]}
 
 
 @dataclass
@@ -53,7 +53,9 @@ class Table:
 
 
 def headline_metrics(benchmark: str) -> list[str]:
-    return HEADLINE.get(benchmark.split("-")[0], [])
+    """The table columns of a report key: its protocol's headline metrics (registry)."""
+    entry = registry.for_benchmark(benchmark)
+    return list(entry.headline) if entry else []
 
 
 def aggregate(df: pd.DataFrame, by_epochs: bool = False) -> pd.DataFrame:
@@ -142,18 +144,18 @@ def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) ->
     """Tables 1-3 of the paper's shape, the sweep table and the training-length table."""
     agg = aggregate(df)
     tables = []
-    t1 = columns_for(agg, ref, ["linear", "knn"], transfer=False)
+    t1 = columns_for(agg, ref, benchmarks_of_table(1), transfer=False)
     if t1:
         tables.append(build("Table 1 — linear evaluation and kNN on frozen features", agg, ref, t1, tolerance))
-    t2 = columns_for(agg, ref, ["semisup-1pct", "semisup-10pct", "semisup"], transfer=None)
+    t2 = columns_for(agg, ref, benchmarks_of_table(2), transfer=None)
     if t2:
         tables.append(build("Table 2 — semi-supervised fine-tuning", agg, ref, t2, tolerance))
-    t3 = columns_for(agg, ref, ["linear", "svm", "detection-frcnn-c4", "detection-maskrcnn-fpn", "detection"], transfer=True)
+    t3 = columns_for(agg, ref, benchmarks_of_table(3), transfer=True)
     if t3:
         tables.append(build("Table 3 — transfer", agg, ref, t3, tolerance))
     variants = sorted(set(agg.model) - {"random"} - {m for m in agg.model if m.startswith("supervised")})
     if len(variants) > 1:
-        cols = [c for c in columns_for(agg, ref, ["linear", "knn", "semisup", "svm", "detection"], transfer=None)
+        cols = [c for c in columns_for(agg, ref, all_benchmarks(), transfer=None)
                 if ((agg.benchmark == c.benchmark) & (agg.dataset == c.dataset)).any()]
         sweep = agg[agg.model.isin(variants)]
         tables.append(build("Sweep — one row per pretraining variant (best per column marked)", sweep, ref, cols,

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from swavbench.data_root import add_data_root_argument
+
 EXECUTORS = ["auto", "slurm", "local", "debug"]
 
 
@@ -17,6 +19,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="re-run jobs whose record already says ok")
     p.add_argument("--dry-run", action="store_true", help="print the job graph and resources; submit nothing")
     p.add_argument("--wait", action="store_true", help="block until every submitted job ended")
+    add_data_root_argument(p)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -48,13 +51,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "(Markdown, LaTeX, HTML with plots) to OUT/report. Re-running skips what is done and continues what was "
         "interrupted.",
         epilog="examples:\n  swavbench run                                   # cpu-small, local processes, ~15 min on 2 cores\n"
-        "  swavbench run --config paper --executor slurm --imagenet /data/imagenet --dry-run",
+        "  swavbench run --config paper --executor slurm --data-root /datasets --dry-run",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--config", default="cpu-small", help="main-job preset (configs/main/) or YAML path (default cpu-small)")
     r.add_argument("--executor", choices=EXECUTORS, help="override the preset's executor (cpu-small: local)")
     r.add_argument("--out", help="run folder (default runs/main-<config>)")
-    r.add_argument("--data-root", help="folder holding cifar10-subset/, scene15/, bccd/ (replaces ../shared/data in every preset)")
-    r.add_argument("--imagenet", help="ImageNet root (replaces /datasets/imagenet in every preset)")
+    add_data_root_argument(r)
     r.add_argument("--seeds", type=int, help="number of seeds (0..N-1) instead of the preset's list")
     r.add_argument("--force", action="store_true", help="re-run jobs that already finished")
     r.add_argument("--dry-run", action="store_true", help="print the job graph, resources and GPU-hours; submit nothing")
@@ -124,8 +126,8 @@ def run_main_job(args: argparse.Namespace) -> int:
         if args.seeds:
             cfg.seeds = list(range(args.seeds))
         out = Path(args.out or f"runs/main-{Path(args.config).stem}")
-        result = run_main(cfg, out, args.data_root, args.imagenet, args.force, args.dry_run,
-                          progress=not args.no_progress, executor=args.executor)
+        result = run_main(cfg, out, force=args.force, dry_run=args.dry_run, progress=not args.no_progress,
+                          executor=args.executor)
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"swavbench run: error: {e}", file=sys.stderr)
         return 2

@@ -7,7 +7,6 @@ re-submitted. Everything a launch did is in ``RUN_DIR/launch.json``."""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -18,14 +17,13 @@ from pathlib import Path
 
 import submitit
 
-from benchmark.cli import EVAL_CONFIGS, PROTOCOLS
-from benchmark.record import RECORD_NAME
 from benchmark.trunk import sha256_of
 from pretrain.config import load_config, load_dataclass
 from slurm.suite import Resources, Suite
-from transfer.cli import TRANSFER_CONFIGS, TRANSFER_PROTOCOLS
+from swavbench import durable, registry
+from swavbench.data_root import data_root, set_data_root
+from swavbench.paths import CHECKPOINT, LAUNCH_STATE, RECORD, epoch_checkpoint
 
-STATE_NAME = "launch.json"
 LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
 
 
@@ -33,18 +31,9 @@ def stable_hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def protocol_entry(protocol: str) -> tuple[str, str, str, Path]:
-    """(module, config class, run function, preset folder) of a benchmark/ or transfer/ protocol."""
-    if protocol in TRANSFER_PROTOCOLS:
-        module, cls, fn = TRANSFER_PROTOCOLS[protocol][:3]
-        return module, cls, fn, TRANSFER_CONFIGS
-    module, cls, fn = PROTOCOLS[protocol][:3]
-    return module, cls, fn, EVAL_CONFIGS
-
-
 def protocol_config(protocol: str, preset: str, overrides: list[str], seed: int):
-    module, cls, _, config_dir = protocol_entry(protocol)
-    return load_dataclass(getattr(importlib.import_module(module), cls), config_dir, preset, [*overrides, f"seed={seed}"])
+    """The resolved config of one suite entry at ``seed`` (what its key and its job use)."""
+    return registry.get(protocol).load_config(preset, [*overrides, f"seed={seed}"])
 
 
 def max_gpu_hours(r: Resources) -> float:
@@ -60,14 +49,16 @@ class EvalJob(submitit.helpers.Checkpointable):
     requeued (at most max_requeues times) and the protocol continues from its own state in the output
     folder (linear: heads per epoch; detection: every checkpoint_every iterations; others restart)."""
 
-    def __init__(self, protocol: str, preset: str, overrides: list[str], seed: int, checkpoint: str, out_dir: str):
+    def __init__(self, protocol: str, preset: str, overrides: list[str], *, seed: int, checkpoint: str,
+                 out_dir: str, data_root: str = ""):
         self.protocol, self.preset, self.overrides, self.seed = protocol, preset, overrides, seed
-        self.checkpoint, self.out_dir = checkpoint, out_dir
+        self.checkpoint, self.out_dir, self.data_root = checkpoint, out_dir, data_root
 
     def __call__(self) -> dict:
-        module, _, fn, _ = protocol_entry(self.protocol)
+        if self.data_root:
+            set_data_root(self.data_root)
         cfg = protocol_config(self.protocol, self.preset, self.overrides, self.seed)
-        return getattr(importlib.import_module(module), fn)(cfg, self.checkpoint, self.out_dir).metrics
+        return registry.get(self.protocol).runner()(cfg, self.checkpoint, self.out_dir).metrics
 
 
 def export_job_environment() -> None:
@@ -89,11 +80,15 @@ class PretrainJob(submitit.helpers.Checkpointable):
     on timeout or preemption submitit calls ``checkpoint()`` (inherited: resubmit this same callable),
     so the requeued job continues."""
 
-    def __init__(self, preset: str, overrides: list[str], out_dir: str, supervised: bool = False):
+    def __init__(self, preset: str, overrides: list[str], out_dir: str, *, supervised: bool = False,
+                 data_root: str = ""):
         self.preset, self.overrides, self.out_dir, self.supervised = preset, overrides, out_dir, supervised
+        self.data_root = data_root
 
     def __call__(self) -> str:
         export_job_environment()
+        if self.data_root:
+            set_data_root(self.data_root)
         if self.supervised:
             from pretrain.supervised import CONFIG_DIR, SupervisedConfig, train_supervised
 
@@ -141,16 +136,15 @@ class Launcher:
         self.max_parallel, self.on_wait = max_parallel, on_wait
         self.on_planned = None  # called with a suite's planned jobs before they are submitted (progress display)
         self.adopted: list[str] = []  # live jobs of an earlier launch of this run directory (they count for max_parallel)
-        self.state_path = self.run_dir / STATE_NAME
+        self.state_path = self.run_dir / LAUNCH_STATE
+        self.data_root = str(data_root()[0].resolve())  # jobs read their datasets under the launcher's root
+        durable.remove_stale_temps(self.run_dir)
         self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"jobs": {}}
         self.jobs: dict[str, submitit.Job] = {}
 
     # -- bookkeeping ----------------------------------------------------------------------
     def save(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        tmp.replace(self.state_path)
+        durable.write_json(self.state_path, self.state)
 
     def cluster(self) -> str:
         if self.executor_kind != "auto":
@@ -241,7 +235,7 @@ class Launcher:
                 p = Planned(name, key, "eval", str(out), depends_on=after, resources=describe(entry.resources),
                             gpu_hours=max_gpu_hours(entry.resources))
                 planned.append(p)
-                rec = out / RECORD_NAME
+                rec = out / RECORD
                 done = rec.is_file() and json.loads(rec.read_text()).get("status") == "ok"
                 if self._decide(p, done):
                     todo.append((p, entry, seed))
@@ -266,9 +260,9 @@ class Launcher:
             self._record(p, job, self._eval_extra(entry, seed, checkpoint))
         return planned
 
-    @staticmethod
-    def _eval_job(entry, seed: int, checkpoint: str, p: Planned) -> EvalJob:
-        return EvalJob(entry.protocol, entry.preset, entry.overrides, seed, checkpoint, p.out_dir)
+    def _eval_job(self, entry, seed: int, checkpoint: str, p: Planned) -> EvalJob:
+        return EvalJob(entry.protocol, entry.preset, entry.overrides, seed=seed, checkpoint=checkpoint,
+                       out_dir=p.out_dir, data_root=self.data_root)
 
     @staticmethod
     def _eval_extra(entry, seed: int, checkpoint: str) -> dict:
@@ -282,7 +276,7 @@ class Launcher:
         settings, epochs = pretrain_settings(preset, overrides, supervised)
         key = stable_hash(["pretrain", settings])
         out = self.run_dir / name
-        ckpt = out / "checkpoint.pth"
+        ckpt = out / CHECKPOINT
         p = Planned(name, key, "pretrain", str(out), resources=describe(resources), gpu_hours=max_gpu_hours(resources))
         done = False
         if ckpt.is_file():
@@ -292,7 +286,8 @@ class Launcher:
         if self._decide(p, done):
             self.throttle()
             tasks = resources.tasks_per_node or max(1, resources.gpus)
-            job = self.executor(name, resources, tasks_per_node=tasks).submit(PretrainJob(preset, overrides, str(out), supervised))
+            job = self.executor(name, resources, tasks_per_node=tasks).submit(
+                PretrainJob(preset, overrides, str(out), supervised=supervised, data_root=self.data_root))
             self._record(p, job, {"preset": preset, "overrides": overrides, "supervised": supervised,
                                   "resources": asdict(resources)})
         return p
@@ -324,11 +319,11 @@ class Launcher:
         if after and self.cluster() != "slurm":  # local / debug executors have no dependencies: wait here
             self.finished(p)
             after = ""
-        ckpt = str(Path(p.out_dir) / "checkpoint.pth")
+        ckpt = str(Path(p.out_dir) / CHECKPOINT)
         dep = after if self.cluster() == "slurm" else ""
         evals = self.suite(suite, ckpt, checkpoint_id=p.key, after=dep, prefix=prefix)
         for e in eval_epochs:
-            evals += self.suite(suite, str(Path(p.out_dir) / f"ckp-{e}.pth"), checkpoint_id=f"{p.key}@{e}", after=dep,
+            evals += self.suite(suite, str(Path(p.out_dir) / epoch_checkpoint(e)), checkpoint_id=f"{p.key}@{e}", after=dep,
                                 prefix=f"{prefix}ep{e}-")
         return [p, *evals]
 

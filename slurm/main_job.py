@@ -14,13 +14,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmark.record import RECORD_NAME
 from pretrain.config import load_config, load_dataclass
-from slurm.launch import Launcher, Planned, protocol_config
+from slurm.launch import Launcher, Planned
 from slurm.suite import Resources, Suite, load_suite
+from swavbench.paths import CHECKPOINT, CONFIGS, RECORD, TRAIN_LOG
 
-MAIN_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "main"
-SHARED_DATA = "../shared/data"
+MAIN_CONFIGS = CONFIGS / "main"
 
 
 @dataclass
@@ -39,41 +38,11 @@ class MainConfig:
     supervised_resources: Resources = field(default_factory=lambda: Resources(cpus=2, mem_gb=8, time_min=60))
 
 
-def relocations(data_root: str | None, imagenet: str | None) -> list[tuple[str, str]]:
-    out = []
-    if data_root:
-        out.append((SHARED_DATA, str(Path(data_root))))
-    if imagenet:
-        out.append(("/datasets/imagenet", str(Path(imagenet))))
-    return out
-
-
-def relocated(obj, moves: list[tuple[str, str]], prefix: str = "") -> list[str]:
-    """``key=value`` overrides moving every path field of a config that starts with an old prefix."""
-    out = []
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            out += relocated(value, moves, key + ".")
-        elif isinstance(value, str):
-            for old, new in moves:
-                if value.startswith(old):
-                    out.append(f"{key}={new}{value[len(old):]}")
-        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            moved = [next((new + v[len(old):] for old, new in moves if v.startswith(old)), v) for v in value]
-            if moved != value:
-                out.append(f"{key}=[{','.join(moved)}]")
-    return out
-
-
-def trunk_suite(suite: Suite, label: str, seed: int, extra: list[str], moves: list[tuple[str, str]]) -> Suite:
-    """The suite for one trunk: seed, report label, data relocation and architecture overrides on every entry."""
+def trunk_suite(suite: Suite, label: str, seed: int, extra: list[str]) -> Suite:
+    """The suite for one trunk: seed, report label and architecture overrides on every entry."""
     entries = []
     for e in suite.entries:
-        base = [*e.overrides, *extra, f"trunk.label={label}"]
-        cfg = protocol_config(e.protocol, e.preset, base, seed)
-        entries.append(dataclasses.replace(e, overrides=base + relocated(cfg, moves), seeds=[seed]))
+        entries.append(dataclasses.replace(e, overrides=[*e.overrides, *extra, f"trunk.label={label}"], seeds=[seed]))
     return dataclasses.replace(suite, entries=entries)
 
 
@@ -101,11 +70,11 @@ class Progress:
     def fraction(self, p: Planned) -> float:
         out = Path(p.out_dir)
         if p.kind == "eval":
-            return 1.0 if (out / RECORD_NAME).is_file() else 0.0
+            return 1.0 if (out / RECORD).is_file() else 0.0
         job = self.launcher.jobs.get(p.key) if self.launcher is not None else None
         if p.action == "done" or (job is not None and job.done()):
             return 1.0
-        log = out / "train_log.jsonl"
+        log = out / TRAIN_LOG
         if log.is_file() and p.name in self.epochs:
             lines = log.read_text().strip().splitlines()
             try:
@@ -134,11 +103,11 @@ class Progress:
         self.bar.close()
 
 
-def run_main(cfg: MainConfig, out: str | Path, data_root: str | None = None, imagenet: str | None = None,
-             force: bool = False, dry_run: bool = False, progress: bool = True, executor: str | None = None) -> dict:
-    """Submit (or skip, when done) every job of the main job, wait for them, return {'planned', 'failed', 'jobs_dir'}."""
+def run_main(cfg: MainConfig, out: str | Path, *, force: bool = False, dry_run: bool = False,
+             progress: bool = True, executor: str | None = None) -> dict:
+    """Submit (or skip, when done) every job of the main job, wait for them, return {'planned', 'failed',
+    'jobs_dir'}. Datasets are read under the data root of this process (``swavbench.data_root``)."""
     out = Path(out)
-    moves = relocations(data_root, imagenet)
     suite = load_suite(cfg.suite)
     bar = Progress(enabled=progress and not dry_run)
     n_trunks = len(cfg.seeds) * (1 + bool(cfg.supervised) + bool(cfg.random))
@@ -154,7 +123,6 @@ def run_main(cfg: MainConfig, out: str | Path, data_root: str | None = None, ima
     for seed in cfg.seeds:
         over = [*cfg.pretrain_overrides, f"run.seed={seed}"]
         swav = load_config(cfg.pretrain, over)
-        over += relocated(swav, moves)
         p = launcher.pretrain_job(cfg.pretrain, over, suite.pretrain, name=f"swav-s{seed}")
         pretrains.append((p, "swav", seed))
         bar.add([p], {p.name: swav.optim.epochs})
@@ -162,8 +130,7 @@ def run_main(cfg: MainConfig, out: str | Path, data_root: str | None = None, ima
             from pretrain.supervised import CONFIG_DIR, SupervisedConfig
 
             sover = [*cfg.supervised_overrides, f"seed={seed}"]
-            sup = load_dataclass(SupervisedConfig, CONFIG_DIR, cfg.supervised, sover)
-            sover += relocated(sup, moves)
+            load_dataclass(SupervisedConfig, CONFIG_DIR, cfg.supervised, sover)  # a bad key fails here
             q = launcher.pretrain_job(cfg.supervised, sover, cfg.supervised_resources, name=f"supervised-s{seed}",
                                       supervised=True)
             pretrains.append((q, "supervised", seed))
@@ -171,7 +138,7 @@ def run_main(cfg: MainConfig, out: str | Path, data_root: str | None = None, ima
     planned += [p for p, _, _ in pretrains]
     if cfg.random:
         for seed in cfg.seeds:
-            planned += launcher.suite(trunk_suite(suite, "random", seed, arch, moves), "random", prefix="random-")
+            planned += launcher.suite(trunk_suite(suite, "random", seed, arch), "random", prefix="random-")
     failed: list[str] = []
     slurm = launcher.cluster() == "slurm"
     for p, label, seed in pretrains:
@@ -182,7 +149,7 @@ def run_main(cfg: MainConfig, out: str | Path, data_root: str | None = None, ima
             except Exception as e:  # noqa: BLE001 - report it, evaluate the other trunks
                 failed.append(f"{p.name}: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
                 continue
-        planned += launcher.suite(trunk_suite(suite, label, seed, [], moves), str(Path(p.out_dir) / "checkpoint.pth"),
+        planned += launcher.suite(trunk_suite(suite, label, seed, []), str(Path(p.out_dir) / CHECKPOINT),
                                   checkpoint_id=p.key, after=after, prefix=f"{label}-")
     if not dry_run:
         for key, outcome in launcher.wait().items():

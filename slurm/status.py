@@ -7,11 +7,18 @@ import json
 import subprocess
 from pathlib import Path
 
-from benchmark.record import RECORD_NAME
-from slurm.launch import STATE_NAME, Launcher
+from slurm.launch import Launcher
+from swavbench import registry
+from swavbench.paths import CHECKPOINT, LAUNCH_STATE, RECORD
 
-HEADLINE = {"linear": "top1", "knn": "k20_top1", "semisup": "top1", "svm": "mAP", "detection-frcnn-c4": "AP50",
-            "detection-frcnn-fpn": "AP50"}
+
+def headline(record: dict) -> str:
+    """The metric ``status`` shows for a record: the first of its protocol's headline metrics it has,
+    else its first metric."""
+    entry = registry.for_benchmark(record.get("protocol", ""))
+    metrics = record.get("metrics") or {}
+    wanted = [m for m in (entry.headline if entry else ()) if m in metrics]
+    return wanted[0] if wanted else next(iter(metrics), "")
 
 
 def _sacct(job_id: str) -> list[list[str]]:
@@ -44,7 +51,7 @@ def _slurm_state(job_id: str) -> tuple[str, str]:
 
 def job_table(run_dir: str | Path) -> list[dict]:
     run_dir = Path(run_dir)
-    path = run_dir / STATE_NAME
+    path = run_dir / LAUNCH_STATE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a launch run directory")
     state = json.loads(path.read_text())
@@ -58,20 +65,19 @@ def job_table(run_dir: str | Path) -> list[dict]:
         sacct_state = ""
         if job.get("executor") == "slurm" and row["job_id"]:
             sacct_state, row["elapsed"] = _slurm_state(row["job_id"])
-        rec_path = out / RECORD_NAME
+        rec_path = out / RECORD
         if job["kind"] == "eval" and rec_path.is_file():
             rec = json.loads(rec_path.read_text())
             if rec.get("status") == "ok":
-                metric = HEADLINE.get(rec["protocol"], "")
-                metric = metric if metric in rec["metrics"] else next(iter(rec["metrics"]), "")
+                metric = headline(rec)
                 row["state"], row["result"] = "done", f"{metric} {rec['metrics'].get(metric, float('nan')):.2f}"
             else:
                 row["state"], row["result"] = "failed", str(rec.get("error", ""))[-160:]
             if not row["elapsed"]:
                 row["elapsed"] = f"{rec.get('wall_time_s', 0):.0f}s"
-        elif job["kind"] == "pretrain" and (out / "checkpoint.pth").is_file() and sacct_state in ("", "COMPLETED"):
+        elif job["kind"] == "pretrain" and (out / CHECKPOINT).is_file() and sacct_state in ("", "COMPLETED"):
             row["state"] = "done" if sacct_state == "COMPLETED" or not launcher.is_live(row["job_id"]) else "running"
-            row["result"] = str(out / "checkpoint.pth")
+            row["result"] = str(out / CHECKPOINT)
         if not row["state"]:
             if sacct_state == "REQUEUED" or (sacct_state in ("PENDING", "RUNNING") and _requeued(row["job_id"])):
                 row["state"] = "requeued"

@@ -13,9 +13,10 @@ from pathlib import Path
 import yaml
 
 from pretrain.config import ConfigError, _apply
+from swavbench.paths import CONFIGS
+from swavbench.registry import PROTOCOLS
 
-SUITE_DIR = Path(__file__).resolve().parents[1] / "configs" / "suites"
-PROTOCOLS = ("linear", "knn", "semisup", "svm", "transfer-linear", "detection")
+SUITE_DIR = CONFIGS / "suites"
 
 
 @dataclass

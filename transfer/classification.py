@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -27,6 +28,8 @@ from benchmark.record import ResultRecord
 @dataclass
 class TransferLinearConfig(LinearConfig):
     """LinearConfig + where and in which format the transfer dataset lives (train / val: list or json files)."""
+
+    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("train", "val", "root")  # under the data root (swavbench.data_root)
 
     format: str = "places205"  # places205 | inat18 | imagefolder
     root: str = ""  # image folder the list / json paths are relative to

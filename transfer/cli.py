@@ -4,39 +4,32 @@ trunk checkpoint -> torchvision .pth / Detectron2 .pkl."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
-from benchmark.cli import add_protocol_parser, run_configured
-from pretrain.config import list_presets
+from benchmark.cli import add_protocol_parser
+from swavbench import registry
+from swavbench.paths import CONFIGS
 
-TRANSFER_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "transfer"
-
-# protocol (as in suites) -> (module, config class, run function, default preset, CLI name, one-line help)
-TRANSFER_PROTOCOLS = {
-    "detection": ("transfer.detection", "DetectionConfig", "run_detection", "detection-voc0712-c4", "detection",
-                  "fine-tune Faster R-CNN (C4 or FPN) on the trunk and report VOC AP / AP50 / AP75 "
-                  "(backend=detectron2 or torchvision)"),
-    "transfer-linear": ("transfer.classification", "TransferLinearConfig", "run_transfer_linear", "linear-places205",
-                        "linear", "linear classification on frozen features of Places205 / iNat18 / an image folder"),
-}
+TRANSFER_CONFIGS = CONFIGS / "transfer"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    tr = sub.add_parser("transfer", help="transfer protocols: detection, linear classification on other datasets",
-                        description="Run a transfer protocol on a checkpoint and write result.json to --out. "
-                        "VOC07 classification is `swavbench eval svm`.")
+    tr = sub.add_parser(
+        "transfer",
+        help="transfer protocols: detection, linear classification on other datasets",
+        description="Run a transfer protocol on a checkpoint and write result.json to --out. "
+        "VOC07 classification is `swavbench eval svm`.",
+    )
     protocols = tr.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
-    for protocol, (_, _, _, default, name, help_) in TRANSFER_PROTOCOLS.items():
-        prefix = "detection-" if protocol == "detection" else "linear-"
-        presets = [p for p in list_presets(TRANSFER_CONFIGS) if p.startswith(prefix)]
-        small = next((p for p in presets if p.endswith("-small")), default)
-        p = add_protocol_parser(protocols, "transfer", name, help_, default, TRANSFER_CONFIGS, presets, small)
-        if protocol == "detection":
-            p.add_argument("--backend", choices=["auto", "detectron2", "torchvision"],
-                           help="override the preset's backend (auto: detectron2 when installed)")
-        p.set_defaults(func=run_transfer, transfer_protocol=protocol)
+    for entry in registry.in_group("transfer"):
+        p = add_protocol_parser(protocols, entry)
+        if entry.name == "detection":
+            p.add_argument(
+                "--backend",
+                choices=["auto", "detectron2", "torchvision"],
+                help="override the preset's backend (auto: detectron2 when installed)",
+            )
     add_convert_parser(sub)
 
 
@@ -54,13 +47,6 @@ def add_convert_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--small-stem", action="store_true")
     p.add_argument("--width-multiplier", type=float, default=1.0)
     p.set_defaults(func=run_convert)
-
-
-def run_transfer(args: argparse.Namespace) -> int:
-    module, cfg_name, fn_name, _, name, _ = TRANSFER_PROTOCOLS[args.transfer_protocol]
-    mod = importlib.import_module(module)
-    backend = [f"backend={args.backend}"] if getattr(args, "backend", None) else []
-    return run_configured(f"transfer {name}", getattr(mod, cfg_name), TRANSFER_CONFIGS, getattr(mod, fn_name), args, backend)
 
 
 def run_convert(args: argparse.Namespace) -> int:

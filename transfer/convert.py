@@ -12,7 +12,6 @@ torchvision-style settings: ``MODEL.RESNETS.STRIDE_IN_1X1: False``, ``INPUT.FORM
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 from benchmark.trunk import LoadedTrunk
 from pretrain.checkpoint import atomic_save
+from swavbench import durable
 
 
 def torchvision_state(trunk_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -55,10 +55,6 @@ def convert(loaded: LoadedTrunk, fmt: str, out: str | Path) -> Path:
     if fmt == "torchvision":
         return atomic_save(torchvision_state(state), out)
     if fmt == "detectron2":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            pickle.dump(detectron2_weights(state), f)
-        os.replace(tmp, out)
-        return out
+        weights = detectron2_weights(state)
+        return durable.write_with(out, lambda f: pickle.dump(weights, f))
     raise ValueError(f"unknown format {fmt!r}: use torchvision or detectron2")

@@ -28,10 +28,11 @@ from benchmark.trunk import LoadedTrunk
 from benchmark.voc import voc_root
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.model import parse_arch
+from swavbench import durable
 from transfer.coco_detection import COCODetectionSet
 from transfer.coco_eval import STATS, encode_masks
 from transfer.convert import convert
-from transfer.detection import DetectionConfig, DetectionSet, load_sets, score
+from transfer.detection_config import DetectionConfig, DetectionSet, load_sets, score
 from transfer.voc_detection import VOCDetectionSet
 from transfer.voc_eval import Detections
 
@@ -185,7 +186,7 @@ def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.
     d2 = detectron2_config(cfg, loaded, weights, device, train_name, test_name, out_dir / "detectron2",
                            len(train_set.classes), mask_format)
     Path(d2.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
-    (out_dir / "detectron2_config.yaml").write_text(d2.dump())
+    durable.write_text(out_dir / "detectron2_config.yaml", d2.dump())
     logging.getLogger("detectron2").setLevel(logging.WARNING)
     trainer = _Trainer(d2)
     trainer.resume_or_load(resume=True)

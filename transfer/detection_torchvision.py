@@ -32,7 +32,7 @@ from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.model import Trunk
 from transfer.coco_eval import encode_masks
-from transfer.detection import DetectionConfig, DetectionSet, load_sets, score
+from transfer.detection_config import DetectionConfig, DetectionSet, load_sets, score
 from transfer.voc_eval import Detections
 
 

@@ -1,16 +1,22 @@
-"""``swavbench`` command line: one subcommand per stage of the harness."""
+"""``swavbench`` command line (one subcommand per stage of the harness) and what every stage shares:
+the protocol registry (``registry``), durable writes (``durable``), the data root (``data_root``) and
+the run-directory file names (``paths``)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swavbench",
         description="SwAV pretraining and the evaluation / transfer benchmarks around it.",
+    )
+    parser.add_argument(
+        "--data-root",
+        help="folder the presets' datasets are named under (default $SWAVBENCH_DATA, else ../shared/data "
+        "beside the repository checkout)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from benchmark import cli as benchmark_cli
@@ -31,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    if getattr(args, "data_root", None):
+        from swavbench.data_root import set_data_root
+
+        set_data_root(args.data_root)
     return int(args.func(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,29 @@
+"""File names of a run directory and where the presets live, defined once for every stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"  # configs/<pretrain|supervised|eval|transfer|suites|sweeps|main>/<preset>.yaml
+
+# pretraining run directory (pretrain/train.py, pretrain/supervised.py)
+CHECKPOINT = "checkpoint.pth"  # latest checkpoint, written atomically
+PREVIOUS_SUFFIX = ".prev"  # checkpoint.pth.prev: the one the latest replaced
+TRAIN_LOG = "train_log.jsonl"
+RUN_CONFIG = "config.yaml"
+# evaluation / transfer output folder (benchmark/record.py)
+RECORD = "result.json"
+# launch run directory (slurm/launch.py)
+LAUNCH_STATE = "launch.json"
+
+
+def epoch_checkpoint(epoch: int) -> str:
+    """Name of the checkpoint kept at the end of ``epoch`` (``run.keep_epoch_checkpoints``)."""
+    return f"ckp-{epoch}.pth"
+
+
+def previous(path: str | Path) -> Path:
+    """``checkpoint.pth`` -> ``checkpoint.pth.prev``."""
+    path = Path(path)
+    return path.with_name(path.name + PREVIOUS_SUFFIX)

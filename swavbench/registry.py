@@ -1,0 +1,197 @@
+"""The protocol registry: every evaluation and transfer protocol is one entry here, and the command
+line, suites, the launcher, ``swavbench status`` and the report read it. Adding a protocol is one
+entry plus one module holding its config dataclass and its run function."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swavbench.paths import CONFIGS
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One protocol: the name used in suites, ``launch.json`` and ``status``, the command that runs it,
+    where its code and presets are, and how the report shows its records."""
+
+    name: str
+    command: tuple[str, str]  # ``swavbench <group> <subcommand>``; presets in configs/<group>/
+    module: str  # holds the config dataclass and the run function
+    config_class: str
+    run_function: str  # run(cfg, checkpoint, out_dir) -> ResultRecord
+    paper_presets: tuple[str, ...]  # the published protocols; the first is the default
+    small_preset: str  # minutes on a CPU, on the shared small data
+    help: str
+    benchmarks: tuple[str, ...]  # report keys of its records (``protocol`` field; semisup by label fraction)
+    tables: tuple[int, ...]  # paper tables it fills (1: linear / kNN, 2: semi-supervised, 3: transfer)
+    headline: tuple[str, ...]  # headline metrics, first present first (status shows one; tables all)
+    resumable: bool  # continues from its own state in the output folder when requeued
+    data_parallel: bool  # spreads one run over every GPU of its job
+    fine_tunes: bool = False  # trains the trunk (BatchNorm in train mode) instead of probing it frozen
+
+    @property
+    def config_dir(self) -> Path:
+        return CONFIGS / self.command[0]
+
+    @property
+    def presets(self) -> tuple[str, ...]:
+        return (*self.paper_presets, self.small_preset)
+
+    def config_type(self) -> type:
+        return getattr(importlib.import_module(self.module), self.config_class)
+
+    def runner(self):
+        return getattr(importlib.import_module(self.module), self.run_function)
+
+    def load_config(self, preset: str, overrides: list[str] = ()) -> Any:
+        """Dataclass defaults <- the preset (a name in ``config_dir`` or a YAML path) <- overrides."""
+        from pretrain.config import load_dataclass
+
+        return load_dataclass(self.config_type(), self.config_dir, preset, list(overrides))
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol(
+            name="linear",
+            command=("eval", "linear"),
+            module="benchmark.linear",
+            config_class="LinearConfig",
+            run_function="run_linear",
+            paper_presets=("linear-imagenet", "linear-imagenet-grid"),
+            small_preset="linear-cifar10-small",
+            help="linear probe on the frozen trunk (lr x wd grid in one pass; augmented or cached features)",
+            benchmarks=("linear",),
+            tables=(1,),
+            headline=("top1", "top5"),
+            resumable=True,
+            data_parallel=False,
+        ),
+        Protocol(
+            name="knn",
+            command=("eval", "knn"),
+            module="benchmark.knn",
+            config_class="KnnConfig",
+            run_function="run_knn",
+            paper_presets=("knn-imagenet",),
+            small_preset="knn-cifar10-small",
+            help="weighted kNN (k = 10/20/100/200, T = 0.07) on L2-normalised frozen features (faiss)",
+            benchmarks=("knn",),
+            tables=(1,),
+            headline=("k20_top1",),
+            resumable=False,
+            data_parallel=False,
+        ),
+        Protocol(
+            name="semisup",
+            command=("eval", "semisup"),
+            module="benchmark.semisup",
+            config_class="SemisupConfig",
+            run_function="run_semisup",
+            paper_presets=("semisup-imagenet-1pct", "semisup-imagenet-10pct"),
+            small_preset="semisup-cifar10-small",
+            help="semi-supervised fine-tuning of trunk + linear head on a labelled subset "
+            "(1 or 10 percent of the labels)",
+            benchmarks=("semisup-1pct", "semisup-10pct", "semisup"),
+            tables=(2,),
+            headline=("top1", "top5"),
+            resumable=True,
+            data_parallel=False,
+            fine_tunes=True,
+        ),
+        Protocol(
+            name="transfer-linear",
+            command=("transfer", "linear"),
+            module="transfer.classification",
+            config_class="TransferLinearConfig",
+            run_function="run_transfer_linear",
+            paper_presets=("linear-places205", "linear-inat18"),
+            small_preset="linear-scene15-small",
+            help="linear classification on frozen features of Places205 / iNat18 / an image folder",
+            benchmarks=("linear",),
+            tables=(3,),
+            headline=("top1", "top5"),
+            resumable=True,
+            data_parallel=False,
+        ),
+        Protocol(
+            name="svm",
+            command=("eval", "svm"),
+            module="benchmark.svm",
+            config_class="SvmConfig",
+            run_function="run_svm",
+            paper_presets=("svm-voc07", "svm-voc07-lowshot"),
+            small_preset="svm-bccd-small",
+            help="VOC07 linear SVMs per class on frozen features, C by cross-validation, 11-point AP "
+            "(and low-shot)",
+            benchmarks=("svm",),
+            tables=(3,),
+            headline=("mAP",),
+            resumable=False,
+            data_parallel=False,
+        ),
+        Protocol(
+            name="detection",
+            command=("transfer", "detection"),
+            module="transfer.detection",
+            config_class="DetectionConfig",
+            run_function="run_detection",
+            paper_presets=("detection-voc0712-c4", "detection-coco-maskrcnn-fpn"),
+            small_preset="detection-bccd-c4-small",
+            help="fine-tune Faster R-CNN (C4 or FPN) or Mask R-CNN on the trunk and report VOC AP / AP50 / "
+            "AP75 or COCO box / mask AP (backend=detectron2 or torchvision)",
+            benchmarks=("detection-frcnn-c4", "detection-maskrcnn-fpn", "detection-frcnn-fpn"),
+            tables=(3,),
+            headline=("AP50", "AP", "AP75", "box_AP", "mask_AP"),
+            resumable=True,
+            data_parallel=False,
+            fine_tunes=True,
+        ),
+    )
+}
+
+
+def get(name: str) -> Protocol:
+    """The entry of ``name``, or a KeyError listing every protocol."""
+    if name not in PROTOCOLS:
+        raise KeyError(f"unknown protocol {name!r}; protocols: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def in_group(group: str) -> list[Protocol]:
+    """Entries run by ``swavbench <group> ...`` (eval, transfer), in registry order."""
+    return [p for p in PROTOCOLS.values() if p.command[0] == group]
+
+
+def benchmark_id(protocol: str, config: dict) -> str:
+    """The report key of a record: its ``protocol`` field, semisup records split by label fraction
+    (the published tables key them that way)."""
+    if protocol == "semisup":
+        m = re.search(r"(\d+)pct", str(config.get("subset", "")))
+        return f"semisup-{m.group(1)}pct" if m else "semisup"
+    return protocol
+
+
+def for_benchmark(benchmark: str) -> Protocol | None:
+    """The first entry whose records carry ``benchmark`` (``linear`` records of both linear
+    protocols read the same way), or None for a record of no registered protocol."""
+    return next((p for p in PROTOCOLS.values() if benchmark in p.benchmarks), None)
+
+
+def benchmarks_of_table(table: int) -> list[str]:
+    """Report keys of the protocols that fill ``table``, in registry order (the column order)."""
+    out: list[str] = []
+    for p in PROTOCOLS.values():
+        if table in p.tables:
+            out += [b for b in p.benchmarks if b not in out]
+    return out
+
+
+def all_benchmarks() -> list[str]:
+    """Every report key, tables 1, 2, 3 in order, each once."""
+    return list(dict.fromkeys(b for t in (1, 2, 3) for b in benchmarks_of_table(t)))
