@@ -28,7 +28,8 @@ def add_protocol_parser(protocols: argparse._SubParsersAction, entry: Protocol) 
         name,
         help=help_,
         description=help_[0].upper() + help_[1:] + f". Writes --out/{RECORD}.",
-        epilog=f"presets ({where}): {', '.join(entry.presets)}\nexample:\n  swavbench {group} {name} --checkpoint "
+        epilog=f"presets ({where}): {', '.join(entry.presets)}\nexample:\n"
+        f"  swavbench {group} {name} --checkpoint "
         f"runs/main-cpu-small/jobs/swav-s0/{CHECKPOINT} --config {entry.small_preset} --out runs/{name}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -37,10 +38,15 @@ def add_protocol_parser(protocols: argparse._SubParsersAction, entry: Protocol) 
         required=True,
         help="swav-bench / official SwAV / torchvision / VISSL file, or 'random' for a seeded random trunk",
     )
-    p.add_argument("--config", default=default, help=f"preset from {where} or a YAML path (default: {default})")
+    p.add_argument(
+        "--config", default=default, help=f"preset from {where} or a YAML path (default: {default})"
+    )
     p.add_argument("--out", required=True, help=f"folder for {RECORD} (and the protocol's resumable state)")
     p.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=10 trunk.arch=resnet18"
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. epochs=10 trunk.arch=resnet18",
     )
     add_data_root_argument(p)
     p.set_defaults(func=run_protocol, protocol_name=entry.name)
@@ -48,12 +54,21 @@ def add_protocol_parser(protocols: argparse._SubParsersAction, entry: Protocol) 
 
 
 def run_configured(entry: Protocol, args: argparse.Namespace, extra_overrides: list[str] = ()) -> int:
-    """Load the entry's config, run the protocol, print its metrics and where the record is; 2 on a user error."""
+    """Load the entry's config, run the protocol, print its metrics and where the record is.
+
+    Returns 2 on a user error."""
     label = " ".join(entry.command)
     try:
         cfg = entry.load_config(args.config, [*args.overrides, *extra_overrides])
         rec = entry.runner()(cfg, args.checkpoint, args.out)
-    except (ConfigError, CheckpointError, TrunkLoadError, FileNotFoundError, ValueError, FloatingPointError) as e:
+    except (
+        ConfigError,
+        CheckpointError,
+        TrunkLoadError,
+        FileNotFoundError,
+        ValueError,
+        FloatingPointError,
+    ) as e:
         print(f"swavbench {label}: error: {e}", file=sys.stderr)
         return 2
     kind = rec.config.get("backend") or rec.config.get("mode", "")
@@ -65,15 +80,23 @@ def run_configured(entry: Protocol, args: argparse.Namespace, extra_overrides: l
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("eval", help="evaluation protocols on a frozen or fine-tuned trunk",
-                        description="Run an evaluation protocol on a checkpoint and write result.json to --out.")
+    ev = sub.add_parser(
+        "eval",
+        help="evaluation protocols on a frozen or fine-tuned trunk",
+        description="Run an evaluation protocol on a checkpoint and write result.json to --out.",
+    )
     protocols = ev.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     for entry in registry.in_group("eval"):
         add_protocol_parser(protocols, entry)
-    ms = protocols.add_parser("make-subset", help="write a class-balanced labelled subset file (for semisup)",
-                              description="Draw a seeded class-balanced subset of an ImageFolder split and write one "
-                              "class/file path per line, the format `eval semisup subset=FILE` reads.")
-    ms.add_argument("--data", required=True, help="ImageFolder split, e.g. ../shared/data/cifar10-subset/train")
+    ms = protocols.add_parser(
+        "make-subset",
+        help="write a class-balanced labelled subset file (for semisup)",
+        description="Draw a seeded class-balanced subset of an ImageFolder split and write one "
+        "class/file path per line, the format `eval semisup subset=FILE` reads.",
+    )
+    ms.add_argument(
+        "--data", required=True, help="ImageFolder split, e.g. ../shared/data/cifar10-subset/train"
+    )
     ms.add_argument("--out", required=True, help="subset file to write")
     group = ms.add_mutually_exclusive_group(required=True)
     group.add_argument("--per-class", type=int, help="images per class")
@@ -81,11 +104,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ms.add_argument("--seed", type=int, default=0)
     ms.set_defaults(func=run_make_subset)
 
-    b = sub.add_parser("eval-bench", help="print feature-extraction images/s and the N-head linear grid cost ratio",
-                       description="Time feature extraction and one epoch of the augmented linear probe with 1 head "
-                       "and with an N-head grid, interleaved on the same images. Prints a table; writes nothing.")
+    b = sub.add_parser(
+        "eval-bench",
+        help="print feature-extraction images/s and the N-head linear grid cost ratio",
+        description="Time feature extraction and one epoch of the augmented linear probe with 1 head "
+        "and with an N-head grid, interleaved on the same images. Prints a table; writes nothing.",
+    )
     b.add_argument("--checkpoint", default="random")
-    b.add_argument("--config", default="linear-cifar10-small", help="linear preset giving data, crop and trunk")
+    b.add_argument(
+        "--config", default="linear-cifar10-small", help="linear preset giving data, crop and trunk"
+    )
     b.add_argument("--images", type=int, default=2000)
     b.add_argument("--heads", type=int, default=8)
     b.add_argument("--repeats", type=int, default=3)
@@ -98,8 +126,8 @@ def run_eval_bench(args: argparse.Namespace) -> int:
     from benchmark.linear import LinearConfig
 
     try:
-        cfg = load_dataclass(LinearConfig, EVAL_CONFIGS, args.config, list(args.overrides))
-        run(args.checkpoint, cfg, args.images, args.heads, args.repeats)
+        cfg = load_dataclass(LinearConfig, EVAL_CONFIGS, args.config, overrides=list(args.overrides))
+        run(args.checkpoint, cfg, args.images, n_heads=args.heads, repeats=args.repeats)
     except (ConfigError, CheckpointError, TrunkLoadError, FileNotFoundError) as e:
         print(f"swavbench eval-bench: error: {e}", file=sys.stderr)
         return 2
@@ -110,7 +138,9 @@ def run_make_subset(args: argparse.Namespace) -> int:
     from benchmark.subsets import make_balanced_subset
 
     try:
-        path = make_balanced_subset(args.data, args.out, args.per_class, args.fraction, args.seed)
+        path = make_balanced_subset(
+            args.data, args.out, args.per_class, fraction=args.fraction, seed=args.seed
+        )
     except (FileNotFoundError, ValueError) as e:
         print(f"swavbench eval make-subset: error: {e}", file=sys.stderr)
         return 2

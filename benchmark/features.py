@@ -15,17 +15,23 @@ from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 
 
 def eval_transform(resize: int, crop: int) -> transforms.Compose:
-    return transforms.Compose([
-        transforms.Resize(resize), transforms.CenterCrop(crop), transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize(resize),
+            transforms.CenterCrop(crop),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def image_folder(root: str | Path, transform: transforms.Compose) -> datasets.ImageFolder:
     """A labelled ImageFolder split, with a clear error when it is missing or empty."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"split folder {root} does not exist: pass a folder laid out as root/<class>/<image>")
+        raise FileNotFoundError(
+            f"split folder {root} does not exist: pass a folder laid out as root/<class>/<image>"
+        )
     try:
         return datasets.ImageFolder(str(root), transform=transform)
     except FileNotFoundError as e:
@@ -33,14 +39,26 @@ def image_folder(root: str | Path, transform: transforms.Compose) -> datasets.Im
 
 
 @torch.inference_mode()
-def extract_features(trunk: nn.Module, dataset, device: torch.device, batch_size: int = 256, num_workers: int = 4,
-                     desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    trunk: nn.Module,
+    dataset,
+    device: torch.device,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 4,
+    desc: str = "features",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, D) float32 pooled features and (N,) labels, in dataset order, on the CPU."""
     trunk.eval().to(device)
     if device.type == "cuda":
         trunk = trunk.to(memory_format=torch.channels_last)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
     feats, labels = [], []
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for x, y in tqdm(loader, desc=desc, unit="batch", leave=False):

@@ -19,7 +19,9 @@ from benchmark.record import ResultRecord
 from swavbench.data_root import resolve_fields
 
 
-def nearest_neighbors(train: torch.Tensor, test: torch.Tensor, k: int, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_neighbors(
+    train: torch.Tensor, test: torch.Tensor, k: int, *, backend: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(similarities, indices), each (n_test, k), sorted by decreasing similarity; inputs L2-normalised."""
     k = min(k, train.shape[0])
     if backend in ("auto", "faiss"):
@@ -27,7 +29,9 @@ def nearest_neighbors(train: torch.Tensor, test: torch.Tensor, k: int, backend: 
             import faiss
         except ImportError:
             if backend == "faiss":
-                raise ImportError("backend 'faiss' asked for but faiss is not installed: pip install faiss-cpu") from None
+                raise ImportError(
+                    "backend 'faiss' asked for but faiss is not installed: pip install faiss-cpu"
+                ) from None
         else:
             index = faiss.IndexFlatIP(train.shape[1])
             if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources"):
@@ -43,13 +47,21 @@ def nearest_neighbors(train: torch.Tensor, test: torch.Tensor, k: int, backend: 
     return torch.cat(sims), torch.cat(idx)
 
 
-def knn_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, test_labels: torch.Tensor,
-                 ks: Sequence[int] = (10, 20, 100, 200), temperature: float = 0.07, backend: str = "auto") -> dict[str, float]:
+def knn_accuracy(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    *,
+    test_labels: torch.Tensor,
+    ks: Sequence[int] = (10, 20, 100, 200),
+    temperature: float = 0.07,
+    backend: str = "auto",
+) -> dict[str, float]:
     """Top-1 / top-5 accuracy (%) for each k: {'k10_top1': ..., 'k10_top5': ...}."""
     train = F.normalize(train_feats.float(), dim=1)
     test = F.normalize(test_feats.float(), dim=1)
     n_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    sims, idx = nearest_neighbors(train, test, max(ks), backend)
+    sims, idx = nearest_neighbors(train, test, max(ks), backend=backend)
     neighbor_labels = train_labels[idx]
     out = {}
     for k in ks:
@@ -63,12 +75,14 @@ def knn_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
     return out
 
 
-
 @dataclass
 class KnnConfig:
     """kNN protocol; defaults are the ImageNet setting (resize 256, center crop 224)."""
 
-    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("train", "val")  # named under the data root (swavbench.data_root)
+    DATASET_FIELDS: ClassVar[tuple[str, ...]] = (
+        "train",
+        "val",
+    )  # named under the data root (swavbench.data_root)
 
     dataset: str = "imagenet"
     train: str = "imagenet/train"
@@ -94,9 +108,27 @@ def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
         train, val = image_folder(cfg.train, tf), image_folder(cfg.val, tf)
         if train.classes != val.classes:
             raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
-        ftr, ytr = extract_features(loaded.trunk, train, device, cfg.batch_size, cfg.num_workers, "train features")
-        fva, yva = extract_features(loaded.trunk, val, device, cfg.batch_size, cfg.num_workers, "val features")
-        metrics = knn_accuracy(ftr, ytr, fva, yva, cfg.ks, cfg.temperature, cfg.backend)
+        ftr, ytr = extract_features(
+            loaded.trunk,
+            train,
+            device,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            desc="train features",
+        )
+        fva, yva = extract_features(
+            loaded.trunk,
+            val,
+            device,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            desc="val features",
+        )
+        metrics = knn_accuracy(
+            ftr, ytr, fva, test_labels=yva, ks=cfg.ks, temperature=cfg.temperature, backend=cfg.backend
+        )
         return metrics, {"train": len(train), "val": len(val)}
 
-    return run_and_record("knn", cfg, checkpoint, out_dir, cfg.dataset, cfg.seed, body)
+    return run_and_record(
+        "knn", cfg, checkpoint, out_dir=out_dir, dataset=cfg.dataset, seed=cfg.seed, body=body
+    )

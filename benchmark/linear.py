@@ -32,9 +32,12 @@ from swavbench.data_root import resolve_fields
 
 @dataclass
 class LinearConfig:
-    """Defaults: the paper's ImageNet probe (SGD 0.3, momentum 0.9, wd 1e-6, cosine, 100 epochs, batch 256)."""
+    """The paper's ImageNet probe defaults (SGD 0.3, momentum 0.9, wd 1e-6, cosine, 100 epochs, batch 256)."""
 
-    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("train", "val")  # named under the data root (swavbench.data_root)
+    DATASET_FIELDS: ClassVar[tuple[str, ...]] = (
+        "train",
+        "val",
+    )  # named under the data root (swavbench.data_root)
 
     dataset: str = "imagenet"
     train: str = "imagenet/train"
@@ -65,12 +68,14 @@ class LinearHeads(nn.Module):
     Every head starts from the same seeded weights, so head i of a grid is exactly the probe
     that would have been trained alone with its (lr, wd)."""
 
-    def __init__(self, n_heads: int, dim: int, n_classes: int, seed: int = 0):
+    def __init__(self, n_heads: int, dim: int, n_classes: int, *, seed: int = 0):
         super().__init__()
         self.heads = nn.ModuleList(nn.Linear(dim, n_classes) for _ in range(n_heads))
         for h in self.heads:
             with torch.no_grad():
-                h.weight.copy_(torch.randn(h.weight.shape, generator=torch.Generator().manual_seed(seed)) * 0.01)
+                h.weight.copy_(
+                    torch.randn(h.weight.shape, generator=torch.Generator().manual_seed(seed)) * 0.01
+                )
             nn.init.zeros_(h.bias)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -86,25 +91,38 @@ def grid(cfg: LinearConfig) -> list[tuple[float, float]]:
     return list(itertools.product(cfg.lrs, cfg.weight_decays))
 
 
-def lr_at(lr: float, step: int, total: int, epoch: int, cfg: LinearConfig) -> float:
+def lr_at(lr: float, step: int, total: int, *, epoch: int, cfg: LinearConfig) -> float:
     """Learning rate of a head with base ``lr`` at ``step`` of ``total`` (``epoch`` for multistep)."""
     if cfg.schedule == "multistep":
         return lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     return cfg.final_lr + 0.5 * (lr - cfg.final_lr) * (1 + math.cos(math.pi * step / total))
 
 
-def train_heads(batches_per_epoch, train_batches, eval_fn, dim: int, n_classes: int, cfg: LinearConfig,
-                device: torch.device, desc: str = "linear", state_path: Path | None = None, state_key: object = None,
-                generator: torch.Generator | None = None) -> list[dict[str, float]]:
+def train_heads(
+    batches_per_epoch,
+    train_batches,
+    eval_fn,
+    *,
+    dim: int,
+    n_classes: int,
+    cfg: LinearConfig,
+    device: torch.device,
+    desc: str = "linear",
+    state_path: Path | None = None,
+    state_key: object = None,
+    generator: torch.Generator | None = None,
+) -> list[dict[str, float]]:
     """Train one head per (lr, wd) on features from ``train_batches(epoch)``; ``eval_fn(heads)`` ->
     per-head (top1, top5). Returns per head: last and best top-1/top-5 and the best epoch.
     With ``state_path`` the heads, optimiser, results and data ``generator`` are saved after every epoch
     and a run with the same ``state_key`` continues from there (requeued jobs, interrupted runs)."""
     pairs = grid(cfg)
-    heads = LinearHeads(len(pairs), dim, n_classes, cfg.seed).to(device)
+    heads = LinearHeads(len(pairs), dim, n_classes, seed=cfg.seed).to(device)
     opt = torch.optim.SGD(
         [{"params": h.parameters(), "lr": lr, "weight_decay": wd} for h, (lr, wd) in zip(heads.heads, pairs)],
-        lr=pairs[0][0], momentum=cfg.momentum, nesterov=cfg.nesterov,
+        lr=pairs[0][0],
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
     )
     total = cfg.epochs * batches_per_epoch
     step, start = 0, 0
@@ -122,7 +140,7 @@ def train_heads(batches_per_epoch, train_batches, eval_fn, dim: int, n_classes: 
         heads.train()
         for feats, y in train_batches(epoch):
             for g, (lr, _) in zip(opt.param_groups, pairs):
-                g["lr"] = lr_at(lr, step, total, epoch, cfg)
+                g["lr"] = lr_at(lr, step, total, epoch=epoch, cfg=cfg)
             feats, y = feats.to(device), y.to(device)
             loss = sum(F.cross_entropy(out, y) for out in heads(feats))
             opt.zero_grad(set_to_none=True)
@@ -138,9 +156,18 @@ def train_heads(batches_per_epoch, train_batches, eval_fn, dim: int, n_classes: 
                     r["top1_best"], r["top5_best"], r["best_epoch"] = top1, top5, epoch + 1
             bar.set_postfix(top1=f"{max(r['top1_last'] for r in results):.2f}")
         if state_path is not None:
-            atomic_save({"key": state_key, "heads": heads.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                         "epoch": epoch + 1, "results": results,
-                         "generator": generator.get_state() if generator is not None else None}, state_path)
+            atomic_save(
+                {
+                    "key": state_key,
+                    "heads": heads.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "epoch": epoch + 1,
+                    "results": results,
+                    "generator": generator.get_state() if generator is not None else None,
+                },
+                state_path,
+            )
     bar.close()
     return results
 
@@ -159,15 +186,31 @@ def evaluate_heads(heads: LinearHeads, batches, device: torch.device) -> list[tu
     return [(100.0 * a / n, 100.0 * b / n) for a, b in zip(hits1, hits5)]
 
 
-def cached_features(trunk: nn.Module, ds, source: str, cfg: LinearConfig, device: torch.device, path: Path, trunk_key: dict):
-    """Features + labels of an un-augmented split (``ds``, read from ``source``), loaded from ``path`` when it was
-    made by the same trunk (``trunk_key``: checkpoint sha256, or arch + seed for a random trunk) on the same images and crop."""
-    key = {**trunk_key, "folder": str(Path(source).resolve()), "n": len(ds), "resize": cfg.resize, "crop": cfg.crop}
+def cached_features(
+    trunk: nn.Module, ds, source: str, *, cfg: LinearConfig, device: torch.device, path: Path, trunk_key: dict
+):
+    """Features + labels of an un-augmented split (``ds``, read from ``source``), loaded from ``path`` when
+    it was made by the same trunk (``trunk_key``: checkpoint sha256, or arch + seed for a random trunk) on
+    the same images and crop."""
+    key = {
+        **trunk_key,
+        "folder": str(Path(source).resolve()),
+        "n": len(ds),
+        "resize": cfg.resize,
+        "crop": cfg.crop,
+    }
     if path.is_file():
         cache = load_checkpoint(path)
         if cache.get("key") == key:
             return cache["features"], cache["labels"]
-    feats, labels = extract_features(trunk, ds, device, cfg.batch_size, cfg.num_workers, f"features {Path(source).name}")
+    feats, labels = extract_features(
+        trunk,
+        ds,
+        device,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        desc=f"features {Path(source).name}",
+    )
     atomic_save({"key": key, "features": feats, "labels": labels}, path)
     return feats, labels
 
@@ -175,9 +218,15 @@ def cached_features(trunk: nn.Module, ds, source: str, cfg: LinearConfig, device
 def summarize(results: list[dict[str, float]]) -> dict[str, float]:
     """Record metrics: the best head's numbers plus every head's, named by its lr and wd."""
     best = max(results, key=lambda r: r["top1_best"])
-    out = {"top1": best["top1_last"], "top5": best["top5_last"], "top1_best_epoch": best["top1_best"],
-           "top5_best_epoch": best["top5_best"], "best_epoch": best["best_epoch"], "best_lr": best["lr"],
-           "best_weight_decay": best["weight_decay"]}
+    out = {
+        "top1": best["top1_last"],
+        "top5": best["top5_last"],
+        "top1_best_epoch": best["top1_best"],
+        "top5_best_epoch": best["top5_best"],
+        "best_epoch": best["best_epoch"],
+        "best_lr": best["lr"],
+        "best_weight_decay": best["weight_decay"],
+    }
     for r in results:
         tag = f"lr{r['lr']:g}_wd{r['weight_decay']:g}"
         out[f"{tag}_top1"] = r["top1_last"]
@@ -193,9 +242,13 @@ def image_folder_splits(cfg: LinearConfig, transform) -> tuple:
     return train_ds, val_ds
 
 
-def run_linear(cfg: LinearConfig, checkpoint: str, out_dir: str | Path, make_splits=image_folder_splits) -> ResultRecord:
-    """Train the head grid on the frozen trunk and write the record. ``make_splits(cfg, transform)`` -> (train, val)
-    datasets with ``.classes`` and a settable ``.transform`` (ImageFolder by default; transfer/ passes other formats)."""
+def run_linear(
+    cfg: LinearConfig, checkpoint: str, out_dir: str | Path, *, make_splits=image_folder_splits
+) -> ResultRecord:
+    """Train the head grid on the frozen trunk and write the record.
+
+    ``make_splits(cfg, transform)`` -> (train, val) datasets with ``.classes`` and a settable ``.transform``
+    (ImageFolder by default; transfer/ passes other formats)."""
     cfg = resolve_fields(cfg)
     if cfg.mode not in ("augmented", "cached"):
         raise ValueError(f"mode must be 'augmented' or 'cached', got {cfg.mode!r}")
@@ -210,13 +263,36 @@ def run_linear(cfg: LinearConfig, checkpoint: str, out_dir: str | Path, make_spl
         train_ds, val_ds = make_splits(cfg, eval_transform(cfg.resize, cfg.crop))
         n_classes, dim = len(train_ds.classes), trunk.num_features
         if cfg.mode == "cached":
-            key = {"sha256": loaded.sha256, "source": loaded.source, "spec": vars(loaded.spec), "seed": cfg.seed}
-            ftr, ytr = cached_features(trunk, train_ds, cfg.train, cfg, device, out_dir / "cache" / "train.pt", key)
-            fva, yva = cached_features(trunk, val_ds, cfg.val, cfg, device, out_dir / "cache" / "val.pt", key)
+            key = {
+                "sha256": loaded.sha256,
+                "source": loaded.source,
+                "spec": vars(loaded.spec),
+                "seed": cfg.seed,
+            }
+            ftr, ytr = cached_features(
+                trunk,
+                train_ds,
+                cfg.train,
+                cfg=cfg,
+                device=device,
+                path=out_dir / "cache" / "train.pt",
+                trunk_key=key,
+            )
+            fva, yva = cached_features(
+                trunk,
+                val_ds,
+                cfg.val,
+                cfg=cfg,
+                device=device,
+                path=out_dir / "cache" / "val.pt",
+                trunk_key=key,
+            )
             g = torch.Generator().manual_seed(cfg.seed)
 
             def train_batches(epoch):
-                return DataLoader(TensorDataset(ftr, ytr), batch_size=cfg.batch_size, shuffle=True, generator=g)
+                return DataLoader(
+                    TensorDataset(ftr, ytr), batch_size=cfg.batch_size, shuffle=True, generator=g
+                )
 
             def eval_fn(heads):
                 return evaluate_heads(heads, DataLoader(TensorDataset(fva, yva), batch_size=1024), device)
@@ -225,8 +301,14 @@ def run_linear(cfg: LinearConfig, checkpoint: str, out_dir: str | Path, make_spl
         else:
             train_ds.transform = labelled_train_transform(cfg.crop, cfg.min_scale)
             g = torch.Generator().manual_seed(cfg.seed)
-            loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=g,
-                                num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+            loader = DataLoader(
+                train_ds,
+                batch_size=cfg.batch_size,
+                shuffle=True,
+                generator=g,
+                num_workers=cfg.num_workers,
+                pin_memory=device.type == "cuda",
+            )
             val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
 
             def frozen(batches):
@@ -244,8 +326,20 @@ def run_linear(cfg: LinearConfig, checkpoint: str, out_dir: str | Path, make_spl
 
             n_batches = len(loader)
         key = {"sha256": loaded.sha256, "source": loaded.source, "config": asdict(cfg)}
-        results = train_heads(n_batches, train_batches, eval_fn, dim, n_classes, cfg, device,
-                              state_path=out_dir / "linear_state.pt", state_key=key, generator=g)
+        results = train_heads(
+            n_batches,
+            train_batches,
+            eval_fn,
+            dim=dim,
+            n_classes=n_classes,
+            cfg=cfg,
+            device=device,
+            state_path=out_dir / "linear_state.pt",
+            state_key=key,
+            generator=g,
+        )
         return summarize(results), {"train": len(train_ds), "val": len(val_ds)}
 
-    return run_and_record("linear", cfg, checkpoint, out_dir, cfg.dataset, cfg.seed, body)
+    return run_and_record(
+        "linear", cfg, checkpoint, out_dir=out_dir, dataset=cfg.dataset, seed=cfg.seed, body=body
+    )

@@ -23,7 +23,9 @@ class TrunkConfig:
     arch: str = "resnet50"
     small_stem: bool = False
     width_multiplier: float = 1.0
-    label: str = ""  # row name in reports; "" = derived from the checkpoint (random / supervised / run folder)
+    label: str = (
+        ""  # row name in reports; "" = derived from the checkpoint (random / supervised / run folder)
+    )
 
 
 def default_device() -> torch.device:
@@ -33,7 +35,9 @@ def default_device() -> torch.device:
 Body = Callable[[LoadedTrunk, torch.device], tuple[dict[str, float], dict[str, int]]]
 
 
-def run_and_record(protocol: str, cfg: Any, checkpoint: str, out_dir: str | Path, dataset: str, seed: int, body: Body) -> ResultRecord:
+def run_and_record(
+    protocol: str, cfg: Any, checkpoint: str, *, out_dir: str | Path, dataset: str, seed: int, body: Body
+) -> ResultRecord:
     """Load the trunk, run ``body`` -> (metrics, split sizes), write out_dir/result.json either way."""
     device = default_device()
     t0 = time.perf_counter()
@@ -45,18 +49,39 @@ def run_and_record(protocol: str, cfg: Any, checkpoint: str, out_dir: str | Path
         metrics, splits = body(loaded, device)
     except Exception as e:
         record = ResultRecord(
-            protocol=protocol, status="failed", metrics={}, checkpoint=str(checkpoint),
-            checkpoint_sha256=loaded.sha256 if loaded else None, trunk_kind=loaded.kind if loaded else "unknown",
-            arch=loaded.spec.arch if loaded else t.arch, dataset=dataset, splits={}, config=asdict(cfg), seed=seed,
-            wall_time_s=time.perf_counter() - t0, device=device_name(device), error=f"{type(e).__name__}: {e}",
+            protocol=protocol,
+            status="failed",
+            metrics={},
+            checkpoint=str(checkpoint),
+            checkpoint_sha256=loaded.sha256 if loaded else None,
+            trunk_kind=loaded.kind if loaded else "unknown",
+            arch=loaded.spec.arch if loaded else t.arch,
+            dataset=dataset,
+            splits={},
+            config=asdict(cfg),
+            seed=seed,
+            wall_time_s=time.perf_counter() - t0,
+            device=device_name(device),
+            error=f"{type(e).__name__}: {e}",
             model=t.label or (loaded.label() if loaded else Path(str(checkpoint)).stem),
         )
         write_record(record, out_dir)
         raise
     record = ResultRecord(
-        protocol=protocol, status="ok", metrics=metrics, checkpoint=loaded.source, checkpoint_sha256=loaded.sha256,
-        trunk_kind=loaded.kind, arch=loaded.spec.arch, dataset=dataset, splits=splits, config=asdict(cfg), seed=seed,
-        wall_time_s=time.perf_counter() - t0, device=device_name(device), model=t.label or loaded.label(),
+        protocol=protocol,
+        status="ok",
+        metrics=metrics,
+        checkpoint=loaded.source,
+        checkpoint_sha256=loaded.sha256,
+        trunk_kind=loaded.kind,
+        arch=loaded.spec.arch,
+        dataset=dataset,
+        splits=splits,
+        config=asdict(cfg),
+        seed=seed,
+        wall_time_s=time.perf_counter() - t0,
+        device=device_name(device),
+        model=t.label or loaded.label(),
         pretrain_epochs=loaded.pretrain_epochs,
     )
     write_record(record, out_dir)

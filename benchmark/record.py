@@ -49,7 +49,11 @@ class ResultRecord:
 
 
 def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
     try:
         import faiss
 

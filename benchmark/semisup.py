@@ -28,12 +28,17 @@ from swavbench.data_root import resolve_fields
 class SemisupConfig:
     """Defaults: the paper's 1% preset (20 epochs, trunk lr 0.02, head lr 5)."""
 
-    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("train", "val")  # named under the data root (swavbench.data_root)
+    DATASET_FIELDS: ClassVar[tuple[str, ...]] = (
+        "train",
+        "val",
+    )  # named under the data root (swavbench.data_root)
 
     dataset: str = "imagenet"
     train: str = "imagenet/train"
     val: str = "imagenet/val"
-    subset: str = "subset:imagenet-1pct"  # a list file, a shipped subset, or "balanced:N" (N per class, seeded)
+    subset: str = (
+        "subset:imagenet-1pct"  # a list file, a shipped subset, or "balanced:N" (N per class, seeded)
+    )
     epochs: int = 20
     batch_size: int = 256
     trunk_lr: float = 0.02
@@ -75,8 +80,14 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
             raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
         subset = cfg.subset
         if subset.startswith("balanced:"):
-            subset = str(make_balanced_subset(cfg.train, Path(out_dir) / "subset.txt",
-                                              per_class=int(subset.removeprefix("balanced:")), seed=cfg.seed))
+            subset = str(
+                make_balanced_subset(
+                    cfg.train,
+                    Path(out_dir) / "subset.txt",
+                    per_class=int(subset.removeprefix("balanced:")),
+                    seed=cfg.seed,
+                )
+            )
         train.samples = select(train.samples, cfg.train, subset)
         train.targets = [c for _, c in train.samples]
         trunk = loaded.trunk
@@ -84,13 +95,25 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
         nn.init.normal_(head.weight, std=0.01)
         nn.init.zeros_(head.bias)
         model = nn.Sequential(trunk, head).to(device)
-        opt = torch.optim.SGD([{"params": trunk.parameters(), "lr": cfg.trunk_lr},
-                               {"params": head.parameters(), "lr": cfg.head_lr}],
-                              momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(
+            [
+                {"params": trunk.parameters(), "lr": cfg.trunk_lr},
+                {"params": head.parameters(), "lr": cfg.head_lr},
+            ],
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones, cfg.gamma)
         g = torch.Generator().manual_seed(cfg.seed)
-        loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=g, num_workers=cfg.num_workers,
-                            drop_last=len(train) > cfg.batch_size, pin_memory=device.type == "cuda")
+        loader = DataLoader(
+            train,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=g,
+            num_workers=cfg.num_workers,
+            drop_last=len(train) > cfg.batch_size,
+            pin_memory=device.type == "cuda",
+        )
         val_loader = DataLoader(val, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
         best, start, top1, top5 = (-1.0, 0.0, 0), 0, 0.0, 0.0
         state_path = Path(out_dir) / "semisup_state.pt"
@@ -104,7 +127,13 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
                 g.set_state(state["generator"])
                 torch.set_rng_state(state["rng"])
                 best, start, (top1, top5) = tuple(state["best"]), state["epoch"], state["last"]
-        bar = tqdm(total=cfg.epochs * len(loader), initial=start * len(loader), desc="semisup", unit="it", leave=False)
+        bar = tqdm(
+            total=cfg.epochs * len(loader),
+            initial=start * len(loader),
+            desc="semisup",
+            unit="it",
+            leave=False,
+        )
         for epoch in range(start, cfg.epochs):
             model.train()  # fine-tuning: BatchNorm statistics update
             for x, y in loader:
@@ -118,11 +147,30 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
             if top1 > best[0]:
                 best = (top1, top5, epoch + 1)
             bar.set_postfix(top1=f"{top1:.2f}")
-            atomic_save({"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "generator": g.get_state(), "rng": torch.get_rng_state(), "best": list(best), "epoch": epoch + 1,
-                         "last": (top1, top5)}, state_path)
+            atomic_save(
+                {
+                    "key": key,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "generator": g.get_state(),
+                    "rng": torch.get_rng_state(),
+                    "best": list(best),
+                    "epoch": epoch + 1,
+                    "last": (top1, top5),
+                },
+                state_path,
+            )
         bar.close()
-        metrics = {"top1": top1, "top5": top5, "top1_best_epoch": best[0], "top5_best_epoch": best[1], "best_epoch": best[2]}
+        metrics = {
+            "top1": top1,
+            "top5": top5,
+            "top1_best_epoch": best[0],
+            "top5_best_epoch": best[1],
+            "best_epoch": best[2],
+        }
         return metrics, {"train_labelled": len(train), "val": len(val)}
 
-    return run_and_record("semisup", cfg, checkpoint, out_dir, cfg.dataset, cfg.seed, body)
+    return run_and_record(
+        "semisup", cfg, checkpoint, out_dir=out_dir, dataset=cfg.dataset, seed=cfg.seed, body=body
+    )

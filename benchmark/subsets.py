@@ -30,7 +30,9 @@ def subset_file(name_or_path: str) -> Path:
         return SHIPPED[key]
     path = Path(name_or_path)
     if not path.is_file():
-        raise FileNotFoundError(f"subset file {path} does not exist (one image name or class/name path per line)")
+        raise FileNotFoundError(
+            f"subset file {path} does not exist (one image name or class/name path per line)"
+        )
     return path
 
 
@@ -58,19 +60,31 @@ def select(samples: list[tuple[str, int]], root: str | Path, subset: str) -> lis
         elif len(by_name.get(n, ())) == 1:
             chosen.append(by_name[n][0])
         elif n in by_name:
-            raise ValueError(f"subset file {path}: name {n!r} matches {len(by_name[n])} images under {root}; "
-                             "write class/name paths instead")
+            raise ValueError(
+                f"subset file {path}: name {n!r} matches {len(by_name[n])} images under {root}; "
+                "write class/name paths instead"
+            )
         else:
             missing.append(n)
     if missing:
-        raise FileNotFoundError(f"subset file {path} names {len(missing)} images not found under {root} "
-                                f"(e.g. {', '.join(missing[:3])}): point the split at the right folder or fix the list")
+        raise FileNotFoundError(
+            f"subset file {path} names {len(missing)} images not found under {root} "
+            f"(e.g. {', '.join(missing[:3])}): point the split at the right folder or fix the list"
+        )
     return chosen
 
 
-def make_balanced_subset(root: str | Path, out: str | Path, per_class: int | None = None, fraction: float | None = None,
-                         seed: int = 0) -> Path:
-    """Draw ``per_class`` images (or ``fraction`` of each class, at least one) per class folder; write class/name lines."""
+def make_balanced_subset(
+    root: str | Path,
+    out: str | Path,
+    per_class: int | None = None,
+    *,
+    fraction: float | None = None,
+    seed: int = 0,
+) -> Path:
+    """Draw ``per_class`` images (or ``fraction`` of each class, at least one) per class folder.
+
+    Writes class/name lines."""
     if (per_class is None) == (fraction is None):
         raise ValueError("give exactly one of per_class or fraction")
     root = Path(root)

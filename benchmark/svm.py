@@ -19,7 +19,15 @@ from sklearn.svm import LinearSVC
 from benchmark.features import eval_transform, extract_features
 from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
-from benchmark.voc import VOC07_CLASSES, VOCImages, discover_classes, image_labels, read_split, voc07_ap, voc_root
+from benchmark.voc import (
+    VOC07_CLASSES,
+    VOCImages,
+    discover_classes,
+    image_labels,
+    read_split,
+    voc07_ap,
+    voc_root,
+)
 from swavbench.data_root import resolve_fields
 
 
@@ -33,7 +41,9 @@ class SvmConfig:
     root: str = "VOCdevkit/VOC2007"
     train_split: str = "trainval"
     test_split: str = "test"
-    classes: list[str] = field(default_factory=lambda: list(VOC07_CLASSES))  # [] = every class in the annotations
+    classes: list[str] = field(
+        default_factory=lambda: list(VOC07_CLASSES)
+    )  # [] = every class in the annotations
     resize: int = 224
     crop: int = 224
     normalize: bool = True
@@ -52,8 +62,13 @@ class SvmConfig:
 
 
 def _svm(cost: float, cfg: SvmConfig) -> LinearSVC:
-    return LinearSVC(C=cost, class_weight={1: cfg.positive_weight, -1: 1.0}, loss="squared_hinge",
-                     max_iter=cfg.max_iter, random_state=cfg.seed)
+    return LinearSVC(
+        C=cost,
+        class_weight={1: cfg.positive_weight, -1: 1.0},
+        loss="squared_hinge",
+        max_iter=cfg.max_iter,
+        random_state=cfg.seed,
+    )
 
 
 def fit_class(x: np.ndarray, y: np.ndarray, cfg: SvmConfig) -> LinearSVC:
@@ -64,14 +79,19 @@ def fit_class(x: np.ndarray, y: np.ndarray, cfg: SvmConfig) -> LinearSVC:
         warnings.simplefilter("ignore", ConvergenceWarning)
         if folds >= 2:
             cv = StratifiedKFold(folds, shuffle=True, random_state=cfg.seed)
-            scores = [cross_val_score(_svm(c, cfg), x, y, cv=cv, scoring="average_precision").mean() for c in cfg.costs]
+            scores = [
+                cross_val_score(_svm(c, cfg), x, y, cv=cv, scoring="average_precision").mean()
+                for c in cfg.costs
+            ]
             cost = cfg.costs[int(np.argmax(scores))]
         else:
             cost = cfg.low_shot_cost
         return _svm(cost, cfg).fit(x, y)
 
 
-def svm_map(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, cfg: SvmConfig) -> list[float]:
+def svm_map(
+    xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, *, yte: np.ndarray, cfg: SvmConfig
+) -> list[float]:
     """Per-class test AP (%) of SVMs trained on (xtr, ytr); labels (N, C) in {1, 0, -1}."""
     aps = []
     for c in range(ytr.shape[1]):
@@ -96,6 +116,7 @@ def low_shot_draw(ytr: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarr
 def run_svm(cfg: SvmConfig, checkpoint: str, out_dir: str | Path) -> ResultRecord:
     """Per-class SVMs on frozen features of the VOC tree; writes the record."""
     cfg = resolve_fields(cfg)
+
     def body(loaded, device):
         root = voc_root(cfg.root)
         train_ids, test_ids = read_split(root, cfg.train_split), read_split(root, cfg.test_split)
@@ -103,26 +124,43 @@ def run_svm(cfg: SvmConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
         ytr, yte = image_labels(root, train_ids, classes), image_labels(root, test_ids, classes)
         for c, name in enumerate(classes):
             if not (ytr[:, c] > 0).any() or not (yte[:, c] > 0).any():
-                raise ValueError(f"class {name!r} has no positive image in {cfg.train_split} or {cfg.test_split} under "
-                                 f"{root}: drop it from `classes` or fix the annotations")
+                raise ValueError(
+                    f"class {name!r} has no positive image in {cfg.train_split} or {cfg.test_split} under "
+                    f"{root}: drop it from `classes` or fix the annotations"
+                )
             if not (ytr[:, c] < 0).any():
-                raise ValueError(f"class {name!r} is in every {cfg.train_split} image under {root}: an SVM needs negative "
-                                 "images too; drop it from `classes` or add images without it")
+                raise ValueError(
+                    f"class {name!r} is in every {cfg.train_split} image under {root}: an SVM needs negative "
+                    "images too; drop it from `classes` or add images without it"
+                )
         tf = eval_transform(cfg.resize, cfg.crop)
         feats = []
         for ids, name in ((train_ids, cfg.train_split), (test_ids, cfg.test_split)):
-            f, _ = extract_features(loaded.trunk, VOCImages(root, ids, tf), device, cfg.batch_size, cfg.num_workers, name)
+            f, _ = extract_features(
+                loaded.trunk,
+                VOCImages(root, ids, tf),
+                device,
+                batch_size=cfg.batch_size,
+                num_workers=cfg.num_workers,
+                desc=name,
+            )
             feats.append((F.normalize(f, dim=1) if cfg.normalize else f).numpy().astype(np.float64))
         xtr, xte = feats
-        aps = svm_map(xtr, ytr, xte, yte, cfg)
+        aps = svm_map(xtr, ytr, xte, yte=yte, cfg=cfg)
         metrics = {"mAP": float(np.mean(aps)), **{f"AP_{c}": ap for c, ap in zip(classes, aps)}}
         for k in cfg.low_shot_ks:
             runs = []
             for s in range(cfg.low_shot_samples):
                 y_k = low_shot_draw(ytr, k, np.random.default_rng(cfg.seed * 1000 + s))
-                runs.append(float(np.mean(svm_map(xtr, y_k, xte, yte, cfg))))
+                runs.append(float(np.mean(svm_map(xtr, y_k, xte, yte=yte, cfg=cfg))))
             metrics[f"lowshot_k{k}_mAP_mean"] = float(np.mean(runs))
             metrics[f"lowshot_k{k}_mAP_std"] = float(np.std(runs))
-        return metrics, {cfg.train_split: len(train_ids), cfg.test_split: len(test_ids), "classes": len(classes)}
+        return metrics, {
+            cfg.train_split: len(train_ids),
+            cfg.test_split: len(test_ids),
+            "classes": len(classes),
+        }
 
-    return run_and_record("svm", cfg, checkpoint, out_dir, cfg.dataset, cfg.seed, body)
+    return run_and_record(
+        "svm", cfg, checkpoint, out_dir=out_dir, dataset=cfg.dataset, seed=cfg.seed, body=body
+    )

@@ -46,7 +46,7 @@ class LoadedTrunk:
     supervised: bool = False  # trained with labels (torchvision files, `swavbench pretrain --supervised`)
 
     def label(self) -> str:
-        """Row name in reports: random, supervised, the run folder of a swav-bench checkpoint, or the file stem."""
+        """Row name in reports: random, supervised, a swav-bench checkpoint's run folder, or the file stem."""
         if self.kind == "random":
             return "random"
         if self.supervised:
@@ -72,11 +72,19 @@ def _unwrap(ckpt: dict, path: Path) -> tuple[str, dict[str, torch.Tensor], Trunk
         try:
             trunk = ckpt["classy_state_dict"]["base_model"]["model"]["trunk"]
         except (KeyError, TypeError):
-            raise TrunkLoadError(f"{path}: VISSL checkpoint without classy_state_dict.base_model.model.trunk") from None
+            raise TrunkLoadError(
+                f"{path}: VISSL checkpoint without classy_state_dict.base_model.model.trunk"
+            ) from None
         return "vissl", {k.removeprefix("_feature_blocks."): v for k, v in trunk.items()}, None
     state = ckpt.get("state_dict", ckpt.get("model", ckpt))
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise TrunkLoadError(f"{path}: no state dict of tensors found (looked at the top level, 'state_dict' and 'model')")
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+    ):
+        raise TrunkLoadError(
+            f"{path}: no state dict of tensors found (looked at the top level, 'state_dict' and 'model')"
+        )
     keys = [k.removeprefix("module.") for k in state]
     if any(k.startswith(HEAD_PREFIXES) for k in keys) or any(k.startswith("module.") for k in state):
         return "official-swav", state, None
@@ -88,13 +96,18 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
     spec = spec or TrunkSpec()
     if str(source) == "random":
         torch.manual_seed(seed)
-        return LoadedTrunk(build_trunk(spec.arch, spec.small_stem, spec.width_multiplier), "random", "random", spec)
+        return LoadedTrunk(
+            build_trunk(spec.arch, small_stem=spec.small_stem, width_multiplier=spec.width_multiplier),
+            "random",
+            "random",
+            spec,
+        )
     path = Path(source)
     ckpt = load_checkpoint(path)
     kind, raw, file_spec = _unwrap(ckpt, path)
     spec = file_spec or spec
     state, ignored = split_trunk_state(raw)
-    trunk = build_trunk(spec.arch, spec.small_stem, spec.width_multiplier)
+    trunk = build_trunk(spec.arch, small_stem=spec.small_stem, width_multiplier=spec.width_multiplier)
     expected = trunk.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -106,7 +119,8 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
                 parts.append(f"{len(keys)} {name} (e.g. {', '.join(keys[:3])})")
         raise TrunkLoadError(
             f"{path} ({kind}) does not match a {spec.arch} trunk (small_stem={spec.small_stem}, "
-            f"width x{spec.width_multiplier}): {'; '.join(parts)}. Pass the architecture the checkpoint was trained with."
+            f"width x{spec.width_multiplier}): {'; '.join(parts)}. "
+            "Pass the architecture the checkpoint was trained with."
         )
     trunk.load_state_dict(state, strict=True)
     epochs = ckpt.get("epoch") if kind == "swav-bench" else None

@@ -13,8 +13,26 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 VOC07_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 
@@ -24,14 +42,18 @@ def voc_root(path: str | Path) -> Path:
     for cand in (path, path / "VOC2007"):
         if (cand / "ImageSets" / "Main").is_dir() and (cand / "Annotations").is_dir():
             return cand
-    raise FileNotFoundError(f"{path} is not a Pascal VOC tree: expected JPEGImages/, Annotations/ and ImageSets/Main/ "
-                            "(or VOCdevkit/VOC2007 holding them)")
+    raise FileNotFoundError(
+        f"{path} is not a Pascal VOC tree: expected JPEGImages/, Annotations/ and ImageSets/Main/ "
+        "(or VOCdevkit/VOC2007 holding them)"
+    )
 
 
 def read_split(root: Path, split: str) -> list[str]:
     path = root / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
-        raise FileNotFoundError(f"split file {path} is missing: VOC lists image ids in ImageSets/Main/<split>.txt")
+        raise FileNotFoundError(
+            f"split file {path} is missing: VOC lists image ids in ImageSets/Main/<split>.txt"
+        )
     ids = [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
     if not ids:
         raise ValueError(f"split file {path} lists no images")
@@ -42,7 +64,9 @@ def annotation(root: Path, image_id: str) -> tuple[Path, ET.Element]:
     """(path, parsed root element) of the image's VOC annotation; a clear error when missing or not XML."""
     path = root / "Annotations" / f"{image_id}.xml"
     if not path.is_file():
-        raise FileNotFoundError(f"annotation {path} is missing for image {image_id}: add it or drop the id from the split")
+        raise FileNotFoundError(
+            f"annotation {path} is missing for image {image_id}: add it or drop the id from the split"
+        )
     try:
         return path, ET.parse(path).getroot()
     except ET.ParseError as e:
@@ -52,8 +76,10 @@ def annotation(root: Path, image_id: str) -> tuple[Path, ET.Element]:
 def objects(root: Path, image_id: str) -> list[tuple[str, bool]]:
     """(class name, difficult) of every object in the image's annotation."""
     _, tree = annotation(root, image_id)
-    return [((obj.findtext("name") or "").strip(), (obj.findtext("difficult") or "0").strip() == "1")
-            for obj in tree.iter("object")]
+    return [
+        ((obj.findtext("name") or "").strip(), (obj.findtext("difficult") or "0").strip() == "1")
+        for obj in tree.iter("object")
+    ]
 
 
 def image_labels(root: Path, ids: list[str], classes: list[str]) -> np.ndarray:

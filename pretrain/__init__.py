@@ -1,1 +1,3 @@
-"""SwAV pretraining: multi-crop data, ResNet trunk + projection head + prototypes, Sinkhorn, swapped-prediction loss."""
+"""SwAV pretraining.
+
+Multi-crop data, ResNet trunk + projection head + prototypes, Sinkhorn, swapped-prediction loss."""

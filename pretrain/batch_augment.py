@@ -105,7 +105,9 @@ class BatchAugment:
         u = lambda a, b: a + (b - a) * torch.rand(n, generator=g)  # noqa: E731
         return {
             "jitter": torch.rand(n, generator=g) < self.color_prob,
-            "order": torch.stack([torch.randperm(4, generator=g) for _ in range(n)]) if n else torch.zeros(0, 4, dtype=torch.long),
+            "order": torch.stack([torch.randperm(4, generator=g) for _ in range(n)])
+            if n
+            else torch.zeros(0, 4, dtype=torch.long),
             "factors": torch.stack([u(lo, hi), u(lo, hi), u(lo, hi), u(-0.2 * s, 0.2 * s)], dim=1),
             "gray": torch.rand(n, generator=g) < self.gray_prob,
             "blur": torch.rand(n, generator=g) < self.blur_prob,

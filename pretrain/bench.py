@@ -34,7 +34,9 @@ def _rate(fn, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def time_pipelines(cfg: PretrainConfig, root: Path, n_images: int, repeats: int = 3) -> dict[str, list[float]]:
+def time_pipelines(
+    cfg: PretrainConfig, root: Path, n_images: int, *, repeats: int = 3
+) -> dict[str, list[float]]:
     """Images/s on one thread for each pipeline variant, interleaved repeats over the same files."""
     ref_cfg, fast_cfg = copy.deepcopy(cfg.data), copy.deepcopy(cfg.data)
     ref_cfg.pipeline, fast_cfg.pipeline = "reference", "fast"
@@ -74,11 +76,17 @@ def time_pipelines(cfg: PretrainConfig, root: Path, n_images: int, repeats: int 
         torch.set_num_threads(threads)
 
 
-OURS, PLAIN, COMPILED, FLOOR = ("ours (one trunk call per resolution)", "straightforward (per crop)",
-                                "ours + torch.compile (trunk)", "trunk forward+backward only (floor)")
+OURS, PLAIN, COMPILED, FLOOR = (
+    "ours (one trunk call per resolution)",
+    "straightforward (per crop)",
+    "ours + torch.compile (trunk)",
+    "trunk forward+backward only (floor)",
+)
 
 
-def time_steps(cfg: PretrainConfig, steps: int, warmup: int = 2, compile_variant: bool = False) -> dict[str, list[float]]:
+def time_steps(
+    cfg: PretrainConfig, steps: int, warmup: int = 2, *, compile_variant: bool = False
+) -> dict[str, list[float]]:
     """Seconds per training step on one fixed batch, interleaved: our step (grouped trunk calls; on CUDA
     channels_last and the preset's precision), the straightforward step (fp32, NCHW, one trunk call per
     crop), optionally ours with a compiled trunk, and the floor: the bare trunk's forward + backward on
@@ -122,6 +130,7 @@ def time_steps(cfg: PretrainConfig, steps: int, warmup: int = 2, compile_variant
             def run_one() -> None:
                 tr.step(crops, epoch=0)
                 tr.state.iteration += 1
+
             return run_one
 
         variants = {name: trainer_step(tr) for name, tr in trainers.items()}
@@ -141,7 +150,7 @@ def time_steps(cfg: PretrainConfig, steps: int, warmup: int = 2, compile_variant
         return times
 
 
-def _table(title: str, rows: dict[str, list[float]], unit: str, ref: str | None) -> None:
+def _table(title: str, rows: dict[str, list[float]], unit: str, *, ref: str | None) -> None:
     print(f"\n{title}")
     print(f"{'variant':<42}{unit + ' median':>16}{'min':>9}{'max':>9}{'ratio':>8}")
     base = statistics.median(rows[ref]) if ref else None
@@ -150,22 +159,31 @@ def _table(title: str, rows: dict[str, list[float]], unit: str, ref: str | None)
         print(f"{name:<42}{statistics.median(v):>16.1f}{min(v):>9.1f}{max(v):>9.1f}{ratio:>8}")
 
 
-def run(cfg: PretrainConfig, steps: int, images: int, repeats: int = 3, compile_variant: bool = False) -> None:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+def run(
+    cfg: PretrainConfig, steps: int, images: int, *, repeats: int = 3, compile_variant: bool = False
+) -> None:
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"CPU ({torch.get_num_threads()} threads)"
+    )
     crops = " + ".join(f"{n}x{s}" for n, s in zip(cfg.data.nmb_crops, cfg.data.size_crops))
-    print(f"device: {device}; arch {cfg.model.arch} (width x{cfg.model.width_multiplier}), batch {cfg.optim.batch_size}, "
-          f"crops {crops}, precision {cfg.run.precision}")
+    print(
+        f"device: {device}; arch {cfg.model.arch} (width x{cfg.model.width_multiplier}), "
+        f"batch {cfg.optim.batch_size}, "
+        f"crops {crops}, precision {cfg.run.precision}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = resolve_data_path(cfg.data, Path(tmp), cfg.run.seed)
         print(f"data: {root}")
-        pipes = time_pipelines(cfg, root, images, repeats)
+        pipes = time_pipelines(cfg, root, images, repeats=repeats)
         cfg.data.path = str(root)
         step = time_steps(cfg, steps, compile_variant=compile_variant)
-    _table("multi-crop pipeline, one core", pipes, "images/s", "reference (PIL per crop)")
+    _table("multi-crop pipeline, one core", pipes, "images/s", ref="reference (PIL per crop)")
     bs = cfg.optim.batch_size
     ips = {k: [bs / t for t in v] for k, v in step.items()}
-    _table("training step (data loading excluded)", ips, "images/s", PLAIN)
+    _table("training step (data loading excluded)", ips, "images/s", ref=PLAIN)
     fraction = statistics.median(ips[OURS]) / statistics.median(ips[FLOOR])
     print(f"ours reaches {100 * fraction:.0f}% of the bare trunk's forward+backward rate (the floor)")
     ms = {k: [1000 * t for t in v] for k, v in step.items()}
-    _table("training step time", ms, "ms", None)
+    _table("training step time", ms, "ms", ref=None)

@@ -54,8 +54,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
         prev = previous(path)
-        hint = f"; the previous good checkpoint is {prev}: resume from it with --resume {prev}" if prev.is_file() else ""
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e}){hint}") from e
+        hint = (
+            f"; the previous good checkpoint is {prev}: resume from it with --resume {prev}"
+            if prev.is_file()
+            else ""
+        )
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e}){hint}"
+        ) from e
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dict of tensors")
     return ckpt
@@ -93,5 +99,7 @@ def load_trunk_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     ckpt = load_checkpoint(path)
     state = ckpt.get("state_dict", ckpt)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: no state dict of tensors found (expected 'state_dict' or a flat dict)")
+        raise CheckpointError(
+            f"{path}: no state dict of tensors found (expected 'state_dict' or a flat dict)"
+        )
     return split_trunk_state(state)[0]

@@ -26,39 +26,69 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pretrain",
         help="SwAV pretraining -> checkpoint",
-        description="Train SwAV (multi-crop, Sinkhorn codes, swapped prediction) and write checkpoints to --out. "
+        description="Train SwAV (multi-crop, Sinkhorn codes, swapped prediction) "
+        "and write checkpoints to --out. "
         "Launch under torchrun or srun for several processes; DDP is set up from the environment.",
         epilog="examples:\n  swavbench pretrain --config cpu-small\n"
         "  swavbench pretrain --config tiny --out runs/t optim.epochs=2 model.arch=resnet18\n"
-        "  torchrun --nproc_per_node 8 $(which swavbench) pretrain --config rn50-800ep-bs4096 data.path=imagenet/train\n"
+        "  torchrun --nproc_per_node 8 $(which swavbench) pretrain --config rn50-800ep-bs4096 "
+        "data.path=imagenet/train\n"
         f"presets: {', '.join(list_presets())}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", default="cpu-small", help="preset name from configs/pretrain/ or a YAML path (default: cpu-small)")
+    p.add_argument(
+        "--config",
+        default="cpu-small",
+        help="preset name from configs/pretrain/ or a YAML path (default: cpu-small)",
+    )
     p.add_argument("--out", default=None, help="run directory (default: runs/pretrain-<preset>)")
-    p.add_argument("--data", default=None, help="shortcut for data.path=...: ImageFolder tree, flat image folder, 'generated' or 'auto'")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
-                   help="continue the run in --out (or from CKPT) exactly where its last checkpoint stopped")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="shortcut for data.path=...: ImageFolder tree, flat image folder, 'generated' or 'auto'",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CKPT",
+        help="continue the run in --out (or from CKPT) exactly where its last checkpoint stopped",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    p.add_argument("--supervised", action="store_true",
-                   help="train the supervised baseline instead (labels, cross-entropy; presets in configs/supervised/)")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. optim.epochs=5")
+    p.add_argument(
+        "--supervised",
+        action="store_true",
+        help="train the supervised baseline instead (labels, cross-entropy; presets in configs/supervised/)",
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. optim.epochs=5"
+    )
     add_data_root_argument(p)
     p.set_defaults(func=run_pretrain)
 
     b = sub.add_parser(
         "pretrain-bench",
         help="print pretraining throughput and multi-crop pipeline images/s per core",
-        description="Time training steps (images/s, ms/step) of a preset on this device, and the multi-crop data "
+        description="Time training steps (images/s, ms/step) of a preset on this device, "
+        "and the multi-crop data "
         "pipeline's images/s on one core. Prints a table; nothing is written.",
     )
     b.add_argument("--config", default="cpu-small")
-    b.add_argument("--data", default=None, help="shortcut for data.path=... (images for both timings; default: the preset's)")
+    b.add_argument(
+        "--data",
+        default=None,
+        help="shortcut for data.path=... (images for both timings; default: the preset's)",
+    )
     b.add_argument("--steps", type=int, default=10, help="timed training steps (after 2 warm-up steps)")
     b.add_argument("--images", type=int, default=200, help="images through the data pipeline")
     b.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every pipeline variant")
-    b.add_argument("--compile", action="store_true", help="also time our step with a torch.compile'd trunk (slow to start)")
+    b.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time our step with a torch.compile'd trunk (slow to start)",
+    )
     b.add_argument("overrides", nargs="*", metavar="section.key=value")
     add_data_root_argument(b)
     b.set_defaults(func=run_bench)
@@ -94,7 +124,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config, list(args.overrides) + data_override("data.path", args.data))
-        run(cfg, args.steps, args.images, args.repeats, args.compile)
+        run(cfg, args.steps, args.images, repeats=args.repeats, compile_variant=args.compile)
     except (ConfigError, EmptyDatasetError) as e:
         print(f"swavbench pretrain-bench: error: {e}", file=sys.stderr)
         return 2
@@ -111,7 +141,7 @@ def run_supervised(args: argparse.Namespace) -> int:
 
     try:
         overrides = list(args.overrides) + data_override("data", args.data)
-        cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, args.config, overrides)
+        cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, args.config, overrides=overrides)
         if args.print_config:
             print(yaml.safe_dump(cfg.__dict__ | {"model": vars(cfg.model)}, sort_keys=False))
             return 0

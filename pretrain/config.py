@@ -24,7 +24,8 @@ class DataConfig:
     'auto' (the shared CIFAR-10 subset when present, else the generated set)."""
 
     path: str = "auto"
-    pipeline: str = "fast"  # fast: workers decode/crop/flip, colour + blur batch-wise on the device; reference: all PIL per crop
+    # fast: workers decode/crop/flip, colour + blur batch-wise on the device; reference: all PIL per crop
+    pipeline: str = "fast"
     num_workers: int = 10
     nmb_crops: list[int] = field(default_factory=lambda: [2, 6])
     size_crops: list[int] = field(default_factory=lambda: [224, 96])
@@ -81,7 +82,8 @@ class RunConfig:
     precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler)
     sync_bn: bool = True
     channels_last: bool = True  # NHWC trunk and crops on CUDA (tensor-core convolutions); ignored on CPU
-    compile: bool = False  # torch.compile the trunk (one graph per crop resolution); measure with pretrain-bench --compile
+    # torch.compile the trunk (one graph per crop resolution); measure with pretrain-bench --compile
+    compile: bool = False
     checkpoint_every_iters: int = 0  # 0: only at epoch ends
     keep_epoch_checkpoints: int = 50  # also keep ckp-<epoch>.pth every this many epochs (0: never)
     log_every_iters: int = 10
@@ -106,13 +108,17 @@ class PretrainConfig:
         d = self.data
         n = len(d.nmb_crops)
         if not (len(d.size_crops) == len(d.min_scale_crops) == len(d.max_scale_crops) == n):
-            raise ConfigError("data.nmb_crops, size_crops, min_scale_crops, max_scale_crops must have equal lengths")
+            raise ConfigError(
+                "data.nmb_crops, size_crops, min_scale_crops, max_scale_crops must have equal lengths"
+            )
         n_crops = sum(d.nmb_crops)
         if n_crops < 2:
             raise ConfigError("SwAV needs at least 2 crops in total (data.nmb_crops)")
         bad = [c for c in self.swav.crops_for_assign if not 0 <= c < n_crops]
         if bad or not self.swav.crops_for_assign:
-            raise ConfigError(f"swav.crops_for_assign must index the {n_crops} crops, got {self.swav.crops_for_assign}")
+            raise ConfigError(
+                f"swav.crops_for_assign must index the {n_crops} crops, got {self.swav.crops_for_assign}"
+            )
         if d.pipeline not in ("fast", "reference"):
             raise ConfigError(f"data.pipeline must be 'fast' or 'reference', got {d.pipeline!r}")
         if self.run.precision not in ("fp32", "bf16", "fp16"):
@@ -172,10 +178,12 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             return out
         return str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"config key {key!r} expects {getattr(typ, '__name__', typ)}, got {value!r}") from None
+        raise ConfigError(
+            f"config key {key!r} expects {getattr(typ, '__name__', typ)}, got {value!r}"
+        ) from None
 
 
-def _apply(obj: Any, updates: dict[str, Any], prefix: str = "", root: type | None = None) -> None:
+def _apply(obj: Any, updates: dict[str, Any], prefix: str = "", *, root: type | None = None) -> None:
     root = root or type(obj)
     hints = get_type_hints(type(obj))
     names = {f.name for f in fields(obj)}
@@ -188,7 +196,7 @@ def _apply(obj: Any, updates: dict[str, Any], prefix: str = "", root: type | Non
         if dataclasses.is_dataclass(t):
             if not isinstance(v, dict):
                 raise ConfigError(f"config key {prefix + k!r} is a section; give a mapping of its keys")
-            _apply(getattr(obj, k), v, f"{prefix}{k}.", root)
+            _apply(getattr(obj, k), v, f"{prefix}{k}.", root=root)
         else:
             setattr(obj, k, _coerce(v, t, prefix + k))
 
@@ -219,7 +227,8 @@ def preset_path(name_or_path: str, config_dir: Path = CONFIG_DIR) -> Path:
     cand = config_dir / f"{name_or_path}.yaml"
     if not cand.is_file():
         raise ConfigError(
-            f"unknown preset {name_or_path!r}; available: {', '.join(list_presets(config_dir))} (or pass a YAML path)"
+            f"unknown preset {name_or_path!r}; available: {', '.join(list_presets(config_dir))} "
+            "(or pass a YAML path)"
         )
     return cand
 
@@ -228,8 +237,12 @@ def list_presets(config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(p.stem for p in config_dir.glob("*.yaml"))
 
 
-def load_dataclass(cls: type, config_dir: Path, preset: str | None = None, overrides: list[str] | None = None) -> Any:
-    """``cls()`` defaults <- preset YAML from ``config_dir`` <- ``key=value`` overrides (unknown keys are errors)."""
+def load_dataclass(
+    cls: type, config_dir: Path, preset: str | None = None, *, overrides: list[str] | None = None
+) -> Any:
+    """``cls()`` defaults <- preset YAML from ``config_dir`` <- ``key=value`` overrides.
+
+    Unknown override keys are errors."""
     cfg = cls()
     if preset is not None:
         path = preset_path(preset, config_dir)
@@ -248,7 +261,7 @@ def load_dataclass(cls: type, config_dir: Path, preset: str | None = None, overr
 
 def load_config(preset: str | None = None, overrides: list[str] | None = None) -> PretrainConfig:
     """Pretraining config: dataclass defaults <- preset YAML <- ``section.key=value`` overrides, validated."""
-    return load_dataclass(PretrainConfig, CONFIG_DIR, preset, overrides).validate()
+    return load_dataclass(PretrainConfig, CONFIG_DIR, preset, overrides=overrides).validate()
 
 
 def config_from_dict(d: dict[str, Any]) -> PretrainConfig:

@@ -29,10 +29,14 @@ IMAGENET_STD = (0.228, 0.224, 0.225)  # 0.228 (not 0.229) as in the official SwA
 
 def labelled_train_transform(crop: int, min_scale: float = 0.08) -> transforms.Compose:
     """The standard supervised / linear-probe training augmentation: RandomResizedCrop + flip."""
-    return transforms.Compose([
-        transforms.RandomResizedCrop(crop, scale=(min_scale, 1.0)), transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(crop, scale=(min_scale, 1.0)),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 class EmptyDatasetError(FileNotFoundError):
@@ -43,7 +47,9 @@ def find_images(root: str | Path) -> list[Path]:
     """All image files of an ImageFolder tree (root/class/img) or a flat folder, sorted."""
     root = Path(root)
     if not root.is_dir():
-        raise EmptyDatasetError(f"data path {root} is not a directory: pass an ImageFolder tree or a folder of images")
+        raise EmptyDatasetError(
+            f"data path {root} is not a directory: pass an ImageFolder tree or a folder of images"
+        )
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not files:
         raise EmptyDatasetError(
@@ -75,13 +81,22 @@ def crop_transforms(cfg: DataConfig) -> list[transforms.Compose]:
     if cfg.pipeline == "fast":
         out = []
         for n, size, lo, hi in zip(cfg.nmb_crops, cfg.size_crops, cfg.min_scale_crops, cfg.max_scale_crops):
-            out += [transforms.Compose([transforms.RandomResizedCrop(size, scale=(lo, hi)),
-                                        transforms.RandomHorizontalFlip(), transforms.PILToTensor()])] * n
+            out += [
+                transforms.Compose(
+                    [
+                        transforms.RandomResizedCrop(size, scale=(lo, hi)),
+                        transforms.RandomHorizontalFlip(),
+                        transforms.PILToTensor(),
+                    ]
+                )
+            ] * n
         return out
     s = cfg.color_strength
     color = transforms.Compose(
         [
-            transforms.RandomApply([transforms.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=cfg.color_prob),
+            transforms.RandomApply(
+                [transforms.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=cfg.color_prob
+            ),
             transforms.RandomGrayscale(p=cfg.grayscale_prob),
         ]
     )
@@ -118,7 +133,9 @@ class MultiCropDataset(Dataset):
             with Image.open(path) as im:
                 img = im.convert("RGB")
         except (OSError, ValueError, Image.DecompressionBombError) as e:
-            warnings.warn(f"skipping unreadable image {path}: {e} (remove or re-encode the file)", stacklevel=1)
+            warnings.warn(
+                f"skipping unreadable image {path}: {e} (remove or re-encode the file)", stacklevel=1
+            )
             return None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, epoch, index))
@@ -137,7 +154,7 @@ def collate_crops(batch: Sequence[list[torch.Tensor] | None]) -> tuple[list[torc
 class EpochSampler(Sampler):
     """Shuffled, rank-sharded indices as (epoch, index); can start mid-epoch for exact resume."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, *, rank: int = 0, world_size: int = 1):
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.per_rank = math.ceil(n / world_size)

@@ -24,7 +24,9 @@ class DistInfo:
 def _slurm_master_addr() -> str:
     nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or "127.0.0.1"
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
+        )
         return out.stdout.split()[0]
     except (OSError, subprocess.CalledProcessError, IndexError):
         return nodelist.split(",")[0]
@@ -45,7 +47,9 @@ def init_distributed(port: int = 29500) -> DistInfo:
     info = env_dist_info()
     if info.world_size == 1 or (dist.is_available() and dist.is_initialized()):
         return info
-    os.environ.setdefault("MASTER_ADDR", _slurm_master_addr() if "SLURM_PROCID" in os.environ else "127.0.0.1")
+    os.environ.setdefault(
+        "MASTER_ADDR", _slurm_master_addr() if "SLURM_PROCID" in os.environ else "127.0.0.1"
+    )
     os.environ.setdefault("MASTER_PORT", str(port))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":

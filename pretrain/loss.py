@@ -20,6 +20,7 @@ def swav_loss(
     z: Tensor,
     prototypes: Tensor,
     n_crops: int,
+    *,
     crops_for_assign: Sequence[int] = (0, 1),
     temperature: float = 0.1,
     epsilon: float = 0.05,

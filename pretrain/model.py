@@ -29,14 +29,16 @@ def parse_arch(arch: str) -> tuple[int, float]:
     m = re.fullmatch(r"resnet(\d+)(?:w(\d+))?", arch)
     if not m or int(m.group(1)) not in _DEPTHS:
         valid = ", ".join(f"resnet{d}" for d in _DEPTHS)
-        raise ValueError(f"unknown arch {arch!r}: use one of {valid}, optionally with a width suffix like resnet50w2")
+        raise ValueError(
+            f"unknown arch {arch!r}: use one of {valid}, optionally with a width suffix like resnet50w2"
+        )
     return int(m.group(1)), float(m.group(2) or 1)
 
 
 class Trunk(ResNet):
     """torchvision ResNet with a width multiplier on every stage and no classifier."""
 
-    def __init__(self, depth: int = 50, width: float = 1.0, small_stem: bool = False):
+    def __init__(self, depth: int = 50, width: float = 1.0, *, small_stem: bool = False):
         nn.Module.__init__(self)
         block, layers = _DEPTHS[depth]
         self._norm_layer = nn.BatchNorm2d
@@ -65,11 +67,11 @@ class Trunk(ResNet):
                 nn.init.zeros_(m.bias)
 
 
-def build_trunk(arch: str = "resnet50", small_stem: bool = False, width_multiplier: float = 1.0) -> Trunk:
+def build_trunk(arch: str = "resnet50", *, small_stem: bool = False, width_multiplier: float = 1.0) -> Trunk:
     """Trunk for an arch name such as resnet18, resnet50, resnet50w2; ``width_multiplier``
     scales it further (e.g. 0.25 for CPU-sized models)."""
     depth, width = parse_arch(arch)
-    return Trunk(depth, width * width_multiplier, small_stem)
+    return Trunk(depth, width * width_multiplier, small_stem=small_stem)
 
 
 class SwAVModel(nn.Module):
@@ -79,7 +81,14 @@ class SwAVModel(nn.Module):
     ``projection_head.{0,1,3}.*`` and ``prototypes.weight`` (or ``prototypes.prototypes{i}.weight``).
     """
 
-    def __init__(self, trunk: Trunk, hidden_mlp: int = 2048, feat_dim: int = 128, n_prototypes: Sequence[int] = (3000,)):
+    def __init__(
+        self,
+        trunk: Trunk,
+        hidden_mlp: int = 2048,
+        feat_dim: int = 128,
+        *,
+        n_prototypes: Sequence[int] = (3000,),
+    ):
         super().__init__()
         self.trunk = trunk
         n = trunk.num_features
@@ -87,7 +96,10 @@ class SwAVModel(nn.Module):
             self.projection_head = nn.Linear(n, feat_dim)
         else:
             self.projection_head = nn.Sequential(
-                nn.Linear(n, hidden_mlp), nn.BatchNorm1d(hidden_mlp), nn.ReLU(inplace=True), nn.Linear(hidden_mlp, feat_dim)
+                nn.Linear(n, hidden_mlp),
+                nn.BatchNorm1d(hidden_mlp),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden_mlp, feat_dim),
             )
         if len(n_prototypes) == 1:
             self.prototypes: nn.Module = nn.Linear(feat_dim, n_prototypes[0], bias=False)
@@ -107,7 +119,9 @@ class SwAVModel(nn.Module):
             w.copy_(F.normalize(w, dim=1, p=2))
 
     def trunk_features(self, crops: Sequence[Tensor]) -> Tensor:
-        """Trunk features (n_crops * B, C), crop-major; consecutive same-resolution crops share one trunk call."""
+        """Trunk features (n_crops * B, C), crop-major.
+
+        Consecutive same-resolution crops share one trunk call."""
         feats = []
         start = 0
         while start < len(crops):

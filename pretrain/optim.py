@@ -17,7 +17,16 @@ class LARS(torch.optim.SGD):
     groups with ``lars=False`` take a plain SGD step with their own weight decay.
     """
 
-    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust: float = 0.001, eps: float = 1e-8):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float = 0.9,
+        *,
+        weight_decay: float = 0.0,
+        trust: float = 0.001,
+        eps: float = 1e-8,
+    ):
         super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.trust, self.eps = trust, eps
         for g in self.param_groups:
@@ -47,7 +56,7 @@ class LARS(torch.optim.SGD):
                 group["weight_decay"] = wd
 
 
-def param_groups(model: nn.Module, weight_decay: float, exclude_bias_bn: bool) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, *, exclude_bias_bn: bool) -> list[dict]:
     """One group, or two when biases and norm parameters skip LARS and weight decay."""
     if not exclude_bias_bn:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
@@ -61,15 +70,32 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_bias_bn: bool) -
     ]
 
 
-def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float, lars: bool, trust: float,
-                    exclude_bias_bn: bool) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay, exclude_bias_bn)
+def build_optimizer(
+    model: nn.Module,
+    lr: float,
+    momentum: float,
+    *,
+    weight_decay: float,
+    lars: bool,
+    trust: float,
+    exclude_bias_bn: bool,
+) -> torch.optim.Optimizer:
+    groups = param_groups(model, weight_decay, exclude_bias_bn=exclude_bias_bn)
     if lars:
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, trust=trust)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def lr_at(iteration: int, iters_per_epoch: int, epochs: int, base_lr: float, final_lr: float, warmup_epochs: float, start_warmup: float) -> float:
+def lr_at(
+    iteration: int,
+    iters_per_epoch: int,
+    epochs: int,
+    *,
+    base_lr: float,
+    final_lr: float,
+    warmup_epochs: float,
+    start_warmup: float,
+) -> float:
     """Linear warm-up from ``start_warmup`` to ``base_lr``, then cosine to ``final_lr``."""
     warmup = int(round(warmup_epochs * iters_per_epoch))
     total = epochs * iters_per_epoch

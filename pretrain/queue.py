@@ -14,7 +14,9 @@ class EmbeddingQueue:
     unfilled queue of zeros would bias the codes).
     """
 
-    def __init__(self, n_assign: int, length: int, dim: int, start_epoch: int, device: torch.device | str = "cpu"):
+    def __init__(
+        self, n_assign: int, length: int, dim: int, *, start_epoch: int, device: torch.device | str = "cpu"
+    ):
         if length <= 0:
             raise ValueError("queue length must be positive; use no queue instead")
         self.start_epoch = start_epoch
@@ -32,7 +34,9 @@ class EmbeddingQueue:
         return None
 
     @torch.no_grad()
-    def push(self, z: Tensor, crops_for_assign: tuple[int, ...] | list[int], batch: int, epoch: int) -> None:
+    def push(
+        self, z: Tensor, crops_for_assign: tuple[int, ...] | list[int], batch: int, *, epoch: int
+    ) -> None:
         """Insert this batch's code-crop embeddings at the front (after it was used in the loss)."""
         if epoch < self.start_epoch:
             return
@@ -44,7 +48,12 @@ class EmbeddingQueue:
         self.filled = min(length, self.filled + n)
 
     def state_dict(self) -> dict:
-        return {"buffer": self.buffer.cpu(), "filled": self.filled, "in_use": self.in_use, "start_epoch": self.start_epoch}
+        return {
+            "buffer": self.buffer.cpu(),
+            "filled": self.filled,
+            "in_use": self.in_use,
+            "start_epoch": self.start_epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state["buffer"].shape != self.buffer.shape:

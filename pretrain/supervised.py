@@ -45,7 +45,9 @@ class SupervisedConfig:
     seed: int = 0
 
 
-def train_supervised(cfg: SupervisedConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
+def train_supervised(
+    cfg: SupervisedConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True
+) -> Path:
     """Train trunk + linear classifier on the labelled data; returns the checkpoint path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -64,13 +66,20 @@ def train_supervised(cfg: SupervisedConfig, out_dir: str | Path, resume: bool = 
         raise FileNotFoundError(f"labelled data {root} is not a directory (expected root/<class>/<image>)")
     ds = datasets.ImageFolder(str(root), transform=tf)
     m = cfg.model
-    trunk = build_trunk(m.arch, m.small_stem, m.width_multiplier)
+    trunk = build_trunk(m.arch, small_stem=m.small_stem, width_multiplier=m.width_multiplier)
     trunk.fc = nn.Linear(trunk.num_features, len(ds.classes))
     model = trunk.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=g,
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=g,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+    )
     start = 0
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
@@ -79,7 +88,9 @@ def train_supervised(cfg: SupervisedConfig, out_dir: str | Path, resume: bool = 
         g.set_state(ckpt["generator"])
         start = ckpt["epoch"]
     total = cfg.epochs * len(loader)
-    bar = tqdm(total=total, initial=start * len(loader), desc=f"supervised {m.arch}", unit="it", disable=not progress)
+    bar = tqdm(
+        total=total, initial=start * len(loader), desc=f"supervised {m.arch}", unit="it", disable=not progress
+    )
     for epoch in range(start, cfg.epochs):
         model.train()
         for i, (x, y) in enumerate(loader):
@@ -92,10 +103,19 @@ def train_supervised(cfg: SupervisedConfig, out_dir: str | Path, resume: bool = 
             opt.step()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        save_rotating({
-            "format": FORMAT, "supervised": True, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-            "generator": g.get_state(), "epoch": epoch + 1, "config": {"model": asdict(m)},
-            "supervised_config": asdict(cfg), "classes": ds.classes,
-        }, ckpt_path)
+        save_rotating(
+            {
+                "format": FORMAT,
+                "supervised": True,
+                "state_dict": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "generator": g.get_state(),
+                "epoch": epoch + 1,
+                "config": {"model": asdict(m)},
+                "supervised_config": asdict(cfg),
+                "classes": ds.classes,
+            },
+            ckpt_path,
+        )
     bar.close()
     return ckpt_path

@@ -15,7 +15,18 @@ from PIL import Image
 
 from swavbench import durable
 
-CLASSES = ("stripes0", "stripes45", "stripes90", "stripes135", "checker", "rings", "blobs", "grid", "gradient", "noise")
+CLASSES = (
+    "stripes0",
+    "stripes45",
+    "stripes90",
+    "stripes135",
+    "checker",
+    "rings",
+    "blobs",
+    "grid",
+    "gradient",
+    "noise",
+)
 
 
 def _pattern(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -36,7 +47,11 @@ def _pattern(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
             cx, cy, r = *rng.uniform(0.15, 0.85, 2), rng.uniform(0.08, 0.2)
             v = np.maximum(v, np.where(np.hypot(xx - cx, yy - cy) < r, 1.0, -1.0))
     elif cls == "grid":
-        v = np.where((np.sin(2 * np.pi * freq * xx + phase) > 0.8) | (np.sin(2 * np.pi * freq * yy + phase) > 0.8), 1.0, -1.0)
+        v = np.where(
+            (np.sin(2 * np.pi * freq * xx + phase) > 0.8) | (np.sin(2 * np.pi * freq * yy + phase) > 0.8),
+            1.0,
+            -1.0,
+        )
     elif cls == "gradient":
         a = rng.uniform(0, 2 * np.pi)
         v = 2 * ((xx - 0.5) * np.cos(a) + (yy - 0.5) * np.sin(a))
@@ -49,10 +64,18 @@ def _pattern(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def generate_dataset(root: str | Path, n_images: int = 2000, size: int = 32, seed: int = 0, val_fraction: float = 0.2) -> Path:
+def generate_dataset(
+    root: str | Path, n_images: int = 2000, size: int = 32, *, seed: int = 0, val_fraction: float = 0.2
+) -> Path:
     """Write ``root/{train,val}/<class>/<i>.png`` once; reuse it if it already matches."""
     root = Path(root)
-    spec = {"n_images": n_images, "size": size, "seed": seed, "val_fraction": val_fraction, "classes": list(CLASSES)}
+    spec = {
+        "n_images": n_images,
+        "size": size,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "classes": list(CLASSES),
+    }
     marker = root / "generated.json"
     if marker.is_file() and json.loads(marker.read_text()) == spec:
         return root

@@ -23,7 +23,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pretrain.batch_augment import BatchAugment
-from pretrain.checkpoint import FORMAT, CheckpointError, load_checkpoint, model_state_dict, release_state_dict, save_rotating
+from pretrain.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    model_state_dict,
+    release_state_dict,
+    save_rotating,
+)
 from pretrain.config import DataConfig, PretrainConfig, config_from_dict
 from pretrain.data import EmptyDatasetError, EpochSampler, MultiCropDataset, collate_crops
 from pretrain.distributed import DistInfo, cleanup, init_distributed
@@ -59,13 +66,21 @@ def resolve_data_path(cfg: DataConfig, out_dir: Path, seed: int = 0) -> Path:
     if cfg.path == "auto" and resolve(AUTO_DATASET).is_dir():
         return resolve(AUTO_DATASET)
     if cfg.path in ("auto", "generated"):
-        return generate_dataset(out_dir / "generated-data", cfg.generated_images, cfg.generated_size, seed) / "train"
+        return (
+            generate_dataset(out_dir / "generated-data", cfg.generated_images, cfg.generated_size, seed=seed)
+            / "train"
+        )
     return existing(cfg.path, "pretraining images (data.path)")
 
 
 def build_model(cfg: PretrainConfig) -> SwAVModel:
     m = cfg.model
-    return SwAVModel(build_trunk(m.arch, m.small_stem, m.width_multiplier), m.hidden_mlp, m.feat_dim, m.n_prototypes)
+    return SwAVModel(
+        build_trunk(m.arch, small_stem=m.small_stem, width_multiplier=m.width_multiplier),
+        m.hidden_mlp,
+        m.feat_dim,
+        n_prototypes=m.n_prototypes,
+    )
 
 
 def _rng_state() -> dict:
@@ -87,11 +102,15 @@ def _truncate_log(path: Path, iteration: int) -> None:
     """Drop log lines written after the checkpoint being resumed (they will be redone)."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("iteration", 0) <= iteration]
+    keep = [
+        ln
+        for ln in path.read_text().splitlines()
+        if ln.strip() and json.loads(ln).get("iteration", 0) <= iteration
+    ]
     durable.write_text(path, "".join(ln + "\n" for ln in keep))
 
 
-def _all_true(flag: bool, device: torch.device) -> bool:
+def _all_true(flag: bool, device: torch.device) -> bool:  # noqa: FBT001
     if dist.is_available() and dist.is_initialized():
         t = torch.tensor([0.0 if flag else 1.0], device=device)
         dist.all_reduce(t)
@@ -107,16 +126,23 @@ def mixed_precision(device: torch.device, precision: str) -> AbstractContextMana
 
 
 class Trainer:
-    """Owns one pretraining run in ``out_dir``; ``fit()`` trains to the end and returns the checkpoint path."""
+    """Owns one pretraining run in ``out_dir``; ``fit()`` trains to the end, returns the checkpoint path."""
 
-    def __init__(self, cfg: PretrainConfig, out_dir: str | Path, resume: str | Path | bool = False, progress: bool = True):
+    def __init__(
+        self,
+        cfg: PretrainConfig,
+        out_dir: str | Path,
+        *,
+        resume: str | Path | bool = False,
+        progress: bool = True,
+    ):
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         self.info: DistInfo = init_distributed()
         self.device = torch.device(f"cuda:{self.info.local_rank}" if torch.cuda.is_available() else "cpu")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         durable.remove_stale_temps(self.out_dir)
         self.ckpt_path = self.out_dir / CHECKPOINT_NAME
-        resume_path = self._resume_path(resume)
+        resume_path = self._resume_path(resume=resume)
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.run.seed)
@@ -126,7 +152,7 @@ class Trainer:
         self.data_root = resolve_data_path(cfg.data, self.out_dir, cfg.run.seed)
         self.dataset = MultiCropDataset(self.data_root, cfg.data, cfg.run.seed)
         bs, ws = cfg.optim.batch_size, self.info.world_size
-        self.sampler = EpochSampler(len(self.dataset), bs, cfg.run.seed, self.info.rank, ws)
+        self.sampler = EpochSampler(len(self.dataset), bs, cfg.run.seed, rank=self.info.rank, world_size=ws)
         self.iters_per_epoch = self.sampler.batches_per_epoch()
         if self.iters_per_epoch == 0:
             raise EmptyDatasetError(
@@ -135,8 +161,14 @@ class Trainer:
             )
         workers = cfg.data.num_workers
         self.loader = DataLoader(
-            self.dataset, batch_size=bs, sampler=self.sampler, num_workers=workers, collate_fn=collate_crops,
-            drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=False,
+            self.dataset,
+            batch_size=bs,
+            sampler=self.sampler,
+            num_workers=workers,
+            collate_fn=collate_crops,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
             multiprocessing_context="fork" if workers > 0 and os.name == "posix" else None,
         )
 
@@ -144,20 +176,39 @@ class Trainer:
         if ws > 1 and cfg.run.sync_bn and self.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.channels_last = cfg.run.channels_last and self.device.type == "cuda"
-        self.model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        self.model = model.to(
+            self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format
+        )
         if cfg.run.compile:  # in place: state-dict keys stay those of the plain trunk
             self.model.trunk.compile()
         self.ddp: nn.Module = (
-            DistributedDataParallel(self.model, device_ids=[self.info.local_rank] if self.device.type == "cuda" else None)
-            if ws > 1 else self.model
+            DistributedDataParallel(
+                self.model, device_ids=[self.info.local_rank] if self.device.type == "cuda" else None
+            )
+            if ws > 1
+            else self.model
         )
         o = cfg.optim
-        self.optimizer = build_optimizer(self.model, o.base_lr, o.momentum, o.weight_decay, o.lars, o.lars_trust, o.lars_exclude_bias_bn)
+        self.optimizer = build_optimizer(
+            self.model,
+            o.base_lr,
+            o.momentum,
+            weight_decay=o.weight_decay,
+            lars=o.lars,
+            trust=o.lars_trust,
+            exclude_bias_bn=o.lars_exclude_bias_bn,
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.run.precision == "fp16")
         self.queue = None
         if cfg.swav.queue_length > 0:
             length = max(bs, cfg.swav.queue_length // ws // bs * bs)
-            self.queue = EmbeddingQueue(len(cfg.swav.crops_for_assign), length, cfg.model.feat_dim, cfg.swav.epoch_queue_starts, self.device)
+            self.queue = EmbeddingQueue(
+                len(cfg.swav.crops_for_assign),
+                length,
+                cfg.model.feat_dim,
+                start_epoch=cfg.swav.epoch_queue_starts,
+                device=self.device,
+            )
         self.augment = BatchAugment(cfg.data) if cfg.data.pipeline == "fast" else None
         self.state = RunState()
         if resume_path is not None:
@@ -168,40 +219,53 @@ class Trainer:
             durable.write_text(self.out_dir / RUN_CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     # -- checkpoints -------------------------------------------------------------------
-    def _resume_path(self, resume: str | Path | bool) -> Path | None:
+    def _resume_path(self, *, resume: str | Path | bool) -> Path | None:
         if resume is True:
             return self.ckpt_path if self.ckpt_path.is_file() else None
         if resume:
             return Path(resume)
         if self.ckpt_path.is_file():
             raise CheckpointError(
-                f"{self.ckpt_path} already exists: pass --resume to continue that run, or another --out to start afresh"
+                f"{self.ckpt_path} already exists: pass --resume to continue that run, "
+                "or another --out to start afresh"
             )
         return None
 
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a swav-bench training checkpoint (format {ckpt.get('format')!r}); "
-                                  "to start from released weights, load them as a trunk instead")
+            raise CheckpointError(
+                f"{path} is not a swav-bench training checkpoint (format {ckpt.get('format')!r}); "
+                "to start from released weights, load them as a trunk instead"
+            )
         saved = config_from_dict(ckpt["config"])
         if saved.model != self.cfg.model:
-            raise CheckpointError(f"{path} was trained with model config {saved.model}, not {self.cfg.model}: "
-                                  "resume with the same model section")
+            raise CheckpointError(
+                f"{path} was trained with model config {saved.model}, not {self.cfg.model}: "
+                "resume with the same model section"
+            )
         self.model.load_state_dict(model_state_dict(ckpt["state_dict"]))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         queues = ckpt.get("queue")
         if self.queue is not None and queues:
             if len(queues) != self.info.world_size:
-                raise CheckpointError(f"{path} holds queues of {len(queues)} processes, this run has {self.info.world_size}")
+                raise CheckpointError(
+                    f"{path} holds queues of {len(queues)} processes, this run has {self.info.world_size}"
+                )
             self.queue.load_state_dict(queues[self.info.rank])
         self.state = RunState(ckpt["epoch"], ckpt["batch"], ckpt["iteration"])
         if ckpt.get("rng"):
             _set_rng_state(ckpt["rng"])
         if self.info.is_main:
             _truncate_log(self.out_dir / LOG_NAME, self.state.iteration)
-            log.info("resumed from %s at epoch %d, batch %d (iteration %d)", path, self.state.epoch, self.state.batch, self.state.iteration)
+            log.info(
+                "resumed from %s at epoch %d, batch %d (iteration %d)",
+                path,
+                self.state.epoch,
+                self.state.batch,
+                self.state.iteration,
+            )
 
     def save(self) -> None:
         queues = None
@@ -216,10 +280,16 @@ class Trainer:
             return
         s = self.state
         ckpt = {
-            "format": FORMAT, "state_dict": release_state_dict(self.model.state_dict()),
-            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "queue": queues,
-            "epoch": s.epoch, "batch": s.batch, "iteration": s.iteration,
-            "config": self.cfg.to_dict(), "rng": _rng_state(),
+            "format": FORMAT,
+            "state_dict": release_state_dict(self.model.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "queue": queues,
+            "epoch": s.epoch,
+            "batch": s.batch,
+            "iteration": s.iteration,
+            "config": self.cfg.to_dict(),
+            "rng": _rng_state(),
         }
         save_rotating(ckpt, self.ckpt_path)
         keep = self.cfg.run.keep_epoch_checkpoints
@@ -231,12 +301,21 @@ class Trainer:
         """One optimisation step on a multi-crop batch; returns the loss."""
         cfg, sw = self.cfg, self.cfg.swav
         for g in self.optimizer.param_groups:
-            g["lr"] = lr_at(self.state.iteration, self.iters_per_epoch, cfg.optim.epochs, cfg.optim.base_lr,
-                            cfg.optim.final_lr, cfg.optim.warmup_epochs, cfg.optim.start_warmup)
+            g["lr"] = lr_at(
+                self.state.iteration,
+                self.iters_per_epoch,
+                cfg.optim.epochs,
+                base_lr=cfg.optim.base_lr,
+                final_lr=cfg.optim.final_lr,
+                warmup_epochs=cfg.optim.warmup_epochs,
+                start_warmup=cfg.optim.start_warmup,
+            )
         self.model.normalize_prototypes()
         crops = [c.to(self.device, non_blocking=True) for c in crops]
         if self.augment is not None:  # fast pipeline: colour, grayscale, blur, normalisation here
-            g = torch.Generator().manual_seed((cfg.run.seed * 1_000_003 + self.state.iteration) * 997 + self.info.rank)
+            g = torch.Generator().manual_seed(
+                (cfg.run.seed * 1_000_003 + self.state.iteration) * 997 + self.info.rank
+            )
             crops = [self.augment(c, g) for c in crops]
         if self.channels_last:
             crops = [c.contiguous(memory_format=torch.channels_last) for c in crops]
@@ -247,13 +326,24 @@ class Trainer:
         queue = self.queue.active(epoch) if self.queue is not None else None
         heads = self.model.prototype_weights()
         loss = sum(
-            swav_loss(z, w.float(), len(crops), sw.crops_for_assign, sw.temperature, sw.epsilon, sw.sinkhorn_iterations, queue)
+            swav_loss(
+                z,
+                w.float(),
+                len(crops),
+                crops_for_assign=sw.crops_for_assign,
+                temperature=sw.temperature,
+                epsilon=sw.epsilon,
+                iterations=sw.sinkhorn_iterations,
+                queue=queue,
+            )
             for w in heads
         ) / len(heads)
         if not _all_true(bool(torch.isfinite(loss)), self.device):
             raise TrainingStopped(
-                f"loss is {loss.item()} at iteration {self.state.iteration} (epoch {epoch}); stopped before the update. "
-                f"The last good checkpoint is {self.ckpt_path}. Lower optim.base_lr, use run.precision=fp32, or check the data."
+                f"loss is {loss.item()} at iteration {self.state.iteration} (epoch {epoch}); "
+                "stopped before the update. "
+                f"The last good checkpoint is {self.ckpt_path}. "
+                "Lower optim.base_lr, use run.precision=fp32, or check the data."
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -263,7 +353,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.queue is not None:
-            self.queue.push(z, sw.crops_for_assign, batch, epoch)
+            self.queue.push(z, sw.crops_for_assign, batch, epoch=epoch)
         return loss.item()
 
     def fit(self) -> Path:
@@ -283,8 +373,14 @@ class Trainer:
         log_path = self.out_dir / LOG_NAME
         ln_k = sum(math.log(k) for k in cfg.model.n_prototypes) / len(cfg.model.n_prototypes)
         stuck = 0
-        bar = tqdm(total=total_iters, initial=s.iteration, disable=not (main and self.progress), unit="it",
-                   desc=f"SwAV {cfg.model.arch}", dynamic_ncols=True)
+        bar = tqdm(
+            total=total_iters,
+            initial=s.iteration,
+            disable=not (main and self.progress),
+            unit="it",
+            desc=f"SwAV {cfg.model.arch}",
+            dynamic_ncols=True,
+        )
         window: list[float] = []
         skipped_total = 0
         t_last, n_last = time.perf_counter(), 0
@@ -298,29 +394,49 @@ class Trainer:
                         loss = self.step(crops, epoch)
                         n_last += crops[0].shape[0] * self.info.world_size
                         window.append(loss)
-                        stuck = stuck + 1 if abs(loss - ln_k) < cfg.run.collapse_tol and s.iteration >= cfg.swav.freeze_prototypes_niters else 0
+                        stuck = (
+                            stuck + 1
+                            if abs(loss - ln_k) < cfg.run.collapse_tol
+                            and s.iteration >= cfg.swav.freeze_prototypes_niters
+                            else 0
+                        )
                     s.batch += 1
                     s.iteration += 1
                     bar.update(1)
                     if crops and stuck >= cfg.run.collapse_patience:
                         raise TrainingStopped(
-                            f"collapse: loss stayed within {cfg.run.collapse_tol} of ln K = {ln_k:.3f} for {stuck} iterations "
-                            f"(every sample gets the uniform code). Last good checkpoint: {self.ckpt_path}. Try a lower "
-                            "optim.base_lr, a longer swav.freeze_prototypes_niters, a larger swav.epsilon or a queue."
+                            f"collapse: loss stayed within {cfg.run.collapse_tol} of ln K = {ln_k:.3f} "
+                            f"for {stuck} iterations "
+                            "(every sample gets the uniform code). "
+                            f"Last good checkpoint: {self.ckpt_path}. Try a lower "
+                            "optim.base_lr, a longer swav.freeze_prototypes_niters, "
+                            "a larger swav.epsilon or a queue."
                         )
-                    if main and window and (s.iteration % cfg.run.log_every_iters == 0 or s.iteration == total_iters):
+                    if (
+                        main
+                        and window
+                        and (s.iteration % cfg.run.log_every_iters == 0 or s.iteration == total_iters)
+                    ):
                         dt = time.perf_counter() - t_last
                         rec = {
-                            "iteration": s.iteration, "epoch": epoch + s.batch / self.iters_per_epoch,
-                            "loss": sum(window) / len(window), "lr": self.optimizer.param_groups[0]["lr"],
-                            "images_per_s": n_last / dt, "ms_per_step": 1000 * dt / len(window),
-                            "skipped_images": skipped_total, "time": time.time(),
+                            "iteration": s.iteration,
+                            "epoch": epoch + s.batch / self.iters_per_epoch,
+                            "loss": sum(window) / len(window),
+                            "lr": self.optimizer.param_groups[0]["lr"],
+                            "images_per_s": n_last / dt,
+                            "ms_per_step": 1000 * dt / len(window),
+                            "skipped_images": skipped_total,
+                            "time": time.time(),
                         }
                         with open(log_path, "a") as f:
                             f.write(json.dumps(rec) + "\n")
                         for k in ("loss", "lr", "images_per_s", "ms_per_step"):
                             writer.add_scalar(f"train/{k}", rec[k], s.iteration)
-                        bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.3g}", img_s=f"{rec['images_per_s']:.0f}")
+                        bar.set_postfix(
+                            loss=f"{rec['loss']:.3f}",
+                            lr=f"{rec['lr']:.3g}",
+                            img_s=f"{rec['images_per_s']:.0f}",
+                        )
                         window, t_last, n_last = [], time.perf_counter(), 0
                     every = cfg.run.checkpoint_every_iters
                     end_of_epoch = s.batch == self.iters_per_epoch
@@ -331,7 +447,10 @@ class Trainer:
                     if s.iteration >= total_iters:
                         break
                 if skipped_total and main:
-                    log.warning("%d unreadable images skipped so far (see warnings above for the files)", skipped_total)
+                    log.warning(
+                        "%d unreadable images skipped so far (see warnings above for the files)",
+                        skipped_total,
+                    )
         finally:
             bar.close()
             if writer is not None:
@@ -339,7 +458,9 @@ class Trainer:
         return self.ckpt_path
 
 
-def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: str | Path | bool = False, progress: bool = True) -> Path:
+def pretrain(
+    cfg: PretrainConfig, out_dir: str | Path, *, resume: str | Path | bool = False, progress: bool = True
+) -> Path:
     """Run (or resume) SwAV pretraining into ``out_dir``; returns the final checkpoint path.
 
     Under torch.distributed every process waits for the others (rank 0 writes the last
@@ -347,7 +468,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: str | Path | bool
     live gloo connections can abort."""
     started_here = not (dist.is_available() and dist.is_initialized())
     try:
-        path = Trainer(cfg, out_dir, resume, progress).fit()
+        path = Trainer(cfg, out_dir, resume=resume, progress=progress).fit()
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
         return path

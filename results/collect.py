@@ -15,10 +15,40 @@ from swavbench import durable, registry
 from swavbench.registry import benchmark_id
 
 COLUMNS = [
-    "model", "protocol", "benchmark", "dataset", "metric", "value", "seed", "arch", "pretrain_epochs", "mode",
-    "layer", "bn_mode", "epochs", "lr", "crop", "subset", "wall_time_s", "gpu_hours", "device", "checkpoint", "record",
+    "model",
+    "protocol",
+    "benchmark",
+    "dataset",
+    "metric",
+    "value",
+    "seed",
+    "arch",
+    "pretrain_epochs",
+    "mode",
+    "layer",
+    "bn_mode",
+    "epochs",
+    "lr",
+    "crop",
+    "subset",
+    "wall_time_s",
+    "gpu_hours",
+    "device",
+    "checkpoint",
+    "record",
 ]
-REQUIRED = ("protocol", "status", "metrics", "model", "dataset", "seed", "config", "checkpoint", "wall_time_s", "device")
+REQUIRED = (
+    "protocol",
+    "status",
+    "metrics",
+    "model",
+    "dataset",
+    "seed",
+    "config",
+    "checkpoint",
+    "wall_time_s",
+    "device",
+)
 
 
 @dataclass
@@ -50,16 +80,31 @@ def record_rows(data: dict, path: Path) -> list[dict]:
     wall = float(data.get("wall_time_s") or 0.0)
     entry = registry.for_benchmark(benchmark_id(protocol, cfg))
     base = {
-        "model": data["model"] or Path(data.get("checkpoint", "")).stem, "protocol": protocol,
-        "benchmark": benchmark_id(protocol, cfg), "dataset": data["dataset"], "seed": int(data["seed"]),
-        "arch": data.get("arch"), "pretrain_epochs": data.get("pretrain_epochs"), "mode": cfg.get("mode", ""),
-        "layer": "res5-avgpool", "bn_mode": "train" if entry is not None and entry.fine_tunes else "frozen",
-        "epochs": cfg.get("epochs"), "lr": _lr(protocol, cfg), "crop": cfg.get("crop"), "subset": cfg.get("subset", ""),
-        "wall_time_s": wall, "gpu_hours": 0.0 if device.startswith("cpu") else wall / 3600.0, "device": device,
-        "checkpoint": data.get("checkpoint"), "record": str(path),
+        "model": data["model"] or Path(data.get("checkpoint", "")).stem,
+        "protocol": protocol,
+        "benchmark": benchmark_id(protocol, cfg),
+        "dataset": data["dataset"],
+        "seed": int(data["seed"]),
+        "arch": data.get("arch"),
+        "pretrain_epochs": data.get("pretrain_epochs"),
+        "mode": cfg.get("mode", ""),
+        "layer": "res5-avgpool",
+        "bn_mode": "train" if entry is not None and entry.fine_tunes else "frozen",
+        "epochs": cfg.get("epochs"),
+        "lr": _lr(protocol, cfg),
+        "crop": cfg.get("crop"),
+        "subset": cfg.get("subset", ""),
+        "wall_time_s": wall,
+        "gpu_hours": 0.0 if device.startswith("cpu") else wall / 3600.0,
+        "device": device,
+        "checkpoint": data.get("checkpoint"),
+        "record": str(path),
     }
-    return [{**base, "metric": k, "value": float(v)} for k, v in data["metrics"].items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [
+        {**base, "metric": k, "value": float(v)}
+        for k, v in data["metrics"].items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
 
 
 def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], list[Failed]]:
@@ -84,14 +129,20 @@ def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], li
             problems.append(Problem(str(path), "not a JSON object"))
             continue
         if data.get("schema_version") != SCHEMA_VERSION:
-            problems.append(Problem(str(path), f"schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}"))
+            problems.append(
+                Problem(
+                    str(path), f"schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}"
+                )
+            )
             continue
         missing = sorted(k for k in REQUIRED if k not in data)
         if missing:
             problems.append(Problem(str(path), f"missing fields: {', '.join(missing)}"))
             continue
         if data["status"] != "ok":
-            failed.append(Failed(str(path), data["model"], data["protocol"], data["dataset"], str(data.get("error"))))
+            failed.append(
+                Failed(str(path), data["model"], data["protocol"], data["dataset"], str(data.get("error")))
+            )
             continue
         if not isinstance(data["metrics"], dict) or not data["metrics"]:
             problems.append(Problem(str(path), "status ok but no metrics"))
@@ -101,7 +152,11 @@ def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], li
         except (KeyError, TypeError, ValueError) as e:
             problems.append(Problem(str(path), f"unreadable field ({type(e).__name__}: {e})"))
     df = pd.DataFrame(rows, columns=COLUMNS)
-    return df.sort_values(["model", "benchmark", "dataset", "metric", "seed"], ignore_index=True), problems, failed
+    return (
+        df.sort_values(["model", "benchmark", "dataset", "metric", "seed"], ignore_index=True),
+        problems,
+        failed,
+    )
 
 
 def save(df: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:

@@ -38,7 +38,10 @@ def protocol_bars(df: pd.DataFrame, out: Path) -> list[Path]:
             continue
         g = grp[grp.metric == metrics[0]].sort_values("mean", ascending=False)
         fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(g)), 3.2))
-        colors = ["#888888" if m == "random" else "#d98c1f" if m.startswith("supervised") else "#2b6cb0" for m in g.model]
+        colors = [
+            "#888888" if m == "random" else "#d98c1f" if m.startswith("supervised") else "#2b6cb0"
+            for m in g.model
+        ]
         ax.bar(g.model, g["mean"], yerr=g["std"], color=colors, capsize=3)
         ax.set_ylabel(metrics[0])
         ax.set_title(f"{bench} on {dataset}")
@@ -49,14 +52,21 @@ def protocol_bars(df: pd.DataFrame, out: Path) -> list[Path]:
 
 def accuracy_vs_epochs(df: pd.DataFrame, out: Path) -> list[Path]:
     agg = aggregate(df, by_epochs=True)
-    sub = agg[agg.pretrain_epochs.notna() & (((agg.benchmark == "linear") & (agg.metric == "top1"))
-                                             | ((agg.benchmark == "knn") & (agg.metric == "k20_top1")))]
+    sub = agg[
+        agg.pretrain_epochs.notna()
+        & (
+            ((agg.benchmark == "linear") & (agg.metric == "top1"))
+            | ((agg.benchmark == "knn") & (agg.metric == "k20_top1"))
+        )
+    ]
     if sub.empty or sub.pretrain_epochs.nunique() < 2:
         return []
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for (model, bench, dataset), g in sub.groupby(["model", "benchmark", "dataset"]):
         g = g.sort_values("pretrain_epochs")
-        ax.errorbar(g.pretrain_epochs, g["mean"], yerr=g["std"], marker="o", label=f"{model} ({bench}, {dataset})")
+        ax.errorbar(
+            g.pretrain_epochs, g["mean"], yerr=g["std"], marker="o", label=f"{model} ({bench}, {dataset})"
+        )
     ax.set_xlabel("pretraining epochs")
     ax.set_ylabel("top-1 (%)")
     ax.legend(fontsize=7)
@@ -86,7 +96,9 @@ def sweep_heatmap(df: pd.DataFrame, out: Path) -> list[Path]:
         if metric is None:
             continue
         g = grp[grp.metric == metric]
-        grid = pd.DataFrame({a: [params[m][a] for m in g.model], b: [params[m][b] for m in g.model], "v": g["mean"].values})
+        grid = pd.DataFrame(
+            {a: [params[m][a] for m in g.model], b: [params[m][b] for m in g.model], "v": g["mean"].values}
+        )
         pivot = grid.pivot_table(index=a, columns=b, values="v")
         fig, ax = plt.subplots(figsize=(1.2 * pivot.shape[1] + 2, 0.8 * pivot.shape[0] + 1.5))
         im = ax.imshow(pivot.values, cmap="viridis")
@@ -125,4 +137,9 @@ def all_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     if df.empty:
         return []
-    return protocol_bars(df, out_dir) + accuracy_vs_epochs(df, out_dir) + sweep_heatmap(df, out_dir) + loss_curves(df, out_dir)
+    return (
+        protocol_bars(df, out_dir)
+        + accuracy_vs_epochs(df, out_dir)
+        + sweep_heatmap(df, out_dir)
+        + loss_curves(df, out_dir)
+    )

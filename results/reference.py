@@ -23,19 +23,34 @@ def load_reference(extra: list[str | Path] = ()) -> pd.DataFrame:
         df = pd.read_csv(path)
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
-            raise ValueError(f"reference file {path} lacks columns {', '.join(missing)} (needs {', '.join(COLUMNS)})")
+            raise ValueError(
+                f"reference file {path} lacks columns {', '.join(missing)} (needs {', '.join(COLUMNS)})"
+            )
         frames.append(df[COLUMNS])
     ref = pd.concat(frames, ignore_index=True)
     ref["benchmark"] = [PROTOCOL_ALIASES.get((p, d), p) for p, d in zip(ref["protocol"], ref["dataset"])]
     return ref
 
 
-def published(ref: pd.DataFrame, family: str, benchmark: str, dataset: str, metric: str, arch: str = "resnet50",
-              pretrain_epochs: int | None = None) -> tuple[float, str] | None:
+def published(
+    ref: pd.DataFrame,
+    family: str,
+    benchmark: str,
+    *,
+    dataset: str,
+    metric: str,
+    arch: str = "resnet50",
+    pretrain_epochs: int | None = None,
+) -> tuple[float, str] | None:
     """(value, source) of the published number for a model family ('swav' / 'supervised'), if any.
     For SwAV the row with the given pretraining epochs, else the longest schedule."""
-    m = ref[(ref.model == family) & (ref.benchmark == benchmark) & (ref.dataset == dataset) & (ref.metric == metric)
-            & (ref.arch == arch)]
+    m = ref[
+        (ref.model == family)
+        & (ref.benchmark == benchmark)
+        & (ref.dataset == dataset)
+        & (ref.metric == metric)
+        & (ref.arch == arch)
+    ]
     if m.empty:
         return None
     if family == "swav":

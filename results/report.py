@@ -22,8 +22,14 @@ class Report:
     n_problems: int
 
 
-def make_report(run_dirs: list[str | Path], out_dir: str | Path, tolerance: float = 1.0,
-                references: list[str | Path] = (), title: str = "swav-bench report") -> Report:
+def make_report(
+    run_dirs: list[str | Path],
+    out_dir: str | Path,
+    tolerance: float = 1.0,
+    *,
+    references: list[str | Path] = (),
+    title: str = "swav-bench report",
+) -> Report:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df, problems, failed = collect(run_dirs)
@@ -36,14 +42,24 @@ def make_report(run_dirs: list[str | Path], out_dir: str | Path, tolerance: floa
     issues = issues_text(problems, failed)
     legend = f"{LEGEND}; tolerance {tolerance:g} points"
     term = "\n\n".join([terminal(t) for t in tables] + [legend] + ([issues] if issues else []))
-    md = "\n\n".join([f"# {title}", legend] + [markdown(t) for t in tables]
-                     + [f"![{p.stem}](plots/{p.name})" for p in plots]
-                     + (["## Failed and skipped records", "```", issues, "```"] if issues else [])) + "\n"
+    md = (
+        "\n\n".join(
+            [f"# {title}", legend]
+            + [markdown(t) for t in tables]
+            + [f"![{p.stem}](plots/{p.name})" for p in plots]
+            + (["## Failed and skipped records", "```", issues, "```"] if issues else [])
+        )
+        + "\n"
+    )
     tex = "% requires \\usepackage{booktabs,amssymb}\n" + "\n\n".join(latex(t) for t in tables) + "\n"
     files = {
-        "parquet": parquet, "csv": csv,
-        "markdown": durable.write_text(out / "report.md", md), "latex": durable.write_text(out / "report.tex", tex),
-        "html": durable.write_text(out / "report.html", html_report(tables, plots, problems, failed, title)),
+        "parquet": parquet,
+        "csv": csv,
+        "markdown": durable.write_text(out / "report.md", md),
+        "latex": durable.write_text(out / "report.tex", tex),
+        "html": durable.write_text(
+            out / "report.html", html_report(tables, plots, problems, failed=failed, title=title)
+        ),
     }
     files.update({p.stem: p for p in plots})
     return Report(term, files, len(df), len(failed), len(problems))

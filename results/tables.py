@@ -26,7 +26,7 @@ class Cell:
     reproduced: bool | None = None
     best: bool = False
 
-    def text(self, marks: bool = True) -> str:
+    def text(self, *, marks: bool = True) -> str:
         s = f"{self.mean:.1f}" + (f" ± {self.std:.1f}" if self.n > 1 else "")
         if self.delta is not None and marks:
             s += f" ({self.delta:+.1f} {'✓' if self.reproduced else '✗'})"
@@ -58,7 +58,7 @@ def headline_metrics(benchmark: str) -> list[str]:
     return list(entry.headline) if entry else []
 
 
-def aggregate(df: pd.DataFrame, by_epochs: bool = False) -> pd.DataFrame:
+def aggregate(df: pd.DataFrame, *, by_epochs: bool = False) -> pd.DataFrame:
     """mean / std (sample, 0 for one seed) / n over seeds per (model, benchmark, dataset, metric).
 
     A model evaluated at several pretraining epochs counts with its last one, unless
@@ -68,7 +68,12 @@ def aggregate(df: pd.DataFrame, by_epochs: bool = False) -> pd.DataFrame:
     if not by_epochs:
         df = df[df["pretrain_epochs"] == df.groupby("model")["pretrain_epochs"].transform("max")]
     keys = ["model", "pretrain_epochs", "benchmark", "dataset", "metric"]
-    out = df.groupby(keys, sort=True)["value"].agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
+    out = (
+        df.groupby(keys, sort=True)["value"]
+        .agg(["mean", "std", "count"])
+        .reset_index()
+        .rename(columns={"count": "n"})
+    )
     out["std"] = out["std"].fillna(0.0)
     out["pretrain_epochs"] = out["pretrain_epochs"].where(out["pretrain_epochs"] >= 0)
     out["arch"] = out["model"].map(df.groupby("model")["arch"].first())
@@ -81,24 +86,56 @@ def family(model: str) -> str | None:
     return "supervised" if model.startswith("supervised") else "swav"
 
 
-def build(title: str, agg: pd.DataFrame, ref: pd.DataFrame, columns: list[Column], tolerance: float,
-          published_rows: bool = True, mark_best: bool = False, note: str = "") -> Table:
+def build(
+    title: str,
+    agg: pd.DataFrame,
+    ref: pd.DataFrame,
+    *,
+    columns: list[Column],
+    tolerance: float,
+    published_rows: bool = True,
+    mark_best: bool = False,
+    note: str = "",
+) -> Table:
     table = Table(title, columns, note=note)
-    models = sorted({m for c in columns for m in agg[(agg.benchmark == c.benchmark) & (agg.dataset == c.dataset)
-                                                     & (agg.metric == c.metric)].model})
+    models = sorted(
+        {
+            m
+            for c in columns
+            for m in agg[
+                (agg.benchmark == c.benchmark) & (agg.dataset == c.dataset) & (agg.metric == c.metric)
+            ].model
+        }
+    )
     order = {"supervised": 1, "random": 2}
     for model in sorted(models, key=lambda m: (order.get(m, 0), m)):
         cells = {}
         for c in columns:
-            hit = agg[(agg.model == model) & (agg.benchmark == c.benchmark) & (agg.dataset == c.dataset)
-                      & (agg.metric == c.metric)]
+            hit = agg[
+                (agg.model == model)
+                & (agg.benchmark == c.benchmark)
+                & (agg.dataset == c.dataset)
+                & (agg.metric == c.metric)
+            ]
             if hit.empty:
                 continue
             r = hit.iloc[0]
             cell = Cell(float(r["mean"]), float(r["std"]), int(r["n"]))
             fam = family(model)
             epochs = None if pd.isna(r["pretrain_epochs"]) else int(r["pretrain_epochs"])
-            pub = published(ref, fam, c.benchmark, c.dataset, c.metric, str(r["arch"]), epochs) if fam else None
+            pub = (
+                published(
+                    ref,
+                    fam,
+                    c.benchmark,
+                    dataset=c.dataset,
+                    metric=c.metric,
+                    arch=str(r["arch"]),
+                    pretrain_epochs=epochs,
+                )
+                if fam
+                else None
+            )
             if pub:
                 cell.published = pub[0]
                 cell.delta = cell.mean - pub[0]
@@ -114,7 +151,7 @@ def build(title: str, agg: pd.DataFrame, ref: pd.DataFrame, columns: list[Column
         for fam, name in (("swav", "SwAV (published)"), ("supervised", "Supervised (published)")):
             cells = {}
             for c in columns:
-                pub = published(ref, fam, c.benchmark, c.dataset, c.metric)
+                pub = published(ref, fam, c.benchmark, dataset=c.dataset, metric=c.metric)
                 if pub:
                     cells[c.header] = Cell(pub[0])
             if cells:
@@ -122,7 +159,9 @@ def build(title: str, agg: pd.DataFrame, ref: pd.DataFrame, columns: list[Column
     return table
 
 
-def columns_for(agg: pd.DataFrame, ref: pd.DataFrame, benchmarks: list[str], transfer: bool | None) -> list[Column]:
+def columns_for(
+    agg: pd.DataFrame, ref: pd.DataFrame, benchmarks: list[str], *, transfer: bool | None
+) -> list[Column]:
     """Headline columns for the given benchmarks present in results (or in the published numbers)."""
     present = agg[["benchmark", "dataset"]].drop_duplicates().itertuples(index=False)
     pairs = {(b, d) for b, d in present if b in benchmarks or b.split("-")[0] in benchmarks}
@@ -135,7 +174,8 @@ def columns_for(agg: pd.DataFrame, ref: pd.DataFrame, benchmarks: list[str], tra
     for b, d in sorted(pairs, key=lambda p: (benchmarks.index(p[0]) if p[0] in benchmarks else 99, p)):
         for m in headline_metrics(b):
             if ((agg.benchmark == b) & (agg.dataset == d) & (agg.metric == m)).any() or (
-                    (ref.benchmark == b) & (ref.dataset == d) & (ref.metric == m)).any():
+                (ref.benchmark == b) & (ref.dataset == d) & (ref.metric == m)
+            ).any():
                 cols.append(Column(b, d, m))
     return cols
 
@@ -146,20 +186,42 @@ def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) ->
     tables = []
     t1 = columns_for(agg, ref, benchmarks_of_table(1), transfer=False)
     if t1:
-        tables.append(build("Table 1 — linear evaluation and kNN on frozen features", agg, ref, t1, tolerance))
+        tables.append(
+            build(
+                "Table 1 — linear evaluation and kNN on frozen features",
+                agg,
+                ref,
+                columns=t1,
+                tolerance=tolerance,
+            )
+        )
     t2 = columns_for(agg, ref, benchmarks_of_table(2), transfer=None)
     if t2:
-        tables.append(build("Table 2 — semi-supervised fine-tuning", agg, ref, t2, tolerance))
+        tables.append(
+            build("Table 2 — semi-supervised fine-tuning", agg, ref, columns=t2, tolerance=tolerance)
+        )
     t3 = columns_for(agg, ref, benchmarks_of_table(3), transfer=True)
     if t3:
-        tables.append(build("Table 3 — transfer", agg, ref, t3, tolerance))
+        tables.append(build("Table 3 — transfer", agg, ref, columns=t3, tolerance=tolerance))
     variants = sorted(set(agg.model) - {"random"} - {m for m in agg.model if m.startswith("supervised")})
     if len(variants) > 1:
-        cols = [c for c in columns_for(agg, ref, all_benchmarks(), transfer=None)
-                if ((agg.benchmark == c.benchmark) & (agg.dataset == c.dataset)).any()]
+        cols = [
+            c
+            for c in columns_for(agg, ref, all_benchmarks(), transfer=None)
+            if ((agg.benchmark == c.benchmark) & (agg.dataset == c.dataset)).any()
+        ]
         sweep = agg[agg.model.isin(variants)]
-        tables.append(build("Sweep — one row per pretraining variant (best per column marked)", sweep, ref, cols,
-                            tolerance, published_rows=False, mark_best=True))
+        tables.append(
+            build(
+                "Sweep — one row per pretraining variant (best per column marked)",
+                sweep,
+                ref,
+                columns=cols,
+                tolerance=tolerance,
+                published_rows=False,
+                mark_best=True,
+            )
+        )
     length = training_length(aggregate(df, by_epochs=True), ref)
     if length is not None:
         tables.append(length)
@@ -169,8 +231,12 @@ def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) ->
 def training_length(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:
     """Pretraining epochs -> linear (else kNN) top-1, per model, with the published schedule rows."""
     for bench, metric in (("linear", "top1"), ("knn", "k20_top1")):
-        sub = agg[(agg.benchmark == bench) & (agg.metric == metric) & agg.pretrain_epochs.notna()
-                  & ~agg.dataset.isin(TRANSFER_DATASETS)]
+        sub = agg[
+            (agg.benchmark == bench)
+            & (agg.metric == metric)
+            & agg.pretrain_epochs.notna()
+            & ~agg.dataset.isin(TRANSFER_DATASETS)
+        ]
         if not sub.empty:
             break
     else:
@@ -178,15 +244,29 @@ def training_length(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:
     cols = [Column(bench, d, metric) for d in sorted(sub.dataset.unique())]
     table = Table("Training length — pretraining epochs vs top-1", cols)
     for (model, epochs), grp in sub.groupby(["model", "pretrain_epochs"]):
-        cells = {f"{bench} {r.dataset} {metric}": Cell(float(r["mean"]), float(r["std"]), int(r["n"]))
-                 for _, r in grp.iterrows()}
+        cells = {
+            f"{bench} {r.dataset} {metric}": Cell(float(r["mean"]), float(r["std"]), int(r["n"]))
+            for _, r in grp.iterrows()
+        }
         table.rows.append((f"{model} @ {int(epochs)} ep", cells))
-    pub = ref[(ref.model == "swav") & (ref.benchmark == "linear") & (ref.dataset == "imagenet") & (ref.metric == "top1")
-              & (ref.arch == "resnet50") & ref.table.astype(str).eq("zoo")]
+    pub = ref[
+        (ref.model == "swav")
+        & (ref.benchmark == "linear")
+        & (ref.dataset == "imagenet")
+        & (ref.metric == "top1")
+        & (ref.arch == "resnet50")
+        & ref.table.astype(str).eq("zoo")
+    ]
     for _, r in pub.sort_values("pretrain_epochs").iterrows():
         if not math.isnan(r.pretrain_epochs):
-            table.rows.append((f"SwAV published @ {int(r.pretrain_epochs)} ep (ImageNet, bs 4096)",
-                               {"linear imagenet top1": Cell(float(r.value))}))
-    if any("linear imagenet top1" in cells for _, cells in table.rows) and not any(c.header == "linear imagenet top1" for c in cols):
+            table.rows.append(
+                (
+                    f"SwAV published @ {int(r.pretrain_epochs)} ep (ImageNet, bs 4096)",
+                    {"linear imagenet top1": Cell(float(r.value))},
+                )
+            )
+    if any("linear imagenet top1" in cells for _, cells in table.rows) and not any(
+        c.header == "linear imagenet top1" for c in cols
+    ):
         table.columns.append(Column("linear", "imagenet", "top1"))
     return table

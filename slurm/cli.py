@@ -12,10 +12,16 @@ EXECUTORS = ["auto", "slurm", "local", "debug"]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", default="cpu-small", help="suite preset (configs/suites/) or YAML path (default cpu-small)")
+    p.add_argument(
+        "--suite", default="cpu-small", help="suite preset (configs/suites/) or YAML path (default cpu-small)"
+    )
     p.add_argument("--run-dir", required=True, help="where jobs write their outputs, logs and launch.json")
-    p.add_argument("--executor", choices=EXECUTORS, default="auto",
-                   help="auto: SLURM when sbatch exists, else local processes; debug runs in this process")
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="auto",
+        help="auto: SLURM when sbatch exists, else local processes; debug runs in this process",
+    )
     p.add_argument("--force", action="store_true", help="re-run jobs whose record already says ok")
     p.add_argument("--dry-run", action="store_true", help="print the job graph and resources; submit nothing")
     p.add_argument("--wait", action="store_true", help="block until every submitted job ended")
@@ -23,9 +29,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    launch = sub.add_parser("launch", help="submit evaluation suites, pretrain->eval pipelines and sweeps (submitit)",
-                            description="Turn 'evaluate this checkpoint' or 'pretrain these variants and evaluate "
-                            "each' into jobs (SLURM, local processes or in-process). Re-running is idempotent.")
+    launch = sub.add_parser(
+        "launch",
+        help="submit evaluation suites, pretrain->eval pipelines and sweeps (submitit)",
+        description="Turn 'evaluate this checkpoint' or 'pretrain these variants and evaluate "
+        "each' into jobs (SLURM, local processes or in-process). Re-running is idempotent.",
+    )
     kinds = launch.add_subparsers(dest="kind", required=True, metavar="KIND")
     s = kinds.add_parser("suite", help="one job per protocol run of a suite on a checkpoint")
     s.add_argument("--checkpoint", required=True)
@@ -34,38 +43,63 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("pipeline", help="pretraining job, then the suite on its final checkpoint (afterok)")
     p.add_argument("--config", default="cpu-small", help="pretraining preset")
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
-    p.add_argument("--eval-epochs", default="", help="also evaluate these intermediate epochs, e.g. 100,200,400 "
-                   "(checkpoints kept every run.keep_epoch_checkpoints epochs)")
+    p.add_argument(
+        "--eval-epochs",
+        default="",
+        help="also evaluate these intermediate epochs, e.g. 100,200,400 "
+        "(checkpoints kept every run.keep_epoch_checkpoints epochs)",
+    )
     _common(p)
     p.set_defaults(func=run_launch)
     w = kinds.add_parser("sweep", help="one pipeline per variant of a sweep YAML (grid or list of overrides)")
-    w.add_argument("--sweep", required=True, help="YAML with 'grid: {section.key: [values]}' and/or 'variants: [...]'")
+    w.add_argument(
+        "--sweep", required=True, help="YAML with 'grid: {section.key: [values]}' and/or 'variants: [...]'"
+    )
     w.add_argument("--config", default="cpu-small", help="pretraining preset the variants override")
-    w.add_argument("--eval-epochs", default="", help="also evaluate these intermediate epochs of every variant")
+    w.add_argument(
+        "--eval-epochs", default="", help="also evaluate these intermediate epochs of every variant"
+    )
     _common(w)
     w.set_defaults(func=run_launch)
     r = sub.add_parser(
-        "run", help="the main job: pretrain SwAV + a supervised baseline, evaluate them and a random trunk, report",
-        description="Pretrain SwAV and the supervised baseline on the same data, run the suite on both checkpoints "
-        "and on a random-init trunk of the same architecture, then print the paper-shaped report and write it "
-        "(Markdown, LaTeX, HTML with plots) to OUT/report. Re-running skips what is done and continues what was "
+        "run",
+        help="the main job: pretrain SwAV + a supervised baseline, evaluate them and a random trunk, report",
+        description="Pretrain SwAV and the supervised baseline on the same data, "
+        "run the suite on both checkpoints "
+        "and on a random-init trunk of the same architecture, "
+        "then print the paper-shaped report and write it "
+        "(Markdown, LaTeX, HTML with plots) to OUT/report. "
+        "Re-running skips what is done and continues what was "
         "interrupted.",
-        epilog="examples:\n  swavbench run                                   # cpu-small, local processes, ~15 min on 2 cores\n"
+        epilog="examples:\n"
+        "  swavbench run                                   # cpu-small, local processes, ~15 min on 2 cores\n"
         "  swavbench run --config paper --executor slurm --data-root /datasets --dry-run",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("--config", default="cpu-small", help="main-job preset (configs/main/) or YAML path (default cpu-small)")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument(
+        "--config",
+        default="cpu-small",
+        help="main-job preset (configs/main/) or YAML path (default cpu-small)",
+    )
     r.add_argument("--executor", choices=EXECUTORS, help="override the preset's executor (cpu-small: local)")
     r.add_argument("--out", help="run folder (default runs/main-<config>)")
     add_data_root_argument(r)
     r.add_argument("--seeds", type=int, help="number of seeds (0..N-1) instead of the preset's list")
     r.add_argument("--force", action="store_true", help="re-run jobs that already finished")
-    r.add_argument("--dry-run", action="store_true", help="print the job graph, resources and GPU-hours; submit nothing")
+    r.add_argument(
+        "--dry-run", action="store_true", help="print the job graph, resources and GPU-hours; submit nothing"
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress line (logs only)")
-    r.add_argument("overrides", nargs="*", metavar="key=value", help="main-config overrides, e.g. max_parallel=1")
+    r.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="main-config overrides, e.g. max_parallel=1"
+    )
     r.set_defaults(func=run_main_job)
-    st = sub.add_parser("status", help="state of every job of a launch run directory",
-                        description="One row per job: state (pending/running/requeued/done/failed/missing), SLURM id, "
-                        "elapsed time, and the headline metric or the end of the error.")
+    st = sub.add_parser(
+        "status",
+        help="state of every job of a launch run directory",
+        description="One row per job: state (pending/running/requeued/done/failed/missing), SLURM id, "
+        "elapsed time, and the headline metric or the end of the error.",
+    )
     st.add_argument("run_dir")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=run_status)
@@ -87,25 +121,41 @@ def run_launch(args: argparse.Namespace) -> int:
 
     try:
         suite = load_suite(args.suite)
-        launcher = Launcher(args.run_dir, args.executor, args.force, args.dry_run)
+        launcher = Launcher(args.run_dir, args.executor, force=args.force, dry_run=args.dry_run)
         if args.kind == "suite":
             planned = launcher.suite(suite, args.checkpoint)
         elif args.kind == "pipeline":
-            planned = launcher.pipeline(args.config, list(args.overrides), suite, suite.pretrain,
-                                        eval_epochs=epochs_list(args.eval_epochs))
+            planned = launcher.pipeline(
+                args.config,
+                list(args.overrides),
+                suite,
+                resources=suite.pretrain,
+                eval_epochs=epochs_list(args.eval_epochs),
+            )
         else:
             planned = []
             for name, overrides in expand_sweep(args.sweep):
-                sub = Launcher(Path(args.run_dir) / name, args.executor, args.force, args.dry_run)
-                planned += sub.pipeline(args.config, overrides, suite, suite.pretrain, name=f"pretrain-{name}",
-                                        eval_epochs=epochs_list(args.eval_epochs))
+                sub = Launcher(
+                    Path(args.run_dir) / name, args.executor, force=args.force, dry_run=args.dry_run
+                )
+                planned += sub.pipeline(
+                    args.config,
+                    overrides,
+                    suite,
+                    resources=suite.pretrain,
+                    name=f"pretrain-{name}",
+                    eval_epochs=epochs_list(args.eval_epochs),
+                )
                 launcher.jobs.update(sub.jobs)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"swavbench launch: error: {e}", file=sys.stderr)
         return 2
     for p in planned:
         dep = f" after {p.depends_on}" if p.depends_on else ""
-        print(f"{p.action:<10} {p.kind:<8} {p.name:<32} job {p.job_id or '-'}{dep}  [{p.resources}]  -> {p.out_dir}")
+        print(
+            f"{p.action:<10} {p.kind:<8} {p.name:<32} job {p.job_id or '-'}{dep}  "
+            f"[{p.resources}]  -> {p.out_dir}"
+        )
     if args.wait:
         for key, outcome in launcher.wait().items():
             if outcome != "ok":
@@ -126,8 +176,14 @@ def run_main_job(args: argparse.Namespace) -> int:
         if args.seeds:
             cfg.seeds = list(range(args.seeds))
         out = Path(args.out or f"runs/main-{Path(args.config).stem}")
-        result = run_main(cfg, out, force=args.force, dry_run=args.dry_run, progress=not args.no_progress,
-                          executor=args.executor)
+        result = run_main(
+            cfg,
+            out,
+            force=args.force,
+            dry_run=args.dry_run,
+            progress=not args.no_progress,
+            executor=args.executor,
+        )
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"swavbench run: error: {e}", file=sys.stderr)
         return 2
@@ -135,17 +191,24 @@ def run_main_job(args: argparse.Namespace) -> int:
         for p in result["planned"]:
             dep = f" after {p.depends_on}" if p.depends_on else ""
             print(f"{p.action:<10} {p.kind:<8} {p.name:<40}{dep}  [{p.resources}]")
-        print(f"{len(result['planned'])} jobs; at most {result['gpu_hours']:.0f} GPU-hours (sum of gpus x time limits)")
+        print(
+            f"{len(result['planned'])} jobs; at most {result['gpu_hours']:.0f} GPU-hours "
+            "(sum of gpus x time limits)"
+        )
         return 0
-    evals = [p.out_dir for p in result["planned"] if p.kind == "eval"]  # not records of earlier configs in jobs/
+    evals = [
+        p.out_dir for p in result["planned"] if p.kind == "eval"
+    ]  # not records of earlier configs in jobs/
     report = make_report(evals, out / "report", title=f"swavbench run --config {args.config}")
     print(report.terminal)
     for line in swav_vs_random(evals):
         print(line)
     for line in result["failed"]:
         print(f"failed: {line}", file=sys.stderr)
-    print(f"report: {report.files['html'].resolve()} (and report.md, report.tex, plots/); "
-          f"jobs: swavbench status {result['jobs_dir']}; wall {result['elapsed_s']:.0f} s")
+    print(
+        f"report: {report.files['html'].resolve()} (and report.md, report.tex, plots/); "
+        f"jobs: swavbench status {result['jobs_dir']}; wall {result['elapsed_s']:.0f} s"
+    )
     return 1 if result["failed"] else 0
 
 

@@ -31,7 +31,7 @@ def stable_hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def protocol_config(protocol: str, preset: str, overrides: list[str], seed: int):
+def protocol_config(protocol: str, preset: str, overrides: list[str], *, seed: int):
     """The resolved config of one suite entry at ``seed`` (what its key and its job use)."""
     return registry.get(protocol).load_config(preset, [*overrides, f"seed={seed}"])
 
@@ -41,7 +41,10 @@ def max_gpu_hours(r: Resources) -> float:
 
 
 def describe(r: Resources) -> str:
-    return f"nodes={r.nodes} gpus/node={r.gpus} cpus={r.cpus} mem={r.mem_gb}G time={r.time_min}min (<= {max_gpu_hours(r):g} GPU-h)"
+    return (
+        f"nodes={r.nodes} gpus/node={r.gpus} cpus={r.cpus} mem={r.mem_gb}G time={r.time_min}min "
+        f"(<= {max_gpu_hours(r):g} GPU-h)"
+    )
 
 
 class EvalJob(submitit.helpers.Checkpointable):
@@ -49,15 +52,24 @@ class EvalJob(submitit.helpers.Checkpointable):
     requeued (at most max_requeues times) and the protocol continues from its own state in the output
     folder (linear: heads per epoch; detection: every checkpoint_every iterations; others restart)."""
 
-    def __init__(self, protocol: str, preset: str, overrides: list[str], *, seed: int, checkpoint: str,
-                 out_dir: str, data_root: str = ""):
+    def __init__(
+        self,
+        protocol: str,
+        preset: str,
+        overrides: list[str],
+        *,
+        seed: int,
+        checkpoint: str,
+        out_dir: str,
+        data_root: str = "",
+    ):
         self.protocol, self.preset, self.overrides, self.seed = protocol, preset, overrides, seed
         self.checkpoint, self.out_dir, self.data_root = checkpoint, out_dir, data_root
 
     def __call__(self) -> dict:
         if self.data_root:
             set_data_root(self.data_root)
-        cfg = protocol_config(self.protocol, self.preset, self.overrides, self.seed)
+        cfg = protocol_config(self.protocol, self.preset, self.overrides, seed=self.seed)
         return registry.get(self.protocol).runner()(cfg, self.checkpoint, self.out_dir).metrics
 
 
@@ -70,8 +82,12 @@ def export_job_environment() -> None:
         return
     if env.num_tasks <= 1:
         return
-    os.environ.update(RANK=str(env.global_rank), LOCAL_RANK=str(env.local_rank), WORLD_SIZE=str(env.num_tasks),
-                      MASTER_ADDR=env.hostnames[0] if env.hostnames else "127.0.0.1")
+    os.environ.update(
+        RANK=str(env.global_rank),
+        LOCAL_RANK=str(env.local_rank),
+        WORLD_SIZE=str(env.num_tasks),
+        MASTER_ADDR=env.hostnames[0] if env.hostnames else "127.0.0.1",
+    )
     os.environ.setdefault("MASTER_PORT", str(20000 + int(str(env.job_id).split("_")[0]) % 20000))
 
 
@@ -80,8 +96,15 @@ class PretrainJob(submitit.helpers.Checkpointable):
     on timeout or preemption submitit calls ``checkpoint()`` (inherited: resubmit this same callable),
     so the requeued job continues."""
 
-    def __init__(self, preset: str, overrides: list[str], out_dir: str, *, supervised: bool = False,
-                 data_root: str = ""):
+    def __init__(
+        self,
+        preset: str,
+        overrides: list[str],
+        out_dir: str,
+        *,
+        supervised: bool = False,
+        data_root: str = "",
+    ):
         self.preset, self.overrides, self.out_dir, self.supervised = preset, overrides, out_dir, supervised
         self.data_root = data_root
 
@@ -92,7 +115,7 @@ class PretrainJob(submitit.helpers.Checkpointable):
         if self.supervised:
             from pretrain.supervised import CONFIG_DIR, SupervisedConfig, train_supervised
 
-            cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, self.preset, self.overrides)
+            cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, self.preset, overrides=self.overrides)
             return str(train_supervised(cfg, self.out_dir, resume=True, progress=False))
         from pretrain.train import pretrain
 
@@ -100,12 +123,12 @@ class PretrainJob(submitit.helpers.Checkpointable):
         return str(pretrain(cfg, self.out_dir, resume=True, progress=False))
 
 
-def pretrain_settings(preset: str, overrides: list[str], supervised: bool) -> tuple[dict, int]:
+def pretrain_settings(preset: str, overrides: list[str], *, supervised: bool) -> tuple[dict, int]:
     """(config as a dict, number of epochs) of a SwAV or supervised pretraining preset."""
     if supervised:
         from pretrain.supervised import CONFIG_DIR, SupervisedConfig
 
-        cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, preset, overrides)
+        cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, preset, overrides=overrides)
         return {"supervised": asdict(cfg)}, cfg.epochs
     cfg = load_config(preset, overrides)
     return cfg.to_dict(), cfg.optim.epochs
@@ -127,15 +150,33 @@ class Planned:
 class Launcher:
     """Submits jobs of one run directory and keeps its launch.json."""
 
-    def __init__(self, run_dir: str | Path, executor: str = "auto", force: bool = False, dry_run: bool = False,
-                 max_requeues: int = 3, max_parallel: int = 0, on_wait=None):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        executor: str = "auto",
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        max_requeues: int = 3,
+        max_parallel: int = 0,
+        on_wait=None,
+    ):
         """``max_parallel``: local / debug executors run at most this many jobs at once (0: no limit);
         ``on_wait()`` is called about once a second while this launcher waits (progress display)."""
         self.run_dir = Path(run_dir)
-        self.executor_kind, self.force, self.dry_run, self.max_requeues = executor, force, dry_run, max_requeues
+        self.executor_kind, self.force, self.dry_run, self.max_requeues = (
+            executor,
+            force,
+            dry_run,
+            max_requeues,
+        )
         self.max_parallel, self.on_wait = max_parallel, on_wait
-        self.on_planned = None  # called with a suite's planned jobs before they are submitted (progress display)
-        self.adopted: list[str] = []  # live jobs of an earlier launch of this run directory (they count for max_parallel)
+        self.on_planned = (
+            None  # called with a suite's planned jobs before they are submitted (progress display)
+        )
+        self.adopted: list[
+            str
+        ] = []  # live jobs of an earlier launch of this run directory (they count for max_parallel)
         self.state_path = self.run_dir / LAUNCH_STATE
         self.data_root = str(data_root()[0].resolve())  # jobs read their datasets under the launcher's root
         durable.remove_stale_temps(self.run_dir)
@@ -151,12 +192,23 @@ class Launcher:
             return self.executor_kind
         return "slurm" if shutil.which("sbatch") else "local"
 
-    def executor(self, name: str, r: Resources, tasks_per_node: int = 1, dependency: str = "") -> submitit.Executor:
+    def executor(
+        self, name: str, r: Resources, tasks_per_node: int = 1, *, dependency: str = ""
+    ) -> submitit.Executor:
         cluster = self.cluster()
-        ex = submitit.AutoExecutor(folder=str(self.run_dir / "submitit" / "%j"), cluster=cluster,
-                                   slurm_max_num_timeout=self.max_requeues)
-        params = dict(name=name, timeout_min=r.time_min, cpus_per_task=r.cpus, mem_gb=r.mem_gb, nodes=r.nodes,
-                      tasks_per_node=tasks_per_node)
+        ex = submitit.AutoExecutor(
+            folder=str(self.run_dir / "submitit" / "%j"),
+            cluster=cluster,
+            slurm_max_num_timeout=self.max_requeues,
+        )
+        params = dict(
+            name=name,
+            timeout_min=r.time_min,
+            cpus_per_task=r.cpus,
+            mem_gb=r.mem_gb,
+            nodes=r.nodes,
+            tasks_per_node=tasks_per_node,
+        )
         if r.gpus:
             params["gpus_per_node"] = r.gpus
         if cluster == "slurm":
@@ -184,7 +236,7 @@ class Launcher:
         except (ValueError, ProcessLookupError, PermissionError):
             return False
 
-    def _decide(self, p: Planned, done: bool) -> bool:
+    def _decide(self, p: Planned, *, done: bool) -> bool:
         """True when the job must be submitted; sets p.action otherwise."""
         prev = self.state["jobs"].get(p.key, {})
         if done and not self.force:
@@ -208,18 +260,33 @@ class Launcher:
         """Local executors have no queue: hold the next submission while max_parallel jobs run."""
         if not self.max_parallel or self.cluster() == "slurm":
             return
-        while sum(not j.done() for j in self.jobs.values()) + sum(map(self.is_live, self.adopted)) >= self.max_parallel:
+        while (
+            sum(not j.done() for j in self.jobs.values()) + sum(map(self.is_live, self.adopted))
+            >= self.max_parallel
+        ):
             self._tick()
 
     def _record(self, p: Planned, job: submitit.Job, extra: dict) -> None:
         p.action, p.job_id = "submitted", str(job.job_id)
         self.jobs[p.key] = job
-        self.state["jobs"][p.key] = {**asdict(p), **extra, "executor": self.cluster(), "submitted_at": time.time()}
+        self.state["jobs"][p.key] = {
+            **asdict(p),
+            **extra,
+            "executor": self.cluster(),
+            "submitted_at": time.time(),
+        }
         self.save()
 
     # -- suites and pipelines ----------------------------------------------------------------
-    def suite(self, suite: Suite, checkpoint: str, checkpoint_id: str | None = None, after: str = "",
-              prefix: str = "") -> list[Planned]:
+    def suite(
+        self,
+        suite: Suite,
+        checkpoint: str,
+        checkpoint_id: str | None = None,
+        *,
+        after: str = "",
+        prefix: str = "",
+    ) -> list[Planned]:
         """One job per (suite entry, seed) on ``checkpoint``; ``after``: SLURM job id to wait for;
         ``prefix``: added to job names (e.g. the trunk's label)."""
         if checkpoint_id is None:
@@ -228,16 +295,23 @@ class Launcher:
         todo: list[tuple[Planned, object, int]] = []
         for entry in suite.entries:
             for seed in entry.seeds:
-                cfg = protocol_config(entry.protocol, entry.preset, entry.overrides, seed)
+                cfg = protocol_config(entry.protocol, entry.preset, entry.overrides, seed=seed)
                 key = stable_hash([checkpoint_id, entry.protocol, asdict(cfg), seed])
                 name = f"{prefix}{entry.name}-s{seed}"
                 out = self.run_dir / "evals" / f"{name}-{key[:8]}"
-                p = Planned(name, key, "eval", str(out), depends_on=after, resources=describe(entry.resources),
-                            gpu_hours=max_gpu_hours(entry.resources))
+                p = Planned(
+                    name,
+                    key,
+                    "eval",
+                    str(out),
+                    depends_on=after,
+                    resources=describe(entry.resources),
+                    gpu_hours=max_gpu_hours(entry.resources),
+                )
                 planned.append(p)
                 rec = out / RECORD
                 done = rec.is_file() and json.loads(rec.read_text()).get("status") == "ok"
-                if self._decide(p, done):
+                if self._decide(p, done=done):
                     todo.append((p, entry, seed))
         if self.on_planned is not None:
             self.on_planned(planned)
@@ -247,53 +321,88 @@ class Launcher:
             for item in todo:
                 groups.setdefault(json.dumps(asdict(item[1].resources), sort_keys=True), []).append(item)
             for items in groups.values():
-                ex = self.executor(f"{prefix}{suite.name}" if len(items) > 1 else items[0][0].name, items[0][1].resources,
-                                   dependency=after)
+                ex = self.executor(
+                    f"{prefix}{suite.name}" if len(items) > 1 else items[0][0].name,
+                    items[0][1].resources,
+                    dependency=after,
+                )
                 with ex.batch():
-                    jobs = [ex.submit(self._eval_job(e, seed, checkpoint, p)) for p, e, seed in items]
+                    jobs = [ex.submit(self._eval_job(e, seed, checkpoint, p=p)) for p, e, seed in items]
                 for (p, e, seed), job in zip(items, jobs):
                     self._record(p, job, self._eval_extra(e, seed, checkpoint))
             return planned
         for p, entry, seed in todo:
             self.throttle()
-            job = self.executor(p.name, entry.resources, dependency=after).submit(self._eval_job(entry, seed, checkpoint, p))
+            job = self.executor(p.name, entry.resources, dependency=after).submit(
+                self._eval_job(entry, seed, checkpoint, p=p)
+            )
             self._record(p, job, self._eval_extra(entry, seed, checkpoint))
         return planned
 
-    def _eval_job(self, entry, seed: int, checkpoint: str, p: Planned) -> EvalJob:
-        return EvalJob(entry.protocol, entry.preset, entry.overrides, seed=seed, checkpoint=checkpoint,
-                       out_dir=p.out_dir, data_root=self.data_root)
+    def _eval_job(self, entry, seed: int, checkpoint: str, *, p: Planned) -> EvalJob:
+        return EvalJob(
+            entry.protocol,
+            entry.preset,
+            entry.overrides,
+            seed=seed,
+            checkpoint=checkpoint,
+            out_dir=p.out_dir,
+            data_root=self.data_root,
+        )
 
     @staticmethod
     def _eval_extra(entry, seed: int, checkpoint: str) -> dict:
-        return {"protocol": entry.protocol, "preset": entry.preset, "seed": seed, "checkpoint": checkpoint,
-                "resources": asdict(entry.resources)}
+        return {
+            "protocol": entry.protocol,
+            "preset": entry.preset,
+            "seed": seed,
+            "checkpoint": checkpoint,
+            "resources": asdict(entry.resources),
+        }
 
-    def pretrain_job(self, preset: str, overrides: list[str], resources: Resources, name: str = "pretrain",
-                     supervised: bool = False) -> Planned:
-        """Submit a (SwAV or supervised) pretraining job unless its final checkpoint exists or it is live; returns
-        without waiting. The checkpoint is ``Path(p.out_dir) / 'checkpoint.pth'``."""
-        settings, epochs = pretrain_settings(preset, overrides, supervised)
+    def pretrain_job(
+        self,
+        preset: str,
+        overrides: list[str],
+        resources: Resources,
+        *,
+        name: str = "pretrain",
+        supervised: bool = False,
+    ) -> Planned:
+        """Submit a (SwAV or supervised) pretraining job unless its final checkpoint exists or it is live;
+        returns without waiting. The checkpoint is ``Path(p.out_dir) / 'checkpoint.pth'``."""
+        settings, epochs = pretrain_settings(preset, overrides, supervised=supervised)
         key = stable_hash(["pretrain", settings])
         out = self.run_dir / name
         ckpt = out / CHECKPOINT
-        p = Planned(name, key, "pretrain", str(out), resources=describe(resources), gpu_hours=max_gpu_hours(resources))
+        p = Planned(
+            name, key, "pretrain", str(out), resources=describe(resources), gpu_hours=max_gpu_hours(resources)
+        )
         done = False
         if ckpt.is_file():
             from pretrain.checkpoint import load_checkpoint
 
             done = load_checkpoint(ckpt)["epoch"] >= epochs
-        if self._decide(p, done):
+        if self._decide(p, done=done):
             self.throttle()
             tasks = resources.tasks_per_node or max(1, resources.gpus)
             job = self.executor(name, resources, tasks_per_node=tasks).submit(
-                PretrainJob(preset, overrides, str(out), supervised=supervised, data_root=self.data_root))
-            self._record(p, job, {"preset": preset, "overrides": overrides, "supervised": supervised,
-                                  "resources": asdict(resources)})
+                PretrainJob(preset, overrides, str(out), supervised=supervised, data_root=self.data_root)
+            )
+            self._record(
+                p,
+                job,
+                {
+                    "preset": preset,
+                    "overrides": overrides,
+                    "supervised": supervised,
+                    "resources": asdict(resources),
+                },
+            )
         return p
 
     def finished(self, p: Planned) -> None:
-        """Block until the job of ``p`` ended (local / debug executors: SLURM chains with dependencies instead)."""
+        """Block until ``p``'s job ended (local / debug executors: SLURM chains with dependencies instead)."""
         if p.key in self.jobs:
             job = self.jobs[p.key]
             while not job.done():
@@ -303,8 +412,18 @@ class Launcher:
             while self.is_live(p.job_id):
                 self._tick()
 
-    def pipeline(self, preset: str, overrides: list[str], suite: Suite, resources: Resources, name: str = "pretrain",
-                 supervised: bool = False, prefix: str = "", eval_epochs: list[int] = ()) -> list[Planned]:
+    def pipeline(
+        self,
+        preset: str,
+        overrides: list[str],
+        suite: Suite,
+        *,
+        resources: Resources,
+        name: str = "pretrain",
+        supervised: bool = False,
+        prefix: str = "",
+        eval_epochs: list[int] = (),
+    ) -> list[Planned]:
         """Pretraining job, then the suite on its final checkpoint (SLURM: afterok; local: after it ends) and,
         for each of ``eval_epochs``, on the intermediate checkpoint ``ckp-<epoch>.pth`` the run keeps."""
         if eval_epochs and not supervised:
@@ -312,9 +431,13 @@ class Launcher:
             keep = cfg.run.keep_epoch_checkpoints
             bad = [e for e in eval_epochs if not keep or e % keep or not 0 < e < cfg.optim.epochs]
             if bad:
-                raise ValueError(f"eval epochs {bad}: the run keeps ckp-<epoch>.pth every run.keep_epoch_checkpoints={keep} "
-                                 f"epochs below optim.epochs={cfg.optim.epochs}; set run.keep_epoch_checkpoints to divide them")
-        p = self.pretrain_job(preset, overrides, resources, name, supervised)
+                raise ValueError(
+                    f"eval epochs {bad}: the run keeps ckp-<epoch>.pth "
+                    f"every run.keep_epoch_checkpoints={keep} "
+                    f"epochs below optim.epochs={cfg.optim.epochs}; "
+                    "set run.keep_epoch_checkpoints to divide them"
+                )
+        p = self.pretrain_job(preset, overrides, resources, name=name, supervised=supervised)
         after = p.job_id if p.action in ("submitted", "live") else ""
         if after and self.cluster() != "slurm":  # local / debug executors have no dependencies: wait here
             self.finished(p)
@@ -323,8 +446,13 @@ class Launcher:
         dep = after if self.cluster() == "slurm" else ""
         evals = self.suite(suite, ckpt, checkpoint_id=p.key, after=dep, prefix=prefix)
         for e in eval_epochs:
-            evals += self.suite(suite, str(Path(p.out_dir) / epoch_checkpoint(e)), checkpoint_id=f"{p.key}@{e}", after=dep,
-                                prefix=f"{prefix}ep{e}-")
+            evals += self.suite(
+                suite,
+                str(Path(p.out_dir) / epoch_checkpoint(e)),
+                checkpoint_id=f"{p.key}@{e}",
+                after=dep,
+                prefix=f"{prefix}ep{e}-",
+            )
         return [p, *evals]
 
     def _wait_process(self, job_id: str) -> None:

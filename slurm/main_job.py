@@ -38,11 +38,13 @@ class MainConfig:
     supervised_resources: Resources = field(default_factory=lambda: Resources(cpus=2, mem_gb=8, time_min=60))
 
 
-def trunk_suite(suite: Suite, label: str, seed: int, extra: list[str]) -> Suite:
+def trunk_suite(suite: Suite, label: str, seed: int, *, extra: list[str]) -> Suite:
     """The suite for one trunk: seed, report label and architecture overrides on every entry."""
     entries = []
     for e in suite.entries:
-        entries.append(dataclasses.replace(e, overrides=[*e.overrides, *extra, f"trunk.label={label}"], seeds=[seed]))
+        entries.append(
+            dataclasses.replace(e, overrides=[*e.overrides, *extra, f"trunk.label={label}"], seeds=[seed])
+        )
     return dataclasses.replace(suite, entries=entries)
 
 
@@ -52,14 +54,18 @@ class Progress:
 
     PRETRAIN_WEIGHT = 10.0
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, *, enabled: bool = True):
         self.launcher: Launcher | None = None  # finished jobs are read from its submitit handles
         self.planned: list[Planned] = []
         self.epochs: dict[str, int] = {}
         self.expected_evals = 0
         self.t0 = time.time()
-        self.bar = tqdm(total=1, desc="swavbench run", disable=not enabled,
-                        bar_format="{desc} {percentage:3.0f}%|{bar:20}| [{elapsed}<{remaining}{postfix}]")
+        self.bar = tqdm(
+            total=1,
+            desc="swavbench run",
+            disable=not enabled,
+            bar_format="{desc} {percentage:3.0f}%|{bar:20}| [{elapsed}<{remaining}{postfix}]",
+        )
 
     def add(self, planned: list[Planned], epochs: dict[str, int] | None = None) -> None:
         known = {p.key for p in self.planned}
@@ -87,15 +93,23 @@ class Progress:
         done = [self.fraction(p) for p in self.planned]
         weights = [self.PRETRAIN_WEIGHT if p.kind == "pretrain" else 1.0 for p in self.planned]
         pending_evals = max(0, self.expected_evals - sum(p.kind == "eval" for p in self.planned))
-        running = [p.name for p, f in zip(self.planned, done) if 0 < f < 1 or (f == 0 and p.action == "submitted")]
-        stage = "pretraining" if any(p.kind == "pretrain" and f < 1 for p, f in zip(self.planned, done)) else "evaluating"
+        running = [
+            p.name for p, f in zip(self.planned, done) if 0 < f < 1 or (f == 0 and p.action == "submitted")
+        ]
+        stage = (
+            "pretraining"
+            if any(p.kind == "pretrain" and f < 1 for p, f in zip(self.planned, done))
+            else "evaluating"
+        )
         self.bar.total = sum(weights) + pending_evals
         self.bar.n = sum(w * f for w, f in zip(weights, done))
         finished = sum(f >= 1 for f in done)
         self.bar.set_description(f"swavbench run [{stage}]", refresh=False)
         now = ", ".join(running[:2]) + (" ..." if len(running) > 2 else "")
-        self.bar.set_postfix_str(f"{finished}/{len(self.planned) + pending_evals} jobs done" + (f"; {now}" if now else ""),
-                                 refresh=False)
+        self.bar.set_postfix_str(
+            f"{finished}/{len(self.planned) + pending_evals} jobs done" + (f"; {now}" if now else ""),
+            refresh=False,
+        )
         self.bar.refresh()
 
     def close(self) -> None:
@@ -103,8 +117,15 @@ class Progress:
         self.bar.close()
 
 
-def run_main(cfg: MainConfig, out: str | Path, *, force: bool = False, dry_run: bool = False,
-             progress: bool = True, executor: str | None = None) -> dict:
+def run_main(
+    cfg: MainConfig,
+    out: str | Path,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    progress: bool = True,
+    executor: str | None = None,
+) -> dict:
     """Submit (or skip, when done) every job of the main job, wait for them, return {'planned', 'failed',
     'jobs_dir'}. Datasets are read under the data root of this process (``swavbench.data_root``)."""
     out = Path(out)
@@ -112,12 +133,22 @@ def run_main(cfg: MainConfig, out: str | Path, *, force: bool = False, dry_run: 
     bar = Progress(enabled=progress and not dry_run)
     n_trunks = len(cfg.seeds) * (1 + bool(cfg.supervised) + bool(cfg.random))
     bar.expected_evals = n_trunks * len(suite.entries)
-    launcher = Launcher(out / "jobs", executor or cfg.executor, force, dry_run, max_parallel=cfg.max_parallel,
-                        on_wait=bar.update)
+    launcher = Launcher(
+        out / "jobs",
+        executor or cfg.executor,
+        force=force,
+        dry_run=dry_run,
+        max_parallel=cfg.max_parallel,
+        on_wait=bar.update,
+    )
     bar.launcher = launcher
     launcher.on_planned = bar.add  # every suite's jobs join the progress line as soon as they are planned
     m = load_config(cfg.pretrain, cfg.pretrain_overrides).model
-    arch = [f"trunk.arch={m.arch}", f"trunk.small_stem={str(m.small_stem).lower()}", f"trunk.width_multiplier={m.width_multiplier}"]
+    arch = [
+        f"trunk.arch={m.arch}",
+        f"trunk.small_stem={str(m.small_stem).lower()}",
+        f"trunk.width_multiplier={m.width_multiplier}",
+    ]
     pretrains: list[tuple[Planned, str, int]] = []
     planned: list[Planned] = []
     for seed in cfg.seeds:
@@ -130,15 +161,20 @@ def run_main(cfg: MainConfig, out: str | Path, *, force: bool = False, dry_run: 
             from pretrain.supervised import CONFIG_DIR, SupervisedConfig
 
             sover = [*cfg.supervised_overrides, f"seed={seed}"]
-            load_dataclass(SupervisedConfig, CONFIG_DIR, cfg.supervised, sover)  # a bad key fails here
-            q = launcher.pretrain_job(cfg.supervised, sover, cfg.supervised_resources, name=f"supervised-s{seed}",
-                                      supervised=True)
+            load_dataclass(
+                SupervisedConfig, CONFIG_DIR, cfg.supervised, overrides=sover
+            )  # a bad key fails here
+            q = launcher.pretrain_job(
+                cfg.supervised, sover, cfg.supervised_resources, name=f"supervised-s{seed}", supervised=True
+            )
             pretrains.append((q, "supervised", seed))
             bar.add([q])
     planned += [p for p, _, _ in pretrains]
     if cfg.random:
         for seed in cfg.seeds:
-            planned += launcher.suite(trunk_suite(suite, "random", seed, arch), "random", prefix="random-")
+            planned += launcher.suite(
+                trunk_suite(suite, "random", seed, extra=arch), "random", prefix="random-"
+            )
     failed: list[str] = []
     slurm = launcher.cluster() == "slurm"
     for p, label, seed in pretrains:
@@ -147,17 +183,30 @@ def run_main(cfg: MainConfig, out: str | Path, *, force: bool = False, dry_run: 
             try:
                 launcher.finished(p)
             except Exception as e:  # noqa: BLE001 - report it, evaluate the other trunks
-                failed.append(f"{p.name}: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
+                failed.append(
+                    f"{p.name}: {type(e).__name__}: "
+                    f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+                )
                 continue
-        planned += launcher.suite(trunk_suite(suite, label, seed, []), str(Path(p.out_dir) / CHECKPOINT),
-                                  checkpoint_id=p.key, after=after, prefix=f"{label}-")
+        planned += launcher.suite(
+            trunk_suite(suite, label, seed, extra=[]),
+            str(Path(p.out_dir) / CHECKPOINT),
+            checkpoint_id=p.key,
+            after=after,
+            prefix=f"{label}-",
+        )
     if not dry_run:
         for key, outcome in launcher.wait().items():
             if outcome != "ok":
                 failed.append(f"{launcher.state['jobs'].get(key, {}).get('name', key[:8])}: {outcome}")
     bar.close()
-    return {"planned": planned, "failed": failed, "jobs_dir": out / "jobs",
-            "gpu_hours": sum(p.gpu_hours for p in planned), "elapsed_s": time.time() - bar.t0}
+    return {
+        "planned": planned,
+        "failed": failed,
+        "jobs_dir": out / "jobs",
+        "gpu_hours": sum(p.gpu_hours for p in planned),
+        "elapsed_s": time.time() - bar.t0,
+    }
 
 
 def swav_vs_random(run_dirs: list[str | Path]) -> list[str]:
@@ -176,11 +225,12 @@ def swav_vs_random(run_dirs: list[str | Path]) -> list[str]:
             if len(swav) and len(rnd):
                 delta = swav.mean() - rnd.mean()
                 std = f" ± {swav.std():.1f}" if len(swav) > 1 else ""
-                lines.append(f"{bench} {dataset} {metric}: swav {swav.mean():.1f}{std} vs random {rnd.mean():.1f} "
-                             f"({delta:+.1f} points, {len(swav)} seed{'s' if len(swav) > 1 else ''})")
+                lines.append(
+                    f"{bench} {dataset} {metric}: swav {swav.mean():.1f}{std} vs random {rnd.mean():.1f} "
+                    f"({delta:+.1f} points, {len(swav)} seed{'s' if len(swav) > 1 else ''})"
+                )
     return lines
 
 
 def load_main_config(preset: str, overrides: list[str]) -> MainConfig:
-    return load_dataclass(MainConfig, MAIN_CONFIGS, preset, overrides)
-
+    return load_dataclass(MainConfig, MAIN_CONFIGS, preset, overrides=overrides)

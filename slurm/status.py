@@ -22,8 +22,14 @@ def headline(record: dict) -> str:
 
 
 def _sacct(job_id: str) -> list[list[str]]:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "JobID,State,Elapsed"], capture_output=True, text=True)
-    return [(ln.split("|") + ["", ""])[:3] for ln in out.stdout.strip().splitlines()] if out.returncode == 0 else []
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "JobID,State,Elapsed"], capture_output=True, text=True
+    )
+    return (
+        [(ln.split("|") + ["", ""])[:3] for ln in out.stdout.strip().splitlines()]
+        if out.returncode == 0
+        else []
+    )
 
 
 def _array_covers(sacct_id: str, job_id: str) -> bool:
@@ -31,7 +37,7 @@ def _array_covers(sacct_id: str, job_id: str) -> bool:
     parent, _, task = job_id.partition("_")
     if not sacct_id.startswith(parent + "_[") or not task.isdigit():
         return sacct_id == job_id
-    for part in sacct_id[len(parent) + 2:].rstrip("]").split("%")[0].split(","):
+    for part in sacct_id[len(parent) + 2 :].rstrip("]").split("%")[0].split(","):
         lo, _, hi = part.partition("-")
         if lo.isdigit() and int(lo) <= int(task) <= int(hi or lo):
             return True
@@ -60,8 +66,16 @@ def job_table(run_dir: str | Path) -> list[dict]:
     for key, job in state["jobs"].items():
         launcher.executor_kind = job.get("executor", "auto")
         out = Path(job["out_dir"])
-        row = {"name": job["name"], "kind": job["kind"], "job_id": job.get("job_id", ""), "state": "", "elapsed": "",
-               "result": "", "key": key, "out_dir": str(out)}
+        row = {
+            "name": job["name"],
+            "kind": job["kind"],
+            "job_id": job.get("job_id", ""),
+            "state": "",
+            "elapsed": "",
+            "result": "",
+            "key": key,
+            "out_dir": str(out),
+        }
         sacct_state = ""
         if job.get("executor") == "slurm" and row["job_id"]:
             sacct_state, row["elapsed"] = _slurm_state(row["job_id"])
@@ -70,16 +84,23 @@ def job_table(run_dir: str | Path) -> list[dict]:
             rec = json.loads(rec_path.read_text())
             if rec.get("status") == "ok":
                 metric = headline(rec)
-                row["state"], row["result"] = "done", f"{metric} {rec['metrics'].get(metric, float('nan')):.2f}"
+                row["state"], row["result"] = (
+                    "done",
+                    f"{metric} {rec['metrics'].get(metric, float('nan')):.2f}",
+                )
             else:
                 row["state"], row["result"] = "failed", str(rec.get("error", ""))[-160:]
             if not row["elapsed"]:
                 row["elapsed"] = f"{rec.get('wall_time_s', 0):.0f}s"
         elif job["kind"] == "pretrain" and (out / CHECKPOINT).is_file() and sacct_state in ("", "COMPLETED"):
-            row["state"] = "done" if sacct_state == "COMPLETED" or not launcher.is_live(row["job_id"]) else "running"
+            row["state"] = (
+                "done" if sacct_state == "COMPLETED" or not launcher.is_live(row["job_id"]) else "running"
+            )
             row["result"] = str(out / CHECKPOINT)
         if not row["state"]:
-            if sacct_state == "REQUEUED" or (sacct_state in ("PENDING", "RUNNING") and _requeued(row["job_id"])):
+            if sacct_state == "REQUEUED" or (
+                sacct_state in ("PENDING", "RUNNING") and _requeued(row["job_id"])
+            ):
                 row["state"] = "requeued"
             elif sacct_state in ("PENDING", "RUNNING"):
                 row["state"] = sacct_state.lower()
@@ -88,7 +109,10 @@ def job_table(run_dir: str | Path) -> list[dict]:
             elif sacct_state:
                 row["state"] = "failed" if sacct_state not in ("COMPLETED",) else "done"
                 row["result"] = row["result"] or f"SLURM {sacct_state}" + (
-                    f" (dependency {job['depends_on']} failed)" if sacct_state == "CANCELLED" and job.get("depends_on") else "")
+                    f" (dependency {job['depends_on']} failed)"
+                    if sacct_state == "CANCELLED" and job.get("depends_on")
+                    else ""
+                )
             else:
                 row["state"] = "missing"
                 row["result"] = _log_tail(run_dir, row["job_id"])
@@ -97,12 +121,16 @@ def job_table(run_dir: str | Path) -> list[dict]:
 
 
 def _requeued(job_id: str) -> bool:
-    out = subprocess.run(["sacct", "-n", "-D", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["sacct", "-n", "-D", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True
+    )
     return "REQUEUED" in out.stdout
 
 
 def _log_tail(run_dir: Path, job_id: str) -> str:
-    for log in sorted((run_dir / "submitit").glob(f"{job_id}*/*.err")) + sorted((run_dir / "submitit").glob(f"{job_id}*/*.out")):
+    for log in sorted((run_dir / "submitit").glob(f"{job_id}*/*.err")) + sorted(
+        (run_dir / "submitit").glob(f"{job_id}*/*.out")
+    ):
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
         if lines:
             return lines[-1][-160:]

@@ -48,7 +48,9 @@ class Suite:
     name: str
     description: str
     entries: list[SuiteEntry]
-    pretrain: Resources = field(default_factory=lambda: Resources(cpus=2, mem_gb=8, time_min=120))  # for pipelines
+    pretrain: Resources = field(
+        default_factory=lambda: Resources(cpus=2, mem_gb=8, time_min=120)
+    )  # for pipelines
 
 
 def load_suite(name_or_path: str) -> Suite:
@@ -67,7 +69,9 @@ def load_suite(name_or_path: str) -> Suite:
         if not isinstance(job, dict) or "protocol" not in job or "preset" not in job:
             raise ConfigError(f"{path}: job {i} needs 'protocol' and 'preset'")
         if job["protocol"] not in PROTOCOLS:
-            raise ConfigError(f"{path}: job {i} protocol {job['protocol']!r} is not one of {', '.join(PROTOCOLS)}")
+            raise ConfigError(
+                f"{path}: job {i} protocol {job['protocol']!r} is not one of {', '.join(PROTOCOLS)}"
+            )
         entry = SuiteEntry(job["protocol"], job["preset"])
         try:
             _apply(entry, {k: v for k, v in job.items() if k not in ("protocol", "preset")})
@@ -88,7 +92,9 @@ def load_suite(name_or_path: str) -> Suite:
 
 
 def variant_name(overrides: dict[str, object]) -> str:
-    """Readable, stable name: 'model.n_prototypes=300,swav.epsilon=0.03' -> 'n_prototypes=300,epsilon=0.03'."""
+    """Readable, stable name.
+
+    'model.n_prototypes=300,swav.epsilon=0.03' -> 'n_prototypes=300,epsilon=0.03'."""
     parts = []
     for key in sorted(overrides):
         value = overrides[key]
@@ -116,4 +122,3 @@ def expand_sweep(path: str | Path) -> list[tuple[str, list[str]]]:
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two variants get the same name: {names}")
     return named
-

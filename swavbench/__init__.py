@@ -42,4 +42,3 @@ def main(argv: list[str] | None = None) -> int:
 
         set_data_root(args.data_root)
     return int(args.func(args) or 0)
-

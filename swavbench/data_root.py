@@ -83,4 +83,4 @@ def check_datasets(cfg: Any) -> None:
         value = getattr(cfg, name)
         for v in value if isinstance(value, list) else [value]:
             if v and not resolve(v).exists():
-                raise FileNotFoundError(f"dataset {name}={v!r} not found at {resolve(v)}: {describe_root()}")
+                raise FileNotFoundError(f"dataset {name} not found at {resolve(v)}: {describe_root()}")

@@ -51,7 +51,7 @@ class Protocol:
         """Dataclass defaults <- the preset (a name in ``config_dir`` or a YAML path) <- overrides."""
         from pretrain.config import load_dataclass
 
-        return load_dataclass(self.config_type(), self.config_dir, preset, list(overrides))
+        return load_dataclass(self.config_type(), self.config_dir, preset, overrides=list(overrides))
 
 
 PROTOCOLS: dict[str, Protocol] = {

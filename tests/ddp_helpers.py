@@ -29,7 +29,9 @@ def run_ddp(fn: Callable, world_size: int = 2, *args) -> list:
     """fn(rank, world_size, *args) in each process; returns the per-rank results."""
     manager = mp.get_context("spawn").Manager()
     results = manager.dict()
-    mp.start_processes(_worker, args=(world_size, _free_port(), fn, args, results), nprocs=world_size, start_method="spawn")
+    mp.start_processes(
+        _worker, args=(world_size, _free_port(), fn, args, results), nprocs=world_size, start_method="spawn"
+    )
     return [results[r] for r in range(world_size)]
 
 

@@ -27,9 +27,13 @@ from benchmark.record import ResultRecord
 
 @dataclass
 class TransferLinearConfig(LinearConfig):
-    """LinearConfig + where and in which format the transfer dataset lives (train / val: list or json files)."""
+    """LinearConfig + where and in which format the transfer dataset lives (train/val: list or json files)."""
 
-    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("train", "val", "root")  # under the data root (swavbench.data_root)
+    DATASET_FIELDS: ClassVar[tuple[str, ...]] = (
+        "train",
+        "val",
+        "root",
+    )  # under the data root (swavbench.data_root)
 
     format: str = "places205"  # places205 | inat18 | imagefolder
     root: str = ""  # image folder the list / json paths are relative to
@@ -38,8 +42,16 @@ class TransferLinearConfig(LinearConfig):
 class LabelledFiles(Dataset):
     """Images with integer labels given by a file (the list / json formats); ``classes`` are the label ids."""
 
-    def __init__(self, root: Path, items: list[tuple[str, int]], classes: list, source: Path, transform=None):
-        self.root, self.items, self.classes, self.source, self.transform = root, items, classes, source, transform
+    def __init__(
+        self, root: Path, items: list[tuple[str, int]], classes: list, *, source: Path, transform=None
+    ):
+        self.root, self.items, self.classes, self.source, self.transform = (
+            root,
+            items,
+            classes,
+            source,
+            transform,
+        )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -51,7 +63,9 @@ class LabelledFiles(Dataset):
             with Image.open(path) as im:
                 x = im.convert("RGB")
         except OSError as e:
-            raise OSError(f"cannot read image {path} (listed in {self.source}): {e}; fix the file or remove its entry") from None
+            raise OSError(
+                f"cannot read image {path} (listed in {self.source}): {e}; fix the file or remove its entry"
+            ) from None
         return (self.transform(x) if self.transform else x), label
 
 
@@ -59,14 +73,18 @@ def read_places205_list(path: str | Path) -> list[tuple[str, int]]:
     """``relative/path.jpg label`` lines; a malformed line is an error naming file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Places205 list {path} is missing: pass the trainvalsplit_places205/*.csv file")
+        raise FileNotFoundError(
+            f"Places205 list {path} is missing: pass the trainvalsplit_places205/*.csv file"
+        )
     items = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
-            raise ValueError(f"{path}:{n}: expected 'relative/path.jpg label' with an integer label >= 0, got {line!r}")
+            raise ValueError(
+                f"{path}:{n}: expected 'relative/path.jpg label' with an integer label >= 0, got {line!r}"
+            )
         items.append((parts[0], int(parts[1])))
     if not items:
         raise ValueError(f"Places205 list {path} has no entries")
@@ -77,21 +95,28 @@ def read_inat_json(path: str | Path) -> tuple[list[tuple[str, int]], list[int]]:
     """(file_name, category_id) of every annotated image, and the sorted category ids of the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"iNaturalist annotation file {path} is missing: pass train2018.json / val2018.json")
+        raise FileNotFoundError(
+            f"iNaturalist annotation file {path} is missing: pass train2018.json / val2018.json"
+        )
     try:
         data = json.loads(path.read_text())
         files = {im["id"]: im["file_name"] for im in data["images"]}
         labels = {a["image_id"]: a["category_id"] for a in data["annotations"]}
         categories = sorted(c["id"] for c in data.get("categories", [])) or sorted(set(labels.values()))
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not an iNaturalist annotation file (images[id, file_name], "
-                         f"annotations[image_id, category_id]): {type(e).__name__}: {e}") from None
+        raise ValueError(
+            f"{path} is not an iNaturalist annotation file (images[id, file_name], "
+            f"annotations[image_id, category_id]): {type(e).__name__}: {e}"
+        ) from None
     unlabelled = [i for i in files if i not in labels]
     if unlabelled:
         raise ValueError(f"{path}: {len(unlabelled)} image(s) have no annotation, e.g. id {unlabelled[0]}")
     missing = set(labels) - set(files)
     if missing:
-        raise ValueError(f"{path}: annotations refer to {len(missing)} image id(s) not in 'images', e.g. {sorted(missing)[0]}")
+        raise ValueError(
+            f"{path}: annotations refer to {len(missing)} image id(s) not in 'images', "
+            f"e.g. {sorted(missing)[0]}"
+        )
     return [(files[i], labels[i]) for i in files], categories
 
 
@@ -100,11 +125,15 @@ def places205_splits(cfg: TransferLinearConfig, transform) -> tuple[LabelledFile
     n_classes = max(label for _, label in train) + 1
     bad = [(p, y) for p, y in val if y >= n_classes]
     if bad:
-        raise ValueError(f"{cfg.val}: label {bad[0][1]} ({bad[0][0]}) does not occur in the training list {cfg.train}")
+        raise ValueError(
+            f"{cfg.val}: label {bad[0][1]} ({bad[0][0]}) does not occur in the training list {cfg.train}"
+        )
     classes = list(range(n_classes))
     root = Path(cfg.root)
-    return (LabelledFiles(root, train, classes, Path(cfg.train), transform),
-            LabelledFiles(root, val, classes, Path(cfg.val), transform))
+    return (
+        LabelledFiles(root, train, classes, source=Path(cfg.train), transform=transform),
+        LabelledFiles(root, val, classes, source=Path(cfg.val), transform=transform),
+    )
 
 
 def inat18_splits(cfg: TransferLinearConfig, transform) -> tuple[LabelledFiles, LabelledFiles]:
@@ -113,10 +142,16 @@ def inat18_splits(cfg: TransferLinearConfig, transform) -> tuple[LabelledFiles, 
     for items, source in ((train, cfg.train), (val, cfg.val)):
         unknown = {c for _, c in items if c not in index}
         if unknown:
-            raise ValueError(f"{source}: category id(s) {sorted(unknown)[:5]} are not among the training categories")
+            raise ValueError(
+                f"{source}: category id(s) {sorted(unknown)[:5]} are not among the training categories"
+            )
     root = Path(cfg.root)
-    return (LabelledFiles(root, [(p, index[c]) for p, c in train], cats, Path(cfg.train), transform),
-            LabelledFiles(root, [(p, index[c]) for p, c in val], cats, Path(cfg.val), transform))
+    return (
+        LabelledFiles(
+            root, [(p, index[c]) for p, c in train], cats, source=Path(cfg.train), transform=transform
+        ),
+        LabelledFiles(root, [(p, index[c]) for p, c in val], cats, source=Path(cfg.val), transform=transform),
+    )
 
 
 SPLITS = {"places205": places205_splits, "inat18": inat18_splits, "imagefolder": image_folder_splits}

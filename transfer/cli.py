@@ -35,15 +35,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def add_convert_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "convert", help="convert a trunk checkpoint to a torchvision .pth or a Detectron2 .pkl",
-        description="Load a trunk from a swav-bench, official SwAV, torchvision or VISSL checkpoint and write it as a "
+        "convert",
+        help="convert a trunk checkpoint to a torchvision .pth or a Detectron2 .pkl",
+        description="Load a trunk from a swav-bench, official SwAV, torchvision or VISSL checkpoint "
+        "and write it as a "
         "torchvision ResNet state dict (no fc) or a Detectron2 weights file. For Detectron2 set "
-        "MODEL.RESNETS.STRIDE_IN_1X1=False, INPUT.FORMAT=RGB and torchvision's pixel mean/std (see transfer/convert.py).",
+        "MODEL.RESNETS.STRIDE_IN_1X1=False, INPUT.FORMAT=RGB and torchvision's pixel mean/std "
+        "(see transfer/convert.py).",
     )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--to", choices=["torchvision", "detectron2"], required=True)
     p.add_argument("--out", required=True, help="file to write (.pth for torchvision, .pkl for detectron2)")
-    p.add_argument("--arch", default="resnet50", help="architecture for files that do not name it (default resnet50)")
+    p.add_argument(
+        "--arch", default="resnet50", help="architecture for files that do not name it (default resnet50)"
+    )
     p.add_argument("--small-stem", action="store_true")
     p.add_argument("--width-multiplier", type=float, default=1.0)
     p.set_defaults(func=run_convert)

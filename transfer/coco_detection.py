@@ -65,7 +65,9 @@ class COCODetectionSet:
 
 def _read(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"COCO annotation file {path} is missing: set train_annotations / test_annotations")
+        raise FileNotFoundError(
+            f"COCO annotation file {path} is missing: set train_annotations / test_annotations"
+        )
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -76,8 +78,13 @@ def _read(path: Path) -> dict:
     return data
 
 
-def load_coco_detection(annotation_file: str | Path, image_root: str | Path, classes: list[str] | None = None,
-                        keep_empty: bool = True) -> COCODetectionSet:
+def load_coco_detection(
+    annotation_file: str | Path,
+    image_root: str | Path,
+    classes: list[str] | None = None,
+    *,
+    keep_empty: bool = True,
+) -> COCODetectionSet:
     """Images and non-crowd instances of ``annotation_file`` (images under ``image_root``); ``classes``
     (names) restricts to those categories, None or [] keeps every category. ``keep_empty=False``
     drops images left without instances (what Detectron2 does for training)."""
@@ -98,7 +105,9 @@ def load_coco_detection(annotation_file: str | Path, image_root: str | Path, cla
     known = {im["id"] for im in data["images"]}
     orphans = set(per_image) - known
     if orphans:
-        raise ValueError(f"{path}: annotations refer to image ids {sorted(orphans)[:5]} that are not in 'images'")
+        raise ValueError(
+            f"{path}: annotations refer to image ids {sorted(orphans)[:5]} that are not in 'images'"
+        )
     images: list[COCOImage] = []
     skipped: list[str] = []
     crowd, has_masks = 0, True
@@ -106,8 +115,10 @@ def load_coco_detection(annotation_file: str | Path, image_root: str | Path, cla
         boxes, labels, segs = [], [], []
         for a in per_image.get(im["id"], []):
             if a.get("category_id") not in all_ids:
-                raise ValueError(f"{path}: annotation {a.get('id')} has category_id {a.get('category_id')} "
-                                 f"that is not in 'categories'")
+                raise ValueError(
+                    f"{path}: annotation {a.get('id')} has category_id {a.get('category_id')} "
+                    f"that is not in 'categories'"
+                )
             if a["category_id"] not in index:
                 continue
             if a.get("iscrowd", 0):
@@ -116,7 +127,9 @@ def load_coco_detection(annotation_file: str | Path, image_root: str | Path, cla
             try:
                 x, y, w, h = (float(v) for v in a["bbox"])
             except (KeyError, TypeError, ValueError):
-                raise ValueError(f"{path}: annotation {a.get('id')} has a missing or malformed bbox {a.get('bbox')!r}") from None
+                raise ValueError(
+                    f"{path}: annotation {a.get('id')} has a missing or malformed bbox {a.get('bbox')!r}"
+                ) from None
             if w <= 0 or h <= 0:
                 skipped.append(f"{path} annotation {a.get('id')} (image {im['id']}) bbox {[x, y, w, h]}")
                 continue
@@ -130,8 +143,22 @@ def load_coco_detection(annotation_file: str | Path, image_root: str | Path, cla
         file = root / im["file_name"]
         if not file.is_file():
             raise FileNotFoundError(f"image {file} of {path} (id {im['id']}) is missing: check image_root")
-        images.append(COCOImage(int(im["id"]), file, int(im["width"]), int(im["height"]),
-                                np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(labels, dtype=np.int64), segs))
+        images.append(
+            COCOImage(
+                int(im["id"]),
+                file,
+                int(im["width"]),
+                int(im["height"]),
+                np.array(boxes, dtype=np.float32).reshape(-1, 4),
+                np.array(labels, dtype=np.int64),
+                segs,
+            )
+        )
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} box(es) with no area (w <= 0 or h <= 0): " + "; ".join(skipped), stacklevel=2)
-    return COCODetectionSet(path, [c["name"] for c in cats], [c["id"] for c in cats], images, skipped, crowd, has_masks)
+        warnings.warn(
+            f"skipped {len(skipped)} box(es) with no area (w <= 0 or h <= 0): " + "; ".join(skipped),
+            stacklevel=2,
+        )
+    return COCODetectionSet(
+        path, [c["name"] for c in cats], [c["id"] for c in cats], images, skipped, crowd, has_masks
+    )

@@ -32,14 +32,19 @@ def encode_masks(masks: np.ndarray) -> list[dict]:
     return rles
 
 
-def coco_results(predictions: dict[int, Detections], data: COCODetectionSet, iou_type: str) -> list[dict[str, Any]]:
+def coco_results(
+    predictions: dict[int, Detections], data: COCODetectionSet, iou_type: str
+) -> list[dict[str, Any]]:
     """The COCO result-file entries of ``predictions`` for ``iou_type`` bbox or segm (masks without
     boxes, so COCOeval takes the mask area for the size ranges, as Detectron2 does)."""
     out = []
     for image_id, det in predictions.items():
         for k in range(len(det.scores)):
-            entry = {"image_id": int(image_id), "category_id": data.category_ids[int(det.labels[k])],
-                     "score": float(det.scores[k])}
+            entry = {
+                "image_id": int(image_id),
+                "category_id": data.category_ids[int(det.labels[k])],
+                "score": float(det.scores[k]),
+            }
             if iou_type == "segm":
                 entry["segmentation"] = det.masks[k]
             else:
@@ -49,7 +54,9 @@ def coco_results(predictions: dict[int, Detections], data: COCODetectionSet, iou
     return out
 
 
-def coco_metrics(predictions: dict[int, Detections], data: COCODetectionSet, masks: bool) -> dict[str, float]:
+def coco_metrics(
+    predictions: dict[int, Detections], data: COCODetectionSet, *, masks: bool
+) -> dict[str, float]:
     """box_* (and mask_* when ``masks``) COCO metrics in percent over the images of ``data``."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -70,7 +77,9 @@ def coco_metrics(predictions: dict[int, Detections], data: COCODetectionSet, mas
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        metrics.update({f"{prefix}_{s}": float(100 * v) if v >= 0 else float("nan") for s, v in zip(STATS, ev.stats[:6])})
+        metrics.update(
+            {f"{prefix}_{s}": float(100 * v) if v >= 0 else float("nan") for s, v in zip(STATS, ev.stats[:6])}
+        )
         if iou_type == "bbox":
             precision = ev.eval["precision"]  # (iou, recall, class, area, max dets)
             for k, name in enumerate(data.classes):

@@ -22,7 +22,7 @@ __all__ = ["DetectionConfig", "run_detection", "validate"]
 
 
 def run_detection(cfg: DetectionConfig, checkpoint: str, out_dir: str | Path) -> ResultRecord:
-    """Fine-tune and evaluate with the configured backend; writes out_dir/result.json (+ the merged config)."""
+    """Fine-tune and evaluate with the configured backend; write out_dir/result.json (+ the merged config)."""
     validate(cfg)
     cfg = resolve_fields(cfg)
     backend = resolve_backend(cfg)
@@ -35,6 +35,8 @@ def run_detection(cfg: DetectionConfig, checkpoint: str, out_dir: str | Path) ->
             from transfer.detection_detectron2 import train_and_evaluate
         else:
             from transfer.detection_torchvision import train_and_evaluate
-        return train_and_evaluate(cfg, loaded, device, out_dir)
+        return train_and_evaluate(cfg, loaded, device, out_dir=out_dir)
 
-    return run_and_record(cfg.protocol, cfg, checkpoint, out_dir, cfg.dataset, cfg.seed, body)
+    return run_and_record(
+        cfg.protocol, cfg, checkpoint, out_dir=out_dir, dataset=cfg.dataset, seed=cfg.seed, body=body
+    )

@@ -15,8 +15,26 @@ from transfer.voc_detection import VOCDetectionSet, load_voc_detection
 from transfer.voc_eval import voc_detection_metrics
 
 VOC_CLASSES_DEFAULT = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 ]
 
 
@@ -25,10 +43,17 @@ class DetectionConfig:
     """Defaults: the MoCo/SwAV VOC07+12 Faster R-CNN R50-C4 recipe (24k iterations, batch 16, lr 0.02)."""
 
     # named under the data root (swavbench.data_root)
-    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("train_roots", "test_root", "train_annotations", "test_annotations")
+    DATASET_FIELDS: ClassVar[tuple[str, ...]] = (
+        "train_roots",
+        "test_root",
+        "train_annotations",
+        "test_annotations",
+    )
 
     dataset: str = "voc0712"
-    format: str = "voc"  # voc (VOC layout: train_roots / test_root are VOC roots) | coco (roots are image folders)
+    format: str = (
+        "voc"  # voc (VOC layout: train_roots / test_root are VOC roots) | coco (roots are image folders)
+    )
     train_roots: list[str] = field(default_factory=lambda: ["VOCdevkit/VOC2007", "VOCdevkit/VOC2012"])
     train_split: str = "trainval"
     test_root: str = "VOCdevkit/VOC2007"
@@ -41,7 +66,9 @@ class DetectionConfig:
     extra_norm: bool = True  # BatchNorm after res5 in the C4 box head
     masks: bool = False  # Mask R-CNN (fpn head, coco format): box and mask AP
     box_head: str = "2fc"  # fpn box head: 2fc (Detectron2's default) | 4conv1fc (the MoCo/SwAV COCO recipe)
-    head_norm: str = "none"  # none | bn | syncbn: normalisation in the FPN, a 4conv1fc box head and the mask head
+    head_norm: str = (
+        "none"  # none | bn | syncbn: normalisation in the FPN, a 4conv1fc box head and the mask head
+    )
     norm: str = "syncbn"  # syncbn | bn | frozen: trunk normalisation while fine-tuning
     freeze_at: int = 0  # 0: every stage trains (the recipe); 2: stem + res2 frozen (Detectron2's default)
     iterations: int = 24000
@@ -64,7 +91,9 @@ class DetectionConfig:
     num_workers: int = 4
     seed: int = 0
     backend: str = "auto"  # auto (detectron2 when installed) | detectron2 | torchvision
-    detectron2_overrides: list[str] = field(default_factory=list)  # extra KEY VALUE pairs for the Detectron2 config
+    detectron2_overrides: list[str] = field(
+        default_factory=list
+    )  # extra KEY VALUE pairs for the Detectron2 config
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
 
     @property
@@ -85,8 +114,10 @@ def resolve_backend(cfg: DetectionConfig) -> str:
     if cfg.backend not in ("detectron2", "torchvision"):
         raise ValueError(f"backend must be auto, detectron2 or torchvision, got {cfg.backend!r}")
     if cfg.backend == "detectron2" and not detectron2_available():
-        raise ValueError("backend detectron2 is not installed: install Detectron2 from its repository "
-                         "(or `bash .ci/install-detectron2 .venv` here), or use backend=torchvision")
+        raise ValueError(
+            "backend detectron2 is not installed: install Detectron2 from its repository "
+            "(or `bash .ci/install-detectron2 .venv` here), or use backend=torchvision"
+        )
     return cfg.backend
 
 
@@ -98,16 +129,24 @@ def validate(cfg: DetectionConfig) -> None:
     if cfg.head_norm not in ("none", "bn", "syncbn"):
         raise ValueError(f"head_norm must be none, bn or syncbn, got {cfg.head_norm!r}")
     if cfg.box_head not in ("2fc", "4conv1fc") or (cfg.box_head == "4conv1fc" and cfg.head != "fpn"):
-        raise ValueError(f"box_head must be 2fc or 4conv1fc (4conv1fc with head=fpn only), got {cfg.box_head!r}")
+        raise ValueError(
+            f"box_head must be 2fc or 4conv1fc (4conv1fc with head=fpn only), got {cfg.box_head!r}"
+        )
     if cfg.format not in ("voc", "coco"):
         raise ValueError(f"format must be voc or coco, got {cfg.format!r}")
     if cfg.masks and (cfg.head != "fpn" or cfg.format != "coco"):
-        raise ValueError("masks=true needs head=fpn and format=coco (instance masks come from COCO annotations)")
+        raise ValueError(
+            "masks=true needs head=fpn and format=coco (instance masks come from COCO annotations)"
+        )
     if cfg.format == "voc" and not cfg.classes:
         raise ValueError("classes is empty: list the detection classes of the dataset")
-    if cfg.format == "coco" and (len(cfg.train_annotations) != len(cfg.train_roots) or not cfg.test_annotations):
-        raise ValueError("format=coco needs train_annotations (one instances json per train_roots entry, the image "
-                         "folders) and test_annotations (the json of test_root)")
+    if cfg.format == "coco" and (
+        len(cfg.train_annotations) != len(cfg.train_roots) or not cfg.test_annotations
+    ):
+        raise ValueError(
+            "format=coco needs train_annotations (one instances json per train_roots entry, the image "
+            "folders) and test_annotations (the json of test_root)"
+        )
     if cfg.iterations < 1 or cfg.batch_size < 1:
         raise ValueError("iterations and batch_size must be >= 1")
 
@@ -116,25 +155,37 @@ DetectionSet = Union[VOCDetectionSet, COCODetectionSet]
 
 
 def load_sets(cfg: DetectionConfig) -> tuple[DetectionSet, DetectionSet]:
-    """(train, test) annotations of the configured format; for COCO, training drops images without instances."""
+    """(train, test) annotations of the configured format.
+
+    For COCO, training drops images without instances."""
     if cfg.format == "voc":
-        return (load_voc_detection(cfg.train_roots, cfg.train_split, cfg.classes),
-                load_voc_detection([cfg.test_root], cfg.test_split, cfg.classes))
-    parts = [load_coco_detection(a, r, cfg.classes, keep_empty=False) for a, r in zip(cfg.train_annotations, cfg.train_roots)]
+        return (
+            load_voc_detection(cfg.train_roots, cfg.train_split, cfg.classes),
+            load_voc_detection([cfg.test_root], cfg.test_split, cfg.classes),
+        )
+    parts = [
+        load_coco_detection(a, r, cfg.classes, keep_empty=False)
+        for a, r in zip(cfg.train_annotations, cfg.train_roots)
+    ]
     test = load_coco_detection(cfg.test_annotations, cfg.test_root, cfg.classes)
     for p in parts:
         if p.classes != test.classes:
-            raise ValueError(f"{p.annotation_file} and {test.annotation_file} have different categories: "
-                             f"{p.classes} vs {test.classes}")
+            raise ValueError(
+                f"{p.annotation_file} and {test.annotation_file} have different categories: "
+                f"{p.classes} vs {test.classes}"
+            )
         if cfg.masks and not p.has_masks:
-            raise ValueError(f"{p.annotation_file} has instances without 'segmentation': set masks=false for boxes only")
-    train = dataclasses.replace(parts[0], images=[im for p in parts for im in p.images],
-                                skipped=[s for p in parts for s in p.skipped])
+            raise ValueError(
+                f"{p.annotation_file} has instances without 'segmentation': set masks=false for boxes only"
+            )
+    train = dataclasses.replace(
+        parts[0], images=[im for p in parts for im in p.images], skipped=[s for p in parts for s in p.skipped]
+    )
     return train, test
 
 
 def score(cfg: DetectionConfig, predictions: dict, test: DetectionSet) -> dict[str, float]:
     """VOC AP (voc format) or COCO box / mask AP (coco format) of the test predictions."""
     if isinstance(test, COCODetectionSet):
-        return coco_metrics(predictions, test, cfg.masks)
-    return voc_detection_metrics(predictions, test.images, test.classes, cfg.use_07_metric)
+        return coco_metrics(predictions, test, masks=cfg.masks)
+    return voc_detection_metrics(predictions, test.images, test.classes, use_07_metric=cfg.use_07_metric)

@@ -18,7 +18,12 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultTrainer, hooks
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
+from detectron2.evaluation import (
+    COCOEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    PascalVOCDetectionEvaluator,
+)
 from detectron2.layers import get_norm
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 from detectron2.structures import BoxMode
@@ -53,36 +58,63 @@ _NORMS = {"syncbn": "SyncBN", "bn": "BN", "frozen": "FrozenBN"}
 
 
 def register(name: str, data: DetectionSet, **metadata) -> None:
-    """Register our parsed annotations (degenerate boxes skipped, COCO crowd regions left to the evaluator) under ``name``."""
+    """Register our parsed annotations under ``name``.
+
+    Degenerate boxes are skipped; COCO crowd regions are left to the evaluator."""
     coco = isinstance(data, COCODetectionSet)
     dicts = []
     for im in data.images:
-        annos = [{"bbox": box.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": int(c), "iscrowd": 0}
-                 for box, c in zip(im.boxes_0based(), im.labels)]
+        annos = [
+            {"bbox": box.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": int(c), "iscrowd": 0}
+            for box, c in zip(im.boxes_0based(), im.labels)
+        ]
         if coco and data.has_masks:
             for a, seg in zip(annos, im.segmentations):
                 a["segmentation"] = seg
-        dicts.append({"file_name": str(im.path), "image_id": im.image_id, "height": im.height, "width": im.width,
-                      "annotations": annos})
+        dicts.append(
+            {
+                "file_name": str(im.path),
+                "image_id": im.image_id,
+                "height": im.height,
+                "width": im.width,
+                "annotations": annos,
+            }
+        )
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda: dicts)
     if coco:
-        metadata.update(json_file=str(data.annotation_file),
-                        thing_dataset_id_to_contiguous_id={cid: i for i, cid in enumerate(data.category_ids)})
+        metadata.update(
+            json_file=str(data.annotation_file),
+            thing_dataset_id_to_contiguous_id={cid: i for i, cid in enumerate(data.category_ids)},
+        )
     MetadataCatalog.get(name).set(thing_classes=list(data.classes), **metadata)
 
 
-def detectron2_config(cfg: DetectionConfig, loaded: LoadedTrunk, weights: Path, device: torch.device,
-                      train_name: str, test_name: str, output_dir: Path, n_classes: int, mask_format: str = "polygon") -> CfgNode:
+def detectron2_config(
+    cfg: DetectionConfig,
+    loaded: LoadedTrunk,
+    weights: Path,
+    *,
+    device: torch.device,
+    train_name: str,
+    test_name: str,
+    output_dir: Path,
+    n_classes: int,
+    mask_format: str = "polygon",
+) -> CfgNode:
     """The Detectron2 config equivalent to ``cfg`` for this trunk (torchvision layout: RGB, stride in 3x3)."""
     depth, arch_width = parse_arch(loaded.spec.arch)
     width = arch_width * loaded.spec.width_multiplier
     if loaded.spec.small_stem:
-        raise ValueError("Detectron2's ResNet has no small (3x3, stride 1) stem: use backend=torchvision for this trunk")
+        raise ValueError(
+            "Detectron2's ResNet has no small (3x3, stride 1) stem: use backend=torchvision for this trunk"
+        )
     if depth in (18, 34) and (cfg.head == "c4" or width != 1):
-        raise ValueError(f"Detectron2 supports resnet{depth} only at width 1 with the FPN head: use backend=torchvision")
+        raise ValueError(
+            f"Detectron2 supports resnet{depth} only at width 1 with the FPN head: use backend=torchvision"
+        )
     d2 = get_cfg()
     d2.MODEL.DEVICE = device.type
     d2.MODEL.WEIGHTS = str(weights)
@@ -124,11 +156,28 @@ def detectron2_config(cfg: DetectionConfig, loaded: LoadedTrunk, weights: Path, 
     d2.INPUT.MIN_SIZE_TRAIN, d2.INPUT.MAX_SIZE_TRAIN = tuple(cfg.min_size_train), cfg.max_size_train
     d2.INPUT.MIN_SIZE_TEST, d2.INPUT.MAX_SIZE_TEST = cfg.min_size_test, cfg.max_size_test
     s = d2.SOLVER
-    s.IMS_PER_BATCH, s.BASE_LR, s.STEPS, s.GAMMA, s.MAX_ITER = cfg.batch_size, cfg.lr, tuple(cfg.steps), cfg.gamma, cfg.iterations
-    s.WARMUP_ITERS, s.WARMUP_FACTOR, s.MOMENTUM, s.WEIGHT_DECAY = cfg.warmup_iters, 0.001, cfg.momentum, cfg.weight_decay
+    s.IMS_PER_BATCH, s.BASE_LR, s.STEPS, s.GAMMA, s.MAX_ITER = (
+        cfg.batch_size,
+        cfg.lr,
+        tuple(cfg.steps),
+        cfg.gamma,
+        cfg.iterations,
+    )
+    s.WARMUP_ITERS, s.WARMUP_FACTOR, s.MOMENTUM, s.WEIGHT_DECAY = (
+        cfg.warmup_iters,
+        0.001,
+        cfg.momentum,
+        cfg.weight_decay,
+    )
     s.CHECKPOINT_PERIOD = cfg.checkpoint_every or cfg.iterations
-    if cfg.clip_grad_norm > 0:  # Detectron2 clips each parameter's gradient norm (torchvision backend: the global norm)
-        s.CLIP_GRADIENTS.ENABLED, s.CLIP_GRADIENTS.CLIP_TYPE, s.CLIP_GRADIENTS.CLIP_VALUE = True, "norm", cfg.clip_grad_norm
+    if (
+        cfg.clip_grad_norm > 0
+    ):  # Detectron2 clips each parameter's gradient norm (torchvision backend: the global norm)
+        s.CLIP_GRADIENTS.ENABLED, s.CLIP_GRADIENTS.CLIP_TYPE, s.CLIP_GRADIENTS.CLIP_VALUE = (
+            True,
+            "norm",
+            cfg.clip_grad_norm,
+        )
     d2.DATASETS.TRAIN, d2.DATASETS.TEST = (train_name,), (test_name,)
     d2.DATALOADER.NUM_WORKERS = cfg.num_workers
     d2.TEST.EVAL_PERIOD = 0
@@ -153,8 +202,9 @@ class Collect(DatasetEvaluator):
         for inp, out in zip(inputs, outputs):
             inst = out["instances"].to("cpu")
             masks = encode_masks(inst.pred_masks.numpy()) if inst.has("pred_masks") else None
-            self.predictions[inp["image_id"]] = Detections(inst.pred_boxes.tensor.numpy(), inst.scores.numpy(),
-                                                           inst.pred_classes.numpy(), masks)
+            self.predictions[inp["image_id"]] = Detections(
+                inst.pred_boxes.tensor.numpy(), inst.scores.numpy(), inst.pred_classes.numpy(), masks
+            )
 
     def evaluate(self):
         return {"swavbench": score(self.cfg, self.predictions, self.data)}
@@ -165,8 +215,10 @@ class _Trainer(DefaultTrainer):
         return [h for h in super().build_hooks() if not isinstance(h, hooks.EvalHook)]
 
 
-def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.device, out_dir: Path):
-    """(metrics, split sizes); Detectron2's own numbers are kept with a d2_ prefix (d2_AP50, d2_box_AP, ...)."""
+def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.device, *, out_dir: Path):
+    """(metrics, split sizes).
+
+    Detectron2's own numbers are kept with a d2_ prefix (d2_AP50, d2_box_AP, ...)."""
     train_set, test_set = load_sets(cfg)
     train_name, test_name = f"swavbench_{cfg.dataset}_train", f"swavbench_{cfg.dataset}_test"
     if isinstance(test_set, VOCDetectionSet):
@@ -178,13 +230,27 @@ def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.
     else:
         register(train_name, train_set)
         register(test_name, test_set)
-        theirs = COCOEvaluator(test_name, tasks=("bbox", "segm") if cfg.masks else ("bbox",), distributed=False,
-                               output_dir=str(out_dir / "detectron2" / "eval"), use_fast_impl=False)
+        theirs = COCOEvaluator(
+            test_name,
+            tasks=("bbox", "segm") if cfg.masks else ("bbox",),
+            distributed=False,
+            output_dir=str(out_dir / "detectron2" / "eval"),
+            use_fast_impl=False,
+        )
         rle = any(isinstance(s, dict) for im in train_set.images for s in im.segmentations)
         mask_format = "bitmask" if rle else "polygon"
     weights = convert(loaded, "detectron2", out_dir / "trunk_detectron2.pkl")
-    d2 = detectron2_config(cfg, loaded, weights, device, train_name, test_name, out_dir / "detectron2",
-                           len(train_set.classes), mask_format)
+    d2 = detectron2_config(
+        cfg,
+        loaded,
+        weights,
+        device=device,
+        train_name=train_name,
+        test_name=test_name,
+        output_dir=out_dir / "detectron2",
+        n_classes=len(train_set.classes),
+        mask_format=mask_format,
+    )
     Path(d2.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
     durable.write_text(out_dir / "detectron2_config.yaml", d2.dump())
     logging.getLogger("detectron2").setLevel(logging.WARNING)

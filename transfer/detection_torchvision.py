@@ -64,32 +64,58 @@ def prepare_trunk(trunk: Trunk, cfg: DetectionConfig) -> Trunk:
 
 
 def build_model(trunk: Trunk, cfg: DetectionConfig, n_classes: int) -> FasterRCNN:
-    """Faster (or Mask) R-CNN on ``trunk`` (its weights are used as they are) for ``n_classes`` + background."""
+    """Faster (or Mask) R-CNN on ``trunk`` (its weights are used as is) for ``n_classes`` + background."""
     trunk = prepare_trunk(trunk, cfg)
     c5 = trunk.num_features
     common = dict(
-        min_size=tuple(cfg.min_size_train), max_size=cfg.max_size_train, image_mean=list(IMAGENET_MEAN),
-        image_std=list(IMAGENET_STD), box_batch_size_per_image=cfg.rois_per_image,
+        min_size=tuple(cfg.min_size_train),
+        max_size=cfg.max_size_train,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+        box_batch_size_per_image=cfg.rois_per_image,
         box_detections_per_img=cfg.detections_per_image,
     )
     if cfg.head == "fpn":
-        norm_layer = None if cfg.head_norm == "none" else nn.BatchNorm2d  # syncbn: converted in train_and_evaluate
-        backbone = BackboneWithFPN(trunk, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-                                   [c5 // 8, c5 // 4, c5 // 2, c5], 256, extra_blocks=LastLevelMaxPool(), norm_layer=norm_layer)
+        norm_layer = (
+            None if cfg.head_norm == "none" else nn.BatchNorm2d
+        )  # syncbn: converted in train_and_evaluate
+        backbone = BackboneWithFPN(
+            trunk,
+            {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+            [c5 // 8, c5 // 4, c5 // 2, c5],
+            256,
+            extra_blocks=LastLevelMaxPool(),
+            norm_layer=norm_layer,
+        )
         if cfg.box_head == "4conv1fc":
             box_head: nn.Module = FastRCNNConvFCHead((256, 7, 7), [256] * 4, [1024], norm_layer=norm_layer)
         else:
             box_head = TwoMLPHead(256 * 7 * 7, 1024)
-        heads = dict(box_head=box_head, box_predictor=FastRCNNPredictor(1024, n_classes + 1),
-                     rpn_post_nms_top_n_test=cfg.proposals_test, **common)
+        heads = dict(
+            box_head=box_head,
+            box_predictor=FastRCNNPredictor(1024, n_classes + 1),
+            rpn_post_nms_top_n_test=cfg.proposals_test,
+            **common,
+        )
         if cfg.masks:
-            return MaskRCNN(backbone, mask_head=MaskRCNNHeads(256, [256] * 4, 1, norm_layer=norm_layer),
-                            mask_predictor=MaskRCNNPredictor(256, 256, n_classes + 1), **heads)
+            return MaskRCNN(
+                backbone,
+                mask_head=MaskRCNNHeads(256, [256] * 4, 1, norm_layer=norm_layer),
+                mask_predictor=MaskRCNNPredictor(256, 256, n_classes + 1),
+                **heads,
+            )
         return FasterRCNN(backbone, **heads)
-    body = nn.Sequential(OrderedDict(
-        conv1=trunk.conv1, bn1=trunk.bn1, relu=trunk.relu, maxpool=trunk.maxpool,
-        layer1=trunk.layer1, layer2=trunk.layer2, layer3=trunk.layer3,
-    ))
+    body = nn.Sequential(
+        OrderedDict(
+            conv1=trunk.conv1,
+            bn1=trunk.bn1,
+            relu=trunk.relu,
+            maxpool=trunk.maxpool,
+            layer1=trunk.layer1,
+            layer2=trunk.layer2,
+            layer3=trunk.layer3,
+        )
+    )
     body.out_channels = c5 // 2
     norm: list[nn.Module] = []
     if cfg.extra_norm:
@@ -97,10 +123,17 @@ def build_model(trunk: Trunk, cfg: DetectionConfig, n_classes: int) -> FasterRCN
     box_head = nn.Sequential(trunk.layer4, *norm, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     anchors = AnchorGenerator(((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),))
     return FasterRCNN(
-        body, rpn_anchor_generator=anchors, rpn_head=RPNHead(c5 // 2, anchors.num_anchors_per_location()[0]),
-        rpn_pre_nms_top_n_train=12000, rpn_post_nms_top_n_train=2000, rpn_pre_nms_top_n_test=6000,
-        rpn_post_nms_top_n_test=cfg.proposals_test, box_roi_pool=MultiScaleRoIAlign(["0"], 14, 0), box_head=box_head,
-        box_predictor=FastRCNNPredictor(c5, n_classes + 1), **common,
+        body,
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(c5 // 2, anchors.num_anchors_per_location()[0]),
+        rpn_pre_nms_top_n_train=12000,
+        rpn_post_nms_top_n_train=2000,
+        rpn_pre_nms_top_n_test=6000,
+        rpn_post_nms_top_n_test=cfg.proposals_test,
+        box_roi_pool=MultiScaleRoIAlign(["0"], 14, 0),
+        box_head=box_head,
+        box_predictor=FastRCNNPredictor(c5, n_classes + 1),
+        **common,
     )
 
 
@@ -110,14 +143,16 @@ def load_image(im) -> torch.Tensor:
         with Image.open(im.path) as pil:
             return pil_to_tensor(pil.convert("RGB")).float().div_(255)
     except OSError as e:
-        raise OSError(f"cannot read image {im.path}: {e} (re-export it or drop {im.image_id} from the split file)") from None
+        raise OSError(
+            f"cannot read image {im.path}: {e} (re-export it or drop {im.image_id} from the split file)"
+        ) from None
 
 
 class TrainStream(Dataset):
     """Sample ``position`` of the training stream: epoch-wise seeded permutations, seeded flips,
     so iteration i sees the same images whether or not the run was interrupted before it."""
 
-    def __init__(self, data: DetectionSet, seed: int, start: int, length: int, masks: bool = False):
+    def __init__(self, data: DetectionSet, seed: int, start: int, *, length: int, masks: bool = False):
         self.data, self.seed, self.start, self.length, self.masks = data, seed, start, length, masks
 
     def __len__(self) -> int:
@@ -135,14 +170,18 @@ class TrainStream(Dataset):
             target["masks"] = torch.from_numpy(im.masks())
         if torch.rand((), generator=torch.Generator().manual_seed(self.seed * 7919 + pos)) < 0.5:
             x = x.flip(-1)
-            boxes = torch.stack([x.shape[-1] - boxes[:, 2], boxes[:, 1], x.shape[-1] - boxes[:, 0], boxes[:, 3]], dim=1)
+            boxes = torch.stack(
+                [x.shape[-1] - boxes[:, 2], boxes[:, 1], x.shape[-1] - boxes[:, 0], boxes[:, 3]], dim=1
+            )
             if self.masks:
                 target["masks"] = target["masks"].flip(-1)
         return x, {"boxes": boxes, **target}
 
 
 def lr_at(it: int, cfg: DetectionConfig) -> float:
-    """Linear warm-up from lr/1000 over warmup_iters, then x gamma at each step (Detectron2's WarmupMultiStepLR)."""
+    """Linear warm-up from lr/1000 over warmup_iters, then x gamma at each step.
+
+    The same schedule as Detectron2's WarmupMultiStepLR."""
     lr = cfg.lr * cfg.gamma ** sum(it >= s for s in cfg.steps)
     if it < cfg.warmup_iters:
         alpha = it / cfg.warmup_iters
@@ -154,7 +193,9 @@ def _collate(batch):
     return tuple(zip(*batch))
 
 
-def train(model: FasterRCNN, data: DetectionSet, cfg: DetectionConfig, device: torch.device, state_path: Path) -> dict:
+def train(
+    model: FasterRCNN, data: DetectionSet, cfg: DetectionConfig, *, device: torch.device, state_path: Path
+) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     start, history = 0, []
@@ -163,8 +204,18 @@ def train(model: FasterRCNN, data: DetectionSet, cfg: DetectionConfig, device: t
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["iteration"], state["history"]
-    loader = DataLoader(TrainStream(data, cfg.seed, start * cfg.batch_size, (cfg.iterations - start) * cfg.batch_size, cfg.masks),
-                        batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=_collate)
+    loader = DataLoader(
+        TrainStream(
+            data,
+            cfg.seed,
+            start * cfg.batch_size,
+            length=(cfg.iterations - start) * cfg.batch_size,
+            masks=cfg.masks,
+        ),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        collate_fn=_collate,
+    )
     model.train()
     bar = tqdm(total=cfg.iterations, initial=start, desc="detection", unit="it", leave=False)
     it = start
@@ -177,8 +228,10 @@ def train(model: FasterRCNN, data: DetectionSet, cfg: DetectionConfig, device: t
         loss = sum(losses.values())
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(
-                f"detection loss is {float(loss)} at iteration {it} ({ {k: float(v) for k, v in losses.items()} }): "
-                f"lower lr (now {cfg.lr}) or set clip_grad_norm; the last good state is kept in {state_path}")
+                f"detection loss is {float(loss)} at iteration {it} "
+                f"({ {k: float(v) for k, v in losses.items()} }): "
+                f"lower lr (now {cfg.lr}) or set clip_grad_norm; the last good state is kept in {state_path}"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad_norm > 0:
@@ -189,27 +242,37 @@ def train(model: FasterRCNN, data: DetectionSet, cfg: DetectionConfig, device: t
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss):.3f}")
         if (cfg.checkpoint_every and it % cfg.checkpoint_every == 0) or it == cfg.iterations:
-            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it, "history": history},
-                        state_path)
+            atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "iteration": it,
+                    "history": history,
+                },
+                state_path,
+            )
     bar.close()
     return {"iterations": it, "final_loss": history[-1]["loss"] if history else float("nan")}
 
 
 @torch.inference_mode()
-def predict(model: FasterRCNN, data: DetectionSet, cfg: DetectionConfig, device: torch.device) -> dict:
-    """Detections per image id; Mask R-CNN masks are thresholded at 0.5 (as Detectron2 does) and RLE-encoded."""
+def predict(model: FasterRCNN, data: DetectionSet, cfg: DetectionConfig, *, device: torch.device) -> dict:
+    """Detections per image id.
+
+    Mask R-CNN masks are thresholded at 0.5 (as Detectron2 does) and RLE-encoded."""
     model.eval()
     model.transform.min_size, model.transform.max_size = (cfg.min_size_test,), cfg.max_size_test
     out: dict = {}
     for im in tqdm(data.images, desc="detection eval", unit="img", leave=False):
         pred = model([load_image(im).to(device)])[0]
         masks = encode_masks((pred["masks"][:, 0] > 0.5).cpu().numpy()) if "masks" in pred else None
-        out[im.image_id] = Detections(pred["boxes"].cpu().numpy(), pred["scores"].cpu().numpy(),
-                                      pred["labels"].cpu().numpy() - 1, masks)
+        out[im.image_id] = Detections(
+            pred["boxes"].cpu().numpy(), pred["scores"].cpu().numpy(), pred["labels"].cpu().numpy() - 1, masks
+        )
     return out
 
 
-def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.device, out_dir: Path):
+def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.device, *, out_dir: Path):
     """(metrics, split sizes) of the run; the protocol wrapper writes the record."""
     torch.manual_seed(cfg.seed)
     train_set, test_set = load_sets(cfg)
@@ -217,8 +280,9 @@ def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.
     if cfg.head_norm == "syncbn" and torch.distributed.is_available() and torch.distributed.is_initialized():
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
-    summary = train(model, train_set, cfg, device, out_dir / "detection_state.pth")
-    metrics = score(cfg, predict(model, test_set, cfg, device), test_set)
-    metrics.update(final_loss=summary["final_loss"], skipped_boxes=float(len(train_set.skipped) + len(test_set.skipped)))
+    summary = train(model, train_set, cfg, device=device, state_path=out_dir / "detection_state.pth")
+    metrics = score(cfg, predict(model, test_set, cfg, device=device), test_set)
+    metrics.update(
+        final_loss=summary["final_loss"], skipped_boxes=float(len(train_set.skipped) + len(test_set.skipped))
+    )
     return metrics, {"train": len(train_set.images), "test": len(test_set.images)}
-

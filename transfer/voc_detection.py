@@ -45,12 +45,14 @@ class VOCDetectionSet:
     skipped: list[str] = field(default_factory=list)
 
 
-def _parse(root: Path, image_id: str, index: dict[str, int], skipped: list[str]) -> VOCImage:
+def _parse(root: Path, image_id: str, index: dict[str, int], *, skipped: list[str]) -> VOCImage:
     path, tree = annotation(root, image_id)
     try:
         width, height = int(tree.findtext("size/width")), int(tree.findtext("size/height"))
     except (TypeError, ValueError) as e:
-        raise ValueError(f"annotation {path} is not a valid VOC annotation (size/width, size/height): {e}") from None
+        raise ValueError(
+            f"annotation {path} is not a valid VOC annotation (size/width, size/height): {e}"
+        ) from None
     boxes, labels, difficult = [], [], []
     for n, obj in enumerate(tree.iter("object")):
         name = (obj.findtext("name") or "").strip()
@@ -59,7 +61,9 @@ def _parse(root: Path, image_id: str, index: dict[str, int], skipped: list[str])
         try:
             box = [float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
         except (TypeError, ValueError):
-            raise ValueError(f"annotation {path}: object {n} ({name}) has a missing or non-numeric bndbox") from None
+            raise ValueError(
+                f"annotation {path}: object {n} ({name}) has a missing or non-numeric bndbox"
+            ) from None
         if box[2] <= box[0] or box[3] <= box[1]:
             skipped.append(f"{path} object {n} ({name}) {box}")
             continue
@@ -69,8 +73,15 @@ def _parse(root: Path, image_id: str, index: dict[str, int], skipped: list[str])
     image = root / "JPEGImages" / f"{image_id}.jpg"
     if not image.is_file():
         raise FileNotFoundError(f"image {image} of split entry {image_id} is missing")
-    return VOCImage(image_id, image, width, height, np.array(boxes, dtype=np.float64).reshape(-1, 4),
-                    np.array(labels, dtype=np.int64), np.array(difficult, dtype=bool))
+    return VOCImage(
+        image_id,
+        image,
+        width,
+        height,
+        np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        np.array(labels, dtype=np.int64),
+        np.array(difficult, dtype=bool),
+    )
 
 
 def load_voc_detection(roots: list[str | Path], split: str, classes: list[str]) -> VOCDetectionSet:
@@ -80,8 +91,11 @@ def load_voc_detection(roots: list[str | Path], split: str, classes: list[str]) 
     skipped: list[str] = []
     for r in roots:
         root = voc_root(r)
-        images += [_parse(root, i, index, skipped) for i in read_split(root, split)]
+        images += [_parse(root, i, index, skipped=skipped) for i in read_split(root, split)]
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} degenerate box(es) (xmax <= xmin or ymax <= ymin): " + "; ".join(skipped),
-                      stacklevel=2)
+        warnings.warn(
+            f"skipped {len(skipped)} degenerate box(es) (xmax <= xmin or ymax <= ymin): "
+            + "; ".join(skipped),
+            stacklevel=2,
+        )
     return VOCDetectionSet(list(classes), images, skipped)

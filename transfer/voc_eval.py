@@ -29,10 +29,16 @@ class Detections:
     masks: list[dict] | None = None
 
 
-def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:
+def voc_ap(recall: np.ndarray, precision: np.ndarray, *, use_07_metric: bool) -> float:
     """AP in [0, 1] from a precision/recall curve."""
     if use_07_metric:
-        return float(sum((precision[recall >= t].max() if (recall >= t).any() else 0.0) for t in np.arange(0.0, 1.1, 0.1)) / 11.0)
+        return float(
+            sum(
+                (precision[recall >= t].max() if (recall >= t).any() else 0.0)
+                for t in np.arange(0.0, 1.1, 0.1)
+            )
+            / 11.0
+        )
     mrec = np.concatenate(([0.0], recall, [1.0]))
     mpre = np.concatenate(([0.0], precision, [0.0]))
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
@@ -40,7 +46,14 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> fl
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def class_ap(cls: int, predictions: dict[str, Detections], ground_truth: list[VOCImage], iou: float, use_07_metric: bool) -> float:
+def class_ap(
+    cls: int,
+    predictions: dict[str, Detections],
+    ground_truth: list[VOCImage],
+    *,
+    iou: float,
+    use_07_metric: bool,
+) -> float:
     gt = {}
     n_pos = 0
     for im in ground_truth:
@@ -70,8 +83,11 @@ def class_ap(cls: int, predictions: dict[str, Detections], ground_truth: list[VO
             iw = np.maximum(np.minimum(gt_boxes[:, 2], bb[2]) - np.maximum(gt_boxes[:, 0], bb[0]) + 1.0, 0.0)
             ih = np.maximum(np.minimum(gt_boxes[:, 3], bb[3]) - np.maximum(gt_boxes[:, 1], bb[1]) + 1.0, 0.0)
             inter = iw * ih
-            union = ((bb[2] - bb[0] + 1.0) * (bb[3] - bb[1] + 1.0)
-                     + (gt_boxes[:, 2] - gt_boxes[:, 0] + 1.0) * (gt_boxes[:, 3] - gt_boxes[:, 1] + 1.0) - inter)
+            union = (
+                (bb[2] - bb[0] + 1.0) * (bb[3] - bb[1] + 1.0)
+                + (gt_boxes[:, 2] - gt_boxes[:, 0] + 1.0) * (gt_boxes[:, 3] - gt_boxes[:, 1] + 1.0)
+                - inter
+            )
             overlaps = inter / union
             j = int(np.argmax(overlaps))
             best = overlaps[j]
@@ -86,20 +102,31 @@ def class_ap(cls: int, predictions: dict[str, Detections], ground_truth: list[VO
     tp, fp = np.cumsum(tp), np.cumsum(fp)
     recall = tp / n_pos
     precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-    return voc_ap(recall, precision, use_07_metric)
+    return voc_ap(recall, precision, use_07_metric=use_07_metric)
 
 
-def voc_detection_metrics(predictions: dict[str, Detections], ground_truth: list[VOCImage], classes: list[str],
-                          use_07_metric: bool = True) -> dict[str, float]:
+def voc_detection_metrics(
+    predictions: dict[str, Detections],
+    ground_truth: list[VOCImage],
+    classes: list[str],
+    *,
+    use_07_metric: bool = True,
+) -> dict[str, float]:
     """AP / AP50 / AP75 (%) over ``classes``; images absent from ``predictions`` have no detections."""
     unknown = set(predictions) - {im.image_id for im in ground_truth}
     if unknown:
         raise ValueError(f"predictions for images that are not in the ground truth: {sorted(unknown)[:5]}")
     per_iou: dict[int, list[float]] = {}
     for t in range(50, 100, 5):
-        per_iou[t] = [100.0 * class_ap(c, predictions, ground_truth, t / 100.0, use_07_metric) for c in range(len(classes))]
-    out = {"AP": float(np.mean([np.mean(v) for v in per_iou.values()])), "AP50": float(np.mean(per_iou[50])),
-           "AP75": float(np.mean(per_iou[75]))}
+        per_iou[t] = [
+            100.0 * class_ap(c, predictions, ground_truth, iou=t / 100.0, use_07_metric=use_07_metric)
+            for c in range(len(classes))
+        ]
+    out = {
+        "AP": float(np.mean([np.mean(v) for v in per_iou.values()])),
+        "AP50": float(np.mean(per_iou[50])),
+        "AP75": float(np.mean(per_iou[75])),
+    }
     for c, name in enumerate(classes):
         out[f"AP50_{name}"] = per_iou[50][c]
     return out

@@ -10,7 +10,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def swavbench(*args):
-    return subprocess.run([sys.executable, "-m", "swavbench", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "swavbench", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_eval_help_lists_protocols():
@@ -23,8 +25,16 @@ def test_eval_help_lists_protocols():
 
 
 def test_eval_knn_cli_random_trunk_and_wrong_checkpoint(tmp_path, generated_data):
-    common = [f"train={generated_data}", f"val={generated_data.parent / 'val'}", "resize=32", "crop=32",
-              "num_workers=0", "trunk.arch=resnet18", "trunk.width_multiplier=0.125", "ks=[5,10]"]
+    common = [
+        f"train={generated_data}",
+        f"val={generated_data.parent / 'val'}",
+        "resize=32",
+        "crop=32",
+        "num_workers=0",
+        "trunk.arch=resnet18",
+        "trunk.width_multiplier=0.125",
+        "ks=[5,10]",
+    ]
     res = swavbench("eval", "knn", "--checkpoint", "random", "--out", str(tmp_path / "knn"), *common)
     assert res.returncode == 0, res.stderr
     assert "k5_top1" in res.stdout
@@ -45,6 +55,16 @@ def test_empty_class_folder_is_named(tmp_path, generated_data):
     train = tmp_path / "train"
     shutil.copytree(generated_data, train)
     (train / "zebra").mkdir()
-    res = swavbench("eval", "knn", "--checkpoint", "random", "--out", str(tmp_path / "o"), f"train={train}",
-                    f"val={train}", "trunk.arch=resnet18", "num_workers=0")
+    res = swavbench(
+        "eval",
+        "knn",
+        "--checkpoint",
+        "random",
+        "--out",
+        str(tmp_path / "o"),
+        f"train={train}",
+        f"val={train}",
+        "trunk.arch=resnet18",
+        "num_workers=0",
+    )
     assert res.returncode == 2 and "zebra" in res.stderr and str(train) in res.stderr

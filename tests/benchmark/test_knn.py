@@ -33,7 +33,9 @@ def test_matches_brute_force_on_clustered_features(backend):
     xtr, ytr = clusters(40, seed=0)
     g = torch.Generator().manual_seed(1)
     xte, yte = clusters(15, seed=0)[0] + 0.5 * torch.randn(120, 16, generator=g), clusters(15, seed=0)[1]
-    got = knn_accuracy(xtr, ytr, xte, yte, ks=(10, 20, 100, 200), temperature=0.07, backend=backend)
+    got = knn_accuracy(
+        xtr, ytr, xte, test_labels=yte, ks=(10, 20, 100, 200), temperature=0.07, backend=backend
+    )
     for k in (10, 20, 100, 200):
         top1, top5 = brute_force_knn(xtr, ytr, xte, yte, k, 0.07, 8)
         assert got[f"k{k}_top1"] == pytest.approx(top1, abs=1e-4)

@@ -31,7 +31,16 @@ def fit(cfg, xtr, ytr, xte, yte):
         return evaluate_heads(heads, DataLoader(TensorDataset(xte, yte), batch_size=512), torch.device("cpu"))
 
     n = math.ceil(len(ytr) / cfg.batch_size)
-    return train_heads(n, batches, eval_fn, xtr.shape[1], int(ytr.max()) + 1, cfg, torch.device("cpu"), "test")
+    return train_heads(
+        n,
+        batches,
+        eval_fn,
+        dim=xtr.shape[1],
+        n_classes=int(ytr.max()) + 1,
+        cfg=cfg,
+        device=torch.device("cpu"),
+        desc="test",
+    )
 
 
 def test_probe_reaches_logistic_regression_accuracy():
@@ -52,8 +61,13 @@ def test_grid_heads_equal_heads_trained_alone():
     together = fit(LinearConfig(epochs=5, batch_size=32, lrs=lrs, weight_decays=wds), xtr, ytr, xte, yte)
     assert len(together) == 6
     for r in together:
-        (alone,) = fit(LinearConfig(epochs=5, batch_size=32, lrs=[r["lr"]], weight_decays=[r["weight_decay"]]),
-                       xtr, ytr, xte, yte)
+        (alone,) = fit(
+            LinearConfig(epochs=5, batch_size=32, lrs=[r["lr"]], weight_decays=[r["weight_decay"]]),
+            xtr,
+            ytr,
+            xte,
+            yte,
+        )
         assert alone["top1_last"] == pytest.approx(r["top1_last"], abs=1e-6)
         assert alone["top5_best"] == pytest.approx(r["top5_best"], abs=1e-6)
     assert len({round(r["top1_last"], 3) for r in together}) > 1  # the lrs really differ
@@ -61,22 +75,39 @@ def test_grid_heads_equal_heads_trained_alone():
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory, generated_data):
-    return pretrain(load_config("tiny", [f"data.path={generated_data}", "run.max_iters=3"]),
-                    tmp_path_factory.mktemp("tiny"), progress=False)
+    return pretrain(
+        load_config("tiny", [f"data.path={generated_data}", "run.max_iters=3"]),
+        tmp_path_factory.mktemp("tiny"),
+        progress=False,
+    )
 
 
 @pytest.mark.parametrize("mode", ["augmented", "cached"])
-def test_probe_leaves_trunk_and_bn_statistics_unchanged(tmp_path, tiny_ckpt, generated_data, monkeypatch, mode):
+def test_probe_leaves_trunk_and_bn_statistics_unchanged(
+    tmp_path, tiny_ckpt, generated_data, monkeypatch, mode
+):
     seen = []
     real = protocol.load_trunk
     monkeypatch.setattr(protocol, "load_trunk", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
-    cfg = LinearConfig(dataset="generated", train=str(generated_data), val=str(generated_data.parent / "val"),
-                       mode=mode, epochs=2, batch_size=32, crop=32, resize=32, num_workers=0, lrs=[0.1, 1.0])
+    cfg = LinearConfig(
+        dataset="generated",
+        train=str(generated_data),
+        val=str(generated_data.parent / "val"),
+        mode=mode,
+        epochs=2,
+        batch_size=32,
+        crop=32,
+        resize=32,
+        num_workers=0,
+        lrs=[0.1, 1.0],
+    )
     rec = run_linear(cfg, str(tiny_ckpt), tmp_path)
     saved = load_checkpoint(tiny_ckpt)["state_dict"]
     after = seen[0].trunk.state_dict()
     for k, v in after.items():
-        assert torch.equal(v.cpu(), saved[k]), k  # weights and running_mean / running_var / num_batches_tracked
+        assert torch.equal(v.cpu(), saved[k]), (
+            k
+        )  # weights and running_mean / running_var / num_batches_tracked
     data = json.loads((tmp_path / "result.json").read_text())
     assert data["status"] == "ok" and data["config"]["mode"] == mode and data["protocol"] == "linear"
     assert data["splits"] == {"train": 160, "val": 40} and data["checkpoint_sha256"] == seen[0].sha256
@@ -97,8 +128,17 @@ def test_interrupted_probe_resumes_to_the_same_result(generated_data, tmp_path, 
     import benchmark.linear as linear_mod
 
     g = generated_data.parent
-    cfg = LinearConfig(train=str(g / "train"), val=str(g / "val"), mode="cached", epochs=4, batch_size=32, lrs=[0.1, 1.0],
-                       resize=32, crop=32, num_workers=0)
+    cfg = LinearConfig(
+        train=str(g / "train"),
+        val=str(g / "val"),
+        mode="cached",
+        epochs=4,
+        batch_size=32,
+        lrs=[0.1, 1.0],
+        resize=32,
+        crop=32,
+        num_workers=0,
+    )
     cfg.trunk.arch, cfg.trunk.small_stem, cfg.trunk.width_multiplier = "resnet18", True, 0.125
     straight = run_linear(cfg, "random", tmp_path / "straight").metrics
 

@@ -42,19 +42,37 @@ def test_subset_naming_missing_images_is_an_error(tmp_path, generated_data):
 
 
 def test_finetuning_changes_trunk_and_bn_statistics(tmp_path, generated_data, monkeypatch):
-    ckpt = pretrain(load_config("tiny", [f"data.path={generated_data}", "run.max_iters=2"]), tmp_path / "pre", progress=False)
+    ckpt = pretrain(
+        load_config("tiny", [f"data.path={generated_data}", "run.max_iters=2"]),
+        tmp_path / "pre",
+        progress=False,
+    )
     seen = []
     real = protocol.load_trunk
     monkeypatch.setattr(protocol, "load_trunk", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
-    cfg = SemisupConfig(dataset="generated", train=str(generated_data), val=str(generated_data.parent / "val"),
-                        subset="balanced:4", epochs=2, batch_size=16, milestones=[1], crop=32, resize=32, num_workers=0)
+    cfg = SemisupConfig(
+        dataset="generated",
+        train=str(generated_data),
+        val=str(generated_data.parent / "val"),
+        subset="balanced:4",
+        epochs=2,
+        batch_size=16,
+        milestones=[1],
+        crop=32,
+        resize=32,
+        num_workers=0,
+    )
     rec = run_semisup(cfg, str(ckpt), tmp_path / "out")
     saved = load_checkpoint(ckpt)["state_dict"]
     after = {k: v.cpu() for k, v in seen[0].trunk.state_dict().items()}
     assert not torch.equal(after["conv1.weight"], saved["conv1.weight"])
     assert not torch.equal(after["bn1.running_mean"], saved["bn1.running_mean"])
     data = json.loads((tmp_path / "out" / "result.json").read_text())
-    assert data["status"] == "ok" and data["splits"]["train_labelled"] == 40 and data["config"]["mode"] == "finetune"
+    assert (
+        data["status"] == "ok"
+        and data["splits"]["train_labelled"] == 40
+        and data["config"]["mode"] == "finetune"
+    )
     assert (tmp_path / "out" / "subset.txt").is_file() and 0 <= rec.metrics["top1"] <= 100
 
 
@@ -62,8 +80,17 @@ def test_interrupted_finetuning_resumes_to_the_same_result(generated_data, tmp_p
     import benchmark.semisup as semisup_mod
 
     g = generated_data.parent
-    cfg = SemisupConfig(train=str(g / "train"), val=str(g / "val"), subset="balanced:4", epochs=3, milestones=[2],
-                        batch_size=8, crop=32, resize=32, num_workers=0)
+    cfg = SemisupConfig(
+        train=str(g / "train"),
+        val=str(g / "val"),
+        subset="balanced:4",
+        epochs=3,
+        milestones=[2],
+        batch_size=8,
+        crop=32,
+        resize=32,
+        num_workers=0,
+    )
     cfg.trunk.arch, cfg.trunk.small_stem, cfg.trunk.width_multiplier = "resnet18", True, 0.125
     straight = run_semisup(cfg, "random", tmp_path / "straight").metrics
     real_save = semisup_mod.atomic_save

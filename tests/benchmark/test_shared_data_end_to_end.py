@@ -38,10 +38,20 @@ def valid(out: Path, protocol: str) -> dict:
 def knn_runs(tmp_path_factory, pretrained) -> Path:
     """kNN records of the SwAV trunk, a random trunk and a supervised trunk trained on the same data."""
     runs = tmp_path_factory.mktemp("cifar-evals")
-    sup_cfg = load_dataclass(SupervisedConfig, SUPERVISED_CONFIGS, "cpu-small", [f"data={CIFAR / 'train'}", "epochs=1"])
+    sup_cfg = load_dataclass(
+        SupervisedConfig, SUPERVISED_CONFIGS, "cpu-small", overrides=[f"data={CIFAR / 'train'}", "epochs=1"]
+    )
     supervised = train_supervised(sup_cfg, runs / "supervised-run", progress=False)
-    cfg = KnnConfig(dataset="cifar10-subset", train=str(CIFAR / "train"), val=str(CIFAR / "val"), resize=32, crop=32,
-                    ks=[20, 200], num_workers=2, trunk=SMALL)
+    cfg = KnnConfig(
+        dataset="cifar10-subset",
+        train=str(CIFAR / "train"),
+        val=str(CIFAR / "val"),
+        resize=32,
+        crop=32,
+        ks=[20, 200],
+        num_workers=2,
+        trunk=SMALL,
+    )
     for name, ckpt in (("swav", pretrained), ("random", "random"), ("supervised", supervised)):
         run_knn(cfg, str(ckpt), runs / "evals" / name)
     return runs / "evals"
@@ -51,7 +61,10 @@ def test_knn_pretrained_beats_random(knn_runs):
     ours, floor = valid(knn_runs / "swav", "knn"), valid(knn_runs / "random", "knn")
     assert ours["trunk_kind"] == "swav-bench" and floor["trunk_kind"] == "random"
     # measured 2026-11: 32.0 vs 27.8 top-1 at k = 20 after one epoch
-    assert ours["metrics"]["k20_top1"] > floor["metrics"]["k20_top1"] + 2.0, (ours["metrics"], floor["metrics"])
+    assert ours["metrics"]["k20_top1"] > floor["metrics"]["k20_top1"] + 2.0, (
+        ours["metrics"],
+        floor["metrics"],
+    )
 
 
 def test_report_of_the_cifar_runs_has_swav_random_and_supervised_rows(knn_runs, pretrained, tmp_path):
@@ -63,13 +76,36 @@ def test_report_of_the_cifar_runs_has_swav_random_and_supervised_rows(knn_runs, 
 
 
 def test_linear_cached_and_semisup_on_cifar(tmp_path, pretrained):
-    lin = LinearConfig(dataset="cifar10-subset", train=str(CIFAR / "train"), val=str(CIFAR / "val"), mode="cached",
-                       epochs=5, lrs=[0.3, 1.0], weight_decays=[0.0], crop=32, resize=32, num_workers=2, trunk=SMALL)
+    lin = LinearConfig(
+        dataset="cifar10-subset",
+        train=str(CIFAR / "train"),
+        val=str(CIFAR / "val"),
+        mode="cached",
+        epochs=5,
+        lrs=[0.3, 1.0],
+        weight_decays=[0.0],
+        crop=32,
+        resize=32,
+        num_workers=2,
+        trunk=SMALL,
+    )
     rec = run_linear(lin, str(pretrained), tmp_path / "linear")
     assert valid(tmp_path / "linear", "linear")["config"]["mode"] == "cached"
     assert rec.metrics["top1"] > 20  # well above chance (10%)
-    semi = SemisupConfig(dataset="cifar10-subset", train=str(CIFAR / "train"), val=str(CIFAR / "val"),
-                         subset="balanced:20", epochs=2, batch_size=64, trunk_lr=0.01, head_lr=0.2, milestones=[1],
-                         crop=32, resize=32, num_workers=2, trunk=SMALL)
+    semi = SemisupConfig(
+        dataset="cifar10-subset",
+        train=str(CIFAR / "train"),
+        val=str(CIFAR / "val"),
+        subset="balanced:20",
+        epochs=2,
+        batch_size=64,
+        trunk_lr=0.01,
+        head_lr=0.2,
+        milestones=[1],
+        crop=32,
+        resize=32,
+        num_workers=2,
+        trunk=SMALL,
+    )
     run_semisup(semi, str(pretrained), tmp_path / "semisup")
     assert valid(tmp_path / "semisup", "semisup")["splits"]["train_labelled"] == 200

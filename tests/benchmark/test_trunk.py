@@ -18,7 +18,9 @@ def features(model, x):
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory, generated_data):
     out = tmp_path_factory.mktemp("tinyrun")
-    return pretrain(load_config("tiny", [f"data.path={generated_data}", "run.max_iters=2"]), out, progress=False)
+    return pretrain(
+        load_config("tiny", [f"data.path={generated_data}", "run.max_iters=2"]), out, progress=False
+    )
 
 
 def test_swav_bench_checkpoint_names_its_architecture(tiny_ckpt):
@@ -26,7 +28,9 @@ def test_swav_bench_checkpoint_names_its_architecture(tiny_ckpt):
     assert loaded.kind == "swav-bench" and loaded.spec == TrunkSpec("resnet18", True, 0.125)
     assert len(loaded.sha256) == 64 and "prototypes.weight" in loaded.ignored_keys
     saved = torch.load(tiny_ckpt, weights_only=False)["state_dict"]
-    torch.testing.assert_close(loaded.trunk.state_dict()["layer2.0.conv1.weight"], saved["layer2.0.conv1.weight"])
+    torch.testing.assert_close(
+        loaded.trunk.state_dict()["layer2.0.conv1.weight"], saved["layer2.0.conv1.weight"]
+    )
 
 
 def test_official_torchvision_and_vissl_formats(tmp_path):
@@ -45,8 +49,16 @@ def test_official_torchvision_and_vissl_formats(tmp_path):
     tv.fc = torch.nn.Identity()
     torch.testing.assert_close(features(got.trunk, x), features(tv, x))
 
-    vissl = {"classy_state_dict": {"base_model": {"model": {
-        "trunk": {"_feature_blocks." + k: v for k, v in model.trunk.state_dict().items()}, "heads": {}}}}}
+    vissl = {
+        "classy_state_dict": {
+            "base_model": {
+                "model": {
+                    "trunk": {"_feature_blocks." + k: v for k, v in model.trunk.state_dict().items()},
+                    "heads": {},
+                }
+            }
+        }
+    }
     atomic_save(vissl, tmp_path / "vissl.torch")
     got = load_trunk(tmp_path / "vissl.torch")
     assert got.kind == "vissl"
@@ -55,7 +67,9 @@ def test_official_torchvision_and_vissl_formats(tmp_path):
 
 def test_wrong_architecture_is_refused(tmp_path):
     atomic_save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
-    with pytest.raises(TrunkLoadError, match=r"r18.pth \(torchvision\) does not match a resnet50 trunk.*missing"):
+    with pytest.raises(
+        TrunkLoadError, match=r"r18.pth \(torchvision\) does not match a resnet50 trunk.*missing"
+    ):
         load_trunk(tmp_path / "r18.pth")  # default resnet50
     atomic_save({"foo": 1}, tmp_path / "junk.pth")
     with pytest.raises(TrunkLoadError, match="junk.pth: no state dict"):
@@ -66,4 +80,6 @@ def test_random_trunk_is_seeded():
     a = load_trunk("random", TrunkSpec("resnet18"), seed=1).trunk.state_dict()
     b = load_trunk("random", TrunkSpec("resnet18"), seed=1).trunk.state_dict()
     c = load_trunk("random", TrunkSpec("resnet18"), seed=2).trunk.state_dict()
-    assert torch.equal(a["conv1.weight"], b["conv1.weight"]) and not torch.equal(a["conv1.weight"], c["conv1.weight"])
+    assert torch.equal(a["conv1.weight"], b["conv1.weight"]) and not torch.equal(
+        a["conv1.weight"], c["conv1.weight"]
+    )

@@ -51,7 +51,9 @@ def test_labels_from_annotations_and_clear_errors(tmp_path):
 def test_empty_class_is_a_clear_error(tmp_path):
     write_voc(tmp_path, {"a": [("cat", 0)], "b": [("dog", 0)]}, "trainval")
     write_voc(tmp_path, {"c": [("cat", 0)], "d": [("cat", 0)]}, "test")
-    cfg = SvmConfig(root=str(tmp_path), classes=["cat", "dog"], resize=32, crop=32, num_workers=0, costs=[1.0])
+    cfg = SvmConfig(
+        root=str(tmp_path), classes=["cat", "dog"], resize=32, crop=32, num_workers=0, costs=[1.0]
+    )
     cfg.trunk.arch = "resnet18"
     with pytest.raises(ValueError, match="class 'dog' has no positive image"):
         run_svm(cfg, "random", tmp_path / "out")
@@ -72,8 +74,17 @@ def test_low_shot_draw_keeps_k_positives_and_all_negatives():
 
 @pytest.mark.skipif(not SHARED_BCCD.is_dir(), reason=f"shared BCCD data not found at {SHARED_BCCD}")
 def test_svm_end_to_end_on_bccd(tmp_path):
-    cfg = SvmConfig(dataset="bccd", root=str(SHARED_BCCD), classes=[], resize=48, crop=48, costs=[0.1, 1.0],
-                    low_shot_ks=[2], low_shot_samples=2, num_workers=0)
+    cfg = SvmConfig(
+        dataset="bccd",
+        root=str(SHARED_BCCD),
+        classes=[],
+        resize=48,
+        crop=48,
+        costs=[0.1, 1.0],
+        low_shot_ks=[2],
+        low_shot_samples=2,
+        num_workers=0,
+    )
     cfg.trunk.arch, cfg.trunk.width_multiplier, cfg.trunk.small_stem = "resnet18", 0.25, True
     rec = run_svm(cfg, "random", tmp_path)
     data = json.loads((tmp_path / "result.json").read_text())

@@ -14,8 +14,10 @@ def images(n=4, size=20, seed=0):
     return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("op_id,tv", [(0, TF.adjust_brightness), (1, TF.adjust_contrast), (2, TF.adjust_saturation),
-                                      (3, TF.adjust_hue)])
+@pytest.mark.parametrize(
+    "op_id,tv",
+    [(0, TF.adjust_brightness), (1, TF.adjust_contrast), (2, TF.adjust_saturation), (3, TF.adjust_hue)],
+)
 def test_each_op_equals_torchvision(op_id, tv):
     x = images()
     f = torch.tensor([0.3, 0.9, 1.4, 1.8]) if op_id < 3 else torch.tensor([-0.2, -0.05, 0.1, 0.2])
@@ -26,7 +28,9 @@ def test_each_op_equals_torchvision(op_id, tv):
 
 def test_grayscale_and_blur_equal_torchvision():
     x = images(3, 24)
-    torch.testing.assert_close(grayscale(x).expand(-1, 3, -1, -1), TF.rgb_to_grayscale(x, 3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        grayscale(x).expand(-1, 3, -1, -1), TF.rgb_to_grayscale(x, 3), atol=1e-6, rtol=0
+    )
     sigma = torch.tensor([0.5, 1.2, 2.0])
     got = gaussian_blur(x, sigma)
     for i, s in enumerate(sigma.tolist()):
@@ -37,9 +41,14 @@ def test_grayscale_and_blur_equal_torchvision():
 def test_apply_follows_each_samples_order_then_gray_blur_normalise():
     aug = BatchAugment(load_config("tiny", ["data.blur_prob=0.5"]).data)
     x8 = (images(2, 16, seed=3) * 255).round().to(torch.uint8)
-    p = {"jitter": torch.tensor([True, False]), "order": torch.tensor([[3, 0, 2, 1], [0, 1, 2, 3]]),
-         "factors": torch.tensor([[1.5, 0.7, 1.2, 0.1], [1.0, 1.0, 1.0, 0.0]]),
-         "gray": torch.tensor([False, True]), "blur": torch.tensor([True, False]), "sigma": torch.tensor([1.0, 1.0])}
+    p = {
+        "jitter": torch.tensor([True, False]),
+        "order": torch.tensor([[3, 0, 2, 1], [0, 1, 2, 3]]),
+        "factors": torch.tensor([[1.5, 0.7, 1.2, 0.1], [1.0, 1.0, 1.0, 0.0]]),
+        "gray": torch.tensor([False, True]),
+        "blur": torch.tensor([True, False]),
+        "sigma": torch.tensor([1.0, 1.0]),
+    }
     got = aug.apply(x8, p)
     x = x8.float() / 255
     a = TF.adjust_hue(x[0], 0.1)

@@ -1,4 +1,6 @@
-"""The speed script's step timer runs every variant (ours, the straightforward fp32 per-crop step, the trunk-only floor) on one batch."""
+"""The speed script's step timer runs every variant on one batch.
+
+Variants: ours, the straightforward fp32 per-crop step, the trunk-only floor."""
 
 from pretrain.bench import FLOOR, OURS, PLAIN, time_steps
 from pretrain.config import load_config

@@ -17,7 +17,9 @@ from pretrain.model import SwAVModel, build_trunk
 def test_release_layout_round_trip_and_official_format(tmp_path):
     model = SwAVModel(build_trunk("resnet50"), hidden_mlp=64, feat_dim=16, n_prototypes=[30])
     release = release_state_dict(model.state_dict())
-    assert "conv1.weight" in release and "projection_head.0.weight" in release and "prototypes.weight" in release
+    assert (
+        "conv1.weight" in release and "projection_head.0.weight" in release and "prototypes.weight" in release
+    )
     assert model_state_dict(release).keys() == model.state_dict().keys()
     # the official release: DDP "module." prefix, flat or under "state_dict"
     official = {"module." + k: v for k, v in release.items()}

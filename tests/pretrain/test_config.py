@@ -14,11 +14,17 @@ def test_presets_load_and_paper_recipes():
     assert paper.optim.base_lr == 4.8 and paper.swav.queue_length == 0 and paper.data.size_crops == [224, 96]
     assert paper.data.nmb_crops == [2, 6] and paper.model.n_prototypes == [3000] and paper.optim.epochs == 800
     small = load_config("rn50-200ep-bs256-queue")
-    assert small.swav.queue_length == 3840 and small.optim.base_lr == 0.6 and small.swav.freeze_prototypes_niters == 5005
+    assert (
+        small.swav.queue_length == 3840
+        and small.optim.base_lr == 0.6
+        and small.swav.freeze_prototypes_niters == 5005
+    )
 
 
 def test_overrides_types_and_lists():
-    cfg = load_config("tiny", ["optim.epochs=7", "data.size_crops=[24,12]", "run.precision=bf16", "model.small_stem=false"])
+    cfg = load_config(
+        "tiny", ["optim.epochs=7", "data.size_crops=[24,12]", "run.precision=bf16", "model.small_stem=false"]
+    )
     assert cfg.optim.epochs == 7 and cfg.data.size_crops == [24, 12] and cfg.run.precision == "bf16"
     assert cfg.model.small_stem is False
 

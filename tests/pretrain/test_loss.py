@@ -43,7 +43,7 @@ def make(b=8, n_crops=4, d=16, k=20, seed=0):
 
 def test_matches_reference_without_queue():
     z, c = make()
-    got = swav_loss(z, c, 4, (0, 1), 0.1, 0.05, 3)
+    got = swav_loss(z, c, 4, crops_for_assign=(0, 1), temperature=0.1, epsilon=0.05, iterations=3)
     want = ref_loss(z, c, 4, (0, 1), 0.1, 0.05, 3)
     torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=1e-5)
 
@@ -52,16 +52,20 @@ def test_matches_reference_with_queue_and_other_assign_crops():
     z, c = make(b=6, n_crops=3, seed=1)
     queue = F.normalize(torch.randn(2, 24, 16, generator=torch.Generator().manual_seed(5)), dim=2)
     before = queue.clone()
-    got = swav_loss(z, c, 3, (0, 2), 0.1, 0.05, 3, queue=queue)
+    got = swav_loss(
+        z, c, 3, crops_for_assign=(0, 2), temperature=0.1, epsilon=0.05, iterations=3, queue=queue
+    )
     want = ref_loss(z, c, 3, (0, 2), 0.1, 0.05, 3, queue=queue)
     torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=1e-5)
     assert torch.equal(queue, before)  # the loss never modifies the queue
-    assert not torch.isclose(got, swav_loss(z, c, 3, (0, 2), 0.1, 0.05, 3))  # the queue changes the codes
+    assert not torch.isclose(
+        got, swav_loss(z, c, 3, crops_for_assign=(0, 2), temperature=0.1, epsilon=0.05, iterations=3)
+    )  # the queue changes the codes
 
 
 def test_gradients_reach_z_and_prototypes_but_not_through_codes():
     z, c = make(seed=2)
-    swav_loss(z, c, 4, (0, 1)).backward()
+    swav_loss(z, c, 4, crops_for_assign=(0, 1)).backward()
     assert z.grad.abs().sum() > 0 and c.grad.abs().sum() > 0
     # same gradients as a loss in which the codes are constants computed beforehand
     z2, c2 = z.detach().clone().requires_grad_(), c.detach().clone().requires_grad_()

@@ -37,10 +37,20 @@ def test_lars_excluded_group_is_plain_sgd():
 
 def test_schedule_warmup_then_cosine():
     ipe, epochs, warm = 10, 20, 2
-    want = np.concatenate([
-        np.linspace(0.3, 4.8, ipe * warm),
-        0.0048 + 0.5 * (4.8 - 0.0048) * (1 + np.cos(np.pi * np.arange(ipe * (epochs - warm)) / (ipe * (epochs - warm)))),
-    ])
-    got = [lr_at(i, ipe, epochs, 4.8, 0.0048, warm, 0.3) for i in range(ipe * epochs)]
+    want = np.concatenate(
+        [
+            np.linspace(0.3, 4.8, ipe * warm),
+            0.0048
+            + 0.5
+            * (4.8 - 0.0048)
+            * (1 + np.cos(np.pi * np.arange(ipe * (epochs - warm)) / (ipe * (epochs - warm)))),
+        ]
+    )
+    got = [
+        lr_at(i, ipe, epochs, base_lr=4.8, final_lr=0.0048, warmup_epochs=warm, start_warmup=0.3)
+        for i in range(ipe * epochs)
+    ]
     np.testing.assert_allclose(got, want, rtol=1e-12)
-    assert math.isclose(lr_at(0, ipe, epochs, 0.6, 0.0006, 0, 0.0), 0.6)
+    assert math.isclose(
+        lr_at(0, ipe, epochs, base_lr=0.6, final_lr=0.0006, warmup_epochs=0, start_warmup=0.0), 0.6
+    )

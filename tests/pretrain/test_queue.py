@@ -19,6 +19,6 @@ def test_fifo_newest_first_and_activation():
     torch.testing.assert_close(buf[0, 4:], z[0:2])
     torch.testing.assert_close(buf[1, :2], z[2:4] + 200)
     state = q.state_dict()
-    q2 = EmbeddingQueue(2, 6, 3, 1)
+    q2 = EmbeddingQueue(2, 6, 3, start_epoch=1)
     q2.load_state_dict(state)
     assert torch.equal(q2.active(1), buf)

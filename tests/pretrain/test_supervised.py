@@ -8,8 +8,17 @@ from pretrain.supervised import SupervisedConfig, train_supervised
 
 
 def tiny(data, **kw):
-    return SupervisedConfig(data=str(data), model=ModelConfig(arch="resnet18", small_stem=True, width_multiplier=0.125),
-                            epochs=2, batch_size=32, lr=0.1, crop=32, min_scale=0.5, num_workers=0, **kw)
+    return SupervisedConfig(
+        data=str(data),
+        model=ModelConfig(arch="resnet18", small_stem=True, width_multiplier=0.125),
+        epochs=2,
+        batch_size=32,
+        lr=0.1,
+        crop=32,
+        min_scale=0.5,
+        num_workers=0,
+        **kw,
+    )
 
 
 def test_supervised_baseline_learns_and_loads_as_a_trunk(tmp_path, generated_data):

@@ -18,12 +18,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def losses(run: Path) -> dict[int, float]:
-    return {r["iteration"]: r["loss"] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())}
+    return {
+        r["iteration"]: r["loss"] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())
+    }
 
 
 def cli(*args: str, **kw) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "swavbench", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "swavbench", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )
 
 
 def test_loss_decreases_over_a_few_hundred_iterations(tmp_path, generated_data):
@@ -59,14 +69,26 @@ def test_prototypes_frozen_for_the_first_iterations(tmp_path, generated_data):
 
 
 def test_kill_and_resume_gives_the_same_loss_trajectory(tmp_path, generated_data):
-    common = ["--config", "tiny", "--no-progress", f"data.path={generated_data}", "optim.epochs=4",
-              "run.checkpoint_every_iters=4", "data.num_workers=1"]
+    common = [
+        "--config",
+        "tiny",
+        "--no-progress",
+        f"data.path={generated_data}",
+        "optim.epochs=4",
+        "run.checkpoint_every_iters=4",
+        "data.num_workers=1",
+    ]
     full = cli("pretrain", "--out", str(tmp_path / "full"), *common)
     assert full.returncode == 0, full.stderr
     run = tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "swavbench", "pretrain", "--out", str(run), *common], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swavbench", "pretrain", "--out", str(run), *common],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (run / "checkpoint.pth").exists() and time.time() < deadline:
         time.sleep(0.02)
@@ -95,9 +117,26 @@ def test_kill_and_resume_gives_the_same_loss_trajectory(tmp_path, generated_data
 def test_two_process_gloo_ddp_with_queue(tmp_path, generated_data):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "swavbench",
-           "pretrain", "--config", "tiny", "--out", str(out), "--no-progress", f"data.path={generated_data}",
-           "optim.epochs=3", "swav.queue_length=32", "swav.epoch_queue_starts=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "swavbench",
+        "pretrain",
+        "--config",
+        "tiny",
+        "--out",
+        str(out),
+        "--no-progress",
+        f"data.path={generated_data}",
+        "optim.epochs=3",
+        "swav.queue_length=32",
+        "swav.epoch_queue_starts=1",
+    ]
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     ckpt = load_checkpoint(out / "checkpoint.pth")
@@ -105,7 +144,9 @@ def test_two_process_gloo_ddp_with_queue(tmp_path, generated_data):
     assert ckpt["iteration"] == 15 and ckpt["epoch"] == 3
     # the global queue of 32 is split over the 2 processes, as in the official implementation
     assert len(ckpt["queue"]) == 2 and all(q["filled"] == 16 and q["in_use"] for q in ckpt["queue"])
-    assert not torch.equal(ckpt["queue"][0]["buffer"], ckpt["queue"][1]["buffer"])  # each process its own samples
+    assert not torch.equal(
+        ckpt["queue"][0]["buffer"], ckpt["queue"][1]["buffer"]
+    )  # each process its own samples
     assert all(math.isfinite(v) for v in losses(out).values())
 
 
@@ -126,8 +167,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, generated_d
 
 def test_collapse_is_detected(tmp_path, generated_data):
     # a zeroed head maps every image to the zero embedding: uniform codes and predictions, loss = ln K
-    cfg = load_config("tiny", [f"data.path={generated_data}", "run.collapse_patience=5", "swav.freeze_prototypes_niters=0",
-                               "optim.base_lr=0.0", "optim.final_lr=0.0"])
+    cfg = load_config(
+        "tiny",
+        [
+            f"data.path={generated_data}",
+            "run.collapse_patience=5",
+            "swav.freeze_prototypes_niters=0",
+            "optim.base_lr=0.0",
+            "optim.final_lr=0.0",
+        ],
+    )
     tr = Trainer(cfg, tmp_path, progress=False)
     with torch.no_grad():
         for p in tr.model.projection_head.parameters():
@@ -138,10 +187,16 @@ def test_collapse_is_detected(tmp_path, generated_data):
 
 def test_bad_inputs_through_the_cli(tmp_path, generated_data):
     (tmp_path / "empty" / "a").mkdir(parents=True)
-    res = cli("pretrain", "--config", "tiny", "--out", str(tmp_path / "r1"), "--data", str(tmp_path / "empty"))
+    res = cli(
+        "pretrain", "--config", "tiny", "--out", str(tmp_path / "r1"), "--data", str(tmp_path / "empty")
+    )
     assert res.returncode == 2 and "no images" in res.stderr and str(tmp_path / "empty") in res.stderr
     res = cli("pretrain", "--config", "tiny", "--out", str(tmp_path / "r2"), "optim.lrr=1")
-    assert res.returncode == 2 and "unknown config key 'optim.lrr'" in res.stderr and "optim.base_lr" in res.stderr
+    assert (
+        res.returncode == 2
+        and "unknown config key 'optim.lrr'" in res.stderr
+        and "optim.base_lr" in res.stderr
+    )
     # corrupt images are skipped, counted, and named
     data = tmp_path / "withbad" / "x"
     data.mkdir(parents=True)
@@ -149,7 +204,17 @@ def test_bad_inputs_through_the_cli(tmp_path, generated_data):
         (data / f"{i}.png").write_bytes(p.read_bytes())
     (data / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     run = tmp_path / "r3"
-    res = cli("pretrain", "--config", "tiny", "--out", str(run), "--no-progress", "--data", str(data.parent), "optim.epochs=2")
+    res = cli(
+        "pretrain",
+        "--config",
+        "tiny",
+        "--out",
+        str(run),
+        "--no-progress",
+        "--data",
+        str(data.parent),
+        "optim.epochs=2",
+    )
     assert res.returncode == 0, res.stderr
     assert "broken.jpg" in res.stderr
     recs = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
@@ -157,20 +222,51 @@ def test_bad_inputs_through_the_cli(tmp_path, generated_data):
     # truncated checkpoint: clear error, the previous good checkpoint is kept and usable
     ckpt = run / "checkpoint.pth"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
-    res = cli("pretrain", "--config", "tiny", "--out", str(run), "--resume", "--data", str(data.parent), "optim.epochs=3")
-    assert res.returncode == 2 and "truncated or corrupt" in res.stderr and "checkpoint.pth.prev" in res.stderr
+    res = cli(
+        "pretrain",
+        "--config",
+        "tiny",
+        "--out",
+        str(run),
+        "--resume",
+        "--data",
+        str(data.parent),
+        "optim.epochs=3",
+    )
+    assert (
+        res.returncode == 2 and "truncated or corrupt" in res.stderr and "checkpoint.pth.prev" in res.stderr
+    )
     prev = run / "checkpoint.pth.prev"
     assert load_checkpoint(prev)["iteration"] > 0
-    res = cli("pretrain", "--config", "tiny", "--out", str(run), "--resume", str(prev), "--no-progress",
-              "--data", str(data.parent), "optim.epochs=3")
+    res = cli(
+        "pretrain",
+        "--config",
+        "tiny",
+        "--out",
+        str(run),
+        "--resume",
+        str(prev),
+        "--no-progress",
+        "--data",
+        str(data.parent),
+        "optim.epochs=3",
+    )
     assert res.returncode == 0, res.stderr
     assert load_checkpoint(ckpt)["epoch"] == 3
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_steps_with_two_prototype_heads(tmp_path, generated_data, precision):
-    cfg = load_config("tiny", [f"data.path={generated_data}", f"run.precision={precision}", "model.n_prototypes=[30,20]",
-                               "run.max_iters=3", "swav.freeze_prototypes_niters=0"])
+    cfg = load_config(
+        "tiny",
+        [
+            f"data.path={generated_data}",
+            f"run.precision={precision}",
+            "model.n_prototypes=[30,20]",
+            "run.max_iters=3",
+            "swav.freeze_prototypes_niters=0",
+        ],
+    )
     tr = Trainer(cfg, tmp_path, progress=False)
     assert tr.scaler.is_enabled() == (precision == "fp16")
     init = [w.detach().clone() for w in tr.model.prototype_weights()]
@@ -183,10 +279,14 @@ def test_mixed_precision_steps_with_two_prototype_heads(tmp_path, generated_data
 
 
 def test_compiled_trunk_gives_the_same_steps_and_checkpoint_keys(tmp_path, generated_data):
-    """run.compile (torch.compile on the trunk, inductor on CPU): same losses as eager, plain state-dict keys."""
+    """run.compile (torch.compile on the trunk, inductor on CPU): same losses as eager.
+
+    The checkpoint's state-dict keys are plain."""
     overrides = [f"data.path={generated_data}", "optim.batch_size=8", "data.num_workers=0"]
     eager = Trainer(load_config("tiny", overrides), tmp_path / "eager", progress=False)
-    compiled = Trainer(load_config("tiny", overrides + ["run.compile=true"]), tmp_path / "compiled", progress=False)
+    compiled = Trainer(
+        load_config("tiny", overrides + ["run.compile=true"]), tmp_path / "compiled", progress=False
+    )
     compiled.model.load_state_dict(eager.model.state_dict())
     eager.sampler.set_epoch(0)
     crops, _ = next(iter(eager.loader))
@@ -198,4 +298,6 @@ def test_compiled_trunk_gives_the_same_steps_and_checkpoint_keys(tmp_path, gener
     eager.save()
     compiled.save()
     keys = set(load_checkpoint(compiled.ckpt_path)["state_dict"])
-    assert keys == set(load_checkpoint(eager.ckpt_path)["state_dict"]) and not any("_orig_mod" in k for k in keys)
+    assert keys == set(load_checkpoint(eager.ckpt_path)["state_dict"]) and not any(
+        "_orig_mod" in k for k in keys
+    )

@@ -15,19 +15,52 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_report_shows_swav_random_and_supervised_rows(tmp_path, generated_data):
-    swav = pretrain(load_config("tiny", [f"data.path={generated_data}", "optim.epochs=2"]), tmp_path / "swav-tiny",
-                    progress=False)
-    sup = train_supervised(SupervisedConfig(data=str(generated_data), model=ModelConfig("resnet18", 0.125, True),
-                                            epochs=2, batch_size=32, crop=32, num_workers=0), tmp_path / "sup",
-                           progress=False)
-    cfg = KnnConfig(dataset="generated", train=str(generated_data), val=str(generated_data.parent / "val"), resize=32,
-                    crop=32, ks=[5, 20], num_workers=0, trunk=TrunkConfig("resnet18", True, 0.125))
+    swav = pretrain(
+        load_config("tiny", [f"data.path={generated_data}", "optim.epochs=2"]),
+        tmp_path / "swav-tiny",
+        progress=False,
+    )
+    sup = train_supervised(
+        SupervisedConfig(
+            data=str(generated_data),
+            model=ModelConfig("resnet18", 0.125, True),
+            epochs=2,
+            batch_size=32,
+            crop=32,
+            num_workers=0,
+        ),
+        tmp_path / "sup",
+        progress=False,
+    )
+    cfg = KnnConfig(
+        dataset="generated",
+        train=str(generated_data),
+        val=str(generated_data.parent / "val"),
+        resize=32,
+        crop=32,
+        ks=[5, 20],
+        num_workers=0,
+        trunk=TrunkConfig("resnet18", True, 0.125),
+    )
     for name, ckpt in (("swav", swav), ("sup", sup), ("random", "random")):
         for seed in (0, 1):
             cfg.seed = seed
             run_knn(cfg, str(ckpt), tmp_path / "evals" / f"{name}-{seed}")
-    res = subprocess.run([sys.executable, "-m", "swavbench", "report", str(tmp_path / "evals"), "--out",
-                          str(tmp_path / "report")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swavbench",
+            "report",
+            str(tmp_path / "evals"),
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     table = res.stdout.split("Table 1")[1].split("\n\n")[0]
     rows = {line.split()[0] for line in table.splitlines()[3:]}

@@ -21,15 +21,32 @@ def runs(tmp_path):
 
 def test_collect_gives_the_expected_frame(runs):
     df, problems, failed = collect([runs])
-    assert len(df) == 2 + 2 + 2 + 1 + 2 + 2  # linear x2 seeds, semisup, svm, supervised, random (top1/top5 each)
+    assert (
+        len(df) == 2 + 2 + 2 + 1 + 2 + 2
+    )  # linear x2 seeds, semisup, svm, supervised, random (top1/top5 each)
     lin = df[(df.model == "swav-a") & (df.benchmark == "linear") & (df.metric == "top1")]
     assert lin.seed.tolist() == [0, 1] and lin.value.tolist() == [74.0, 75.0]
     semi = df[df.protocol == "semisup"]
-    assert set(semi.benchmark) == {"semisup-1pct"} and set(semi.bn_mode) == {"train"} and set(semi.lr) == {"trunk 0.02 / head 5.0"}
+    assert (
+        set(semi.benchmark) == {"semisup-1pct"}
+        and set(semi.bn_mode) == {"train"}
+        and set(semi.lr) == {"trunk 0.02 / head 5.0"}
+    )
     assert set(df[df.protocol == "linear"].bn_mode) == {"frozen"} and set(df.layer) == {"res5-avgpool"}
-    assert df.gpu_hours.eq(1.0).all() and set(df.columns) >= {"model", "protocol", "dataset", "metric", "seed", "mode"}
-    assert [Path(p.path).parent.name for p in problems] == ["broken"] and "not valid JSON" in problems[0].reason
-    assert [(f.model, f.protocol) for f in failed] == [("swav-a", "knn")] and "out of memory" in failed[0].error
+    assert df.gpu_hours.eq(1.0).all() and set(df.columns) >= {
+        "model",
+        "protocol",
+        "dataset",
+        "metric",
+        "seed",
+        "mode",
+    }
+    assert [Path(p.path).parent.name for p in problems] == ["broken"] and "not valid JSON" in problems[
+        0
+    ].reason
+    assert [(f.model, f.protocol) for f in failed] == [("swav-a", "knn")] and "out of memory" in failed[
+        0
+    ].error
 
 
 def test_tables_means_stds_deltas_and_golden_markdown(runs):
@@ -72,16 +89,24 @@ def test_report_writes_every_format_with_embedded_plots(runs, tmp_path):
     assert pngs and all(p.stat().st_size > 1000 for p in pngs)
     assert html.count("data:image/png;base64,") == len(pngs)
     assert "Failed jobs" in html and "out of memory" in html and "broken" in html
-    assert rep.files["parquet"].stat().st_size > 0 and rep.files["csv"].read_text().startswith("model,protocol")
-    assert "swav-a" in rep.terminal and "SwAV (published)" in rep.terminal and "FAILED swav-a / knn" in rep.terminal
+    assert rep.files["parquet"].stat().st_size > 0 and rep.files["csv"].read_text().startswith(
+        "model,protocol"
+    )
+    assert (
+        "swav-a" in rep.terminal
+        and "SwAV (published)" in rep.terminal
+        and "FAILED swav-a / knn" in rep.terminal
+    )
     md = rep.files["markdown"].read_text()
     assert "| swav-a | 74.5 ± 0.7 (-0.8 ✓) |" in md
 
 
 def test_extra_reference_file(tmp_path):
     extra = tmp_path / "mine.csv"
-    extra.write_text("table,protocol,dataset,metric,model,arch,pretrain_epochs,value,source\n"
-                     "x,knn,cifar10-subset,k20_top1,swav,resnet18,3,33.9,our notes\n")
+    extra.write_text(
+        "table,protocol,dataset,metric,model,arch,pretrain_epochs,value,source\n"
+        "x,knn,cifar10-subset,k20_top1,swav,resnet18,3,33.9,our notes\n"
+    )
     ref = load_reference([extra])
     assert (ref.source == "our notes").sum() == 1 and len(ref) == 29
     bad = tmp_path / "bad.csv"
@@ -101,8 +126,9 @@ def test_sweep_table_heat_map_and_epoch_curve(tmp_path):
         for ep, delta in ((100, -5.0), (200, 0.0)):
             d = tmp_path / f"{k}-{eps}-{ep}"
             d.mkdir()
-            (d / "result.json").write_text(json.dumps(record("linear", "imagenet", {"top1": v + delta, "top5": 90.0},
-                                                             name, epochs=ep)))
+            (d / "result.json").write_text(
+                json.dumps(record("linear", "imagenet", {"top1": v + delta, "top5": 90.0}, name, epochs=ep))
+            )
     rep = make_report([tmp_path], tmp_path / "report")
     plots = {p.name for p in (tmp_path / "report" / "plots").glob("*.png")}
     assert {"sweep_linear_imagenet.png", "accuracy_vs_epochs.png", "bars_linear_imagenet.png"} <= plots
@@ -124,8 +150,13 @@ def test_coco_mask_rcnn_records_fill_table_3_beside_the_published_box_ap(tmp_pat
     for model, box, mask in (("swav-a", 40.6, 36.0), ("supervised", 39.0, 35.0)):
         d = tmp_path / model
         d.mkdir()
-        rec = record("detection-maskrcnn-fpn", "coco", {"box_AP": box, "box_AP50": 60.0, "mask_AP": mask}, model,
-                     config={"backend": "detectron2", "iterations": 90000})
+        rec = record(
+            "detection-maskrcnn-fpn",
+            "coco",
+            {"box_AP": box, "box_AP50": 60.0, "mask_AP": mask},
+            model,
+            config={"backend": "detectron2", "iterations": 90000},
+        )
         (d / "result.json").write_text(json.dumps(rec))
     md = make_report([tmp_path], tmp_path / "report").files["markdown"].read_text()
     t3 = md.split("Table 3")[1].split("###")[0]

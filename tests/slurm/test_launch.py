@@ -35,10 +35,26 @@ def tiny_suite(tmp_path, generated_data) -> Path:
     res = {"cpus": 1, "mem_gb": 1, "time_min": 10}
     common = [f"train={g / 'train'}", f"val={g / 'val'}", "num_workers=0", "trunk.width_multiplier=0.125"]
     jobs = [
-        {"protocol": "knn", "preset": "knn-cifar10-small", "overrides": [*common, "ks=[5]"], "resources": res},
-        {"protocol": "linear", "preset": "linear-cifar10-small", "overrides": [*common, "epochs=2"], "resources": res},
-        {"protocol": "knn", "preset": "knn-cifar10-small", "name": "knn-k10", "overrides": [*common, "ks=[10]"],
-         "seeds": [0, 1], "resources": res},
+        {
+            "protocol": "knn",
+            "preset": "knn-cifar10-small",
+            "overrides": [*common, "ks=[5]"],
+            "resources": res,
+        },
+        {
+            "protocol": "linear",
+            "preset": "linear-cifar10-small",
+            "overrides": [*common, "epochs=2"],
+            "resources": res,
+        },
+        {
+            "protocol": "knn",
+            "preset": "knn-cifar10-small",
+            "name": "knn-k10",
+            "overrides": [*common, "ks=[10]"],
+            "seeds": [0, 1],
+            "resources": res,
+        },
     ]
     path = tmp_path / "tiny-suite.yaml"
     path.write_text(yaml.safe_dump({"name": "tiny", "jobs": jobs}))
@@ -73,24 +89,37 @@ def test_suite_runs_and_relaunch_is_idempotent(executor, tiny_suite, tmp_path, r
     assert [r["state"] for r in rows] == ["done"] * 4 and all(r["result"] for r in rows)
 
 
-def test_pipeline_evals_wait_for_pretraining_and_failure_blocks_them(slurm_cluster, tiny_suite, tmp_path, generated_data,
-                                                                    monkeypatch):
+def test_pipeline_evals_wait_for_pretraining_and_failure_blocks_them(
+    slurm_cluster, tiny_suite, tmp_path, generated_data, monkeypatch
+):
     # submitit waits 15 s for the result file of a job that ended without one (cancelled dependents)
     monkeypatch.setattr(submitit.core.core.Job, "_results_timeout_s", 2)
     suite = load_suite(str(tiny_suite))
     res = Resources(cpus=1, mem_gb=2, time_min=10)
     good = Launcher(tmp_path / "good", "slurm")
-    planned = good.pipeline("tiny", [f"data.path={generated_data}", "run.max_iters=4"], suite, res)
+    planned = good.pipeline("tiny", [f"data.path={generated_data}", "run.max_iters=4"], suite, resources=res)
     pre, evals = planned[0], planned[1:]
     assert pre.kind == "pretrain" and all(p.depends_on == pre.job_id for p in evals)
     assert set(good.wait().values()) == {"ok"}
-    times = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,Start,End", "-j",
-                            ",".join([pre.job_id] + [p.job_id for p in evals])], capture_output=True, text=True).stdout
+    times = subprocess.run(
+        [
+            "sacct",
+            "-n",
+            "-X",
+            "-P",
+            "-o",
+            "JobID,Start,End",
+            "-j",
+            ",".join([pre.job_id] + [p.job_id for p in evals]),
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
     t = {line.split("|")[0]: line.split("|")[1:] for line in times.split()}
     assert all(t[p.job_id][0] >= t[pre.job_id][1] for p in evals)  # each eval started after pretraining ended
 
     bad = Launcher(tmp_path / "bad", "slurm")
-    planned = bad.pipeline("tiny", [f"data.path={tmp_path / 'no-such-folder'}"], suite, res)
+    planned = bad.pipeline("tiny", [f"data.path={tmp_path / 'no-such-folder'}"], suite, resources=res)
     outcome = bad.wait()
     assert "not a directory" in outcome[planned[0].key] or "Error" in outcome[planned[0].key]
     rows = {r["name"]: r for r in job_table(tmp_path / "bad")}
@@ -100,11 +129,15 @@ def test_pipeline_evals_wait_for_pretraining_and_failure_blocks_them(slurm_clust
         assert not (Path(p.out_dir) / "result.json").exists()  # never ran
 
 
-def test_checkpointable_pretraining_requeues_and_matches_an_uninterrupted_run(slurm_cluster, tmp_path, generated_data):
+def test_checkpointable_pretraining_requeues_and_matches_an_uninterrupted_run(
+    slurm_cluster, tmp_path, generated_data
+):
     overrides = [f"data.path={generated_data}", "optim.epochs=6", "run.checkpoint_every_iters=2"]
     PretrainJob("tiny", overrides, str(tmp_path / "straight"))()  # uninterrupted, in this process
     launcher = Launcher(tmp_path / "requeue", "slurm")
-    planned = launcher.pipeline("tiny", overrides, load_suite("cpu-small"), Resources(cpus=1, mem_gb=2, time_min=10))
+    planned = launcher.pipeline(
+        "tiny", overrides, load_suite("cpu-small"), resources=Resources(cpus=1, mem_gb=2, time_min=10)
+    )
     job = launcher.jobs[planned[0].key]
     deadline = time.time() + 300
     while not (Path(planned[0].out_dir) / "checkpoint.pth").exists() and time.time() < deadline:
@@ -113,11 +146,16 @@ def test_checkpointable_pretraining_requeues_and_matches_an_uninterrupted_run(sl
     for p in planned[1:]:  # the cpu-small evals are not part of this test
         subprocess.run(["scancel", p.job_id])
     job.result()
-    hist = subprocess.run(["sacct", "-n", "-D", "-X", "-P", "-o", "State", "-j", planned[0].job_id],
-                          capture_output=True, text=True).stdout
+    hist = subprocess.run(
+        ["sacct", "-n", "-D", "-X", "-P", "-o", "State", "-j", planned[0].job_id],
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "REQUEUED" in hist
     a = [json.loads(x)["loss"] for x in (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()]
-    b = [json.loads(x)["loss"] for x in (Path(planned[0].out_dir) / "train_log.jsonl").read_text().splitlines()]
+    b = [
+        json.loads(x)["loss"] for x in (Path(planned[0].out_dir) / "train_log.jsonl").read_text().splitlines()
+    ]
     assert len(a) == len(b) == 60 and a == pytest.approx(b, rel=1e-5)
     assert load_checkpoint(Path(planned[0].out_dir) / "checkpoint.pth")["epoch"] == 6
 
@@ -127,27 +165,60 @@ def test_two_task_pretraining_joins_ddp_through_the_job_environment(tmp_path, ge
     WORLD_SIZE / MASTER_ADDR from submitit's JobEnvironment and they train as one DDP job (half the steps)."""
     launcher = Launcher(tmp_path / "ddp", "local")
     res = Resources(cpus=2, mem_gb=2, time_min=10, tasks_per_node=2)
-    p = launcher.pretrain_job("tiny", [f"data.path={generated_data}", "optim.epochs=1", "data.num_workers=0"], res)
+    p = launcher.pretrain_job(
+        "tiny", [f"data.path={generated_data}", "optim.epochs=1", "data.num_workers=0"], res
+    )
     launcher.finished(p)
     log = [json.loads(x) for x in (Path(p.out_dir) / "train_log.jsonl").read_text().splitlines()]
     n_images = sum(1 for f in generated_data.rglob("*.png"))
-    assert log[-1]["iteration"] == n_images // (16 * 2)  # batch 16 per process, 2 processes: half a single run's steps
+    assert log[-1]["iteration"] == n_images // (
+        16 * 2
+    )  # batch 16 per process, 2 processes: half a single run's steps
     assert load_checkpoint(Path(p.out_dir) / "checkpoint.pth")["epoch"] == 1
 
 
 def test_pipeline_evaluates_intermediate_epochs(tmp_path, generated_data):
     g = generated_data.parent
     suite_yaml = tmp_path / "knn.yaml"
-    suite_yaml.write_text(yaml.safe_dump({"name": "knn", "jobs": [{"protocol": "knn", "preset": "knn-cifar10-small",
-        "overrides": [f"train={g / 'train'}", f"val={g / 'val'}", "num_workers=0", "ks=[5]"]}]}))
-    overrides = [f"data.path={generated_data}", "optim.epochs=2", "run.keep_epoch_checkpoints=1", "data.num_workers=0"]
+    suite_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "name": "knn",
+                "jobs": [
+                    {
+                        "protocol": "knn",
+                        "preset": "knn-cifar10-small",
+                        "overrides": [f"train={g / 'train'}", f"val={g / 'val'}", "num_workers=0", "ks=[5]"],
+                    }
+                ],
+            }
+        )
+    )
+    overrides = [
+        f"data.path={generated_data}",
+        "optim.epochs=2",
+        "run.keep_epoch_checkpoints=1",
+        "data.num_workers=0",
+    ]
     launcher = Launcher(tmp_path / "run", "local")
     with pytest.raises(ValueError, match="keep_epoch_checkpoints"):
-        launcher.pipeline("tiny", [*overrides[:2], "run.keep_epoch_checkpoints=0"], load_suite(str(suite_yaml)),
-                          Resources(cpus=1, mem_gb=2, time_min=10), eval_epochs=[1])
-    planned = launcher.pipeline("tiny", overrides, load_suite(str(suite_yaml)), Resources(cpus=1, mem_gb=2, time_min=10),
-                                eval_epochs=[1])
+        launcher.pipeline(
+            "tiny",
+            [*overrides[:2], "run.keep_epoch_checkpoints=0"],
+            load_suite(str(suite_yaml)),
+            resources=Resources(cpus=1, mem_gb=2, time_min=10),
+            eval_epochs=[1],
+        )
+    planned = launcher.pipeline(
+        "tiny",
+        overrides,
+        load_suite(str(suite_yaml)),
+        resources=Resources(cpus=1, mem_gb=2, time_min=10),
+        eval_epochs=[1],
+    )
     assert [p.name for p in planned] == ["pretrain", "knn-cifar10-small-s0", "ep1-knn-cifar10-small-s0"]
     assert set(launcher.wait().values()) == {"ok"}
-    epochs = sorted(json.loads((Path(p.out_dir) / "result.json").read_text())["pretrain_epochs"] for p in planned[1:])
+    epochs = sorted(
+        json.loads((Path(p.out_dir) / "result.json").read_text())["pretrain_epochs"] for p in planned[1:]
+    )
     assert epochs == [1, 2]

@@ -26,7 +26,7 @@ def copy_first(src: Path, dst: Path, n: int) -> None:
 
 @pytest.fixture(scope="module")
 def mini_shared(tmp_path_factory) -> Path:
-    """cifar10-subset (10 classes x 6 / 3), scene15 (3 classes x 5 / 3) and bccd (8 trainval, 3 test) copies."""
+    """cifar10-subset (10 classes x 6/3), scene15 (3 classes x 5/3) and bccd (8 trainval, 3 test) copies."""
     root = tmp_path_factory.mktemp("mini") / "data"
     for split, n in (("train", 6), ("val", 3)):
         for c in sorted((SHARED / "cifar10-subset" / split).iterdir()):
@@ -37,6 +37,7 @@ def mini_shared(tmp_path_factory) -> Path:
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (bccd / sub).mkdir(parents=True)
     splits = {s: (SHARED / "bccd/ImageSets/Main" / f"{s}.txt").read_text().split() for s in ("train", "test")}
+
     def names(i: str) -> str:
         return (SHARED / "bccd/Annotations" / f"{i}.xml").read_text()
 
@@ -54,8 +55,10 @@ def mini_shared(tmp_path_factory) -> Path:
     return root
 
 
-def swavbench(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "swavbench", *args], cwd=REPO, capture_output=True, text=True, **kw)
+def swavbench(*args: str, cwd: Path = REPO, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "swavbench", *args], cwd=cwd, capture_output=True, text=True, **kw
+    )
 
 
 def records(jobs: Path) -> dict[str, float]:
@@ -65,9 +68,16 @@ def records(jobs: Path) -> dict[str, float]:
 def test_run_end_to_end_resume_and_idempotence(mini_shared, tmp_path):
     out = tmp_path / "main"
     args = ["run", "--config", "tiny", "--out", str(out), "--data-root", str(mini_shared), "--no-progress"]
+    elsewhere = tmp_path / "cwd"  # swavbench run works from any working directory
+    elsewhere.mkdir()
     # 1. start, and kill the whole process group once some evaluations have finished (as Ctrl-C would)
-    proc = subprocess.Popen([sys.executable, "-m", "swavbench", *args], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swavbench", *args],
+        cwd=elsewhere,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 600
     while len(records(out / "jobs")) < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.5)
@@ -76,16 +86,26 @@ def test_run_end_to_end_resume_and_idempotence(mini_shared, tmp_path):
     before = records(out / "jobs")
     assert before, "no evaluation finished before the kill"
     # 2. re-run: continues, does not redo what finished
-    res = swavbench(*args, timeout=900)
+    res = swavbench(*args, cwd=elsewhere, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     after = records(out / "jobs")
     assert len(after) == 3 * 6  # 3 trunks x 6 protocols
     assert all(after[p] == t for p, t in before.items())  # records written before the kill were kept
     for table_row in ("swav", "supervised", "random"):
-        assert f"\n{table_row} " in res.stdout or f"\n| {table_row} " in res.stdout or f" {table_row} " in res.stdout
+        assert (
+            f"\n{table_row} " in res.stdout
+            or f"\n| {table_row} " in res.stdout
+            or f" {table_row} " in res.stdout
+        )
     md = (out / "report" / "report.md").read_text()
-    for column in ("knn cifar10-subset k20_top1", "linear cifar10-subset top1", "semisup cifar10-subset top1",
-                   "svm bccd mAP", "linear scene15 top1", "detection-frcnn-c4 bccd AP50"):
+    for column in (
+        "knn cifar10-subset k20_top1",
+        "linear cifar10-subset top1",
+        "semisup cifar10-subset top1",
+        "svm bccd mAP",
+        "linear scene15 top1",
+        "detection-frcnn-c4 bccd AP50",
+    ):
         assert column in md, column
     for model in ("swav", "supervised", "random"):
         assert f"| {model} |" in md, model
@@ -100,8 +120,18 @@ def test_run_end_to_end_resume_and_idempotence(mini_shared, tmp_path):
 
 
 def test_dry_run_paper_prints_the_graph_and_gpu_hours(tmp_path):
-    res = swavbench("run", "--config", "paper", "--executor", "local", "--out", str(tmp_path / "p"), "--dry-run",
-                    "--no-progress", timeout=300)
+    res = swavbench(
+        "run",
+        "--config",
+        "paper",
+        "--executor",
+        "local",
+        "--out",
+        str(tmp_path / "p"),
+        "--dry-run",
+        "--no-progress",
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "swav-s0" in res.stdout and "supervised-s0" in res.stdout and "random-" in res.stdout
     assert "GPU-hours" in res.stdout

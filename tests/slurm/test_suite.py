@@ -20,7 +20,9 @@ def test_bad_suites_are_clear(tmp_path):
     bad.write_text(yaml.safe_dump({"jobs": [{"protocol": "dance", "preset": "x"}]}))
     with pytest.raises(ConfigError, match="dance"):
         load_suite(str(bad))
-    bad.write_text(yaml.safe_dump({"jobs": [{"protocol": "knn", "preset": "knn-imagenet", "resources": {"gpu": 1}}]}))
+    bad.write_text(
+        yaml.safe_dump({"jobs": [{"protocol": "knn", "preset": "knn-imagenet", "resources": {"gpu": 1}}]})
+    )
     with pytest.raises(ConfigError, match=r"resources.gpu.*resources.gpus"):
         load_suite(str(bad))
     with pytest.raises(ConfigError, match="unknown suite"):
@@ -29,12 +31,22 @@ def test_bad_suites_are_clear(tmp_path):
 
 def test_sweep_grid_expands_to_stable_readable_names(tmp_path):
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"grid": {"model.n_prototypes": [[30], [100]], "swav.epsilon": [0.02, 0.05]},
-                                     "variants": [{"optim.epochs": 5}]}))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "grid": {"model.n_prototypes": [[30], [100]], "swav.epsilon": [0.02, 0.05]},
+                "variants": [{"optim.epochs": 5}],
+            }
+        )
+    )
     out = expand_sweep(sweep)
     assert [n for n, _ in out] == [
-        "n_prototypes=30,epsilon=0.02", "n_prototypes=30,epsilon=0.05", "n_prototypes=100,epsilon=0.02",
-        "n_prototypes=100,epsilon=0.05", "epochs=5"]
+        "n_prototypes=30,epsilon=0.02",
+        "n_prototypes=30,epsilon=0.05",
+        "n_prototypes=100,epsilon=0.02",
+        "n_prototypes=100,epsilon=0.05",
+        "epochs=5",
+    ]
     assert out == expand_sweep(sweep)  # stable
     assert out[0][1] == ["model.n_prototypes=[30]", "swav.epsilon=0.02"]
     assert variant_name({"swav.epsilon": 0.05, "model.arch": "resnet50w2"}) == "arch=resnet50w2,epsilon=0.05"
@@ -47,9 +59,27 @@ def test_sweep_dry_run_plans_one_pipeline_per_variant(tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[2]
-    res = subprocess.run([sys.executable, "-m", "swavbench", "launch", "sweep", "--sweep",
-                          "configs/sweeps/cpu-small-prototypes-epsilon.yaml", "--suite", "cpu-small", "--run-dir",
-                          str(tmp_path), "--executor", "local", "--dry-run"], cwd=repo, capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swavbench",
+            "launch",
+            "sweep",
+            "--sweep",
+            "configs/sweeps/cpu-small-prototypes-epsilon.yaml",
+            "--suite",
+            "cpu-small",
+            "--run-dir",
+            str(tmp_path),
+            "--executor",
+            "local",
+            "--dry-run",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     pre = [ln for ln in lines if " pretrain " in ln]

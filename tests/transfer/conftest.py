@@ -22,7 +22,9 @@ def bccd_mini(tmp_path_factory) -> Path:
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / sub).mkdir(parents=True)
     test_ids = (BCCD / "ImageSets/Main/test.txt").read_text().split()[:4]
-    train_ids = [DEGENERATE] + [i for i in (BCCD / "ImageSets/Main/train.txt").read_text().split() if i != DEGENERATE][:5]
+    train_ids = [DEGENERATE] + [
+        i for i in (BCCD / "ImageSets/Main/train.txt").read_text().split() if i != DEGENERATE
+    ][:5]
     for i in train_ids + test_ids:
         shutil.copy(BCCD / "Annotations" / f"{i}.xml", root / "Annotations")
         shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", root / "JPEGImages")
@@ -31,10 +33,11 @@ def bccd_mini(tmp_path_factory) -> Path:
     return root
 
 
-
 @pytest.fixture(scope="session")
 def bccd_coco(bccd_mini) -> Path:
-    """bccd_mini with COCO instance files beside it: train.json (with the degenerate box), test.json (with a crowd region)."""
+    """bccd_mini with COCO instance files beside it.
+
+    train.json (with the degenerate box), test.json (with a crowd region)."""
     for split, crowd in (("train", False), ("test", True)):
         (bccd_mini / f"{split}.json").write_text(json.dumps(voc_to_coco(bccd_mini, split, crowd)))
     return bccd_mini

@@ -9,7 +9,12 @@ import pytest
 
 from benchmark.linear import LinearConfig, lr_at
 from pretrain.config import load_dataclass
-from transfer.classification import TransferLinearConfig, read_inat_json, read_places205_list, run_transfer_linear
+from transfer.classification import (
+    TransferLinearConfig,
+    read_inat_json,
+    read_places205_list,
+    run_transfer_linear,
+)
 from transfer.cli import TRANSFER_CONFIGS
 
 SCENE = Path(__file__).resolve().parents[3] / "shared" / "data" / "scene15"
@@ -18,7 +23,9 @@ CLASSES = ["bedroom", "coast", "forest"]
 
 
 def scene_images(root: Path, per_class: int) -> dict[str, list[str]]:
-    """Copy per_class train and val images of 3 scene classes under root/images/<class>/; relative paths by split."""
+    """Copy per_class train and val images of 3 scene classes under root/images/<class>/.
+
+    Returns the relative paths by split."""
     out = {"train": [], "val": []}
     for split in out:
         for c in CLASSES:
@@ -36,7 +43,9 @@ def places_tree(tmp_path_factory) -> Path:
     files = scene_images(root, 8)
     (root / "lists").mkdir()
     for split, rels in files.items():
-        (root / "lists" / f"{split}_places205.csv").write_text("".join(f"{r} {CLASSES.index(r.split('/')[0])}\n" for r in rels))
+        (root / "lists" / f"{split}_places205.csv").write_text(
+            "".join(f"{r} {CLASSES.index(r.split('/')[0])}\n" for r in rels)
+        )
     return root
 
 
@@ -46,16 +55,26 @@ def inat_tree(tmp_path_factory) -> Path:
     files = scene_images(root, 6)
     category_ids = {"bedroom": 7, "coast": 3, "forest": 11}  # sparse ids, as iNat's
     for split, rels in files.items():
-        images = [{"id": 1000 + n, "file_name": f"images/{r}", "width": 1, "height": 1} for n, r in enumerate(rels)]
-        anns = [{"id": n, "image_id": 1000 + n, "category_id": category_ids[r.split("/")[0]]} for n, r in enumerate(rels)]
+        images = [
+            {"id": 1000 + n, "file_name": f"images/{r}", "width": 1, "height": 1} for n, r in enumerate(rels)
+        ]
+        anns = [
+            {"id": n, "image_id": 1000 + n, "category_id": category_ids[r.split("/")[0]]}
+            for n, r in enumerate(rels)
+        ]
         cats = [{"id": i, "name": c} for c, i in category_ids.items()]
-        (root / f"{split}2018.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+        (root / f"{split}2018.json").write_text(
+            json.dumps({"images": images, "annotations": anns, "categories": cats})
+        )
     return root
 
 
 def test_places205_list_parsing(places_tree, tmp_path):
     items = read_places205_list(places_tree / "lists/train_places205.csv")
-    assert len(items) == 24 and items[0] == ("bedroom/train_" + sorted((SCENE / "train/bedroom").iterdir())[0].name, 0)
+    assert len(items) == 24 and items[0] == (
+        "bedroom/train_" + sorted((SCENE / "train/bedroom").iterdir())[0].name,
+        0,
+    )
     bad = tmp_path / "bad.csv"
     bad.write_text("a/b.jpg 3\nc/d.jpg three\n")
     with pytest.raises(ValueError, match=r"bad\.csv:2: expected 'relative/path\.jpg label'"):
@@ -81,25 +100,51 @@ def test_inat_json_parsing(inat_tree, tmp_path):
 @pytest.mark.parametrize("fmt", ["places205", "inat18"])
 def test_transfer_linear_end_to_end(fmt, places_tree, inat_tree, tmp_path):
     if fmt == "places205":
-        files = [f"root={places_tree / 'images'}", f"train={places_tree / 'lists/train_places205.csv'}",
-                 f"val={places_tree / 'lists/val_places205.csv'}"]
+        files = [
+            f"root={places_tree / 'images'}",
+            f"train={places_tree / 'lists/train_places205.csv'}",
+            f"val={places_tree / 'lists/val_places205.csv'}",
+        ]
     else:
-        files = [f"root={inat_tree}", f"train={inat_tree / 'train2018.json'}", f"val={inat_tree / 'val2018.json'}"]
-    cfg = load_dataclass(TransferLinearConfig, TRANSFER_CONFIGS, f"linear-{fmt}",
-                         [*files, "epochs=2", "milestones=[1]", "batch_size=8", "crop=32", "resize=36", "num_workers=0",
-                          "mode=cached", "trunk.arch=resnet18", "trunk.small_stem=true", "trunk.width_multiplier=0.25"])
+        files = [
+            f"root={inat_tree}",
+            f"train={inat_tree / 'train2018.json'}",
+            f"val={inat_tree / 'val2018.json'}",
+        ]
+    cfg = load_dataclass(
+        TransferLinearConfig,
+        TRANSFER_CONFIGS,
+        f"linear-{fmt}",
+        overrides=[
+            *files,
+            "epochs=2",
+            "milestones=[1]",
+            "batch_size=8",
+            "crop=32",
+            "resize=36",
+            "num_workers=0",
+            "mode=cached",
+            "trunk.arch=resnet18",
+            "trunk.small_stem=true",
+            "trunk.width_multiplier=0.25",
+        ],
+    )
     rec = run_transfer_linear(cfg, "random", tmp_path / fmt)
     assert rec.status == "ok" and rec.protocol == "linear" and rec.dataset == fmt
     n = 8 if fmt == "places205" else 6
     assert rec.splits == {"train": 3 * n, "val": 3 * n}
-    assert 0.0 <= rec.metrics["top1"] <= 100.0 and rec.metrics["top5"] == 100.0  # 3 classes: top-5 is everything
+    assert (
+        0.0 <= rec.metrics["top1"] <= 100.0 and rec.metrics["top5"] == 100.0
+    )  # 3 classes: top-5 is everything
 
 
 def test_multistep_schedule():
     cfg = LinearConfig(schedule="multistep", milestones=[4, 8, 12], gamma=0.1)
-    assert [lr_at(0.01, 0, 1, e, cfg) for e in (0, 3, 4, 8, 13)] == pytest.approx([0.01, 0.01, 1e-3, 1e-4, 1e-5])
+    assert [lr_at(0.01, 0, 1, epoch=e, cfg=cfg) for e in (0, 3, 4, 8, 13)] == pytest.approx(
+        [0.01, 0.01, 1e-3, 1e-4, 1e-5]
+    )
     cos = LinearConfig(final_lr=0.0)
-    assert lr_at(1.0, 50, 100, 0, cos) == pytest.approx(0.5)
+    assert lr_at(1.0, 50, 100, epoch=0, cfg=cos) == pytest.approx(0.5)
 
 
 def test_cli_runs_and_names_missing_files(places_tree, tmp_path):
@@ -107,14 +152,49 @@ def test_cli_runs_and_names_missing_files(places_tree, tmp_path):
     import sys
 
     repo = Path(__file__).resolve().parents[2]
-    common = ["--checkpoint", "random", "--config", "linear-places205", "--out", str(tmp_path / "cli"), f"root={places_tree / 'images'}",
-              "epochs=1", "milestones=[]", "batch_size=8", "crop=32", "resize=32", "num_workers=0", "mode=cached",
-              "trunk.arch=resnet18", "trunk.small_stem=true", "trunk.width_multiplier=0.125"]
-    bad = subprocess.run([sys.executable, "-m", "swavbench", "transfer", "linear", *common, f"train={tmp_path / 'nope.csv'}"],
-                         cwd=repo, capture_output=True, text=True)
+    common = [
+        "--checkpoint",
+        "random",
+        "--config",
+        "linear-places205",
+        "--out",
+        str(tmp_path / "cli"),
+        f"root={places_tree / 'images'}",
+        "epochs=1",
+        "milestones=[]",
+        "batch_size=8",
+        "crop=32",
+        "resize=32",
+        "num_workers=0",
+        "mode=cached",
+        "trunk.arch=resnet18",
+        "trunk.small_stem=true",
+        "trunk.width_multiplier=0.125",
+    ]
+    bad = subprocess.run(
+        [sys.executable, "-m", "swavbench", "transfer", "linear", *common, f"train={tmp_path / 'nope.csv'}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "Places205 list" in bad.stderr and "nope.csv" in bad.stderr
-    ok = subprocess.run([sys.executable, "-m", "swavbench", "transfer", "linear", *common,
-                         f"train={places_tree / 'lists/train_places205.csv'}", f"val={places_tree / 'lists/val_places205.csv'}"],
-                        cwd=repo, capture_output=True, text=True)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swavbench",
+            "transfer",
+            "linear",
+            *common,
+            f"train={places_tree / 'lists/train_places205.csv'}",
+            f"val={places_tree / 'lists/val_places205.csv'}",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "linear on places205" in ok.stdout and json.loads((tmp_path / "cli" / "result.json").read_text())["status"] == "ok"
+    assert (
+        "linear on places205" in ok.stdout
+        and json.loads((tmp_path / "cli" / "result.json").read_text())["status"] == "ok"
+    )

@@ -30,7 +30,9 @@ def official(tmp_path_factory) -> Path:
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
     path = tmp_path_factory.mktemp("conv") / "swav_official.pth.tar"
-    atomic_save({"state_dict": {"module." + k: v for k, v in release_state_dict(model.state_dict()).items()}}, path)
+    atomic_save(
+        {"state_dict": {"module." + k: v for k, v in release_state_dict(model.state_dict()).items()}}, path
+    )
     return path
 
 
@@ -68,8 +70,23 @@ def test_detectron2_conversion_is_lossless(official, tmp_path):
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import build_resnet_backbone
 
-    res = subprocess.run([sys.executable, "-m", "swavbench", "convert", "--checkpoint", str(official), "--to",
-                          "detectron2", "--out", str(tmp_path / "r50.pkl")], cwd=REPO, capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swavbench",
+            "convert",
+            "--checkpoint",
+            str(official),
+            "--to",
+            "detectron2",
+            "--out",
+            str(tmp_path / "r50.pkl"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     with open(tmp_path / "r50.pkl", "rb") as f:
         data = pickle.load(f)
@@ -93,7 +110,8 @@ def test_detectron2_conversion_is_lossless(official, tmp_path):
 
 
 def test_round_trip_official_torchvision_detectron2(official, tmp_path):
-    """official SwAV file -> our trunk -> torchvision .pth -> (loaded back) -> Detectron2 .pkl: same res5 features."""
+    """official SwAV file -> our trunk -> torchvision .pth -> (loaded back) -> Detectron2 .pkl:
+    same res5 features."""
     pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
     from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
@@ -112,4 +130,6 @@ def test_round_trip_official_torchvision_detectron2(official, tmp_path):
     backbone.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(backbone(x)["res5"], res45(source.trunk.eval(), x)[1], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            backbone(x)["res5"], res45(source.trunk.eval(), x)[1], atol=1e-4, rtol=1e-4
+        )

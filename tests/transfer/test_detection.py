@@ -1,5 +1,6 @@
 """Detection transfer end to end on real BCCD images: both backends train a few iterations, evaluate and
-write a record with AP numbers; the torchvision model carries the trunk's weights; runs resume; NaN stops cleanly."""
+write a record with AP numbers; the torchvision model carries the trunk's weights; runs resume; NaN stops
+cleanly."""
 
 import json
 import math
@@ -13,13 +14,27 @@ from pretrain.config import load_dataclass
 from transfer.cli import TRANSFER_CONFIGS
 from transfer.detection import DetectionConfig, run_detection
 
-TINY = ["iterations=4", "checkpoint_every=2", "min_size_train=[160]", "max_size_train=224", "min_size_test=160",
-        "max_size_test=224", "rois_per_image=32", "num_workers=0", "steps=[3]", "warmup_iters=2"]
+TINY = [
+    "iterations=4",
+    "checkpoint_every=2",
+    "min_size_train=[160]",
+    "max_size_train=224",
+    "min_size_test=160",
+    "max_size_test=224",
+    "rois_per_image=32",
+    "num_workers=0",
+    "steps=[3]",
+    "warmup_iters=2",
+]
 
 
 def smoke_config(root: Path, *extra: str) -> DetectionConfig:
-    return load_dataclass(DetectionConfig, TRANSFER_CONFIGS, "detection-bccd-c4-small",
-                          [f"train_roots=[{root}]", f"test_root={root}", *TINY, *extra])
+    return load_dataclass(
+        DetectionConfig,
+        TRANSFER_CONFIGS,
+        "detection-bccd-c4-small",
+        overrides=[f"train_roots=[{root}]", f"test_root={root}", *TINY, *extra],
+    )
 
 
 def check_record(out: Path, backend: str) -> dict:
@@ -58,9 +73,13 @@ def test_torchvision_model_uses_the_trunk_weights():
     body, head = model.backbone, model.roi_heads.box_head
     torch.testing.assert_close(body.layer3[0].conv1.weight, reference["layer3.0.conv1.weight"])
     torch.testing.assert_close(head[0][1].conv2.weight, reference["layer4.1.conv2.weight"])
-    torch.testing.assert_close(body.bn1.running_var, reference["bn1.running_var"])  # frozen BN keeps the statistics
+    torch.testing.assert_close(
+        body.bn1.running_var, reference["bn1.running_var"]
+    )  # frozen BN keeps the statistics
     assert model.roi_heads.box_predictor.cls_score.out_features == 3  # 2 classes + background
-    fpn = build_model(load_trunk("random", TrunkSpec("resnet18", True, 0.25), seed=3).trunk, DetectionConfig(head="fpn"), 2)
+    fpn = build_model(
+        load_trunk("random", TrunkSpec("resnet18", True, 0.25), seed=3).trunk, DetectionConfig(head="fpn"), 2
+    )
     torch.testing.assert_close(fpn.backbone.body.layer2[1].conv1.weight, reference["layer2.1.conv1.weight"])
 
 
@@ -68,7 +87,11 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_state(bccd_mini, tmp_pa
     out = tmp_path / "nan"
     run_detection(smoke_config(bccd_mini, "iterations=2"), "random", out)
     with pytest.raises(FloatingPointError, match="lower lr"):
-        run_detection(smoke_config(bccd_mini, "lr=1e30", "iterations=8", "warmup_iters=0", "clip_grad_norm=0"), "random", out)
+        run_detection(
+            smoke_config(bccd_mini, "lr=1e30", "iterations=8", "warmup_iters=0", "clip_grad_norm=0"),
+            "random",
+            out,
+        )
     rec = json.loads((out / "result.json").read_text())
     assert rec["status"] == "failed" and "FloatingPointError" in rec["error"]
     assert torch.load(out / "detection_state.pth", weights_only=False)["iteration"] >= 2
@@ -77,15 +100,20 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_state(bccd_mini, tmp_pa
 def test_detectron2_smoke(bccd_mini, tmp_path):
     pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
     out = tmp_path / "d2"
-    cfg = smoke_config(bccd_mini, "backend=detectron2", "trunk.arch=resnet50", "trunk.small_stem=false",
-                       "proposals_test=100")
+    cfg = smoke_config(
+        bccd_mini, "backend=detectron2", "trunk.arch=resnet50", "trunk.small_stem=false", "proposals_test=100"
+    )
     run_detection(cfg, "random", out)
     rec = check_record(out, "detectron2")
     m = rec["metrics"]
     for key in ("AP", "AP50", "AP75"):  # Detectron2's own evaluator on the same predictions
         assert m[key] == pytest.approx(m[f"d2_{key}"], abs=1e-9)
     d2_cfg = (out / "detectron2_config.yaml").read_text()
-    assert "Res5ROIHeadsExtraNorm" in d2_cfg and "STRIDE_IN_1X1: false" in d2_cfg and "POST_NMS_TOPK_TEST: 100" in d2_cfg
+    assert (
+        "Res5ROIHeadsExtraNorm" in d2_cfg
+        and "STRIDE_IN_1X1: false" in d2_cfg
+        and "POST_NMS_TOPK_TEST: 100" in d2_cfg
+    )
     assert (out / "detectron2" / "last_checkpoint").is_file()
 
 

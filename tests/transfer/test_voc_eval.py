@@ -10,14 +10,22 @@ from transfer.voc_eval import Detections, voc_ap, voc_detection_metrics
 
 def image(image_id, boxes, labels, difficult=None):
     boxes = np.array(boxes, dtype=float).reshape(-1, 4)
-    return VOCImage(image_id, None, 100, 100, boxes, np.array(labels), np.array(difficult or [False] * len(labels)))
+    return VOCImage(
+        image_id, None, 100, 100, boxes, np.array(labels), np.array(difficult or [False] * len(labels))
+    )
 
 
 def test_hand_computed_ap():
-    # two objects of class 0; detections by score: hit, miss, hit -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
+    # two objects of class 0; detections by score: hit, miss, hit
+    # -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
     gt = [image("a", [[11, 11, 30, 30], [51, 51, 80, 80]], [0, 0])]
-    pred = {"a": Detections(np.array([[10, 10, 30, 30], [0, 0, 5, 5], [50, 50, 80, 80]], float),
-                            np.array([0.9, 0.8, 0.7]), np.array([0, 0, 0]))}
+    pred = {
+        "a": Detections(
+            np.array([[10, 10, 30, 30], [0, 0, 5, 5], [50, 50, 80, 80]], float),
+            np.array([0.9, 0.8, 0.7]),
+            np.array([0, 0, 0]),
+        )
+    }
     m07 = voc_detection_metrics(pred, gt, ["x"], use_07_metric=True)
     assert m07["AP50"] == pytest.approx(100 * (6 * 1 + 5 * 2 / 3) / 11)
     m12 = voc_detection_metrics(pred, gt, ["x"], use_07_metric=False)
@@ -73,8 +81,12 @@ def test_agrees_with_detectron2(bccd_mini, year):
     ev = PascalVOCDetectionEvaluator(name)
     ev.reset()
     for image_id, det in preds.items():
-        inst = Instances((480, 640), pred_boxes=Boxes(torch.from_numpy(det.boxes)), scores=torch.from_numpy(det.scores),
-                         pred_classes=torch.from_numpy(det.labels))
+        inst = Instances(
+            (480, 640),
+            pred_boxes=Boxes(torch.from_numpy(det.boxes)),
+            scores=torch.from_numpy(det.scores),
+            pred_classes=torch.from_numpy(det.labels),
+        )
         ev.process([{"image_id": image_id}], [{"instances": inst}])
     theirs = ev.evaluate()["bbox"]
     ours = voc_detection_metrics(preds, data.images, classes, use_07_metric=year == 2007)
