@@ -15,9 +15,12 @@ from benchmark.linear import LinearConfig, train_heads
 from benchmark.protocol import default_device
 from benchmark.trunk import TrunkSpec, load_trunk
 from pretrain.data import labelled_train_transform
+from swavbench.data_root import resolve_fields
 
 
 def run(checkpoint: str, cfg: LinearConfig, n_images: int, *, n_heads: int, repeats: int) -> None:
+    """Print the feature-extraction rate and the N-head / 1-head probe cost on ``cfg.train``."""
+    cfg = resolve_fields(cfg)
     device = default_device()
     t = cfg.trunk
     trunk = (

@@ -118,6 +118,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--heads", type=int, default=8)
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("overrides", nargs="*", metavar="key=value")
+    add_data_root_argument(b)
     b.set_defaults(func=run_eval_bench)
 
 

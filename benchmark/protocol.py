@@ -13,7 +13,8 @@ import torch
 
 from benchmark.record import ResultRecord, device_name, write_record
 from benchmark.trunk import LoadedTrunk, TrunkSpec, load_trunk
-from swavbench.data_root import check_datasets
+from swavbench import durable
+from swavbench.data_root import missing_dataset_hint
 
 
 @dataclass
@@ -41,13 +42,14 @@ def run_and_record(
     """Load the trunk, run ``body`` -> (metrics, split sizes), write out_dir/result.json either way."""
     device = default_device()
     t0 = time.perf_counter()
+    durable.remove_stale_temps(out_dir)  # left by a killed earlier run of this protocol here
     loaded: LoadedTrunk | None = None
     t = cfg.trunk
     try:
-        check_datasets(cfg)
         loaded = load_trunk(checkpoint, TrunkSpec(t.arch, t.small_stem, t.width_multiplier), seed)
         metrics, splits = body(loaded, device)
     except Exception as e:
+        hint = missing_dataset_hint(cfg)  # a missing dataset: say which data root was used and how to set one
         record = ResultRecord(
             protocol=protocol,
             status="failed",
@@ -62,10 +64,12 @@ def run_and_record(
             seed=seed,
             wall_time_s=time.perf_counter() - t0,
             device=device_name(device),
-            error=f"{type(e).__name__}: {e}",
+            error=f"{type(e).__name__}: {e}{hint}",
             model=t.label or (loaded.label() if loaded else Path(str(checkpoint)).stem),
         )
         write_record(record, out_dir)
+        if hint and isinstance(e, FileNotFoundError):
+            raise FileNotFoundError(f"{e}{hint}") from e
         raise
     record = ResultRecord(
         protocol=protocol,

@@ -111,7 +111,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             return 0
         out = Path(args.out or f"runs/pretrain-{Path(args.config).stem}")
         ckpt = pretrain(cfg, out, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, CheckpointError, EmptyDatasetError, TrainingStopped) as e:
+    except (ConfigError, CheckpointError, EmptyDatasetError, FileNotFoundError, TrainingStopped) as e:
         print(f"swavbench pretrain: error: {e}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
@@ -125,7 +125,7 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, list(args.overrides) + data_override("data.path", args.data))
         run(cfg, args.steps, args.images, repeats=args.repeats, compile_variant=args.compile)
-    except (ConfigError, EmptyDatasetError) as e:
+    except (ConfigError, EmptyDatasetError, FileNotFoundError) as e:
         print(f"swavbench pretrain-bench: error: {e}", file=sys.stderr)
         return 2
     return 0

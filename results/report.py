@@ -32,6 +32,7 @@ def make_report(
 ) -> Report:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    durable.remove_stale_temps(out)
     df, problems, failed = collect(run_dirs)
     ref = load_reference(references)
     tables = paper_tables(df, ref, tolerance) if not df.empty else []

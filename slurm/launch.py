@@ -67,7 +67,7 @@ class EvalJob(submitit.helpers.Checkpointable):
         self.checkpoint, self.out_dir, self.data_root = checkpoint, out_dir, data_root
 
     def __call__(self) -> dict:
-        if self.data_root:
+        if getattr(self, "data_root", ""):  # jobs pickled before data roots existed have none
             set_data_root(self.data_root)
         cfg = protocol_config(self.protocol, self.preset, self.overrides, seed=self.seed)
         return registry.get(self.protocol).runner()(cfg, self.checkpoint, self.out_dir).metrics
@@ -110,7 +110,7 @@ class PretrainJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> str:
         export_job_environment()
-        if self.data_root:
+        if getattr(self, "data_root", ""):
             set_data_root(self.data_root)
         if self.supervised:
             from pretrain.supervised import CONFIG_DIR, SupervisedConfig, train_supervised

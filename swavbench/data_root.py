@@ -76,11 +76,12 @@ def add_data_root_argument(parser) -> None:
     )
 
 
-def check_datasets(cfg: Any) -> None:
-    """FileNotFoundError naming the first dataset field of ``cfg`` (resolved) that does not exist,
-    the data root in use and how to set another."""
+def missing_dataset_hint(cfg: Any) -> str:
+    """For an error message: the first dataset field of ``cfg`` whose path does not exist, the data
+    root in use and how to set another; "" when every dataset field exists."""
     for name in getattr(cfg, "DATASET_FIELDS", ()):
         value = getattr(cfg, name)
         for v in value if isinstance(value, list) else [value]:
             if v and not resolve(v).exists():
-                raise FileNotFoundError(f"dataset {name} not found at {resolve(v)}: {describe_root()}")
+                return f" [dataset {name} not found at {resolve(v)}: {describe_root()}]"
+    return ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,9 +40,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     ``path``. On an exception the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    os.close(fd)
-    tmp = Path(name)
+    while True:  # a unique name; created with the process umask, like a plain open() would
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -95,7 +99,7 @@ def remove_stale_temps(directory: str | Path, *, max_age_s: float = STALE_AFTER_
             if now - p.stat().st_mtime > max_age_s:
                 p.unlink()
                 removed.append(p)
-        except FileNotFoundError:  # finished or cleaned by another process meanwhile
+        except OSError:  # finished or cleaned by another process meanwhile, or a read-only folder
             continue
     return removed
 

@@ -179,8 +179,13 @@ def benchmark_id(protocol: str, config: dict) -> str:
 
 def for_benchmark(benchmark: str) -> Protocol | None:
     """The first entry whose records carry ``benchmark`` (``linear`` records of both linear
-    protocols read the same way), or None for a record of no registered protocol."""
-    return next((p for p in PROTOCOLS.values() if benchmark in p.benchmarks), None)
+    protocols read the same way), else the first whose keys share its family (``semisup-5pct``:
+    semisup), or None for a record of no registered protocol."""
+    exact = next((p for p in PROTOCOLS.values() if benchmark in p.benchmarks), None)
+    family = benchmark.split("-")[0]
+    return exact or next(
+        (p for p in PROTOCOLS.values() if any(b.split("-")[0] == family for b in p.benchmarks)), None
+    )
 
 
 def benchmarks_of_table(table: int) -> list[str]:

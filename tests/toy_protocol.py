@@ -27,6 +27,8 @@ def run_toy(cfg: ToyConfig, checkpoint: str, out_dir: str | Path):
     cfg = resolve_fields(cfg)
 
     def body(loaded, device):
+        if not Path(cfg.images).is_dir():
+            raise FileNotFoundError(f"image folder {cfg.images} does not exist")
         n = sum(1 for p in Path(cfg.images).rglob("*") if p.is_file())
         params = sum(p.numel() for p in loaded.trunk.parameters())
         return {"images": float(n), "trunk_kparams": params / 1e3}, {"val": n}

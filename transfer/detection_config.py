@@ -9,33 +9,13 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
 from benchmark.protocol import TrunkConfig
+from benchmark.voc import VOC07_CLASSES
 from transfer.coco_detection import COCODetectionSet, load_coco_detection
 from transfer.coco_eval import coco_metrics
 from transfer.voc_detection import VOCDetectionSet, load_voc_detection
 from transfer.voc_eval import voc_detection_metrics
 
-VOC_CLASSES_DEFAULT = [
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-]
+VOC_CLASSES_DEFAULT = list(VOC07_CLASSES)  # the 20 Pascal VOC classes
 
 
 @dataclass

@@ -33,6 +33,17 @@ def test_writes_text_json_bytes_and_leaves_no_temp(tmp_path):
     assert temps(tmp_path) == [] and temps(tmp_path / "sub") == []
 
 
+def test_files_get_the_umask_mode_like_a_plain_open(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        durable.write_text(tmp_path / "report.md", "x")
+        (tmp_path / "plain.md").write_text("x")
+    finally:
+        os.umask(umask)
+    mode = (tmp_path / "report.md").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.md").stat().st_mode & 0o777 == 0o644
+
+
 def test_exception_midway_keeps_the_previous_file_and_no_temp(tmp_path):
     target = tmp_path / "record.json"
     durable.write_json(target, {"status": "ok", "value": 1})

@@ -44,6 +44,8 @@ def test_suites_clis_and_benchmarks_use_registry_names():
             assert registry.for_benchmark(b).headline == entry.headline
     assert registry.benchmark_id("semisup", {"subset": "subset:imagenet-10pct"}) == "semisup-10pct"
     assert registry.benchmark_id("semisup", {"subset": "balanced:100"}) == "semisup"
+    assert registry.for_benchmark("semisup-5pct").name == "semisup"  # any label fraction
+    assert registry.for_benchmark("nope") is None
     assert registry.benchmarks_of_table(3)[:2] == ["linear", "svm"]  # the report's Table 3 column order
     with pytest.raises(KeyError, match="unknown protocol 'nope'; protocols: linear, knn"):
         registry.get("nope")
@@ -67,7 +69,7 @@ TOY = Protocol(
 
 
 def test_one_entry_adds_a_protocol_everywhere(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv(ENV, raising=False)  # --data-root sets it; restored after the test
+    monkeypatch.setenv(ENV, "unused")  # --data-root sets it; monkeypatch restores the outer value after
     monkeypatch.setitem(PROTOCOLS, "toy", TOY)
     root = tmp_path / "data"
     for i in range(5):
@@ -97,7 +99,7 @@ def test_one_entry_adds_a_protocol_everywhere(tmp_path, monkeypatch, capsys):
 
 
 def test_missing_dataset_names_the_root_and_the_fix_and_writes_a_failed_record(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setenv(ENV, "unused")
     monkeypatch.setitem(PROTOCOLS, "toy", TOY)
     preset = tmp_path / "toy.yaml"
     preset.write_text("trunk: {arch: resnet18, small_stem: true, width_multiplier: 0.125}\n")
@@ -105,7 +107,10 @@ def test_missing_dataset_names_the_root_and_the_fix_and_writes_a_failed_record(t
     argv = ["eval", "toy", "--checkpoint", "random", "--config", str(preset), "--out", str(tmp_path / "o")]
     assert swavbench.main(["--data-root", str(root), *argv]) == 2
     err = capsys.readouterr().err
-    assert f"dataset images not found at {root / 'toyset' / 'val'}" in err
-    assert f"data root {root} ($SWAVBENCH_DATA)" in err and "--data-root DIR" in err
+    folder = root / "toyset" / "val"
+    assert f"image folder {folder} does not exist" in err  # the protocol's own message, then the hint
+    assert f"[dataset images not found at {folder}: data root {root} ($SWAVBENCH_DATA)" in err
+    assert "pass --data-root DIR or set SWAVBENCH_DATA=DIR" in err
     rec = json.loads((tmp_path / "o" / "result.json").read_text())
-    assert rec["status"] == "failed" and "not found" in rec["error"]
+    assert rec["status"] == "failed" and rec["error"].startswith("FileNotFoundError: image folder")
+    assert "data root" in rec["error"] and rec["trunk_kind"] == "random"
