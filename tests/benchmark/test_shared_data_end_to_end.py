@@ -60,8 +60,11 @@ def knn_runs(tmp_path_factory, pretrained) -> Path:
 def test_knn_pretrained_beats_random(knn_runs):
     ours, floor = valid(knn_runs / "swav", "knn"), valid(knn_runs / "random", "knn")
     assert ours["trunk_kind"] == "swav-bench" and floor["trunk_kind"] == "random"
-    # measured 2026-11: 32.0 vs 27.8 top-1 at k = 20 after one epoch
-    assert ours["metrics"]["k20_top1"] > floor["metrics"]["k20_top1"] + 2.0, (
+    # One epoch of cpu-small: SwAV k=20 top-1 minus the random trunk's (27.8), measured 2026-12-01 on the
+    # 2-vCPU AMD EPYC CI VM (BENCHMARKS.md, "kNN margin after one epoch"): seeds 0/1/2 at 2 threads +4.5 /
+    # +3.9 / +3.5, at 1 thread +3.5 / +2.8 / +3.5, this test's own process +1.9 (another machine: +1.4,
+    # 2026-11: +4.2). Mean +3.3, std 0.9: the margin this scale guarantees is "above random", not +2.
+    assert ours["metrics"]["k20_top1"] > floor["metrics"]["k20_top1"], (
         ours["metrics"],
         floor["metrics"],
     )
