@@ -22,7 +22,6 @@ from swavbench import durable
 from swavbench.paths import RECORD
 
 SCHEMA_VERSION = 1
-RECORD_NAME = RECORD
 
 
 @dataclass
@@ -71,7 +70,7 @@ def device_name(device: torch.device) -> str:
 
 def write_record(record: ResultRecord, out_dir: str | Path) -> Path:
     """Write ``out_dir/result.json`` durably (``swavbench.durable``)."""
-    return durable.write_json(Path(out_dir) / RECORD_NAME, asdict(record))
+    return durable.write_json(Path(out_dir) / RECORD, asdict(record))
 
 
 def read_record(path: str | Path) -> ResultRecord:

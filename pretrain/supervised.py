@@ -21,9 +21,9 @@ from pretrain.config import ModelConfig
 from pretrain.data import labelled_train_transform
 from pretrain.model import build_trunk
 from pretrain.synthetic import generate_dataset
-from pretrain.train import AUTO_DATASET, CHECKPOINT_NAME
+from pretrain.train import AUTO_DATASET
 from swavbench.data_root import existing, resolve
-from swavbench.paths import CONFIGS
+from swavbench.paths import CHECKPOINT, CONFIGS
 
 CONFIG_DIR = CONFIGS / "supervised"
 
@@ -51,7 +51,7 @@ def train_supervised(
     """Train trunk + linear classifier on the labelled data; returns the checkpoint path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out_dir / CHECKPOINT_NAME
+    ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.exists() and not resume:
         raise CheckpointError(f"{ckpt_path} already exists: pass --resume to continue it, or another --out")
     if cfg.data == "auto":

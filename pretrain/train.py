@@ -46,7 +46,6 @@ from swavbench.paths import CHECKPOINT, RUN_CONFIG, TRAIN_LOG, epoch_checkpoint
 log = logging.getLogger("swavbench.pretrain")
 
 AUTO_DATASET = "cifar10-subset/train"  # data.path 'auto': this dataset under the data root, if present
-CHECKPOINT_NAME, LOG_NAME = CHECKPOINT, TRAIN_LOG
 
 
 class TrainingStopped(RuntimeError):
@@ -141,7 +140,7 @@ class Trainer:
         self.device = torch.device(f"cuda:{self.info.local_rank}" if torch.cuda.is_available() else "cpu")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         durable.remove_stale_temps(self.out_dir)
-        self.ckpt_path = self.out_dir / CHECKPOINT_NAME
+        self.ckpt_path = self.out_dir / CHECKPOINT
         resume_path = self._resume_path(resume=resume)
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -214,7 +213,7 @@ class Trainer:
         if resume_path is not None:
             self._load(resume_path)
         elif self.info.is_main:
-            (self.out_dir / LOG_NAME).unlink(missing_ok=True)
+            (self.out_dir / TRAIN_LOG).unlink(missing_ok=True)
         if self.info.is_main:
             durable.write_text(self.out_dir / RUN_CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
@@ -258,7 +257,7 @@ class Trainer:
         if ckpt.get("rng"):
             _set_rng_state(ckpt["rng"])
         if self.info.is_main:
-            _truncate_log(self.out_dir / LOG_NAME, self.state.iteration)
+            _truncate_log(self.out_dir / TRAIN_LOG, self.state.iteration)
             log.info(
                 "resumed from %s at epoch %d, batch %d (iteration %d)",
                 path,
@@ -370,7 +369,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=s.iteration)
-        log_path = self.out_dir / LOG_NAME
+        log_path = self.out_dir / TRAIN_LOG
         ln_k = sum(math.log(k) for k in cfg.model.n_prototypes) / len(cfg.model.n_prototypes)
         stuck = 0
         bar = tqdm(

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.record import RECORD_NAME, SCHEMA_VERSION
+from benchmark.record import SCHEMA_VERSION
 from swavbench import durable, registry
+from swavbench.paths import RECORD
 from swavbench.registry import benchmark_id
 
 COLUMNS = [
@@ -118,7 +119,7 @@ def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], li
         if not d.exists():
             problems.append(Problem(str(d), "run directory does not exist"))
             continue
-        paths += [d] if d.is_file() else sorted(d.rglob(RECORD_NAME))
+        paths += [d] if d.is_file() else sorted(d.rglob(RECORD))
     for path in paths:
         try:
             data = json.loads(path.read_text())

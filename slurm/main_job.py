@@ -158,12 +158,7 @@ def run_main(
         pretrains.append((p, "swav", seed))
         bar.add([p], {p.name: swav.optim.epochs})
         if cfg.supervised:
-            from pretrain.supervised import CONFIG_DIR, SupervisedConfig
-
-            sover = [*cfg.supervised_overrides, f"seed={seed}"]
-            load_dataclass(
-                SupervisedConfig, CONFIG_DIR, cfg.supervised, overrides=sover
-            )  # a bad key fails here
+            sover = [*cfg.supervised_overrides, f"seed={seed}"]  # pretrain_job loads and checks it
             q = launcher.pretrain_job(
                 cfg.supervised, sover, cfg.supervised_resources, name=f"supervised-s{seed}", supervised=True
             )
