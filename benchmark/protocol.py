@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,6 +29,16 @@ class TrunkConfig:
     label: str = (
         ""  # row name in reports; "" = derived from the checkpoint (random / supervised / run folder)
     )
+
+
+def state_key(loaded: LoadedTrunk, cfg: Any, *, ignore: tuple[str, ...] = ("num_workers",)) -> str:
+    """What a protocol's resumable state in its output folder belongs to: the trunk (file hash, or
+    'random' and its architecture) and the protocol's config except the ``ignore`` fields (how it runs,
+    or a longer schedule that continues the run). State of another key is not resumed."""
+    trunk = loaded.sha256 or f"{loaded.source}:{asdict(loaded.spec)}"
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ignore}
+    blob = json.dumps([trunk, settings], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def default_device() -> torch.device:

@@ -11,26 +11,51 @@ A swav-bench checkpoint is a ``torch.save`` dict::
 ``state_dict`` is exactly the official SwAV release layout without DDP's ``module.`` prefix,
 so ``load_trunk_state_dict`` reads both: it strips ``module.`` and drops the head and
 prototypes, leaving keys equal to torchvision's resnet50 minus ``fc.*``.
+
+Every file is read with ``torch.load(weights_only=True)``: tensors and plain Python data only, so a
+checkpoint from elsewhere cannot run code while it is read. A file that needs full unpickling is
+refused unless the user vouches for it (``swavbench --trust-checkpoints``, or
+$SWAVBENCH_TRUST_CHECKPOINTS=1).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from swavbench import durable
-from swavbench.paths import previous
+from swavbench.paths import CHECKPOINT, PREVIOUS_SUFFIX, TRAIN_LOG, previous
 
 FORMAT = "swav-bench/1"
 HEAD_PREFIXES = ("projection_head.", "prototypes.")
+TRUST_ENV = "SWAVBENCH_TRUST_CHECKPOINTS"  # "1": unpickle arbitrary objects (only for files you trust)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be read or does not fit; the message names the file and the fix."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file holds pickled Python objects beyond tensors and plain data; it was not unpickled."""
+
+
+def trust_checkpoints(*, trusted: bool = True) -> None:
+    """Allow (or forbid again) full unpickling in this process and the jobs it starts (environment)."""
+    if trusted:
+        os.environ[TRUST_ENV] = "1"
+    else:
+        os.environ.pop(TRUST_ENV, None)
+
+
+def _trusted() -> bool:
+    return os.environ.get(TRUST_ENV, "") == "1"
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -51,20 +76,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
-        prev = previous(path)
-        hint = (
-            f"; the previous good checkpoint is {prev}: resume from it with --resume {prev}"
-            if prev.is_file()
-            else ""
-        )
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e}){hint}"
-        ) from e
+        ckpt = torch.load(path, map_location=map_location, weights_only=not _trusted())
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+        if found is None:  # not a refused object: the file is damaged (or not a torch file at all)
+            raise _corrupt(path, e) from e
+        raise UnsafeCheckpointError(
+            f"{path} holds pickled Python objects, not only tensors and plain data "
+            f"(it asks for {found.group(1)}); reading it could run code from the "
+            "file, so it was not loaded. Re-save it as a plain state dict, or, only if you trust where it "
+            f"came from, pass --trust-checkpoints (swavbench --trust-checkpoints COMMAND ...; {TRUST_ENV}=1)"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise _corrupt(path, e) from e
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dict of tensors")
     return ckpt
+
+
+def _corrupt(path: Path, e: Exception) -> CheckpointError:
+    """The error for a file that does not read: the cause in one line, and the previous good copy."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    cause = next((ln for ln in lines if ln.startswith("Unsupported operand")), lines[0] if lines else "")
+    prev = previous(path)
+    hint = f"; the previous good checkpoint is {prev}: resume from it with --resume {prev}"
+    hint = hint if prev.is_file() else ""
+    cause = f"{type(e).__name__}: {cause[:200]}"
+    return CheckpointError(f"checkpoint {path} is truncated or corrupt ({cause}){hint}")
 
 
 def release_state_dict(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -103,3 +141,102 @@ def load_trunk_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path}: no state dict of tensors found (expected 'state_dict' or a flat dict)"
         )
     return split_trunk_state(state)[0]
+
+
+def resume_candidates(out_dir: str | Path) -> list[Path]:
+    """Checkpoints a run in ``out_dir`` may continue from, newest first by construction: the latest,
+    the one it replaced (``.prev``), then the kept epoch checkpoints from the last epoch down."""
+    out_dir = Path(out_dir)
+    latest = out_dir / CHECKPOINT
+
+    def epoch_of(p: Path) -> int:
+        stem = p.name.removesuffix(PREVIOUS_SUFFIX).removesuffix(".pth").removeprefix("ckp-")
+        return int(stem) if stem.isdigit() else -1
+
+    kept = sorted(
+        (p for p in out_dir.glob("ckp-*.pth*") if epoch_of(p) >= 0 and p.suffix in (".pth", PREVIOUS_SUFFIX)),
+        key=lambda p: (epoch_of(p), p.suffix == ".pth"),
+        reverse=True,
+    )
+    return [p for p in (latest, previous(latest), *kept) if p.is_file()]
+
+
+def progress_of(ckpt: dict) -> tuple[int, int]:
+    """(epoch, iteration) a training checkpoint reached; supervised checkpoints count epochs only."""
+    return int(ckpt.get("epoch", 0)), int(ckpt.get("iteration", 0))
+
+
+def newest_valid_checkpoint(
+    out_dir: str | Path, *, map_location: str | torch.device = "cpu"
+) -> Resumable | None:
+    """The checkpoint to continue the run in ``out_dir`` from: the latest when it reads as a swav-bench
+    training checkpoint, else the newest readable of ``.prev`` and the epoch checkpoints (the skipped
+    ones and why are in ``skipped``). None when there is no checkpoint at all; CheckpointError when
+    there are some and none reads (a run is never silently restarted)."""
+    candidates = resume_candidates(out_dir)
+    if not candidates:
+        return None
+    skipped: dict[Path, str] = {}
+    best: Resumable | None = None
+    for path in candidates:
+        try:
+            ckpt = load_checkpoint(path, map_location=map_location)
+        except UnsafeCheckpointError:
+            raise
+        except CheckpointError as e:
+            skipped[path] = str(e)
+            continue
+        if ckpt.get("format") != FORMAT or "epoch" not in ckpt:
+            skipped[path] = f"{path} is not a swav-bench training checkpoint (format {ckpt.get('format')!r})"
+            continue
+        if best is None or progress_of(ckpt) > progress_of(best.ckpt):
+            best = Resumable(path, ckpt, skipped)
+        if path.name == CHECKPOINT:  # the latest reads: it is the newest by construction
+            break
+    if best is None:
+        listing = "; ".join(skipped.values())
+        raise CheckpointError(
+            f"no checkpoint in {out_dir} can be read ({listing}); nothing was changed. "
+            "Resume from another file with --resume CKPT, or discard the run with --restart"
+        )
+    best.skipped = skipped
+    return best
+
+
+@dataclass
+class Resumable:
+    """A checkpoint chosen to continue a run from, with the newer ones that could not be read."""
+
+    path: Path
+    ckpt: dict
+    skipped: dict[Path, str]
+
+    def describe(self) -> str:
+        why = "".join(f"; skipped {p.name}: {e}" for p, e in self.skipped.items())
+        epoch, iteration = progress_of(self.ckpt)
+        return f"{self.path} (epoch {epoch}, iteration {iteration}){why}"
+
+    def set_aside_unreadable(self) -> list[Path]:
+        """Rename the unreadable newer files (``<name>.unreadable``) so the next save cannot rotate one of
+        them over the good copy; they stay for inspection."""
+        moved = []
+        for p in self.skipped:
+            if p.is_file():
+                target = p.with_name(p.name + ".unreadable")
+                os.replace(p, target)
+                moved.append(target)
+        return moved
+
+
+def run_files(out_dir: str | Path) -> list[Path]:
+    """What a training run leaves in ``out_dir`` that a fresh start would throw away."""
+    out_dir = Path(out_dir)
+    return [*resume_candidates(out_dir), *(p for p in [out_dir / TRAIN_LOG] if p.is_file())]
+
+
+def discard_run(out_dir: str | Path) -> list[Path]:
+    """``--restart``: delete the checkpoints and the log of the run in ``out_dir``; returns them."""
+    files = run_files(out_dir)
+    for p in files:
+        p.unlink(missing_ok=True)
+    return files

@@ -53,7 +53,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         const=True,
         default=False,
         metavar="CKPT",
-        help="continue the run in --out (or from CKPT) exactly where its last checkpoint stopped",
+        help="continue the run in --out (or from CKPT) exactly where its newest readable checkpoint stopped",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the run in --out (checkpoints and log) and start afresh",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
@@ -110,7 +115,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             return 0
         out = Path(args.out or f"runs/pretrain-{Path(args.config).stem}")
-        ckpt = pretrain(cfg, out, resume=args.resume, progress=not args.no_progress)
+        ckpt = pretrain(cfg, out, resume=args.resume, restart=args.restart, progress=not args.no_progress)
     except (ConfigError, CheckpointError, EmptyDatasetError, FileNotFoundError, TrainingStopped) as e:
         print(f"swavbench pretrain: error: {e}", file=sys.stderr)
         return 2
@@ -146,7 +151,9 @@ def run_supervised(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(cfg.__dict__ | {"model": vars(cfg.model)}, sort_keys=False))
             return 0
         out = Path(args.out or f"runs/supervised-{Path(args.config).stem}")
-        ckpt = train_supervised(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+        ckpt = train_supervised(
+            cfg, out, resume=bool(args.resume), restart=args.restart, progress=not args.no_progress
+        )
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"swavbench pretrain --supervised: error: {e}", file=sys.stderr)
         return 2

@@ -16,7 +16,14 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from tqdm import tqdm
 
-from pretrain.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_rotating
+from pretrain.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    discard_run,
+    newest_valid_checkpoint,
+    run_files,
+    save_rotating,
+)
 from pretrain.config import ModelConfig
 from pretrain.data import labelled_train_transform
 from pretrain.model import build_trunk
@@ -46,14 +53,25 @@ class SupervisedConfig:
 
 
 def train_supervised(
-    cfg: SupervisedConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True
+    cfg: SupervisedConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    restart: bool = False,
+    progress: bool = True,
 ) -> Path:
-    """Train trunk + linear classifier on the labelled data; returns the checkpoint path."""
+    """Train trunk + linear classifier on the labelled data; returns the checkpoint path. ``resume``
+    continues from the newest readable checkpoint in ``out_dir``; ``restart`` discards the run there."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise CheckpointError(f"{ckpt_path} already exists: pass --resume to continue it, or another --out")
+    if restart:
+        discard_run(out_dir)
+    elif run_files(out_dir) and not resume:
+        raise CheckpointError(
+            f"{ckpt_path} already exists: pass --resume to continue it, --restart to discard it, "
+            "or another --out"
+        )
     if cfg.data == "auto":
         auto = resolve(AUTO_DATASET)
         root = auto if auto.is_dir() else generate_dataset(out_dir / "generated-data") / "train"
@@ -81,8 +99,14 @@ def train_supervised(
         pin_memory=device.type == "cuda",
     )
     start = 0
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
+    found = newest_valid_checkpoint(out_dir, map_location=device) if resume and not restart else None
+    if found is not None:
+        ckpt = found.ckpt
+        if not ckpt.get("supervised") or ckpt.get("config", {}).get("model") != asdict(m):
+            raise CheckpointError(
+                f"{found.path} is not a supervised run of model {asdict(m)}: use another --out or --restart"
+            )
+        found.set_aside_unreadable()
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
         g.set_state(ckpt["generator"])

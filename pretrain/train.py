@@ -26,9 +26,13 @@ from pretrain.batch_augment import BatchAugment
 from pretrain.checkpoint import (
     FORMAT,
     CheckpointError,
+    Resumable,
+    discard_run,
     load_checkpoint,
     model_state_dict,
+    newest_valid_checkpoint,
     release_state_dict,
+    run_files,
     save_rotating,
 )
 from pretrain.config import DataConfig, PretrainConfig, config_from_dict
@@ -83,7 +87,10 @@ def build_model(cfg: PretrainConfig) -> SwAVModel:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every generator's state as tensors and plain data (checkpoints are read with weights_only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -91,22 +98,73 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# fields that may differ between a run and its resumption: how it runs, not what it computes
+RESUMABLE_CHANGES = (
+    "data.num_workers",
+    "optim.epochs",  # extending a run: allowed, with a warning (the schedule changes from there)
+    "run.precision",  # e.g. fp32 after a NaN in bf16, as the NaN error suggests
+    "run.compile",
+    "run.channels_last",
+    "run.checkpoint_every_iters",
+    "run.keep_epoch_checkpoints",
+    "run.log_every_iters",
+    "run.collapse_patience",
+    "run.collapse_tol",
+    "run.deterministic",
+    "run.max_iters",
+)
+
+
+def resume_conflicts(saved: PretrainConfig, wanted: PretrainConfig) -> list[str]:
+    """``key: saved -> wanted`` for every setting that differs and would make a resumed run a hybrid."""
+    a, b = _flat(saved.to_dict()), _flat(wanted.to_dict())
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
+    ]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def read_log(path: Path) -> tuple[list[dict], int]:
+    """(records, number of lines that do not parse): a crash or a full disk can tear the last line."""
+    records, torn = [], 0
+    if path.is_file():
+        for ln in path.read_text(errors="replace").splitlines():
+            if not ln.strip():
+                continue
+            try:
+                records.append(json.loads(ln))
+            except json.JSONDecodeError:
+                torn += 1
+    return records, torn
+
+
 def _truncate_log(path: Path, iteration: int) -> None:
-    """Drop log lines written after the checkpoint being resumed (they will be redone)."""
+    """Drop log lines written after the checkpoint being resumed (they will be redone) and torn lines."""
     if not path.is_file():
         return
-    keep = [
-        ln
-        for ln in path.read_text().splitlines()
-        if ln.strip() and json.loads(ln).get("iteration", 0) <= iteration
-    ]
-    durable.write_text(path, "".join(ln + "\n" for ln in keep))
+    records, torn = read_log(path)
+    if torn:
+        log.warning("%s: dropped %d torn line(s) (an interrupted write)", path, torn)
+    keep = [r for r in records if r.get("iteration", 0) <= iteration]
+    durable.write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def _all_true(flag: bool, device: torch.device) -> bool:  # noqa: FBT001
@@ -133,15 +191,18 @@ class Trainer:
         out_dir: str | Path,
         *,
         resume: str | Path | bool = False,
+        restart: bool = False,
         progress: bool = True,
     ):
+        """``resume``: True continues from the newest readable checkpoint in ``out_dir``, a path from that
+        file; ``restart`` discards the run in ``out_dir`` first. With neither, an existing run is an error."""
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         self.info: DistInfo = init_distributed()
         self.device = torch.device(f"cuda:{self.info.local_rank}" if torch.cuda.is_available() else "cpu")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         durable.remove_stale_temps(self.out_dir)
         self.ckpt_path = self.out_dir / CHECKPOINT
-        resume_path = self._resume_path(resume=resume)
+        resuming = self._find_resume(resume=resume, restart=restart)
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.run.seed)
@@ -210,38 +271,59 @@ class Trainer:
             )
         self.augment = BatchAugment(cfg.data) if cfg.data.pipeline == "fast" else None
         self.state = RunState()
-        if resume_path is not None:
-            self._load(resume_path)
+        if resuming is not None:
+            self._load(resuming)
         elif self.info.is_main:
-            (self.out_dir / TRAIN_LOG).unlink(missing_ok=True)
+            _truncate_log(self.out_dir / TRAIN_LOG, 0)
         if self.info.is_main:
             durable.write_text(self.out_dir / RUN_CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     # -- checkpoints -------------------------------------------------------------------
-    def _resume_path(self, *, resume: str | Path | bool) -> Path | None:
-        if resume is True:
-            return self.ckpt_path if self.ckpt_path.is_file() else None
-        if resume:
-            return Path(resume)
-        if self.ckpt_path.is_file():
-            raise CheckpointError(
-                f"{self.ckpt_path} already exists: pass --resume to continue that run, "
-                "or another --out to start afresh"
-            )
-        return None
+    def _find_resume(self, *, resume: str | Path | bool, restart: bool) -> Resumable | None:
+        """The checkpoint to continue from (None: start at iteration 0), without changing any file
+        unless ``restart`` (then the old run's checkpoints and log are deleted, by the main process)."""
+        if restart:
+            if self.info.is_main:
+                gone = discard_run(self.out_dir)
+                if gone:
+                    log.warning("--restart: discarded %s", ", ".join(p.name for p in gone))
+            return None
+        if resume and resume is not True:
+            path = Path(resume)
+            return Resumable(path, load_checkpoint(path, map_location=self.device), {})
+        if not resume:
+            if found := run_files(self.out_dir):
+                raise CheckpointError(
+                    f"{self.out_dir} already holds a run ({', '.join(p.name for p in found)}): "
+                    "pass --resume to continue it, --restart to discard it, or another --out"
+                )
+            return None
+        found = newest_valid_checkpoint(self.out_dir, map_location=self.device)
+        if found is None and (self.out_dir / TRAIN_LOG).is_file() and self.info.is_main:
+            log.info("no checkpoint in %s yet: starting at iteration 0 (logged steps redone)", self.out_dir)
+        return found
 
-    def _load(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, map_location=self.device)
+    def _load(self, found: Resumable) -> None:
+        path, ckpt = found.path, found.ckpt
         if ckpt.get("format") != FORMAT:
             raise CheckpointError(
                 f"{path} is not a swav-bench training checkpoint (format {ckpt.get('format')!r}); "
                 "to start from released weights, load them as a trunk instead"
             )
+        if ckpt.get("supervised"):
+            raise CheckpointError(f"{path} is a supervised baseline checkpoint, not a SwAV run")
         saved = config_from_dict(ckpt["config"])
-        if saved.model != self.cfg.model:
+        changed = resume_conflicts(saved, self.cfg)
+        if changed:
             raise CheckpointError(
-                f"{path} was trained with model config {saved.model}, not {self.cfg.model}: "
-                "resume with the same model section"
+                f"{path} was trained with another configuration ({'; '.join(changed)}): resuming would mix "
+                "two runs. Use the run's own settings (its config.yaml), another --out, or --restart"
+            )
+        if saved.optim.epochs != self.cfg.optim.epochs and self.info.is_main:
+            log.warning(
+                "optim.epochs changed from %d to %d: the rest of the run follows the new lr schedule",
+                saved.optim.epochs,
+                self.cfg.optim.epochs,
             )
         self.model.load_state_dict(model_state_dict(ckpt["state_dict"]))
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -257,13 +339,15 @@ class Trainer:
         if ckpt.get("rng"):
             _set_rng_state(ckpt["rng"])
         if self.info.is_main:
+            moved = found.set_aside_unreadable()
             _truncate_log(self.out_dir / TRAIN_LOG, self.state.iteration)
             log.info(
-                "resumed from %s at epoch %d, batch %d (iteration %d)",
-                path,
+                "resumed from %s at epoch %d, batch %d (iteration %d)%s",
+                found.describe(),
                 self.state.epoch,
                 self.state.batch,
                 self.state.iteration,
+                f"; unreadable files kept as {', '.join(p.name for p in moved)}" if moved else "",
             )
 
     def save(self) -> None:
@@ -458,7 +542,12 @@ class Trainer:
 
 
 def pretrain(
-    cfg: PretrainConfig, out_dir: str | Path, *, resume: str | Path | bool = False, progress: bool = True
+    cfg: PretrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: str | Path | bool = False,
+    restart: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Run (or resume) SwAV pretraining into ``out_dir``; returns the final checkpoint path.
 
@@ -467,7 +556,7 @@ def pretrain(
     live gloo connections can abort."""
     started_here = not (dist.is_available() and dist.is_initialized())
     try:
-        path = Trainer(cfg, out_dir, resume=resume, progress=progress).fit()
+        path = Trainer(cfg, out_dir, resume=resume, restart=restart, progress=progress).fit()
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
         return path

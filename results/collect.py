@@ -12,7 +12,7 @@ import pandas as pd
 
 from benchmark.record import SCHEMA_VERSION
 from swavbench import durable, registry
-from swavbench.paths import RECORD
+from swavbench.paths import RECORD, REPLACED
 from swavbench.registry import benchmark_id
 
 COLUMNS = [
@@ -109,7 +109,8 @@ def record_rows(data: dict, path: Path) -> list[dict]:
 
 
 def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], list[Failed]]:
-    """Every ``result.json`` under the run directories -> (tidy DataFrame, problems, failed jobs)."""
+    """Every ``result.json`` under the run directories (not under ``replaced/``) -> (tidy DataFrame,
+    problems, failed jobs)."""
     rows: list[dict] = []
     problems: list[Problem] = []
     failed: list[Failed] = []
@@ -119,7 +120,12 @@ def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], li
         if not d.exists():
             problems.append(Problem(str(d), "run directory does not exist"))
             continue
-        paths += [d] if d.is_file() else sorted(d.rglob(RECORD))
+        # records under replaced/ were superseded by a --force re-run: kept on disk, not reported
+        paths += (
+            [d]
+            if d.is_file()
+            else sorted(p for p in d.rglob(RECORD) if REPLACED not in p.relative_to(d).parts)
+        )
     for path in paths:
         try:
             data = json.loads(path.read_text())

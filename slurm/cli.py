@@ -116,7 +116,7 @@ def run_launch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pretrain.config import ConfigError
-    from slurm.launch import Launcher
+    from slurm.launch import LaunchBusy, Launcher, SchedulerUnavailable
     from slurm.suite import expand_sweep, load_suite
 
     try:
@@ -134,7 +134,12 @@ def run_launch(args: argparse.Namespace) -> int:
             )
         else:
             planned = []
-            for name, overrides in expand_sweep(args.sweep):
+            variants = expand_sweep(args.sweep)
+            for name, overrides in variants:  # every variant's folder is checked before any submission
+                Launcher(Path(args.run_dir) / name, args.executor, dry_run=True).check_pretrain(
+                    args.config, overrides, name=f"pretrain-{name}"
+                )
+            for name, overrides in variants:
                 sub = Launcher(
                     Path(args.run_dir) / name, args.executor, force=args.force, dry_run=args.dry_run
                 )
@@ -147,7 +152,7 @@ def run_launch(args: argparse.Namespace) -> int:
                     eval_epochs=epochs_list(args.eval_epochs),
                 )
                 launcher.jobs.update(sub.jobs)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, LaunchBusy, SchedulerUnavailable) as e:
         print(f"swavbench launch: error: {e}", file=sys.stderr)
         return 2
     for p in planned:
@@ -169,6 +174,7 @@ def run_main_job(args: argparse.Namespace) -> int:
     from pretrain.checkpoint import CheckpointError
     from pretrain.config import ConfigError
     from results.report import make_report
+    from slurm.launch import LaunchBusy, SchedulerUnavailable
     from slurm.main_job import load_main_config, run_main, swav_vs_random
 
     try:
@@ -184,7 +190,14 @@ def run_main_job(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             executor=args.executor,
         )
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (
+        ConfigError,
+        CheckpointError,
+        FileNotFoundError,
+        ValueError,
+        LaunchBusy,
+        SchedulerUnavailable,
+    ) as e:
         print(f"swavbench run: error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:

@@ -2,15 +2,23 @@
 debug executor, one code path), idempotently: every job has a key from (checkpoint sha256 or
 pretraining-config hash, protocol, protocol-config hash, seed); a job whose record says ok is
 skipped, a queued or running copy is never submitted twice, failed or missing ones are
-re-submitted. Everything a launch did is in ``RUN_DIR/launch.json``."""
+re-submitted. Everything a launch did is in ``RUN_DIR/launch.json``.
+
+Relaunch safety: one launcher at a time per run directory (an fcntl lock; a second one waits, then
+stops with a message); every submission is recorded with a unique tag *before* it is made and found
+again by that tag (SLURM job comment, local process environment) if the launcher died before saving
+the job id; a scheduler that cannot answer stops the launch instead of reading as "nothing runs"; a
+pretraining folder holds one configuration (another one is refused, naming the differences)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-import subprocess
+import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,12 +27,80 @@ import submitit
 
 from benchmark.trunk import sha256_of
 from pretrain.config import load_config, load_dataclass
+from slurm.scheduler import LIVE_STATES, Scheduler, SchedulerUnavailable, new_tag, tagged_environment
 from slurm.suite import Resources, Suite
 from swavbench import durable, registry
 from swavbench.data_root import data_root, set_data_root
-from swavbench.paths import CHECKPOINT, LAUNCH_STATE, RECORD, epoch_checkpoint
+from swavbench.paths import (
+    CHECKPOINT,
+    LAUNCH_LOCK,
+    LAUNCH_STATE,
+    PRETRAIN_SETTINGS,
+    RECORD,
+    REPLACED,
+    epoch_checkpoint,
+)
 
-LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
+__all__ = ["LIVE_STATES", "LaunchBusy", "Launcher", "SchedulerUnavailable"]
+
+
+class LaunchBusy(RuntimeError):
+    """Another launcher holds the run directory."""
+
+
+class ConfigConflict(ValueError):
+    """A pretraining folder holds a run of another configuration."""
+
+
+_HELD: dict[Path, list] = {}  # run directory -> [open lock file, launchers of this process using it]
+
+
+def _lock_run_dir(run_dir: Path, *, wait_s: float) -> Path:
+    """Hold ``run_dir``'s launch lock (fcntl, released when the process ends). Launchers of one process share
+    it; another process waits up to ``wait_s``, then LaunchBusy names the holder."""
+    key = run_dir.resolve()
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return key
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = open(run_dir / LAUNCH_LOCK, "a+")  # noqa: SIM115 - held open for the launcher's lifetime
+    deadline, said = time.monotonic() + wait_s, False
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            if time.monotonic() >= deadline:
+                f.close()
+                raise LaunchBusy(
+                    f"{run_dir} is being launched by {holder}; two launchers at once could submit the "
+                    "same jobs twice. Wait for it to finish (watch it with: swavbench status "
+                    f"{run_dir}) and launch again: what it submitted is then skipped or adopted"
+                ) from None
+            if not said:
+                print(f"swavbench launch: waiting for {holder} to finish with {run_dir}", flush=True)
+                said = True
+            time.sleep(0.5)
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    f.flush()
+    _HELD[key] = [f, 1]
+    return key
+
+
+def _unlock_run_dir(key: Path) -> None:
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _HELD[key]
+        with contextlib.suppress(OSError):
+            fcntl.flock(held[0], fcntl.LOCK_UN)
+        held[0].close()
 
 
 def stable_hash(obj: object) -> str:
@@ -123,15 +199,15 @@ class PretrainJob(submitit.helpers.Checkpointable):
         return str(pretrain(cfg, self.out_dir, resume=True, progress=False))
 
 
-def pretrain_settings(preset: str, overrides: list[str], *, supervised: bool) -> tuple[dict, int]:
-    """(config as a dict, number of epochs) of a SwAV or supervised pretraining preset."""
+def pretrain_settings(preset: str, overrides: list[str], *, supervised: bool) -> tuple[dict, int, int]:
+    """(config as a dict, number of epochs, run.max_iters or 0) of a SwAV or supervised pretraining preset."""
     if supervised:
         from pretrain.supervised import CONFIG_DIR, SupervisedConfig
 
         cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, preset, overrides=overrides)
-        return {"supervised": asdict(cfg)}, cfg.epochs
+        return {"supervised": asdict(cfg)}, cfg.epochs, 0
     cfg = load_config(preset, overrides)
-    return cfg.to_dict(), cfg.optim.epochs
+    return cfg.to_dict(), cfg.optim.epochs, cfg.run.max_iters
 
 
 @dataclass
@@ -145,6 +221,42 @@ class Planned:
     depends_on: str = ""
     resources: str = ""
     gpu_hours: float = 0.0  # upper bound: gpus x nodes x time limit
+    epochs: int = 0  # pretraining: the epochs its checkpoint must reach to count as done
+    max_iters: int = 0  # pretraining: ... or these iterations (run.max_iters; 0: none)
+
+
+def pretraining_done(out: Path, epochs: int, max_iters: int = 0) -> bool:
+    """The run in ``out`` reached ``epochs``, or ``max_iters`` iterations (its latest checkpoint says so)."""
+    from pretrain.checkpoint import CheckpointError, load_checkpoint
+
+    if not (out / CHECKPOINT).is_file():
+        return False
+    try:
+        ckpt = load_checkpoint(out / CHECKPOINT)
+        return ckpt["epoch"] >= epochs or bool(max_iters and ckpt.get("iteration", 0) >= max_iters)
+    except (CheckpointError, KeyError):
+        return False
+
+
+def pretraining_progress(out: Path) -> str:
+    from pretrain.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return f"its checkpoint is at epoch {load_checkpoint(out / CHECKPOINT)['epoch']}"
+    except (CheckpointError, KeyError):
+        return "no readable checkpoint"
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs between two nested dicts."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix}{k}: {x!r} -> {y!r}")
+    return out
 
 
 class Launcher:
@@ -160,9 +272,13 @@ class Launcher:
         max_requeues: int = 3,
         max_parallel: int = 0,
         on_wait=None,
+        lock_wait_s: float = 60.0,
+        squeue_retry_delays: tuple[float, ...] = (1, 2, 4, 8),
     ):
         """``max_parallel``: local / debug executors run at most this many jobs at once (0: no limit);
-        ``on_wait()`` is called about once a second while this launcher waits (progress display)."""
+        ``on_wait()`` is called about once a second while this launcher waits (progress display);
+        ``lock_wait_s``: how long to wait for another launcher of ``run_dir`` before LaunchBusy;
+        ``squeue_retry_delays``: pauses between squeue attempts before SchedulerUnavailable."""
         self.run_dir = Path(run_dir)
         self.executor_kind, self.force, self.dry_run, self.max_requeues = (
             executor,
@@ -174,14 +290,30 @@ class Launcher:
         self.on_planned = (
             None  # called with a suite's planned jobs before they are submitted (progress display)
         )
-        self.adopted: list[
-            str
-        ] = []  # live jobs of an earlier launch of this run directory (they count for max_parallel)
+        self.adopted: list[tuple[str, str]] = []  # (job id, tag) of live jobs of an earlier launch
+        self._lock = None if dry_run else _lock_run_dir(self.run_dir, wait_s=lock_wait_s)
+        self.scheduler = Scheduler(self.cluster(), retry_delays=squeue_retry_delays)
         self.state_path = self.run_dir / LAUNCH_STATE
         self.data_root = str(data_root()[0].resolve())  # jobs read their datasets under the launcher's root
         durable.remove_stale_temps(self.run_dir)
         self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"jobs": {}}
         self.jobs: dict[str, submitit.Job] = {}
+
+    def close(self) -> None:
+        """Release the run directory for other launchers (also done when the process ends)."""
+        if self._lock is not None:
+            _unlock_run_dir(self._lock)
+            self._lock = None
+
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     # -- bookkeeping ----------------------------------------------------------------------
     def save(self) -> None:
@@ -193,7 +325,7 @@ class Launcher:
         return "slurm" if shutil.which("sbatch") else "local"
 
     def executor(
-        self, name: str, r: Resources, tasks_per_node: int = 1, *, dependency: str = ""
+        self, name: str, r: Resources, tasks_per_node: int = 1, *, dependency: str = "", tag: str = ""
     ) -> submitit.Executor:
         cluster = self.cluster()
         ex = submitit.AutoExecutor(
@@ -213,6 +345,8 @@ class Launcher:
             params["gpus_per_node"] = r.gpus
         if cluster == "slurm":
             extra = {"kill_on_invalid_dep": "yes"}
+            if tag:  # how a relaunch finds this job if its id was never saved
+                extra["comment"] = tag
             if dependency:
                 extra["dependency"] = f"afterok:{dependency}"
             params["slurm_additional_parameters"] = extra
@@ -223,18 +357,10 @@ class Launcher:
         ex.update_parameters(**params)
         return ex
 
-    def is_live(self, job_id: str) -> bool:
-        """Queued or running right now (squeue for SLURM, the process for the local executor)."""
-        if not job_id:
-            return False
-        if self.cluster() == "slurm":
-            out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
-            return any(s.strip() in LIVE_STATES for s in out.stdout.splitlines())
-        try:
-            os.kill(int(job_id), 0)
-            return True
-        except (ValueError, ProcessLookupError, PermissionError):
-            return False
+    def is_live(self, job_id: str, *, tag: str = "") -> bool:
+        """Queued or running right now (squeue for SLURM, the process for the local executor); raises
+        SchedulerUnavailable when SLURM cannot say."""
+        return self.scheduler.is_live(job_id, tag=tag)
 
     def _decide(self, p: Planned, *, done: bool) -> bool:
         """True when the job must be submitted; sets p.action otherwise."""
@@ -242,14 +368,28 @@ class Launcher:
         if done and not self.force:
             p.action, p.job_id = "done", prev.get("job_id", "")
             return False
-        if self.is_live(prev.get("job_id", "")):
-            p.action, p.job_id = "live", prev["job_id"]
-            self.adopted.append(p.job_id)
+        job_id, tag = prev.get("job_id", ""), prev.get("tag", "")
+        if not job_id and tag:  # recorded before submission, the id never saved: find it by its tag
+            job_id = self.scheduler.find(tag, prev.get("task"))
+            if job_id:
+                prev["job_id"] = job_id
+                self.save()
+        if self.is_live(job_id, tag=tag):
+            p.action, p.job_id = "live", job_id
+            self.adopted.append((job_id, tag))
             return False
         if self.dry_run:
             p.action = "dry-run"
             return False
+        if done:  # --force on a finished job: its folder is kept aside and the job starts from nothing
+            self._set_aside(Path(p.out_dir))
         return True
+
+    def _set_aside(self, out: Path) -> None:
+        if out.exists():
+            target = self.run_dir / REPLACED / f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(out, target)
 
     def _tick(self) -> None:
         if self.on_wait is not None:
@@ -261,21 +401,41 @@ class Launcher:
         if not self.max_parallel or self.cluster() == "slurm":
             return
         while (
-            sum(not j.done() for j in self.jobs.values()) + sum(map(self.is_live, self.adopted))
+            sum(not j.done() for j in self.jobs.values())
+            + sum(self.is_live(job_id, tag=tag) for job_id, tag in self.adopted)
             >= self.max_parallel
         ):
+            self.scheduler.refresh()
             self._tick()
 
-    def _record(self, p: Planned, job: submitit.Job, extra: dict) -> None:
-        p.action, p.job_id = "submitted", str(job.job_id)
-        self.jobs[p.key] = job
+    def _intend(self, p: Planned, extra: dict, *, tag: str, task: int | None = None) -> None:
+        """Record a submission before making it (``tag``: how a relaunch finds the job if this launcher
+        dies before the id is saved; ``task``: its index in a SLURM array)."""
         self.state["jobs"][p.key] = {
             **asdict(p),
             **extra,
+            "action": "submitting",
+            "job_id": "",
+            "tag": tag,
+            "task": task,
             "executor": self.cluster(),
             "submitted_at": time.time(),
         }
+
+    def _record(self, p: Planned, job: submitit.Job) -> None:
+        p.action, p.job_id = "submitted", str(job.job_id)
+        self.jobs[p.key] = job
+        self.state["jobs"][p.key].update(action="submitted", job_id=p.job_id)
         self.save()
+
+    def _submit_one(self, p: Planned, extra: dict, *, make_executor, fn) -> None:
+        """Record, submit and save one job (local processes carry the tag in their environment)."""
+        tag = new_tag()
+        self._intend(p, extra, tag=tag)
+        self.save()
+        with tagged_environment(tag):
+            job = make_executor(tag).submit(fn)
+        self._record(p, job)
 
     # -- suites and pipelines ----------------------------------------------------------------
     def suite(
@@ -321,22 +481,33 @@ class Launcher:
             for item in todo:
                 groups.setdefault(json.dumps(asdict(item[1].resources), sort_keys=True), []).append(item)
             for items in groups.values():
+                tag = new_tag()
+                for i, (p, e, seed) in enumerate(items):  # one array: task i is the i-th job
+                    self._intend(
+                        p, self._eval_extra(e, seed, checkpoint), tag=tag, task=i if len(items) > 1 else None
+                    )
+                self.save()
                 ex = self.executor(
                     f"{prefix}{suite.name}" if len(items) > 1 else items[0][0].name,
                     items[0][1].resources,
                     dependency=after,
+                    tag=tag,
                 )
                 with ex.batch():
                     jobs = [ex.submit(self._eval_job(e, seed, checkpoint, p=p)) for p, e, seed in items]
-                for (p, e, seed), job in zip(items, jobs):
-                    self._record(p, job, self._eval_extra(e, seed, checkpoint))
+                for (p, _, _), job in zip(items, jobs):
+                    self._record(p, job)
             return planned
         for p, entry, seed in todo:
             self.throttle()
-            job = self.executor(p.name, entry.resources, dependency=after).submit(
-                self._eval_job(entry, seed, checkpoint, p=p)
+            self._submit_one(
+                p,
+                self._eval_extra(entry, seed, checkpoint),
+                make_executor=lambda tag, p=p, entry=entry: self.executor(
+                    p.name, entry.resources, dependency=after, tag=tag
+                ),
+                fn=self._eval_job(entry, seed, checkpoint, p=p),
             )
-            self._record(p, job, self._eval_extra(entry, seed, checkpoint))
         return planned
 
     def _eval_job(self, entry, seed: int, checkpoint: str, *, p: Planned) -> EvalJob:
@@ -370,47 +541,85 @@ class Launcher:
         supervised: bool = False,
     ) -> Planned:
         """Submit a (SwAV or supervised) pretraining job unless its final checkpoint exists or it is live;
-        returns without waiting. The checkpoint is ``Path(p.out_dir) / 'checkpoint.pth'``."""
-        settings, epochs = pretrain_settings(preset, overrides, supervised=supervised)
-        key = stable_hash(["pretrain", settings])
-        out = self.run_dir / name
-        ckpt = out / CHECKPOINT
-        p = Planned(
-            name, key, "pretrain", str(out), resources=describe(resources), gpu_hours=max_gpu_hours(resources)
+        returns without waiting. The checkpoint is ``Path(p.out_dir) / 'checkpoint.pth'``. The folder
+        ``RUN_DIR/<name>`` holds one configuration: another one raises ConfigConflict before anything
+        is submitted."""
+        key, settings, epochs, max_iters = self.check_pretrain(
+            preset, overrides, name=name, supervised=supervised
         )
-        done = False
-        if ckpt.is_file():
-            from pretrain.checkpoint import load_checkpoint
-
-            done = load_checkpoint(ckpt)["epoch"] >= epochs
-        if self._decide(p, done=done):
+        out = self.run_dir / name
+        p = Planned(
+            name,
+            key,
+            "pretrain",
+            str(out),
+            resources=describe(resources),
+            gpu_hours=max_gpu_hours(resources),
+            epochs=epochs,
+            max_iters=max_iters,
+        )
+        if self._decide(p, done=pretraining_done(out, epochs, max_iters)):
             self.throttle()
+            if not self.dry_run:
+                out.mkdir(parents=True, exist_ok=True)
+                durable.write_json(out / PRETRAIN_SETTINGS, {"key": key, "settings": settings})
             tasks = resources.tasks_per_node or max(1, resources.gpus)
-            job = self.executor(name, resources, tasks_per_node=tasks).submit(
-                PretrainJob(preset, overrides, str(out), supervised=supervised, data_root=self.data_root)
-            )
-            self._record(
+            self._submit_one(
                 p,
-                job,
                 {
                     "preset": preset,
                     "overrides": overrides,
                     "supervised": supervised,
                     "resources": asdict(resources),
                 },
+                make_executor=lambda tag: self.executor(name, resources, tasks_per_node=tasks, tag=tag),
+                fn=PretrainJob(preset, overrides, str(out), supervised=supervised, data_root=self.data_root),
             )
         return p
 
+    def check_pretrain(
+        self, preset: str, overrides: list[str], *, name: str = "pretrain", supervised: bool = False
+    ) -> tuple[str, dict, int, int]:
+        """(key, settings, epochs, max_iters) of a pretraining; ConfigConflict when ``RUN_DIR/<name>`` holds
+        another configuration (its checkpoints would be evaluated under the new key, or resumed as a hybrid).
+        Call it for every pretraining of a launch before submitting any."""
+        settings, epochs, max_iters = pretrain_settings(preset, overrides, supervised=supervised)
+        key = stable_hash(["pretrain", settings])
+        out = self.run_dir / name
+        path = out / PRETRAIN_SETTINGS
+        if not path.is_file():
+            return key, settings, epochs, max_iters
+        held = json.loads(path.read_text())
+        if held.get("key") == key:
+            return key, settings, epochs, max_iters
+        diffs = _differences(held.get("settings", {}), settings)
+        shown = "; ".join(diffs[:6]) + (" ..." if len(diffs) > 6 else "")
+        raise ConfigConflict(
+            f"{out} holds a pretraining run of another configuration ({shown}; its settings are in {path}). "
+            "Nothing was submitted. Launch the new configuration into another run directory or under "
+            "another pretraining name, or remove "
+            f"{out} (and its evaluations) to replace it"
+        )
+
     def finished(self, p: Planned) -> None:
-        """Block until ``p``'s job ended (local / debug executors: SLURM chains with dependencies instead)."""
+        """Block until ``p``'s job ended (local / debug executors: SLURM chains with dependencies instead);
+        raises when it failed, including a pretraining adopted from an earlier launch that stopped early."""
         if p.key in self.jobs:
             job = self.jobs[p.key]
             while not job.done():
                 self._tick()
             job.results()  # raises when it failed (one result per task)
         else:
-            while self.is_live(p.job_id):
+            tag = self.state["jobs"].get(p.key, {}).get("tag", "")
+            while self.is_live(p.job_id, tag=tag):
+                self.scheduler.refresh()
                 self._tick()
+        if p.kind == "pretrain" and p.epochs and not pretraining_done(Path(p.out_dir), p.epochs, p.max_iters):
+            raise RuntimeError(
+                f"pretraining {p.name} (job {p.job_id}) ended before its {p.epochs} epochs "
+                f"({pretraining_progress(Path(p.out_dir))}); its log is under {self.run_dir / 'submitit'}. "
+                "Launch again to resume it; its evaluations were not started"
+            )
 
     def pipeline(
         self,
@@ -454,10 +663,6 @@ class Launcher:
                 prefix=f"{prefix}ep{e}-",
             )
         return [p, *evals]
-
-    def _wait_process(self, job_id: str) -> None:
-        while self.is_live(job_id):
-            time.sleep(2)
 
     def wait(self) -> dict[str, str]:
         """Block until every job submitted by this launcher ended; key -> 'ok' or the error."""

@@ -151,6 +151,17 @@ def run_main(
     ]
     pretrains: list[tuple[Planned, str, int]] = []
     planned: list[Planned] = []
+    for seed in cfg.seeds:  # a folder holding another configuration stops the run before any submission
+        launcher.check_pretrain(
+            cfg.pretrain, [*cfg.pretrain_overrides, f"run.seed={seed}"], name=f"swav-s{seed}"
+        )
+        if cfg.supervised:
+            launcher.check_pretrain(
+                cfg.supervised,
+                [*cfg.supervised_overrides, f"seed={seed}"],
+                name=f"supervised-s{seed}",
+                supervised=True,
+            )
     for seed in cfg.seeds:
         over = [*cfg.pretrain_overrides, f"run.seed={seed}"]
         swav = load_config(cfg.pretrain, over)

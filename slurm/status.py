@@ -7,7 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from slurm.launch import Launcher
+from slurm.launch import pretraining_done, pretraining_progress
+from slurm.scheduler import Scheduler, SchedulerUnavailable
 from swavbench import registry
 from swavbench.paths import CHECKPOINT, LAUNCH_STATE, RECORD
 
@@ -56,15 +57,19 @@ def _slurm_state(job_id: str) -> tuple[str, str]:
 
 
 def job_table(run_dir: str | Path) -> list[dict]:
+    """One row per job of ``RUN_DIR/launch.json``. A live job shows as pending / running / requeued even
+    behind an older record (a retry of a failed job, a --force re-run); a pretraining is done only when
+    its checkpoint reached its epochs. When the scheduler cannot answer, states read 'unknown'."""
     run_dir = Path(run_dir)
     path = run_dir / LAUNCH_STATE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a launch run directory")
     state = json.loads(path.read_text())
-    launcher = Launcher(run_dir, executor="auto")
+    schedulers: dict[str, Scheduler] = {}
     rows = []
     for key, job in state["jobs"].items():
-        launcher.executor_kind = job.get("executor", "auto")
+        kind = job.get("executor", "local")
+        sched = schedulers.setdefault(kind, Scheduler(kind, retry_delays=(1, 2)))
         out = Path(job["out_dir"])
         row = {
             "name": job["name"],
@@ -76,46 +81,63 @@ def job_table(run_dir: str | Path) -> list[dict]:
             "key": key,
             "out_dir": str(out),
         }
+        tag = job.get("tag", "")
+        try:
+            if not row["job_id"] and tag:  # the launcher died before saving the id
+                row["job_id"] = sched.find(tag, job.get("task"))
+            live = sched.state(row["job_id"]) if kind == "slurm" else ""
+            if kind != "slurm" and sched.is_live(row["job_id"], tag=tag):
+                live = "RUNNING"
+        except SchedulerUnavailable:
+            live = "UNKNOWN"
         sacct_state = ""
-        if job.get("executor") == "slurm" and row["job_id"]:
+        if kind == "slurm" and row["job_id"]:
             sacct_state, row["elapsed"] = _slurm_state(row["job_id"])
         rec_path = out / RECORD
-        if job["kind"] == "eval" and rec_path.is_file():
-            rec = json.loads(rec_path.read_text())
+        rec = json.loads(rec_path.read_text()) if job["kind"] == "eval" and rec_path.is_file() else None
+        if rec is not None:
             if rec.get("status") == "ok":
                 metric = headline(rec)
-                row["state"], row["result"] = (
-                    "done",
-                    f"{metric} {rec['metrics'].get(metric, float('nan')):.2f}",
-                )
+                row["result"] = f"{metric} {rec['metrics'].get(metric, float('nan')):.2f}"
             else:
-                row["state"], row["result"] = "failed", str(rec.get("error", ""))[-160:]
+                row["result"] = str(rec.get("error", ""))[-160:]
             if not row["elapsed"]:
                 row["elapsed"] = f"{rec.get('wall_time_s', 0):.0f}s"
-        elif job["kind"] == "pretrain" and (out / CHECKPOINT).is_file() and sacct_state in ("", "COMPLETED"):
-            row["state"] = (
-                "done" if sacct_state == "COMPLETED" or not launcher.is_live(row["job_id"]) else "running"
+        if live == "UNKNOWN":
+            row["state"] = "unknown"
+            row["result"] = "the scheduler did not answer" + (
+                f"; record: {row['result']}" if row["result"] else ""
             )
-            row["result"] = str(out / CHECKPOINT)
-        if not row["state"]:
-            if sacct_state == "REQUEUED" or (
-                sacct_state in ("PENDING", "RUNNING") and _requeued(row["job_id"])
-            ):
-                row["state"] = "requeued"
-            elif sacct_state in ("PENDING", "RUNNING"):
-                row["state"] = sacct_state.lower()
-            elif launcher.is_live(row["job_id"]):
-                row["state"] = "running"
-            elif sacct_state:
-                row["state"] = "failed" if sacct_state not in ("COMPLETED",) else "done"
-                row["result"] = row["result"] or f"SLURM {sacct_state}" + (
-                    f" (dependency {job['depends_on']} failed)"
-                    if sacct_state == "CANCELLED" and job.get("depends_on")
-                    else ""
-                )
+        elif live:
+            requeued = live == "REQUEUED" or (kind == "slurm" and _requeued(row["job_id"]))
+            row["state"] = (
+                "requeued" if requeued else "pending" if live in ("PENDING", "CONFIGURING") else "running"
+            )
+            if rec is not None:
+                row["result"] = (
+                    "retrying after: " if rec.get("status") != "ok" else "re-running; was: "
+                ) + row["result"]
+        elif rec is not None:
+            row["state"] = "done" if rec.get("status") == "ok" else "failed"
+        elif job["kind"] == "pretrain" and (out / CHECKPOINT).is_file():
+            epochs = int(job.get("epochs") or 0)
+            if not epochs or pretraining_done(out, epochs, int(job.get("max_iters") or 0)):
+                row["state"], row["result"] = "done", str(out / CHECKPOINT)
             else:
-                row["state"] = "missing"
-                row["result"] = _log_tail(run_dir, row["job_id"])
+                row["state"] = "failed"
+                row["result"] = f"stopped before epoch {epochs}: {pretraining_progress(out)}" + (
+                    f" (SLURM {sacct_state})" if sacct_state else ""
+                )
+        elif sacct_state:
+            row["state"] = "failed" if sacct_state not in ("COMPLETED",) else "done"
+            row["result"] = f"SLURM {sacct_state}" + (
+                f" (dependency {job['depends_on']} failed)"
+                if sacct_state == "CANCELLED" and job.get("depends_on")
+                else ""
+            )
+        else:
+            row["state"] = "missing"
+            row["result"] = _log_tail(run_dir, row["job_id"])
         rows.append(row)
     return rows
 

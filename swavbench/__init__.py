@@ -18,6 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder the presets' datasets are named under (default $SWAVBENCH_DATA, else ../shared/data "
         "beside the repository checkout)",
     )
+    parser.add_argument(
+        "--trust-checkpoints",
+        action="store_true",
+        help="unpickle checkpoints that hold arbitrary Python objects (this can run code from the file: "
+        "only for files you trust; by default only tensors and plain data are read)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from benchmark import cli as benchmark_cli
     from pretrain import cli as pretrain_cli
@@ -41,4 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         from swavbench.data_root import set_data_root
 
         set_data_root(args.data_root)
+    if args.trust_checkpoints:
+        from pretrain.checkpoint import trust_checkpoints
+
+        trust_checkpoints()
     return int(args.func(args) or 0)

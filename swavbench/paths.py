@@ -16,6 +16,9 @@ RUN_CONFIG = "config.yaml"
 RECORD = "result.json"
 # launch run directory (slurm/launch.py)
 LAUNCH_STATE = "launch.json"
+LAUNCH_LOCK = ".launch.lock"  # held (fcntl) by the one launcher working on the run directory
+PRETRAIN_SETTINGS = "settings.json"  # in a launched pretraining folder: the configuration it holds
+REPLACED = "replaced"  # --force: finished output folders are moved here (reports skip it)
 
 
 def epoch_checkpoint(epoch: int) -> str:

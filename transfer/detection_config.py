@@ -18,6 +18,11 @@ from transfer.voc_eval import voc_detection_metrics
 VOC_CLASSES_DEFAULT = list(VOC07_CLASSES)  # the 20 Pascal VOC classes
 
 
+# config fields a fine-tuning run may change and still continue from its state: how it runs, and a longer
+# schedule (``iterations``) that extends it
+RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "num_workers")
+
+
 @dataclass
 class DetectionConfig:
     """Defaults: the MoCo/SwAV VOC07+12 Faster R-CNN R50-C4 recipe (24k iterations, batch 16, lr 0.02)."""

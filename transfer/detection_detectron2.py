@@ -29,6 +29,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 from detectron2.structures import BoxMode
 from torch import nn
 
+from benchmark.protocol import state_key
 from benchmark.trunk import LoadedTrunk
 from benchmark.voc import voc_root
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
@@ -37,7 +38,7 @@ from swavbench import durable
 from transfer.coco_detection import COCODetectionSet
 from transfer.coco_eval import STATS, encode_masks
 from transfer.convert import convert
-from transfer.detection_config import DetectionConfig, DetectionSet, load_sets, score
+from transfer.detection_config import RESUMABLE_CHANGES, DetectionConfig, DetectionSet, load_sets, score
 from transfer.voc_detection import VOCDetectionSet
 from transfer.voc_eval import Detections
 
@@ -240,6 +241,8 @@ def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.
         rle = any(isinstance(s, dict) for im in train_set.images for s in im.segmentations)
         mask_format = "bitmask" if rle else "polygon"
     weights = convert(loaded, "detectron2", out_dir / "trunk_detectron2.pkl")
+    # Detectron2 resumes from the last checkpoint in its output folder: one folder per trunk and config,
+    # so a reused --out never continues another checkpoint's fine-tuning
     d2 = detectron2_config(
         cfg,
         loaded,
@@ -247,7 +250,7 @@ def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.
         device=device,
         train_name=train_name,
         test_name=test_name,
-        output_dir=out_dir / "detectron2",
+        output_dir=out_dir / "detectron2" / state_key(loaded, cfg, ignore=RESUMABLE_CHANGES),
         n_classes=len(train_set.classes),
         mask_format=mask_format,
     )

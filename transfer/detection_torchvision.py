@@ -27,12 +27,13 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
+from benchmark.protocol import state_key
 from benchmark.trunk import LoadedTrunk
 from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.model import Trunk
 from transfer.coco_eval import encode_masks
-from transfer.detection_config import DetectionConfig, DetectionSet, load_sets, score
+from transfer.detection_config import RESUMABLE_CHANGES, DetectionConfig, DetectionSet, load_sets, score
 from transfer.voc_eval import Detections
 
 
@@ -194,13 +195,21 @@ def _collate(batch):
 
 
 def train(
-    model: FasterRCNN, data: DetectionSet, cfg: DetectionConfig, *, device: torch.device, state_path: Path
+    model: FasterRCNN,
+    data: DetectionSet,
+    cfg: DetectionConfig,
+    *,
+    device: torch.device,
+    state_path: Path,
+    key: str = "",
 ) -> dict:
+    """Fine-tune; ``state_path`` holds the model and optimiser every ``checkpoint_every`` iterations and a
+    run of the same ``key`` (trunk + config) continues from it; state of another key is started over."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     start, history = 0, []
-    if state_path.is_file():
-        state = load_checkpoint(state_path)
+    state = load_checkpoint(state_path) if state_path.is_file() else None
+    if state is not None and state.get("key", "") == key:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["iteration"], state["history"]
@@ -244,6 +253,7 @@ def train(
         if (cfg.checkpoint_every and it % cfg.checkpoint_every == 0) or it == cfg.iterations:
             atomic_save(
                 {
+                    "key": key,
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
                     "iteration": it,
@@ -280,7 +290,14 @@ def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.
     if cfg.head_norm == "syncbn" and torch.distributed.is_available() and torch.distributed.is_initialized():
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
-    summary = train(model, train_set, cfg, device=device, state_path=out_dir / "detection_state.pth")
+    summary = train(
+        model,
+        train_set,
+        cfg,
+        device=device,
+        state_path=out_dir / "detection_state.pth",
+        key=state_key(loaded, cfg, ignore=RESUMABLE_CHANGES),
+    )
     metrics = score(cfg, predict(model, test_set, cfg, device=device), test_set)
     metrics.update(
         final_loss=summary["final_loss"], skipped_boxes=float(len(train_set.skipped) + len(test_set.skipped))

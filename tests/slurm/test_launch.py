@@ -2,7 +2,6 @@
 SLURM cluster (../shared/slurm/slurm-local.sh, started by the fixture; needs root)."""
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -15,18 +14,6 @@ from pretrain.checkpoint import load_checkpoint
 from slurm.launch import Launcher, PretrainJob
 from slurm.status import job_table
 from slurm.suite import Resources, load_suite
-
-SCRIPT = Path(__file__).resolve().parents[3] / "shared" / "slurm" / "slurm-local.sh"
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    if not SCRIPT.is_file():
-        pytest.skip(f"SLURM test cluster script not found at {SCRIPT}")
-    if os.geteuid() != 0:
-        pytest.skip("starting the local SLURM cluster needs root")
-    subprocess.run(["bash", str(SCRIPT), "up"], check=True, timeout=600, capture_output=True)
-    yield  # left running: `slurm-local.sh down` takes ~7 s and the next session's `up` reuses it
 
 
 @pytest.fixture

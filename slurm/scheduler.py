@@ -1,0 +1,158 @@
+"""What the cluster says right now about a launch's jobs: which are queued or running, and which job
+carries a launch's tag (so a job submitted by a launcher killed before it saved the id is found again).
+
+SLURM: one ``squeue`` call per snapshot (``%i|%T|%k``: array tasks one per line, the tag in the job's
+comment). It is retried with backoff when it fails; if it keeps failing the launch stops with
+SchedulerUnavailable: an unknown state must never read as "not running", which would submit running
+jobs a second time. Local executor: processes, recognised by the tag in their environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
+TAG_ENV = "SWAVBENCH_JOB_TAG"  # local executor: the tag travels in the job's environment
+SQUEUE = ["squeue", "-h", "-r", "--me", "-o", "%i|%T|%k"]
+
+
+class SchedulerUnavailable(RuntimeError):
+    """The scheduler could not say which jobs are live; nothing may be submitted."""
+
+
+def new_tag() -> str:
+    """A unique tag for one submission (a job, or a SLURM array of jobs)."""
+    return f"swavbench-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class LiveJob:
+    job_id: str
+    state: str
+    tag: str
+
+
+@contextmanager
+def tagged_environment(tag: str) -> Iterator[None]:
+    """Local executor: processes started inside carry ``tag`` in their environment."""
+    old = os.environ.get(TAG_ENV)
+    os.environ[TAG_ENV] = tag
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(TAG_ENV, None)
+        else:
+            os.environ[TAG_ENV] = old
+
+
+class Scheduler:
+    """Live jobs of one executor kind (``slurm``, ``local`` or ``debug``), from a snapshot that is at most
+    ``max_age_s`` old."""
+
+    def __init__(self, kind: str, *, retry_delays: tuple[float, ...] = (1, 2, 4, 8), max_age_s: float = 2.0):
+        self.kind, self.retry_delays, self.max_age_s = kind, retry_delays, max_age_s
+        self._snapshot: dict[str, LiveJob] = {}
+        self._taken = -1e18
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, LiveJob]:
+        if time.monotonic() - self._taken > self.max_age_s:
+            self._snapshot = self._squeue() if self.kind == "slurm" else self._processes()
+            self._taken = time.monotonic()
+        return self._snapshot
+
+    def refresh(self) -> None:
+        self._taken = -1e18
+
+    def _squeue(self) -> dict[str, LiveJob]:
+        errors = []
+        for delay in (*self.retry_delays, None):
+            try:
+                out = subprocess.run(SQUEUE, capture_output=True, text=True, timeout=60)
+                if out.returncode == 0:
+                    jobs = {}
+                    for line in out.stdout.splitlines():
+                        job_id, state, tag = (line.strip().split("|") + ["", ""])[:3]
+                        if job_id:
+                            jobs[job_id] = LiveJob(job_id, state.strip(), tag.strip())
+                    return jobs
+                errors.append(f"exit {out.returncode}: {out.stderr.strip()[-200:]}")
+            except (OSError, subprocess.TimeoutExpired) as e:
+                errors.append(f"{type(e).__name__}: {e}")
+            if delay is not None:
+                time.sleep(delay)
+        raise SchedulerUnavailable(
+            f"`{' '.join(SQUEUE)}` failed {len(errors)} times over {sum(self.retry_delays):g} s "
+            f"(last: {errors[-1]}): the SLURM controller is busy or down, so which jobs of this run are "
+            "queued or running is unknown. Nothing was submitted (resubmitting could start running jobs "
+            "twice); launch again once squeue answers"
+        )
+
+    @staticmethod
+    def _processes() -> dict[str, LiveJob]:
+        """Local jobs: processes whose environment carries a tag and whose parent's does not (the job's
+        controller, whose pid is submitit's job id)."""
+        tags: dict[int, str] = {}
+        parents: dict[int, int] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                env = (proc / "environ").read_bytes().split(b"\0")
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rpartition(")")[2].split()[:1] == ["Z"]:  # a zombie has exited
+                continue
+            tag = next(
+                (e.split(b"=", 1)[1].decode() for e in env if e.startswith(TAG_ENV.encode() + b"=")), ""
+            )
+            if tag:
+                tags[int(proc.name)] = tag
+                parents[int(proc.name)] = int(stat.rpartition(")")[2].split()[1])
+        return {
+            str(pid): LiveJob(str(pid), "RUNNING", tag)
+            for pid, tag in tags.items()
+            if tags.get(parents[pid]) != tag
+        }
+
+    # -- questions ---------------------------------------------------------------------------
+    def is_live(self, job_id: str, *, tag: str = "") -> bool:
+        """Queued or running right now. Local jobs without a tag (launched before tags existed): the
+        process exists."""
+        if not job_id or self.kind == "debug":
+            return False
+        if self.kind != "slurm" and not tag:
+            try:
+                os.kill(int(job_id), 0)
+                return True
+            except (ValueError, ProcessLookupError, PermissionError):
+                return False
+        job = self.snapshot().get(job_id)
+        return job is not None and job.state in LIVE_STATES and (not tag or job.tag == tag)
+
+    def state(self, job_id: str) -> str:
+        """The scheduler's state of a live job ('' when it is not live)."""
+        job = self.snapshot().get(job_id) if job_id and self.kind != "debug" else None
+        return job.state if job is not None and job.state in LIVE_STATES else ""
+
+    def find(self, tag: str, task: int | None = None) -> str:
+        """The id of the live job submitted with ``tag`` (``task``: its index in a SLURM array), or ''."""
+        if not tag or self.kind == "debug":
+            return ""
+        for job in self.snapshot().values():
+            if job.tag != tag or job.state not in LIVE_STATES:
+                continue
+            parent, _, index = job.job_id.partition("_")
+            if task is None and not index:
+                return job.job_id
+            if task is not None and index == str(task):
+                return job.job_id
+        return ""

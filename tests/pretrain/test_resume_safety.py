@@ -1,0 +1,273 @@
+"""Crash safety of pretraining runs: a crash anywhere inside a checkpoint rotation, an unreadable latest
+checkpoint or a torn log line never restarts a run from scratch, and resuming gives the loss trajectory
+of an uninterrupted run; a run is only discarded on --restart; a resume never mixes two configurations."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.checkpoint import CheckpointError, load_checkpoint
+from pretrain.config import load_config
+from pretrain.train import pretrain
+from swavbench import durable
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def settings(data: Path, *extra: str) -> list[str]:
+    return [
+        f"data.path={data}",
+        "optim.epochs=3",
+        "run.checkpoint_every_iters=2",
+        "data.num_workers=0",
+        *extra,
+    ]
+
+
+def losses(run: Path) -> dict[int, float]:
+    lines = (run / "train_log.jsonl").read_text().splitlines()
+    return {r["iteration"]: r["loss"] for r in map(json.loads, lines)}
+
+
+def same_trajectory(a: dict[int, float], b: dict[int, float]) -> None:
+    assert sorted(a) == sorted(b)
+    for i in a:  # same process, same seed: equal up to float reordering (measured: bit-identical here)
+        assert math.isclose(a[i], b[i], rel_tol=1e-6, abs_tol=1e-6), (i, a[i], b[i])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, generated_data) -> dict[int, float]:
+    run = tmp_path_factory.mktemp("full")
+    pretrain(load_config("tiny", settings(generated_data)), run, progress=False)
+    return losses(run)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("fail_at", [3, 4, 7])  # os.replace calls: rotation of .prev or the new checkpoint
+def test_crash_inside_the_rotation_resumes_from_the_newest_whole_checkpoint(
+    tmp_path, generated_data, uninterrupted, monkeypatch, fail_at
+):
+    calls = {"n": 0}
+    real_replace = os.replace
+
+    def replace(src, dst):
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise Crash(f"injected crash at os.replace #{fail_at} ({Path(dst).name})")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(durable.os, "replace", replace)
+    with pytest.raises(Crash):
+        pretrain(load_config("tiny", settings(generated_data)), tmp_path, progress=False)
+    monkeypatch.setattr(durable.os, "replace", real_replace)
+    assert (tmp_path / "checkpoint.pth").is_file()  # never a moment without the latest checkpoint
+    before = load_checkpoint(tmp_path / "checkpoint.pth")["iteration"]
+    assert before > 0
+    pretrain(load_config("tiny", settings(generated_data)), tmp_path, resume=True, progress=False)
+    same_trajectory(uninterrupted, losses(tmp_path))
+
+
+def test_missing_latest_resumes_from_prev_not_from_scratch(tmp_path, generated_data, uninterrupted, caplog):
+    # the reproduction of the issue: two epochs of a run, checkpoint.pth gone, .prev kept
+    first = load_config("tiny", settings(generated_data, "run.max_iters=20"))
+    pretrain(first, tmp_path, progress=False)
+    prev_iteration = load_checkpoint(tmp_path / "checkpoint.pth.prev")["iteration"]
+    (tmp_path / "checkpoint.pth").unlink()
+    kept = {i: v for i, v in losses(tmp_path).items() if i <= prev_iteration}
+    with caplog.at_level("INFO", logger="swavbench.pretrain"):
+        pretrain(load_config("tiny", settings(generated_data)), tmp_path, resume=True, progress=False)
+    assert f"checkpoint.pth.prev (epoch 1, iteration {prev_iteration})" in caplog.text
+    assert prev_iteration > 0
+    log = losses(tmp_path)
+    assert {i: log[i] for i in kept} == kept  # the log was continued, not rewritten
+    assert sorted(log) == sorted(uninterrupted)
+
+
+def test_unreadable_latest_is_set_aside_and_the_run_goes_on(tmp_path, generated_data, uninterrupted, caplog):
+    pretrain(load_config("tiny", settings(generated_data, "run.max_iters=20")), tmp_path, progress=False)
+    latest = tmp_path / "checkpoint.pth"
+    latest.write_bytes(latest.read_bytes()[:2000])  # e.g. a disk error after the write
+    with caplog.at_level("INFO", logger="swavbench.pretrain"):
+        pretrain(load_config("tiny", settings(generated_data)), tmp_path, resume=True, progress=False)
+    assert "skipped checkpoint.pth" in caplog.text and "truncated or corrupt" in caplog.text
+    assert (tmp_path / "checkpoint.pth.unreadable").stat().st_size == 2000  # kept for inspection
+    assert load_checkpoint(latest)["epoch"] == 3
+    # the last iterations were redone from the previous checkpoint: the trajectory is the uninterrupted one
+    same_trajectory(uninterrupted, losses(tmp_path))
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path, generated_data):
+    pretrain(load_config("tiny", settings(generated_data, "optim.epochs=1")), tmp_path, progress=False)
+    for p in (tmp_path / "checkpoint.pth", tmp_path / "checkpoint.pth.prev"):
+        p.write_bytes(b"garbage")
+    log_before = (tmp_path / "train_log.jsonl").read_text()
+    with pytest.raises(CheckpointError, match=r"(?s)no checkpoint .* can be read.*--restart"):
+        pretrain(load_config("tiny", settings(generated_data)), tmp_path, resume=True, progress=False)
+    assert (tmp_path / "train_log.jsonl").read_text() == log_before  # nothing changed
+    assert (tmp_path / "checkpoint.pth").read_bytes() == b"garbage"
+
+
+def test_torn_log_line_is_dropped_and_said(tmp_path, generated_data, uninterrupted, caplog):
+    pretrain(load_config("tiny", settings(generated_data, "run.max_iters=20")), tmp_path, progress=False)
+    log = tmp_path / "train_log.jsonl"
+    with open(log, "a") as f:
+        f.write('{"iteration": 99, "loss": 4.1')  # a crash in the middle of a line
+    with caplog.at_level("INFO", logger="swavbench.pretrain"):
+        pretrain(load_config("tiny", settings(generated_data)), tmp_path, resume=True, progress=False)
+    assert "dropped 1 torn line" in caplog.text
+    same_trajectory(uninterrupted, losses(tmp_path))
+
+
+def test_existing_run_needs_resume_or_restart(tmp_path, generated_data):
+    cfg = load_config("tiny", settings(generated_data, "optim.epochs=1"))
+    (tmp_path / "train_log.jsonl").write_text('{"iteration": 1, "loss": 4.0}\n')  # killed before a checkpoint
+    with pytest.raises(CheckpointError, match=r"train_log.jsonl.*--resume.*--restart"):
+        pretrain(cfg, tmp_path, progress=False)
+    pretrain(cfg, tmp_path, resume=True, progress=False)  # nothing to continue: starts at iteration 0
+    first = losses(tmp_path)
+    assert sorted(first)[0] == 1 and load_checkpoint(tmp_path / "checkpoint.pth")["epoch"] == 1
+    with pytest.raises(CheckpointError, match="--restart"):
+        pretrain(cfg, tmp_path, progress=False)
+    other = load_config("tiny", settings(generated_data, "optim.epochs=1", "run.seed=5"))
+    pretrain(other, tmp_path, restart=True, progress=False)
+    assert (
+        losses(tmp_path) != first
+        and load_checkpoint(tmp_path / "checkpoint.pth")["config"]["run"]["seed"] == 5
+    )
+
+
+def test_resume_refuses_another_configuration(tmp_path, generated_data):
+    pretrain(load_config("tiny", settings(generated_data, "optim.epochs=1")), tmp_path, progress=False)
+    changed = load_config("tiny", settings(generated_data, "optim.base_lr=0.2"))
+    with pytest.raises(CheckpointError, match=r"optim.base_lr: 0.3 -> 0.2.*mix"):
+        pretrain(changed, tmp_path, resume=True, progress=False)
+    # how a run runs may change; a longer schedule continues
+    more = load_config("tiny", settings(generated_data, "data.num_workers=1", "run.log_every_iters=3"))
+    pretrain(more, tmp_path, resume=True, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint.pth")["epoch"] == 3
+
+
+# -- untrusted checkpoints ------------------------------------------------------------------------
+class Payload:
+    """Unpickling this object creates ``marker``: stands for arbitrary code in a downloaded file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def tiny_trunk_state() -> dict[str, torch.Tensor]:
+    from pretrain.model import build_trunk
+
+    torch.manual_seed(0)
+    return build_trunk("resnet18", small_stem=True, width_multiplier=0.25).state_dict()
+
+
+ARCH = ["trunk.arch=resnet18", "trunk.small_stem=true", "trunk.width_multiplier=0.25"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, "-m", "swavbench", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_pickled_payload_is_refused_by_every_reader_and_never_runs(tmp_path, generated_data):
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": tiny_trunk_state(), "meta": Payload(marker)}, evil)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(
+        {"format": "swav-bench/1", "epoch": 1, "iteration": 5, "x": Payload(marker)}, run / "checkpoint.pth"
+    )
+    commands = {
+        "eval knn": ["eval", "knn", "--checkpoint", str(evil), "--out", str(tmp_path / "knn"), *ARCH],
+        "eval linear": ["eval", "linear", "--checkpoint", str(evil), "--out", str(tmp_path / "lin"), *ARCH],
+        "transfer detection": [
+            "transfer",
+            "detection",
+            "--checkpoint",
+            str(evil),
+            "--out",
+            str(tmp_path / "det"),
+            "--backend",
+            "torchvision",
+            *ARCH,
+        ],
+        "convert": [
+            "convert",
+            "--checkpoint",
+            str(evil),
+            "--to",
+            "torchvision",
+            "--out",
+            str(tmp_path / "c.pth"),
+        ],
+        "pretrain --resume CKPT": [
+            "pretrain",
+            "--config",
+            "tiny",
+            "--out",
+            str(tmp_path / "p"),
+            "--resume",
+            str(evil),
+            f"data.path={generated_data}",
+        ],
+        "pretrain --resume": [
+            "pretrain",
+            "--config",
+            "tiny",
+            "--out",
+            str(run),
+            f"data.path={generated_data}",
+            "--resume",
+        ],
+    }
+    for name, args in commands.items():
+        res = cli(*args)
+        assert res.returncode != 0, name
+        assert "--trust-checkpoints" in res.stderr and "pickled Python objects" in res.stderr, (
+            name,
+            res.stderr[-800:],
+        )
+        assert not marker.exists(), f"{name} ran the payload"
+    # the payload is real: the explicit opt-in unpickles it (and so runs it)
+    res = cli(
+        "--trust-checkpoints",
+        "convert",
+        "--checkpoint",
+        str(evil),
+        "--to",
+        "torchvision",
+        "--out",
+        str(tmp_path / "c.pth"),
+        "--arch",
+        "resnet18",
+        "--small-stem",
+        "--width-multiplier",
+        "0.25",
+    )
+    assert res.returncode == 0, res.stderr[-800:]
+    assert marker.exists()
+    converted = torch.load(tmp_path / "c.pth", weights_only=True)
+    torch.testing.assert_close(converted["conv1.weight"], tiny_trunk_state()["conv1.weight"])
