@@ -49,7 +49,7 @@ def run(checkpoint: str, cfg: LinearConfig, n_images: int, *, n_heads: int, repe
         generator=torch.Generator().manual_seed(0),
     )
 
-    def batches(epoch):
+    def batches(epoch, start):  # noqa: ARG001 - one epoch, from its start
         for x, y in loader:
             with torch.no_grad():
                 feats = trunk(x.to(device)).float()

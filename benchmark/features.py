@@ -12,6 +12,7 @@ from torchvision import datasets, transforms
 from tqdm import tqdm
 
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
+from swavbench import interrupt
 
 
 def eval_transform(resize: int, crop: int) -> transforms.Compose:
@@ -58,6 +59,7 @@ def extract_features(
         shuffle=False,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
+        worker_init_fn=interrupt.quiet_worker,
     )
     feats, labels = [], []
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")

@@ -23,10 +23,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from benchmark.features import eval_transform, extract_features, image_folder
+from benchmark.order import epoch_batches, epoch_loader
 from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
 from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import labelled_train_transform
+from swavbench import interrupt
 from swavbench.data_root import resolve_fields
 
 
@@ -110,12 +112,13 @@ def train_heads(
     desc: str = "linear",
     state_path: Path | None = None,
     state_key: object = None,
-    generator: torch.Generator | None = None,
 ) -> list[dict[str, float]]:
-    """Train one head per (lr, wd) on features from ``train_batches(epoch)``; ``eval_fn(heads)`` ->
-    per-head (top1, top5). Returns per head: last and best top-1/top-5 and the best epoch.
-    With ``state_path`` the heads, optimiser, results and data ``generator`` are saved after every epoch
-    and a run with the same ``state_key`` continues from there (requeued jobs, interrupted runs)."""
+    """Train one head per (lr, wd) on features from ``train_batches(epoch, start)`` (the batches of
+    ``epoch`` from batch ``start`` on, the same ones whether or not the run was interrupted);
+    ``eval_fn(heads)`` -> per-head (top1, top5). Returns per head: last and best top-1/top-5 and the best
+    epoch. With ``state_path`` the heads, optimiser and results are saved after every epoch and, with
+    the position in the epoch, at the scheduler's signal (then Interrupted is raised); a run with the
+    same ``state_key`` continues from there (requeued jobs, interrupted runs)."""
     pairs = grid(cfg)
     heads = LinearHeads(len(pairs), dim, n_classes, seed=cfg.seed).to(device)
     opt = torch.optim.SGD(
@@ -125,7 +128,7 @@ def train_heads(
         nesterov=cfg.nesterov,
     )
     total = cfg.epochs * batches_per_epoch
-    step, start = 0, 0
+    step, start, start_batch = 0, 0, 0
     results = [{"lr": lr, "weight_decay": wd, "top1_best": -1.0, "best_epoch": 0} for lr, wd in pairs]
     if state_path is not None and state_path.is_file():
         state = load_checkpoint(state_path)
@@ -133,12 +136,29 @@ def train_heads(
             heads.load_state_dict(state["heads"])
             opt.load_state_dict(state["optimizer"])
             step, start, results = state["step"], state["epoch"], state["results"]
-            if generator is not None:
-                generator.set_state(state["generator"])
+            start_batch = state.get("batch", 0)
+
+    def save(epoch: int, batch: int) -> None:
+        """``epoch`` epochs and ``batch`` batches of the next one are done."""
+        if state_path is not None:
+            atomic_save(
+                {
+                    "key": state_key,
+                    "heads": heads.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "epoch": epoch,
+                    "batch": batch,
+                    "results": results,
+                },
+                state_path,
+            )
+
     bar = tqdm(total=total, initial=step, desc=desc, unit="it", leave=False)
     for epoch in range(start, cfg.epochs):
         heads.train()
-        for feats, y in train_batches(epoch):
+        first = start_batch if epoch == start else 0
+        for b, (feats, y) in enumerate(train_batches(epoch, first), start=first):
             for g, (lr, _) in zip(opt.param_groups, pairs):
                 g["lr"] = lr_at(lr, step, total, epoch=epoch, cfg=cfg)
             feats, y = feats.to(device), y.to(device)
@@ -148,6 +168,8 @@ def train_heads(
             opt.step()
             step += 1
             bar.update(1)
+            if state_path is not None and b + 1 < batches_per_epoch:
+                interrupt.check(lambda e=epoch, n=b + 1: save(e, n), f"epoch {epoch}, batch {b + 1}")
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             heads.eval()
             for r, (top1, top5) in zip(results, eval_fn(heads)):
@@ -155,19 +177,9 @@ def train_heads(
                 if top1 > r["top1_best"]:
                     r["top1_best"], r["top5_best"], r["best_epoch"] = top1, top5, epoch + 1
             bar.set_postfix(top1=f"{max(r['top1_last'] for r in results):.2f}")
-        if state_path is not None:
-            atomic_save(
-                {
-                    "key": state_key,
-                    "heads": heads.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "step": step,
-                    "epoch": epoch + 1,
-                    "results": results,
-                    "generator": generator.get_state() if generator is not None else None,
-                },
-                state_path,
-            )
+        save(epoch + 1, 0)
+        if state_path is not None and epoch + 1 < cfg.epochs:
+            interrupt.check(lambda: None, f"the end of epoch {epoch + 1}")
     bar.close()
     return results
 
@@ -287,12 +299,10 @@ def run_linear(
                 path=out_dir / "cache" / "val.pt",
                 trunk_key=key,
             )
-            g = torch.Generator().manual_seed(cfg.seed)
 
-            def train_batches(epoch):
-                return DataLoader(
-                    TensorDataset(ftr, ytr), batch_size=cfg.batch_size, shuffle=True, generator=g
-                )
+            def train_batches(epoch, start):
+                for idx in epoch_batches(len(ytr), cfg.batch_size, seed=cfg.seed, epoch=epoch, start=start):
+                    yield ftr[idx], ytr[idx]
 
             def eval_fn(heads):
                 return evaluate_heads(heads, DataLoader(TensorDataset(fva, yva), batch_size=1024), device)
@@ -300,16 +310,12 @@ def run_linear(
             n_batches = math.ceil(len(ytr) / cfg.batch_size)
         else:
             train_ds.transform = labelled_train_transform(cfg.crop, cfg.min_scale)
-            g = torch.Generator().manual_seed(cfg.seed)
-            loader = DataLoader(
-                train_ds,
+            val_loader = DataLoader(
+                val_ds,
                 batch_size=cfg.batch_size,
-                shuffle=True,
-                generator=g,
                 num_workers=cfg.num_workers,
-                pin_memory=device.type == "cuda",
+                worker_init_fn=interrupt.quiet_worker,
             )
-            val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
 
             def frozen(batches):
                 trunk.eval()  # every epoch: BN statistics stay frozen
@@ -318,13 +324,22 @@ def run_linear(
                         feats = trunk(x.to(device)).float()
                     yield feats, y  # outside no_grad: the heads train on them
 
-            def train_batches(epoch):
+            def train_batches(epoch, start):
+                loader = epoch_loader(
+                    train_ds,
+                    cfg.batch_size,
+                    seed=cfg.seed,
+                    epoch=epoch,
+                    start=start,
+                    num_workers=cfg.num_workers,
+                    pin=device.type == "cuda",
+                )
                 return frozen(loader)
 
             def eval_fn(heads):
                 return evaluate_heads(heads, frozen(val_loader), device)
 
-            n_batches = len(loader)
+            n_batches = math.ceil(len(train_ds) / cfg.batch_size)
         key = {"sha256": loaded.sha256, "source": loaded.source, "config": asdict(cfg)}
         results = train_heads(
             n_batches,
@@ -336,7 +351,6 @@ def run_linear(
             device=device,
             state_path=out_dir / "linear_state.pt",
             state_key=key,
-            generator=g,
         )
         return summarize(results), {"train": len(train_ds), "val": len(val_ds)}
 

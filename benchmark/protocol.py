@@ -15,7 +15,7 @@ import torch
 
 from benchmark.record import ResultRecord, device_name, write_record
 from benchmark.trunk import LoadedTrunk, TrunkSpec, load_trunk
-from swavbench import durable
+from swavbench import durable, interrupt
 from swavbench.data_root import missing_dataset_hint
 
 
@@ -60,6 +60,8 @@ def run_and_record(
     try:
         loaded = load_trunk(checkpoint, TrunkSpec(t.arch, t.small_stem, t.width_multiplier), seed)
         metrics, splits = body(loaded, device)
+    except interrupt.Interrupted:  # state saved at the scheduler's signal: the requeued job continues it
+        raise
     except Exception as e:
         hint = missing_dataset_hint(cfg)  # a missing dataset: say which data root was used and how to set one
         record = ResultRecord(

@@ -16,11 +16,13 @@ from tqdm import tqdm
 
 from benchmark.features import eval_transform, image_folder
 from benchmark.linear import topk_hits
+from benchmark.order import epoch_loader
 from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
 from benchmark.subsets import make_balanced_subset, select
 from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import labelled_train_transform
+from swavbench import interrupt
 from swavbench.data_root import resolve_fields
 
 
@@ -104,63 +106,75 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
             weight_decay=cfg.weight_decay,
         )
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones, cfg.gamma)
-        g = torch.Generator().manual_seed(cfg.seed)
-        loader = DataLoader(
-            train,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=g,
-            num_workers=cfg.num_workers,
-            drop_last=len(train) > cfg.batch_size,
-            pin_memory=device.type == "cuda",
+        drop_last = len(train) > cfg.batch_size
+        per_epoch = len(train) // cfg.batch_size if drop_last else 1
+        val_loader = DataLoader(
+            val, batch_size=cfg.batch_size, num_workers=cfg.num_workers, worker_init_fn=interrupt.quiet_worker
         )
-        val_loader = DataLoader(val, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-        best, start, top1, top5 = (-1.0, 0.0, 0), 0, 0.0, 0.0
+        best, start, start_batch, top1, top5 = (-1.0, 0.0, 0), 0, 0, 0.0, 0.0
         state_path = Path(out_dir) / "semisup_state.pt"
         key = {"sha256": loaded.sha256, "source": loaded.source, "config": asdict(cfg)}
-        if state_path.is_file():  # an interrupted or requeued run continues after its last finished epoch
+        if state_path.is_file():  # an interrupted or requeued run continues where it saved
             state = load_checkpoint(state_path, map_location=device)
             if state.get("key") == key:
                 model.load_state_dict(state["model"])
                 opt.load_state_dict(state["optimizer"])
                 sched.load_state_dict(state["scheduler"])
-                g.set_state(state["generator"])
-                torch.set_rng_state(state["rng"])
                 best, start, (top1, top5) = tuple(state["best"]), state["epoch"], state["last"]
-        bar = tqdm(
-            total=cfg.epochs * len(loader),
-            initial=start * len(loader),
-            desc="semisup",
-            unit="it",
-            leave=False,
-        )
-        for epoch in range(start, cfg.epochs):
-            model.train()  # fine-tuning: BatchNorm statistics update
-            for x, y in loader:
-                loss = F.cross_entropy(model(x.to(device)), y.to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                bar.update(1)
-            sched.step()
-            top1, top5 = evaluate(model, val_loader, device)
-            if top1 > best[0]:
-                best = (top1, top5, epoch + 1)
-            bar.set_postfix(top1=f"{top1:.2f}")
+                start_batch = state.get("batch", 0)
+
+        def save(epoch: int, batch: int) -> None:
+            """``epoch`` epochs and ``batch`` batches of the next one are done."""
             atomic_save(
                 {
                     "key": key,
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
-                    "generator": g.get_state(),
-                    "rng": torch.get_rng_state(),
                     "best": list(best),
-                    "epoch": epoch + 1,
+                    "epoch": epoch,
+                    "batch": batch,
                     "last": (top1, top5),
                 },
                 state_path,
             )
+
+        bar = tqdm(
+            total=cfg.epochs * per_epoch,
+            initial=start * per_epoch + start_batch,
+            desc="semisup",
+            unit="it",
+            leave=False,
+        )
+        for epoch in range(start, cfg.epochs):
+            model.train()  # fine-tuning: BatchNorm statistics update
+            first = start_batch if epoch == start else 0
+            loader = epoch_loader(
+                train,
+                cfg.batch_size,
+                seed=cfg.seed,
+                epoch=epoch,
+                start=first,
+                num_workers=cfg.num_workers,
+                pin=device.type == "cuda",
+                drop_last=drop_last,
+            )
+            for b, (x, y) in enumerate(loader, start=first):
+                loss = F.cross_entropy(model(x.to(device)), y.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                bar.update(1)
+                if b + 1 < per_epoch:
+                    interrupt.check(lambda e=epoch, n=b + 1: save(e, n), f"epoch {epoch}, batch {b + 1}")
+            sched.step()
+            top1, top5 = evaluate(model, val_loader, device)
+            if top1 > best[0]:
+                best = (top1, top5, epoch + 1)
+            bar.set_postfix(top1=f"{top1:.2f}")
+            save(epoch + 1, 0)
+            if epoch + 1 < cfg.epochs:
+                interrupt.check(lambda: None, f"the end of epoch {epoch + 1}")
         bar.close()
         metrics = {
             "top1": top1,

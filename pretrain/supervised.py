@@ -29,6 +29,7 @@ from pretrain.data import labelled_train_transform
 from pretrain.model import build_trunk
 from pretrain.synthetic import generate_dataset
 from pretrain.train import AUTO_DATASET
+from swavbench import interrupt
 from swavbench.data_root import existing, resolve
 from swavbench.paths import CHECKPOINT, CONFIGS
 
@@ -97,6 +98,7 @@ def train_supervised(
         generator=g,
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
+        worker_init_fn=interrupt.quiet_worker,
     )
     start = 0
     found = newest_valid_checkpoint(out_dir, map_location=device) if resume and not restart else None

@@ -43,7 +43,7 @@ from pretrain.model import SwAVModel, build_trunk
 from pretrain.optim import build_optimizer, lr_at
 from pretrain.queue import EmbeddingQueue
 from pretrain.synthetic import generate_dataset
-from swavbench import durable
+from swavbench import durable, interrupt
 from swavbench.data_root import existing, resolve
 from swavbench.paths import CHECKPOINT, RUN_CONFIG, TRAIN_LOG, epoch_checkpoint
 
@@ -167,6 +167,15 @@ def _truncate_log(path: Path, iteration: int) -> None:
     durable.write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
+def _any_true(flag: bool, device: torch.device) -> bool:  # noqa: FBT001
+    """``flag`` on any process (every process gets the same answer)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.item() > 0
+    return flag
+
+
 def _all_true(flag: bool, device: torch.device) -> bool:  # noqa: FBT001
     if dist.is_available() and dist.is_initialized():
         t = torch.tensor([0.0 if flag else 1.0], device=device)
@@ -230,6 +239,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
             multiprocessing_context="fork" if workers > 0 and os.name == "posix" else None,
+            worker_init_fn=interrupt.quiet_worker,
         )
 
         model = build_model(cfg)
@@ -525,10 +535,18 @@ class Trainer:
                     end_of_epoch = s.batch == self.iters_per_epoch
                     if end_of_epoch:
                         s.epoch, s.batch = s.epoch + 1, 0
-                    if end_of_epoch or s.iteration == total_iters or (every and s.iteration % every == 0):
+                    saved = end_of_epoch or s.iteration == total_iters or (every and s.iteration % every == 0)
+                    if saved:
                         self.save()
                     if s.iteration >= total_iters:
                         break
+                    if _any_true(interrupt.requested(), self.device):  # the scheduler's warning
+                        if not saved:
+                            self.save()
+                        raise interrupt.Interrupted(
+                            f"pretraining stopped at iteration {s.iteration} (epoch {s.epoch}, batch "
+                            f"{s.batch}) on the scheduler's signal; checkpoint saved in {self.ckpt_path}"
+                        )
                 if skipped_total and main:
                     log.warning(
                         "%d unreadable images skipped so far (see warnings above for the files)",

@@ -1,9 +1,15 @@
 """Result records (``result.json`` from benchmark/ and transfer/) -> one tidy DataFrame,
 one row per (model, protocol, dataset, metric, seed). Malformed or partial records are
-reported with the file and the reason and skipped; failed jobs are listed apart."""
+reported with the file and the reason and skipped; failed jobs are listed apart.
+
+Seeds are averaged only within one configuration: every row carries ``config_key`` (the protocol's
+settings except seed, row label, dataset location and worker count, plus architecture and trunk
+kind). Records of several configurations under one row name are a conflict: each configuration gets
+its own row (``model [cfg <key>]``) and the report lists what differs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +43,10 @@ COLUMNS = [
     "device",
     "checkpoint",
     "record",
+    "config_key",
 ]
+# settings that do not change what is measured: left out of the configuration key
+NOT_CONFIGURATION = ("seed", "num_workers", "label")
 REQUIRED = (
     "protocol",
     "status",
@@ -56,6 +65,7 @@ REQUIRED = (
 class Problem:
     path: str
     reason: str
+    kind: str = "skipped"  # skipped: the record is not in the tables | conflict: rows split by configuration
 
 
 @dataclass
@@ -72,6 +82,33 @@ def _lr(protocol: str, config: dict) -> str:
         return f"trunk {config.get('trunk_lr')} / head {config.get('head_lr')}"
     lrs = config.get("lrs")
     return ",".join(f"{x:g}" for x in lrs) if isinstance(lrs, list) else str(config.get("lr", ""))
+
+
+def configuration(data: dict) -> dict:
+    """What a record measured, flattened: its protocol config without the NOT_CONFIGURATION fields and the
+    dataset locations (the ``dataset`` column names the data), plus architecture and trunk kind."""
+    entry = registry.for_benchmark(benchmark_id(data["protocol"], data["config"]))
+    where = set(getattr(entry.config_type(), "DATASET_FIELDS", ())) if entry is not None else set()
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if k in NOT_CONFIGURATION or (not prefix and k in where):
+                continue
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    return {
+        "protocol": data["protocol"],
+        "arch": data.get("arch"),
+        "trunk_kind": data.get("trunk_kind"),
+        **flat(data["config"]),
+    }
+
+
+def config_key(data: dict) -> str:
+    blob = json.dumps(configuration(data), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
 def record_rows(data: dict, path: Path) -> list[dict]:
@@ -100,6 +137,7 @@ def record_rows(data: dict, path: Path) -> list[dict]:
         "device": device,
         "checkpoint": data.get("checkpoint"),
         "record": str(path),
+        "config_key": config_key(data),
     }
     return [
         {**base, "metric": k, "value": float(v)}
@@ -159,11 +197,54 @@ def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], li
         except (KeyError, TypeError, ValueError) as e:
             problems.append(Problem(str(path), f"unreadable field ({type(e).__name__}: {e})"))
     df = pd.DataFrame(rows, columns=COLUMNS)
+    df, conflicts = separate_configurations(df)
+    problems += conflicts
     return (
         df.sort_values(["model", "benchmark", "dataset", "metric", "seed"], ignore_index=True),
         problems,
         failed,
     )
+
+
+def separate_configurations(df: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
+    """Rows of one name (model, benchmark, dataset, pretraining epochs) from several configurations get
+    the configuration in their name, so seeds are never averaged across configurations; one Problem per
+    conflict says what differs."""
+    if df.empty:
+        return df, []
+    df = df.copy()
+    problems = []
+    keys = ["model", "benchmark", "dataset", "pretrain_epochs"]
+    for name, grp in df.groupby(keys, dropna=False, sort=True):
+        configs = sorted(set(grp.config_key))
+        if len(configs) < 2:
+            continue
+        model, bench, dataset = name[0], name[1], name[2]
+        settings = {
+            k: configuration(json.loads(Path(grp[grp.config_key == k].record.iloc[0]).read_text()))
+            for k in configs
+        }
+        differ = sorted(
+            f
+            for f in set().union(*settings.values())
+            if len({json.dumps(c.get(f), default=str) for c in settings.values()}) > 1
+        )
+        shown = "; ".join(
+            f"{f}: " + " vs ".join(str(settings[k].get(f)) for k in configs) for f in differ[:4]
+        ) + (" ..." if len(differ) > 4 else "")
+        rows = grp.index
+        df.loc[rows, "model"] = [f"{model} [cfg {k}]" for k in df.loc[rows, "config_key"]]
+        problems.append(
+            Problem(
+                str(Path(grp.record.iloc[0]).parent.parent),
+                f"{model} / {bench} / {dataset}: records of {len(configs)} configurations share this row "
+                f"name ({shown}); not averaged together: reported as "
+                + ", ".join(f"'{model} [cfg {k}]'" for k in configs)
+                + ". Give each configuration its own trunk.label, or remove the records you do not want",
+                kind="conflict",
+            )
+        )
+    return df, problems
 
 
 def save(df: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:

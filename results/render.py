@@ -142,18 +142,20 @@ def _issues_html(problems: list[Problem], failed: list[Failed]) -> str:
             )
             + "</ul>"
         )
-    if problems:
-        out += (
-            "<h2>Skipped records</h2><ul>"
-            + "".join(
-                f"<li><code>{html.escape(p.path)}</code>: {html.escape(p.reason)}</li>" for p in problems
+    for kind, title in (("conflict", "Configuration conflicts"), ("skipped", "Skipped records")):
+        chosen = [p for p in problems if p.kind == kind]
+        if chosen:
+            out += (
+                f"<h2>{title}</h2><ul>"
+                + "".join(
+                    f"<li><code>{html.escape(p.path)}</code>: {html.escape(p.reason)}</li>" for p in chosen
+                )
+                + "</ul>"
             )
-            + "</ul>"
-        )
     return out
 
 
 def issues_text(problems: list[Problem], failed: list[Failed]) -> str:
     lines = [f"FAILED {f.model} / {f.protocol} / {f.dataset}: {f.error} ({f.path})" for f in failed]
-    lines += [f"SKIPPED {p.path}: {p.reason}" for p in problems]
+    lines += [f"{p.kind.upper()} {p.path}: {p.reason}" for p in problems]
     return "\n".join(lines)

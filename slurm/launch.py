@@ -29,7 +29,7 @@ from benchmark.trunk import sha256_of
 from pretrain.config import load_config, load_dataclass
 from slurm.scheduler import LIVE_STATES, Scheduler, SchedulerUnavailable, new_tag, tagged_environment
 from slurm.suite import Resources, Suite
-from swavbench import durable, registry
+from swavbench import durable, interrupt, registry
 from swavbench.data_root import data_root, set_data_root
 from swavbench.paths import (
     CHECKPOINT,
@@ -123,10 +123,43 @@ def describe(r: Resources) -> str:
     )
 
 
+def run_interruptible(job, work, *, cooperative: bool):
+    """Run ``work()`` inside a submitit job. ``cooperative``: the scheduler's warning signal only asks the
+    loops to save at their next step boundary (swavbench.interrupt); then this job is requeued through
+    submitit (its ``checkpoint()``: the same callable, which continues from the saved state). Every
+    interruption, time limit or preemption, counts against ``job.max_requeues``. Not cooperative (the
+    protocol keeps no state): submitit's own handler requeues the job at the signal."""
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job
+        return work()
+    if not cooperative:
+        return work()
+    sig = env._usr_sig()
+    with interrupt.cooperative(sig) as requeue:
+        try:
+            return work()
+        except interrupt.Interrupted as e:
+            job.interruptions = getattr(job, "interruptions", 0) + 1
+            limit = getattr(job, "max_requeues", 3)
+            if job.interruptions > limit:
+                raise RuntimeError(
+                    f"{e}; interrupted {job.interruptions} times (time limits and preemptions), more than "
+                    f"max_requeues={limit}: not requeued. Launch again to continue from the saved state"
+                ) from e
+            print(f"{e}; requeued ({job.interruptions} of at most {limit})", flush=True)
+            if env.global_rank != 0:  # rank 0 requeues the job, which ends this task too
+                time.sleep(600)
+                raise
+            if callable(requeue):  # submitit: checkpoint() -> this callable again, scontrol requeue, exit
+                requeue(sig, None)
+            raise
+
+
 class EvalJob(submitit.helpers.Checkpointable):
     """One protocol run; what submitit pickles and runs on the node. On timeout or preemption it is
-    requeued (at most max_requeues times) and the protocol continues from its own state in the output
-    folder (linear: heads per epoch; detection: every checkpoint_every iterations; others restart)."""
+    requeued (at most max_requeues times, both counted): protocols with state (linear, semi-supervised,
+    detection) save it at the signal and continue from it; the others restart."""
 
     def __init__(
         self,
@@ -138,15 +171,24 @@ class EvalJob(submitit.helpers.Checkpointable):
         checkpoint: str,
         out_dir: str,
         data_root: str = "",
+        max_requeues: int = 3,
     ):
         self.protocol, self.preset, self.overrides, self.seed = protocol, preset, overrides, seed
-        self.checkpoint, self.out_dir, self.data_root = checkpoint, out_dir, data_root
+        # not ``self.checkpoint``: that name is submitit's requeue method (Checkpointable.checkpoint)
+        self.trunk_checkpoint, self.out_dir, self.data_root = checkpoint, out_dir, data_root
+        self.max_requeues, self.interruptions = max_requeues, 0
 
     def __call__(self) -> dict:
         if getattr(self, "data_root", ""):  # jobs pickled before data roots existed have none
             set_data_root(self.data_root)
+        entry = registry.get(self.protocol)
         cfg = protocol_config(self.protocol, self.preset, self.overrides, seed=self.seed)
-        return registry.get(self.protocol).runner()(cfg, self.checkpoint, self.out_dir).metrics
+        record = run_interruptible(
+            self,
+            lambda: entry.runner()(cfg, self.trunk_checkpoint, self.out_dir),
+            cooperative=entry.resumable,
+        )
+        return record.metrics
 
 
 def export_job_environment() -> None:
@@ -168,9 +210,10 @@ def export_job_environment() -> None:
 
 
 class PretrainJob(submitit.helpers.Checkpointable):
-    """SwAV pretraining (or, ``supervised``, the supervised baseline) that resumes from its own checkpoint;
-    on timeout or preemption submitit calls ``checkpoint()`` (inherited: resubmit this same callable),
-    so the requeued job continues."""
+    """SwAV pretraining (or, ``supervised``, the supervised baseline) that resumes from its own checkpoint.
+    SwAV saves a checkpoint at the scheduler's signal (next iteration boundary) and is requeued through
+    ``checkpoint()`` (inherited: this same callable); the supervised baseline is requeued by submitit at
+    the signal and continues from its last epoch."""
 
     def __init__(
         self,
@@ -180,9 +223,10 @@ class PretrainJob(submitit.helpers.Checkpointable):
         *,
         supervised: bool = False,
         data_root: str = "",
+        max_requeues: int = 3,
     ):
         self.preset, self.overrides, self.out_dir, self.supervised = preset, overrides, out_dir, supervised
-        self.data_root = data_root
+        self.data_root, self.max_requeues, self.interruptions = data_root, max_requeues, 0
 
     def __call__(self) -> str:
         export_job_environment()
@@ -196,7 +240,8 @@ class PretrainJob(submitit.helpers.Checkpointable):
         from pretrain.train import pretrain
 
         cfg = load_config(self.preset, self.overrides)
-        return str(pretrain(cfg, self.out_dir, resume=True, progress=False))
+        work = lambda: str(pretrain(cfg, self.out_dir, resume=True, progress=False))  # noqa: E731
+        return run_interruptible(self, work, cooperative=True)
 
 
 def pretrain_settings(preset: str, overrides: list[str], *, supervised: bool) -> tuple[dict, int, int]:
@@ -519,6 +564,7 @@ class Launcher:
             checkpoint=checkpoint,
             out_dir=p.out_dir,
             data_root=self.data_root,
+            max_requeues=self.max_requeues,
         )
 
     @staticmethod
@@ -573,7 +619,14 @@ class Launcher:
                     "resources": asdict(resources),
                 },
                 make_executor=lambda tag: self.executor(name, resources, tasks_per_node=tasks, tag=tag),
-                fn=PretrainJob(preset, overrides, str(out), supervised=supervised, data_root=self.data_root),
+                fn=PretrainJob(
+                    preset,
+                    overrides,
+                    str(out),
+                    supervised=supervised,
+                    data_root=self.data_root,
+                    max_requeues=self.max_requeues,
+                ),
             )
         return p
 

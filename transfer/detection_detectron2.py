@@ -34,7 +34,7 @@ from benchmark.trunk import LoadedTrunk
 from benchmark.voc import voc_root
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.model import parse_arch
-from swavbench import durable
+from swavbench import durable, interrupt
 from transfer.coco_detection import COCODetectionSet
 from transfer.coco_eval import STATS, encode_masks
 from transfer.convert import convert
@@ -211,9 +211,21 @@ class Collect(DatasetEvaluator):
         return {"swavbench": score(self.cfg, self.predictions, self.data)}
 
 
+class _StopOnSignal(hooks.HookBase):
+    """At the scheduler's signal: checkpoint this iteration (resume_or_load continues after it) and stop."""
+
+    def after_step(self):
+        t = self.trainer
+        if t.iter + 1 < t.max_iter:
+            interrupt.check(
+                lambda: t.checkpointer.save(f"model_{t.iter:07d}", iteration=t.iter),
+                f"iteration {t.iter + 1}",
+            )
+
+
 class _Trainer(DefaultTrainer):
     def build_hooks(self):  # evaluation runs once, explicitly, after training
-        return [h for h in super().build_hooks() if not isinstance(h, hooks.EvalHook)]
+        return [h for h in super().build_hooks() if not isinstance(h, hooks.EvalHook)] + [_StopOnSignal()]
 
 
 def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.device, *, out_dir: Path):

@@ -32,6 +32,7 @@ from benchmark.trunk import LoadedTrunk
 from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.model import Trunk
+from swavbench import interrupt
 from transfer.coco_eval import encode_masks
 from transfer.detection_config import RESUMABLE_CHANGES, DetectionConfig, DetectionSet, load_sets, score
 from transfer.voc_eval import Detections
@@ -224,8 +225,22 @@ def train(
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
         collate_fn=_collate,
+        worker_init_fn=interrupt.quiet_worker,
     )
     model.train()
+
+    def save(iteration: int) -> None:
+        atomic_save(
+            {
+                "key": key,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "iteration": iteration,
+                "history": history,
+            },
+            state_path,
+        )
+
     bar = tqdm(total=cfg.iterations, initial=start, desc="detection", unit="it", leave=False)
     it = start
     for images, targets in loader:
@@ -251,16 +266,9 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss):.3f}")
         if (cfg.checkpoint_every and it % cfg.checkpoint_every == 0) or it == cfg.iterations:
-            atomic_save(
-                {
-                    "key": key,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "iteration": it,
-                    "history": history,
-                },
-                state_path,
-            )
+            save(it)
+        elif it < cfg.iterations:
+            interrupt.check(lambda i=it: save(i), f"iteration {it}")
     bar.close()
     return {"iterations": it, "final_loss": history[-1]["loss"] if history else float("nan")}
 

@@ -1,5 +1,7 @@
 import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ def blobs(n_per_class, n_classes=6, dim=20, seed=0, noise=2.5):
 def fit(cfg, xtr, ytr, xte, yte):
     g = torch.Generator().manual_seed(cfg.seed)
 
-    def batches(epoch):
+    def batches(epoch, start):  # noqa: ARG001 - every epoch runs whole here
         return DataLoader(TensorDataset(xtr, ytr), batch_size=cfg.batch_size, shuffle=True, generator=g)
 
     def eval_fn(heads):
@@ -157,3 +159,69 @@ def test_interrupted_probe_resumes_to_the_same_result(generated_data, tmp_path, 
     monkeypatch.setattr(linear_mod, "atomic_save", real_save)
     resumed = run_linear(cfg, "random", tmp_path / "cut").metrics
     assert saves == [1, 2] and resumed == pytest.approx(straight)
+
+
+def job_step_children() -> list[int]:
+    """This process' children (the DataLoader workers): what SLURM signals besides the main process."""
+    kids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if int((proc / "stat").read_text().rpartition(")")[2].split()[1]) == os.getpid():
+                    kids.append(int(proc.name))
+            except (OSError, ValueError):
+                pass
+    return kids
+
+
+@pytest.mark.parametrize("mode", ["augmented", "cached"])
+def test_signal_mid_epoch_saves_the_position_and_the_resumed_probe_matches(
+    generated_data, tmp_path, monkeypatch, mode
+):
+    """SLURM's preemption warning (SIGTERM, then USR2, to every process of the step): the workers ignore
+    it, the probe saves heads and its position in the epoch at the next batch and stops; run again, it
+    ends with the numbers of an uninterrupted run."""
+    import benchmark.linear as linear_mod
+    from swavbench import interrupt
+
+    g = generated_data.parent
+    cfg = LinearConfig(
+        train=str(g / "train"),
+        val=str(g / "val"),
+        mode=mode,
+        epochs=3,
+        batch_size=8,
+        lrs=[0.1, 1.0],
+        resize=32,
+        crop=32,
+        num_workers=2,
+    )
+    cfg.trunk.arch, cfg.trunk.small_stem, cfg.trunk.width_multiplier = "resnet18", True, 0.125
+    straight = run_linear(cfg, "random", tmp_path / "straight").metrics
+    per_epoch = math.ceil(160 / 8)  # 160 generated training images
+    real_lr_at, steps = linear_mod.lr_at, []
+
+    def lr_at(lr, step, total, **kw):
+        if lr == 0.1:  # once per step
+            steps.append(step)
+            if step == per_epoch + 2:
+                for pid in job_step_children():
+                    os.kill(pid, signal.SIGTERM)
+                    os.kill(pid, signal.SIGUSR2)
+            if step == per_epoch + 9:
+                os.kill(os.getpid(), signal.SIGUSR2)
+        return real_lr_at(lr, step, total, **kw)
+
+    monkeypatch.setattr(linear_mod, "lr_at", lr_at)
+    out = tmp_path / "cut"
+    with (
+        interrupt.cooperative(signal.SIGUSR2),
+        pytest.raises(interrupt.Interrupted, match="epoch 1, batch 10"),
+    ):
+        run_linear(cfg, "random", out)
+    state = torch.load(out / "linear_state.pt", weights_only=True)
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 10, per_epoch + 10)
+    assert not (out / "result.json").exists()  # an interruption is not a failure
+    monkeypatch.setattr(linear_mod, "lr_at", real_lr_at)
+    resumed = run_linear(cfg, "random", out).metrics
+    assert resumed == pytest.approx(straight, abs=1e-6)

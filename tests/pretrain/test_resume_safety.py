@@ -271,3 +271,51 @@ def test_pickled_payload_is_refused_by_every_reader_and_never_runs(tmp_path, gen
     assert marker.exists()
     converted = torch.load(tmp_path / "c.pth", weights_only=True)
     torch.testing.assert_close(converted["conv1.weight"], tiny_trunk_state()["conv1.weight"])
+
+
+# -- the scheduler's warning signal ---------------------------------------------------------------
+def test_signal_saves_at_the_next_iteration_and_the_resumed_run_matches(
+    tmp_path, generated_data, monkeypatch
+):
+    """SLURM's preemption warning reaches every process of the step (SIGTERM, then USR2): the DataLoader
+    workers ignore it; the trainer checkpoints at the next iteration boundary (mid-epoch, between the
+    periodic checkpoints) and raises Interrupted; resumed, the run follows the uninterrupted trajectory."""
+    import signal
+
+    from pretrain.train import Trainer
+    from swavbench import interrupt
+
+    over = [f"data.path={generated_data}", "optim.epochs=2", "data.num_workers=2"]
+    pretrain(load_config("tiny", over), tmp_path / "full", progress=False)
+    real_step = Trainer.step
+
+    def step(self, crops, epoch):
+        if self.state.iteration == 12:  # epoch 1, batch 2: signal the workers, then this process
+            for pid in children():
+                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGUSR2)
+        if self.state.iteration == 14:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return real_step(self, crops, epoch)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    run = tmp_path / "cut"
+    with interrupt.cooperative(signal.SIGUSR2), pytest.raises(interrupt.Interrupted, match="iteration 15"):
+        pretrain(load_config("tiny", over), run, progress=False)
+    ckpt = load_checkpoint(run / "checkpoint.pth")
+    assert (ckpt["epoch"], ckpt["batch"], ckpt["iteration"]) == (1, 5, 15)  # not an epoch end
+    monkeypatch.setattr(Trainer, "step", real_step)
+    pretrain(load_config("tiny", over), run, resume=True, progress=False)
+    same_trajectory(losses(tmp_path / "full"), losses(run))
+
+
+def children() -> list[int]:
+    kids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if int((proc / "stat").read_text().rpartition(")")[2].split()[1]) == os.getpid():
+                    kids.append(int(proc.name))
+            except (OSError, ValueError):
+                pass
+    return kids

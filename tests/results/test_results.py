@@ -162,3 +162,49 @@ def test_coco_mask_rcnn_records_fill_table_3_beside_the_published_box_ap(tmp_pat
     t3 = md.split("Table 3")[1].split("###")[0]
     assert "box_AP" in t3 and "mask_AP" in t3
     assert "40.6 (-1.0" in t3  # the paper's 41.6 box AP (../shared/reference/swav_paper.csv) beside ours
+
+
+def test_records_of_two_configurations_under_one_name_are_not_averaged(tmp_path):
+    import json
+
+    from handmade_records import record
+
+    from results.tables import aggregate
+
+    cfg = {
+        "mode": "augmented",
+        "epochs": 100,
+        "lrs": [0.3],
+        "crop": 224,
+        "train": "/data/a/train",
+        "num_workers": 8,
+    }
+    recs = {
+        "s0": record("linear", "imagenet", {"top1": 70.0, "top5": 90.0}, "swav", 0, config=cfg),
+        # same configuration, another seed, the data elsewhere and more workers: averaged with s0
+        "s1": record(
+            "linear", "imagenet", {"top1": 72.0, "top5": 91.0}, "swav", 1,
+            config={**cfg, "train": "/mnt/b/train", "num_workers": 2},
+        ),
+        # a relaunch with another schedule under the same display name: not a seed of the above
+        "long": record(
+            "linear", "imagenet", {"top1": 80.0, "top5": 95.0}, "swav", 0, config={**cfg, "epochs": 200}
+        ),
+    }  # fmt: skip
+    for name, rec in recs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(rec))
+    df, problems, failed = collect([tmp_path])
+    assert not failed
+    (conflict,) = problems
+    assert (
+        conflict.kind == "conflict"
+        and "swav / linear / imagenet: records of 2 configurations" in conflict.reason
+    )
+    assert "epochs: 100 vs 200" in conflict.reason or "epochs: 200 vs 100" in conflict.reason
+    agg = aggregate(df)
+    top1 = agg[agg.metric == "top1"].set_index("model")
+    assert len(top1) == 2 and all(m.startswith("swav [cfg ") for m in top1.index)
+    by_n = top1.sort_values("n")
+    assert by_n.n.tolist() == [1, 2]
+    assert by_n["mean"].tolist() == pytest.approx([80.0, 71.0])  # (70 + 72) / 2, never (70 + 72 + 80) / 3

@@ -116,22 +116,29 @@ def test_pipeline_evals_wait_for_pretraining_and_failure_blocks_them(
         assert not (Path(p.out_dir) / "result.json").exists()  # never ran
 
 
-def test_checkpointable_pretraining_requeues_and_matches_an_uninterrupted_run(
+def job_logs(run: Path, job_id: str) -> str:
+    return "".join(p.read_text(errors="replace") for p in (run / "submitit").glob(f"{job_id}*/*_log.*"))
+
+
+def test_preempted_pretraining_saves_at_the_signal_requeues_and_matches_an_uninterrupted_run(
     slurm_cluster, tmp_path, generated_data
 ):
-    overrides = [f"data.path={generated_data}", "optim.epochs=6", "run.checkpoint_every_iters=2"]
+    """Preemption on the real cluster, DataLoader workers > 0: SIGTERM then USR2 reach every process of the
+    job step; the workers ignore them, the trainer checkpoints at the next iteration (between epoch-end
+    checkpoints), submitit requeues the same callable, and the run ends on the uninterrupted numbers."""
+    overrides = [f"data.path={generated_data}", "optim.epochs=6", "data.num_workers=2"]
     PretrainJob("tiny", overrides, str(tmp_path / "straight"))()  # uninterrupted, in this process
     launcher = Launcher(tmp_path / "requeue", "slurm")
     planned = launcher.pipeline(
-        "tiny", overrides, load_suite("cpu-small"), resources=Resources(cpus=1, mem_gb=2, time_min=10)
+        "tiny", overrides, load_suite("cpu-small"), resources=Resources(cpus=2, mem_gb=2, time_min=10)
     )
     job = launcher.jobs[planned[0].key]
-    deadline = time.time() + 300
-    while not (Path(planned[0].out_dir) / "checkpoint.pth").exists() and time.time() < deadline:
-        time.sleep(0.5)
-    job._interrupt()  # preemption signal: submitit checkpoints (resubmits this callable) and requeues
     for p in planned[1:]:  # the cpu-small evals are not part of this test
         subprocess.run(["scancel", p.job_id])
+    deadline = time.time() + 300
+    while not (Path(planned[0].out_dir) / "checkpoint.pth").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    job._interrupt()  # preemption: scancel --signal SIGTERM, then USR2, to the job's processes
     job.result()
     hist = subprocess.run(
         ["sacct", "-n", "-D", "-X", "-P", "-o", "State", "-j", planned[0].job_id],
@@ -139,12 +146,59 @@ def test_checkpointable_pretraining_requeues_and_matches_an_uninterrupted_run(
         text=True,
     ).stdout
     assert "REQUEUED" in hist
+    logs = job_logs(tmp_path / "requeue", planned[0].job_id)
+    assert "on the scheduler's signal; checkpoint saved" in logs and "requeued (1 of at most 3)" in logs, (
+        logs[-3000:]
+    )
     a = [json.loads(x)["loss"] for x in (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()]
     b = [
         json.loads(x)["loss"] for x in (Path(planned[0].out_dir) / "train_log.jsonl").read_text().splitlines()
     ]
     assert len(a) == len(b) == 60 and a == pytest.approx(b, rel=1e-5)
     assert load_checkpoint(Path(planned[0].out_dir) / "checkpoint.pth")["epoch"] == 6
+
+
+def test_preempted_linear_probe_saves_its_position_requeues_and_matches_an_uninterrupted_run(
+    slurm_cluster, tmp_path, generated_data
+):
+    from benchmark.linear import run_linear
+    from slurm.launch import protocol_config
+
+    g = generated_data.parent
+    overrides = [f"train={g / 'train'}", f"val={g / 'val'}", "num_workers=2", "trunk.width_multiplier=0.125"]
+    overrides += ["mode=augmented", "epochs=6", "batch_size=16"]
+    suite_yaml = tmp_path / "linear.yaml"
+    suite_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "name": "linear",
+                "jobs": [
+                    {
+                        "protocol": "linear",
+                        "preset": "linear-cifar10-small",
+                        "overrides": overrides,
+                        "resources": {"cpus": 2, "mem_gb": 2, "time_min": 10},
+                    }
+                ],
+            }
+        )
+    )
+    straight = run_linear(
+        protocol_config("linear", "linear-cifar10-small", overrides, seed=0), "random", tmp_path / "s"
+    )
+    launcher = Launcher(tmp_path / "run", "slurm")
+    (p,) = launcher.suite(load_suite(str(suite_yaml)), "random")
+    deadline = time.time() + 300
+    while not (Path(p.out_dir) / "linear_state.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    launcher.jobs[p.key]._interrupt()
+    launcher.jobs[p.key].result()
+    logs = job_logs(tmp_path / "run", p.job_id)
+    assert "on the scheduler's signal; state saved" in logs and "requeued (1 of at most 3)" in logs, logs[
+        -3000:
+    ]
+    rec = json.loads((Path(p.out_dir) / "result.json").read_text())
+    assert rec["status"] == "ok" and rec["metrics"] == pytest.approx(straight.metrics, abs=1e-6)
 
 
 def test_two_task_pretraining_joins_ddp_through_the_job_environment(tmp_path, generated_data):

@@ -1,0 +1,58 @@
+"""A data order that survives interruption: the batches of an epoch and every image's augmentation
+are drawn from (seed, epoch, index) alone, so a run resumed mid-epoch (after the scheduler's signal)
+sees exactly the batches and crops an uninterrupted run would, whichever worker loads them."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from swavbench import interrupt
+
+
+def epoch_batches(
+    n: int, batch_size: int, *, seed: int, epoch: int, start: int = 0, drop_last: bool = False
+) -> list[list[int]]:
+    """The shuffled batches of ``epoch`` (the last one smaller, or dropped), from batch ``start`` on."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    end = n - n % batch_size if drop_last else n
+    return [order[i : i + batch_size] for i in range(start * batch_size, end, batch_size)]
+
+
+class SeededItems(Dataset):
+    """``ds[i]`` with torch's random generator seeded from (seed, epoch, i) for its augmentation."""
+
+    def __init__(self, ds: Dataset, *, seed: int, epoch: int):
+        self.ds, self.seed, self.epoch = ds, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_033 + i) % (2**63))
+            return self.ds[i]
+
+
+def epoch_loader(
+    ds: Dataset,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    start: int = 0,
+    num_workers: int = 0,
+    pin: bool = False,
+    drop_last: bool = False,
+) -> DataLoader:
+    """The batches of ``epoch`` from batch ``start`` on, augmented reproducibly, loaded by workers that
+    ignore the scheduler's signals."""
+    return DataLoader(
+        SeededItems(ds, seed=seed, epoch=epoch),
+        batch_sampler=epoch_batches(
+            len(ds), batch_size, seed=seed, epoch=epoch, start=start, drop_last=drop_last
+        ),
+        num_workers=num_workers,
+        pin_memory=pin,
+        worker_init_fn=interrupt.quiet_worker,
+    )

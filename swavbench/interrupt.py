@@ -1,0 +1,59 @@
+"""Stopping cleanly at the scheduler's warning: a job turns the signal (submitit's USR2, sent before the
+time limit or on preemption) into a flag; training loops check it at step boundaries, save their state
+there and raise Interrupted; the job then requeues and the next run continues from that state.
+
+DataLoader workers ignore the scheduler's signals (``quiet_worker``): SLURM signals every process of
+the job step, and a worker killed by SIGTERM, or one running the main process' requeue handler, would
+crash the run it feeds."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+WORKER_IGNORES = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+_requested: list[int] = []  # signals received since the last clear()
+
+
+class Interrupted(Exception):  # noqa: N818 - a requested stop, not an error
+    """A loop stopped at a step boundary on request, after saving everything needed to continue."""
+
+
+def request(signum: int = signal.SIGUSR2, frame=None) -> None:  # noqa: ARG001 - signal handler signature
+    """Ask the running loop to save and stop at its next step boundary (also a signal handler)."""
+    _requested.append(signum)
+
+
+def requested() -> bool:
+    return bool(_requested)
+
+
+def clear() -> None:
+    _requested.clear()
+
+
+def quiet_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoader worker_init_fn signature
+    """DataLoader ``worker_init_fn``: the scheduler's signals are for the main process."""
+    for sig in WORKER_IGNORES:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def check(save: Callable[[], None], where: str) -> None:
+    """At a step boundary: when a stop was requested, ``save()`` and raise Interrupted naming ``where``."""
+    if requested():
+        save()
+        raise Interrupted(f"stopped at {where} on the scheduler's signal; state saved")
+
+
+@contextmanager
+def cooperative(signum: int) -> Iterator[Callable | int | None]:
+    """Within: ``signum`` only sets the flag (loops stop at their next boundary). Yields the handler it
+    replaced (submitit's requeue handler inside a submitit job), restored on exit."""
+    clear()
+    previous = signal.signal(signum, request)
+    try:
+        yield previous
+    finally:
+        signal.signal(signum, previous)
+        clear()
