@@ -69,13 +69,14 @@ def test_prototypes_frozen_for_the_first_iterations(tmp_path, generated_data):
 
 
 def test_kill_and_resume_gives_the_same_loss_trajectory(tmp_path, generated_data):
+    # a checkpoint every iteration: the kill -9 most likely lands inside a save (rotation or write)
     common = [
         "--config",
         "tiny",
         "--no-progress",
         f"data.path={generated_data}",
         "optim.epochs=4",
-        "run.checkpoint_every_iters=4",
+        "run.checkpoint_every_iters=1",
         "data.num_workers=1",
     ]
     full = cli("pretrain", "--out", str(tmp_path / "full"), *common)
@@ -92,6 +93,7 @@ def test_kill_and_resume_gives_the_same_loss_trajectory(tmp_path, generated_data
     deadline = time.time() + 300
     while not (run / "checkpoint.pth").exists() and time.time() < deadline:
         time.sleep(0.02)
+    time.sleep(0.3)  # a few iterations (and saves) later
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL

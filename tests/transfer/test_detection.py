@@ -63,6 +63,30 @@ def test_torchvision_smoke_and_resume(bccd_mini, tmp_path):
     assert rec["metrics"]["final_loss"] == pytest.approx(state["history"][-1]["loss"])
 
 
+def test_reused_out_with_another_checkpoint_does_not_continue_its_fine_tuning(bccd_mini, tmp_path):
+    from pretrain.model import build_trunk
+
+    files = []
+    for seed in (1, 2):  # two different trunks of the preset's architecture, as torchvision files
+        torch.manual_seed(seed)
+        files.append(tmp_path / f"trunk{seed}.pth")
+        torch.save(build_trunk("resnet18", small_stem=True, width_multiplier=0.25).state_dict(), files[-1])
+    out = tmp_path / "det"
+    cfg = smoke_config(bccd_mini, "iterations=2")
+    run_detection(cfg, str(files[0]), out)
+    first = torch.load(out / "detection_state.pth", weights_only=True)
+    assert first["iteration"] == 2
+    run_detection(smoke_config(bccd_mini), str(files[1]), out)  # same --out, 4 iterations, another trunk
+    second = torch.load(out / "detection_state.pth", weights_only=True)
+    # started over from the second trunk: all 4 iterations ran on it, none continued the first model
+    assert [h["iteration"] for h in second["history"]] == [1, 2, 3, 4] and second["key"] != first["key"]
+    assert second["history"][0]["loss"] != first["history"][0]["loss"]
+    # the same trunk asked for more iterations still continues its own state
+    run_detection(smoke_config(bccd_mini, "iterations=6"), str(files[1]), out)
+    third = torch.load(out / "detection_state.pth", weights_only=True)
+    assert third["history"][:4] == second["history"] and third["iteration"] == 6
+
+
 def test_torchvision_model_uses_the_trunk_weights():
     from transfer.detection_torchvision import build_model
 
