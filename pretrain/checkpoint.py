@@ -223,9 +223,26 @@ class Resumable:
         for p in self.skipped:
             if p.is_file():
                 target = p.with_name(p.name + ".unreadable")
-                os.replace(p, target)
+                durable.move_aside(p, target)
                 moved.append(target)
         return moved
+
+
+def abandoned_epoch_checkpoints(out_dir: str | Path, start: Resumable) -> list[Path]:
+    """Epoch checkpoints in ``out_dir`` past the one a run explicitly goes back to (``--resume CKPT``):
+    they belong to the branch left behind, and must not be taken for the newest state later."""
+    epoch = progress_of(start.ckpt)[0]
+    out = []
+    for p in resume_candidates(out_dir):
+        stem = p.name.removesuffix(PREVIOUS_SUFFIX).removesuffix(".pth").removeprefix("ckp-")
+        if (
+            p.name.startswith("ckp-")
+            and stem.isdigit()
+            and int(stem) > epoch
+            and p.resolve() != start.path.resolve()
+        ):
+            out.append(p)
+    return out
 
 
 def run_files(out_dir: str | Path) -> list[Path]:

@@ -101,7 +101,7 @@ def train_supervised(
         worker_init_fn=interrupt.quiet_worker,
     )
     start = 0
-    found = newest_valid_checkpoint(out_dir, map_location=device) if resume and not restart else None
+    found = newest_valid_checkpoint(out_dir, map_location="cpu") if resume and not restart else None
     if found is not None:
         ckpt = found.ckpt
         if not ckpt.get("supervised") or ckpt.get("config", {}).get("model") != asdict(m):
@@ -109,6 +109,8 @@ def train_supervised(
                 f"{found.path} is not a supervised run of model {asdict(m)}: use another --out or --restart"
             )
         found.set_aside_unreadable()
+        if found.path.resolve() != ckpt_path.resolve():  # the run's latest is the one it goes on from
+            save_rotating(ckpt, ckpt_path)
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
         g.set_state(ckpt["generator"])

@@ -27,6 +27,7 @@ from pretrain.checkpoint import (
     FORMAT,
     CheckpointError,
     Resumable,
+    abandoned_epoch_checkpoints,
     discard_run,
     load_checkpoint,
     model_state_dict,
@@ -298,9 +299,13 @@ class Trainer:
                 if gone:
                     log.warning("--restart: discarded %s", ", ".join(p.name for p in gone))
             return None
-        if resume and resume is not True:
-            path = Path(resume)
-            return Resumable(path, load_checkpoint(path, map_location=self.device), {})
+        if resume and resume is not True:  # a branch: epoch checkpoints past it belong to the old one
+            found = Resumable(Path(resume), load_checkpoint(resume, map_location="cpu"), {})
+            if self.info.is_main:
+                for p in abandoned_epoch_checkpoints(self.out_dir, found):
+                    log.warning("resuming from %s: %s is renamed %s.abandoned", found.path, p.name, p.name)
+                    durable.move_aside(p, p.with_name(p.name + ".abandoned"))
+            return found
         if not resume:
             if found := run_files(self.out_dir):
                 raise CheckpointError(
@@ -308,7 +313,8 @@ class Trainer:
                     "pass --resume to continue it, --restart to discard it, or another --out"
                 )
             return None
-        found = newest_valid_checkpoint(self.out_dir, map_location=self.device)
+        # on the CPU: RNG states must stay CPU tensors; the model and optimiser load onto the device
+        found = newest_valid_checkpoint(self.out_dir, map_location="cpu")
         if found is None and (self.out_dir / TRAIN_LOG).is_file() and self.info.is_main:
             log.info("no checkpoint in %s yet: starting at iteration 0 (logged steps redone)", self.out_dir)
         return found
@@ -350,6 +356,8 @@ class Trainer:
             _set_rng_state(ckpt["rng"])
         if self.info.is_main:
             moved = found.set_aside_unreadable()
+            if path.resolve() != self.ckpt_path.resolve():  # the run's latest is the one it goes on from
+                save_rotating(ckpt, self.ckpt_path)
             _truncate_log(self.out_dir / TRAIN_LOG, self.state.iteration)
             log.info(
                 "resumed from %s at epoch %d, batch %d (iteration %d)%s",

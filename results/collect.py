@@ -87,7 +87,8 @@ def _lr(protocol: str, config: dict) -> str:
 def configuration(data: dict) -> dict:
     """What a record measured, flattened: its protocol config without the NOT_CONFIGURATION fields and the
     dataset locations (the ``dataset`` column names the data), plus architecture and trunk kind."""
-    entry = registry.for_benchmark(benchmark_id(data["protocol"], data["config"]))
+    protocol = data["protocol"]
+    entry = registry.PROTOCOLS.get(protocol) or registry.for_benchmark(benchmark_id(protocol, data["config"]))
     where = set(getattr(entry.config_type(), "DATASET_FIELDS", ())) if entry is not None else set()
 
     def flat(d: dict, prefix: str = "") -> dict:
@@ -150,6 +151,7 @@ def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], li
     """Every ``result.json`` under the run directories (not under ``replaced/``) -> (tidy DataFrame,
     problems, failed jobs)."""
     rows: list[dict] = []
+    configs: dict[str, dict] = {}  # configuration key -> what it stands for (conflict messages)
     problems: list[Problem] = []
     failed: list[Failed] = []
     paths = []
@@ -194,10 +196,11 @@ def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], li
             continue
         try:
             rows += record_rows(data, path)
+            configs[config_key(data)] = configuration(data)
         except (KeyError, TypeError, ValueError) as e:
             problems.append(Problem(str(path), f"unreadable field ({type(e).__name__}: {e})"))
     df = pd.DataFrame(rows, columns=COLUMNS)
-    df, conflicts = separate_configurations(df)
+    df, conflicts = separate_configurations(df, configs)
     problems += conflicts
     return (
         df.sort_values(["model", "benchmark", "dataset", "metric", "seed"], ignore_index=True),
@@ -206,40 +209,38 @@ def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], li
     )
 
 
-def separate_configurations(df: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
-    """Rows of one name (model, benchmark, dataset, pretraining epochs) from several configurations get
-    the configuration in their name, so seeds are never averaged across configurations; one Problem per
-    conflict says what differs."""
+def separate_configurations(df: pd.DataFrame, configs: dict[str, dict]) -> tuple[pd.DataFrame, list[Problem]]:
+    """Values of one cell (model, benchmark, dataset, pretraining epochs, metric) from several
+    configurations get the configuration in their row name, so seeds are never averaged across
+    configurations; one Problem per conflicting row says what differs (``configs``: configuration key ->
+    flattened configuration). Configurations that fill different metrics (kNN at k=5 and at k=10) do not
+    conflict."""
     if df.empty:
         return df, []
     df = df.copy()
     problems = []
-    keys = ["model", "benchmark", "dataset", "pretrain_epochs"]
-    for name, grp in df.groupby(keys, dropna=False, sort=True):
-        configs = sorted(set(grp.config_key))
-        if len(configs) < 2:
-            continue
+    cell = ["model", "benchmark", "dataset", "pretrain_epochs", "metric"]
+    n_configs = df.groupby(cell, dropna=False)["config_key"].transform("nunique")
+    clash = df[n_configs > 1]
+    for name, grp in clash.groupby(cell[:4], dropna=False, sort=True):
+        here = sorted(set(grp.config_key))
         model, bench, dataset = name[0], name[1], name[2]
-        settings = {
-            k: configuration(json.loads(Path(grp[grp.config_key == k].record.iloc[0]).read_text()))
-            for k in configs
-        }
+        settings = {k: configs.get(k, {}) for k in here}
         differ = sorted(
             f
             for f in set().union(*settings.values())
             if len({json.dumps(c.get(f), default=str) for c in settings.values()}) > 1
         )
-        shown = "; ".join(
-            f"{f}: " + " vs ".join(str(settings[k].get(f)) for k in configs) for f in differ[:4]
-        ) + (" ..." if len(differ) > 4 else "")
-        rows = grp.index
+        shown = "; ".join(f"{f}: " + " vs ".join(str(settings[k].get(f)) for k in here) for f in differ[:4])
+        shown += " ..." if len(differ) > 4 else ""
+        rows = df.index[(df[cell[:4]].fillna(-1) == pd.Series(name, index=cell[:4]).fillna(-1)).all(axis=1)]
         df.loc[rows, "model"] = [f"{model} [cfg {k}]" for k in df.loc[rows, "config_key"]]
         problems.append(
             Problem(
                 str(Path(grp.record.iloc[0]).parent.parent),
-                f"{model} / {bench} / {dataset}: records of {len(configs)} configurations share this row "
+                f"{model} / {bench} / {dataset}: records of {len(here)} configurations share this row "
                 f"name ({shown}); not averaged together: reported as "
-                + ", ".join(f"'{model} [cfg {k}]'" for k in configs)
+                + ", ".join(f"'{model} [cfg {k}]'" for k in here)
                 + ". Give each configuration its own trunk.label, or remove the records you do not want",
                 kind="conflict",
             )

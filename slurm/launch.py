@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ import submitit
 
 from benchmark.trunk import sha256_of
 from pretrain.config import load_config, load_dataclass
-from slurm.scheduler import LIVE_STATES, Scheduler, SchedulerUnavailable, new_tag, tagged_environment
+from slurm.scheduler import FINISHED_STATES, Scheduler, SchedulerUnavailable, new_tag, tagged_environment
 from slurm.suite import Resources, Suite
 from swavbench import durable, interrupt, registry
 from swavbench.data_root import data_root, set_data_root
@@ -41,7 +42,7 @@ from swavbench.paths import (
     epoch_checkpoint,
 )
 
-__all__ = ["LIVE_STATES", "LaunchBusy", "Launcher", "SchedulerUnavailable"]
+__all__ = ["FINISHED_STATES", "LaunchBusy", "Launcher", "SchedulerUnavailable"]
 
 
 class LaunchBusy(RuntimeError):
@@ -124,34 +125,48 @@ def describe(r: Resources) -> str:
 
 
 def run_interruptible(job, work, *, cooperative: bool):
-    """Run ``work()`` inside a submitit job. ``cooperative``: the scheduler's warning signal only asks the
-    loops to save at their next step boundary (swavbench.interrupt); then this job is requeued through
-    submitit (its ``checkpoint()``: the same callable, which continues from the saved state). Every
-    interruption, time limit or preemption, counts against ``job.max_requeues``. Not cooperative (the
-    protocol keeps no state): submitit's own handler requeues the job at the signal."""
+    """Run ``work()`` inside a submitit job; every interruption (time limit or preemption) counts
+    against ``job.max_requeues``. ``cooperative``: the scheduler's warning signal only asks the loops to
+    save at their next step boundary (swavbench.interrupt), then this job is requeued through submitit
+    (its ``checkpoint()``: the same callable, which continues from the saved state); if no loop takes the
+    request within ``interrupt`` grace (set-up, feature extraction, evaluation), submitit's handler
+    requeues it at once and it restarts from its last saved state. Not cooperative (the protocol keeps no
+    state within an epoch): submitit's handler requeues the job at the signal."""
     try:
         env = submitit.JobEnvironment()
     except RuntimeError:  # not inside a submitit job
         return work()
-    if not cooperative:
-        return work()
     sig = env._usr_sig()
-    with interrupt.cooperative(sig) as requeue:
+    limit = getattr(job, "max_requeues", 3)
+
+    def count(e: object) -> None:
+        job.interruptions = getattr(job, "interruptions", 0) + 1
+        if job.interruptions > limit:
+            raise RuntimeError(
+                f"{e}; interrupted {job.interruptions} times (time limits and preemptions), more than "
+                f"max_requeues={limit}: not requeued. Launch again to continue from the saved state"
+            )
+        print(f"{e}; requeued ({job.interruptions} of at most {limit})", flush=True)
+
+    submitit_handler = signal.getsignal(sig)
+
+    def requeue_now(signum: int, frame) -> None:  # submitit: checkpoint() -> this callable, requeue, exit
+        count(f"signal {signal.Signals(signum).name} outside a step boundary")
+        if callable(submitit_handler):
+            submitit_handler(signum, frame)
+
+    if not cooperative:
+        signal.signal(sig, requeue_now)
+        return work()
+    with interrupt.cooperative(sig, fallback=requeue_now if env.global_rank == 0 else None) as requeue:
         try:
             return work()
         except interrupt.Interrupted as e:
-            job.interruptions = getattr(job, "interruptions", 0) + 1
-            limit = getattr(job, "max_requeues", 3)
-            if job.interruptions > limit:
-                raise RuntimeError(
-                    f"{e}; interrupted {job.interruptions} times (time limits and preemptions), more than "
-                    f"max_requeues={limit}: not requeued. Launch again to continue from the saved state"
-                ) from e
-            print(f"{e}; requeued ({job.interruptions} of at most {limit})", flush=True)
+            count(e)
             if env.global_rank != 0:  # rank 0 requeues the job, which ends this task too
                 time.sleep(600)
                 raise
-            if callable(requeue):  # submitit: checkpoint() -> this callable again, scontrol requeue, exit
+            if callable(requeue):
                 requeue(sig, None)
             raise
 
@@ -181,6 +196,8 @@ class EvalJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         if getattr(self, "data_root", ""):  # jobs pickled before data roots existed have none
             set_data_root(self.data_root)
+        if isinstance(self.__dict__.get("checkpoint"), str):  # pickled before the rename
+            self.trunk_checkpoint = self.__dict__.pop("checkpoint")
         entry = registry.get(self.protocol)
         cfg = protocol_config(self.protocol, self.preset, self.overrides, seed=self.seed)
         record = run_interruptible(
@@ -236,7 +253,8 @@ class PretrainJob(submitit.helpers.Checkpointable):
             from pretrain.supervised import CONFIG_DIR, SupervisedConfig, train_supervised
 
             cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, self.preset, overrides=self.overrides)
-            return str(train_supervised(cfg, self.out_dir, resume=True, progress=False))
+            work = lambda: str(train_supervised(cfg, self.out_dir, resume=True, progress=False))  # noqa: E731
+            return run_interruptible(self, work, cooperative=False)
         from pretrain.train import pretrain
 
         cfg = load_config(self.preset, self.overrides)
@@ -342,6 +360,7 @@ class Launcher:
         self.data_root = str(data_root()[0].resolve())  # jobs read their datasets under the launcher's root
         durable.remove_stale_temps(self.run_dir)
         self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"jobs": {}}
+        self._touched: set[str] = set()  # keys of launch.json entries this launcher wrote
         self.jobs: dict[str, submitit.Job] = {}
 
     def close(self) -> None:
@@ -362,7 +381,12 @@ class Launcher:
 
     # -- bookkeeping ----------------------------------------------------------------------
     def save(self) -> None:
-        durable.write_json(self.state_path, self.state)
+        """Write the entries this launcher touched into launch.json, keeping the others as they are on disk
+        (another launcher of this process, sharing the lock, may have written them)."""
+        on_disk = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"jobs": {}}
+        on_disk["jobs"].update({k: self.state["jobs"][k] for k in self._touched})
+        durable.write_json(self.state_path, on_disk)
+        self.state["jobs"] = {**on_disk["jobs"], **self.state["jobs"]}
 
     def cluster(self) -> str:
         if self.executor_kind != "auto":
@@ -416,8 +440,9 @@ class Launcher:
         job_id, tag = prev.get("job_id", ""), prev.get("tag", "")
         if not job_id and tag:  # recorded before submission, the id never saved: find it by its tag
             job_id = self.scheduler.find(tag, prev.get("task"))
-            if job_id:
+            if job_id and not self.dry_run:  # a dry run holds no lock: it writes nothing
                 prev["job_id"] = job_id
+                self._touched.add(p.key)
                 self.save()
         if self.is_live(job_id, tag=tag):
             p.action, p.job_id = "live", job_id
@@ -433,8 +458,7 @@ class Launcher:
     def _set_aside(self, out: Path) -> None:
         if out.exists():
             target = self.run_dir / REPLACED / f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(out, target)
+            durable.move_aside(out, target)
 
     def _tick(self) -> None:
         if self.on_wait is not None:
@@ -456,6 +480,7 @@ class Launcher:
     def _intend(self, p: Planned, extra: dict, *, tag: str, task: int | None = None) -> None:
         """Record a submission before making it (``tag``: how a relaunch finds the job if this launcher
         dies before the id is saved; ``task``: its index in a SLURM array)."""
+        self._touched.add(p.key)
         self.state["jobs"][p.key] = {
             **asdict(p),
             **extra,

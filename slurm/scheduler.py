@@ -17,7 +17,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
+# squeue keeps finished jobs for a while (MinJobAge); every other state (PENDING, RUNNING, REQUEUED,
+# COMPLETING, SUSPENDED, STOPPED, SIGNALING, REQUEUE_HOLD, SPECIAL_EXIT, ...) means the job may still run
+FINISHED_STATES = {
+    "COMPLETED",
+    "CANCELLED",
+    "FAILED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+    "REVOKED",
+}
 TAG_ENV = "SWAVBENCH_JOB_TAG"  # local executor: the tag travels in the job's environment
 SQUEUE = ["squeue", "-h", "-r", "--me", "-o", "%i|%T|%k"]
 
@@ -36,6 +49,11 @@ class LiveJob:
     job_id: str
     state: str
     tag: str
+    top: bool = True  # local: the job's controller (its pid is the job id), not one of its tasks
+
+    @property
+    def live(self) -> bool:
+        return self.state not in FINISHED_STATES
 
 
 @contextmanager
@@ -97,8 +115,8 @@ class Scheduler:
 
     @staticmethod
     def _processes() -> dict[str, LiveJob]:
-        """Local jobs: processes whose environment carries a tag and whose parent's does not (the job's
-        controller, whose pid is submitit's job id)."""
+        """Local jobs: every live (not zombie) process whose environment carries a tag; ``top`` marks the
+        job's controller (its parent does not carry the tag), whose pid is submitit's job id."""
         tags: dict[int, str] = {}
         parents: dict[int, int] = {}
         for proc in Path("/proc").iterdir():
@@ -106,49 +124,51 @@ class Scheduler:
                 continue
             try:
                 env = (proc / "environ").read_bytes().split(b"\0")
-                stat = (proc / "stat").read_text()
+                fields = (proc / "stat").read_text().rpartition(")")[2].split()
             except OSError:
                 continue
-            if stat.rpartition(")")[2].split()[:1] == ["Z"]:  # a zombie has exited
+            if fields[:1] == ["Z"]:  # a zombie has exited
                 continue
             tag = next(
                 (e.split(b"=", 1)[1].decode() for e in env if e.startswith(TAG_ENV.encode() + b"=")), ""
             )
             if tag:
                 tags[int(proc.name)] = tag
-                parents[int(proc.name)] = int(stat.rpartition(")")[2].split()[1])
+                parents[int(proc.name)] = int(fields[1])
         return {
-            str(pid): LiveJob(str(pid), "RUNNING", tag)
+            str(pid): LiveJob(str(pid), "RUNNING", tag, top=tags.get(parents[pid]) != tag)
             for pid, tag in tags.items()
-            if tags.get(parents[pid]) != tag
         }
 
     # -- questions ---------------------------------------------------------------------------
     def is_live(self, job_id: str, *, tag: str = "") -> bool:
-        """Queued or running right now. Local jobs without a tag (launched before tags existed): the
-        process exists."""
+        """Queued or running right now. SLURM: the job id in squeue, in a state that is not finished.
+        Local: any process carrying the job's tag (its tasks outlive a killed controller); jobs launched
+        before tags existed: the process exists."""
         if not job_id or self.kind == "debug":
             return False
-        if self.kind != "slurm" and not tag:
+        if self.kind == "slurm":
+            job = self.snapshot().get(job_id)
+            return job is not None and job.live
+        if not tag:
             try:
                 os.kill(int(job_id), 0)
                 return True
             except (ValueError, ProcessLookupError, PermissionError):
                 return False
-        job = self.snapshot().get(job_id)
-        return job is not None and job.state in LIVE_STATES and (not tag or job.tag == tag)
+        return any(job.tag == tag for job in self.snapshot().values())
 
     def state(self, job_id: str) -> str:
         """The scheduler's state of a live job ('' when it is not live)."""
         job = self.snapshot().get(job_id) if job_id and self.kind != "debug" else None
-        return job.state if job is not None and job.state in LIVE_STATES else ""
+        return job.state if job is not None and job.live else ""
 
     def find(self, tag: str, task: int | None = None) -> str:
         """The id of the live job submitted with ``tag`` (``task``: its index in a SLURM array), or ''."""
         if not tag or self.kind == "debug":
             return ""
         for job in self.snapshot().values():
-            if job.tag != tag or job.state not in LIVE_STATES:
+            if job.tag != tag or not job.live or not job.top:
                 continue
             parent, _, index = job.job_id.partition("_")
             if task is None and not index:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 from slurm.launch import pretraining_done, pretraining_progress
@@ -103,6 +104,8 @@ def job_table(run_dir: str | Path) -> list[dict]:
                 row["result"] = str(rec.get("error", ""))[-160:]
             if not row["elapsed"]:
                 row["elapsed"] = f"{rec.get('wall_time_s', 0):.0f}s"
+        if live and live != "UNKNOWN" and rec is not None and _written_by_this_job(rec, job):
+            live = ""  # the job wrote its record and is leaving the queue (COMPLETING)
         if live == "UNKNOWN":
             row["state"] = "unknown"
             row["result"] = "the scheduler did not answer" + (
@@ -140,6 +143,15 @@ def job_table(run_dir: str | Path) -> list[dict]:
             row["result"] = _log_tail(run_dir, row["job_id"])
         rows.append(row)
     return rows
+
+
+def _written_by_this_job(record: dict, job: dict) -> bool:
+    """The record was written after the job was submitted (not an older record behind a retry)."""
+    try:
+        created = datetime.fromisoformat(record["created"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return False
+    return created >= float(job.get("submitted_at") or 0) - 1.0  # records keep whole seconds
 
 
 def _requeued(job_id: str) -> bool:

@@ -118,3 +118,15 @@ def keep_previous(path: str | Path, previous: str | Path) -> None:
             import shutil
 
             shutil.copyfile(path, tmp)
+
+
+def move_aside(path: str | Path, target: str | Path) -> Path:
+    """Rename ``path`` (a file or a folder) to ``target`` in one step, durably (both directories fsynced):
+    an unreadable checkpoint kept for inspection, a finished output folder replaced by ``--force``."""
+    path, target = Path(path), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    fsync_dir(target.parent)
+    if path.parent != target.parent:
+        fsync_dir(path.parent)
+    return target

@@ -2,6 +2,11 @@
 time limit or on preemption) into a flag; training loops check it at step boundaries, save their state
 there and raise Interrupted; the job then requeues and the next run continues from that state.
 
+A signal that arrives while no loop checks the flag (feature extraction, evaluation, set-up) must not
+let the job run into its time limit: ``cooperative`` arms a fallback alarm at the signal, and if no
+loop has taken the request within ``grace_s`` the fallback (submitit's requeue) runs anyway; the job
+then restarts from its last saved state.
+
 DataLoader workers ignore the scheduler's signals (``quiet_worker``): SLURM signals every process of
 the job step, and a worker killed by SIGTERM, or one running the main process' requeue handler, would
 crash the run it feeds."""
@@ -14,6 +19,7 @@ from contextlib import contextmanager
 
 WORKER_IGNORES = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 _requested: list[int] = []  # signals received since the last clear()
+_fallback: list = []  # (handler, grace_s) while cooperative() with a fallback is active
 
 
 class Interrupted(Exception):  # noqa: N818 - a requested stop, not an error
@@ -21,8 +27,12 @@ class Interrupted(Exception):  # noqa: N818 - a requested stop, not an error
 
 
 def request(signum: int = signal.SIGUSR2, frame=None) -> None:  # noqa: ARG001 - signal handler signature
-    """Ask the running loop to save and stop at its next step boundary (also a signal handler)."""
+    """Ask the running loop to save and stop at its next step boundary (also a signal handler); inside
+    ``cooperative(fallback=...)`` the fallback runs if no loop takes the request in time."""
+    first = not _requested
     _requested.append(signum)
+    if first and _fallback:
+        signal.setitimer(signal.ITIMER_REAL, _fallback[0][1])
 
 
 def requested() -> bool:
@@ -42,18 +52,31 @@ def quiet_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoader worker_in
 def check(save: Callable[[], None], where: str) -> None:
     """At a step boundary: when a stop was requested, ``save()`` and raise Interrupted naming ``where``."""
     if requested():
+        if _fallback:  # taken in time: the fallback is not needed
+            signal.setitimer(signal.ITIMER_REAL, 0)
         save()
         raise Interrupted(f"stopped at {where} on the scheduler's signal; state saved")
 
 
 @contextmanager
-def cooperative(signum: int) -> Iterator[Callable | int | None]:
+def cooperative(
+    signum: int, *, fallback: Callable | None = None, grace_s: float = 45.0
+) -> Iterator[Callable | int | None]:
     """Within: ``signum`` only sets the flag (loops stop at their next boundary). Yields the handler it
-    replaced (submitit's requeue handler inside a submitit job), restored on exit."""
+    replaced (submitit's requeue handler inside a submitit job), restored on exit. ``fallback(signum,
+    None)`` runs ``grace_s`` seconds after the signal if no loop has taken the request by then."""
     clear()
     previous = signal.signal(signum, request)
+    old_alarm = None
+    if fallback is not None:
+        old_alarm = signal.signal(signal.SIGALRM, lambda _s, frame: fallback(signum, frame))
+        _fallback.append((fallback, grace_s))
     try:
         yield previous
     finally:
         signal.signal(signum, previous)
+        if fallback is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old_alarm)
+            _fallback.clear()
         clear()

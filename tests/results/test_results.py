@@ -208,3 +208,20 @@ def test_records_of_two_configurations_under_one_name_are_not_averaged(tmp_path)
     by_n = top1.sort_values("n")
     assert by_n.n.tolist() == [1, 2]
     assert by_n["mean"].tolist() == pytest.approx([80.0, 71.0])  # (70 + 72) / 2, never (70 + 72 + 80) / 3
+
+
+def test_configurations_filling_different_metrics_do_not_conflict(tmp_path):
+    import json
+
+    from handmade_records import record
+
+    cfg = {"ks": [5], "temperature": 0.07}
+    recs = {
+        "k5": record("knn", "cifar10", {"k5_top1": 30.0}, "random", 0, config=cfg),
+        "k10": record("knn", "cifar10", {"k10_top1": 31.0}, "random", 0, config={**cfg, "ks": [10]}),
+    }
+    for name, rec in recs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(rec))
+    df, problems, _ = collect([tmp_path])
+    assert not problems and set(df.model) == {"random"} and len(df) == 2

@@ -348,7 +348,9 @@ def test_status_shows_a_running_retry_behind_a_failed_record(tmp_path, knn_suite
         rec.update(status="failed", error="RuntimeError: CUDA out of memory")
         (out / "result.json").write_text(json.dumps(rec))
         state = json.loads((run / "launch.json").read_text())
-        state["jobs"][planned[0].key].update(job_id=str(sleeper.pid), tag="swavbench-retry")  # the retry
+        state["jobs"][planned[0].key].update(  # the retry, submitted after the failure
+            job_id=str(sleeper.pid), tag="swavbench-retry", submitted_at=time.time() + 2
+        )
         (run / "launch.json").write_text(json.dumps(state))
         assert Scheduler("local").is_live(str(sleeper.pid), tag="swavbench-retry")
         rows = {r["name"]: r for r in job_table(run)}
