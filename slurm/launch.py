@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -194,6 +195,7 @@ class EvalJob(submitit.helpers.Checkpointable):
         self.max_requeues, self.interruptions = max_requeues, 0
 
     def __call__(self) -> dict:
+        job_logging()
         if getattr(self, "data_root", ""):  # jobs pickled before data roots existed have none
             set_data_root(self.data_root)
         if isinstance(self.__dict__.get("checkpoint"), str):  # pickled before the rename
@@ -206,6 +208,12 @@ class EvalJob(submitit.helpers.Checkpointable):
             cooperative=entry.resumable,
         )
         return record.metrics
+
+
+def job_logging() -> None:
+    """Inside a job: INFO messages (resumed from which checkpoint, unreadable files set aside) go to the
+    job's log, as they do on the command line."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def export_job_environment() -> None:
@@ -246,6 +254,7 @@ class PretrainJob(submitit.helpers.Checkpointable):
         self.data_root, self.max_requeues, self.interruptions = data_root, max_requeues, 0
 
     def __call__(self) -> str:
+        job_logging()
         export_job_environment()
         if getattr(self, "data_root", ""):
             set_data_root(self.data_root)

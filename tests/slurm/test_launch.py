@@ -120,13 +120,18 @@ def job_logs(run: Path, job_id: str) -> str:
     return "".join(p.read_text(errors="replace") for p in (run / "submitit").glob(f"{job_id}*/*_log.*"))
 
 
-def test_preempted_pretraining_saves_at_the_signal_requeues_and_matches_an_uninterrupted_run(
-    slurm_cluster, tmp_path, generated_data
+@pytest.mark.parametrize("how", ["preemption", "scontrol-requeue"])
+def test_interrupted_pretraining_requeues_and_matches_an_uninterrupted_run(
+    slurm_cluster, tmp_path, generated_data, how
 ):
-    """Preemption on the real cluster, DataLoader workers > 0: SIGTERM then USR2 reach every process of the
-    job step; the workers ignore them, the trainer checkpoints at the next iteration (between epoch-end
-    checkpoints), submitit requeues the same callable, and the run ends on the uninterrupted numbers."""
+    """On the real cluster, DataLoader workers > 0. Preemption: SIGTERM then USR2 reach every process of
+    the job step; the workers ignore them, the trainer checkpoints at the next iteration (between the
+    periodic checkpoints), submitit requeues the same callable. ``scontrol requeue``: the job is killed
+    (SIGTERM, SIGKILL after KillWait) and rerun, continuing from its last checkpoint. Either way the run
+    ends on the uninterrupted numbers."""
     overrides = [f"data.path={generated_data}", "optim.epochs=6", "data.num_workers=2"]
+    if how == "scontrol-requeue":
+        overrides.append("run.checkpoint_every_iters=4")
     PretrainJob("tiny", overrides, str(tmp_path / "straight"))()  # uninterrupted, in this process
     launcher = Launcher(tmp_path / "requeue", "slurm")
     planned = launcher.pipeline(
@@ -138,7 +143,10 @@ def test_preempted_pretraining_saves_at_the_signal_requeues_and_matches_an_unint
     deadline = time.time() + 300
     while not (Path(planned[0].out_dir) / "checkpoint.pth").exists() and time.time() < deadline:
         time.sleep(0.2)
-    job._interrupt()  # preemption: scancel --signal SIGTERM, then USR2, to the job's processes
+    if how == "preemption":
+        job._interrupt()  # scancel --signal SIGTERM, then USR2, to the job's processes
+    else:
+        subprocess.run(["scontrol", "requeue", planned[0].job_id], check=True)
     job.result()
     hist = subprocess.run(
         ["sacct", "-n", "-D", "-X", "-P", "-o", "State", "-j", planned[0].job_id],
@@ -147,9 +155,10 @@ def test_preempted_pretraining_saves_at_the_signal_requeues_and_matches_an_unint
     ).stdout
     assert "REQUEUED" in hist
     logs = job_logs(tmp_path / "requeue", planned[0].job_id)
-    assert "on the scheduler's signal; checkpoint saved" in logs and "requeued (1 of at most 3)" in logs, (
-        logs[-3000:]
-    )
+    if how == "preemption":
+        assert "on the scheduler's signal; checkpoint saved" in logs, logs[-3000:]
+        assert "requeued (1 of at most 3)" in logs, logs[-3000:]
+    assert "resumed from" in logs, logs[-3000:]
     a = [json.loads(x)["loss"] for x in (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()]
     b = [
         json.loads(x)["loss"] for x in (Path(planned[0].out_dir) / "train_log.jsonl").read_text().splitlines()
@@ -194,9 +203,8 @@ def test_preempted_linear_probe_saves_its_position_requeues_and_matches_an_unint
     launcher.jobs[p.key]._interrupt()
     launcher.jobs[p.key].result()
     logs = job_logs(tmp_path / "run", p.job_id)
-    assert "on the scheduler's signal; state saved" in logs and "requeued (1 of at most 3)" in logs, logs[
-        -3000:
-    ]
+    assert "on the scheduler's signal; state saved" in logs, logs[-3000:]
+    assert "requeued (1 of at most 3)" in logs, logs[-3000:]
     rec = json.loads((Path(p.out_dir) / "result.json").read_text())
     assert rec["status"] == "ok" and rec["metrics"] == pytest.approx(straight.metrics, abs=1e-6)
 
