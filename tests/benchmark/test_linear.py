@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from process_helpers import children
 from sklearn.linear_model import LogisticRegression
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -161,19 +162,6 @@ def test_interrupted_probe_resumes_to_the_same_result(generated_data, tmp_path, 
     assert saves == [1, 2] and resumed == pytest.approx(straight)
 
 
-def job_step_children() -> list[int]:
-    """This process' children (the DataLoader workers): what SLURM signals besides the main process."""
-    kids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if int((proc / "stat").read_text().rpartition(")")[2].split()[1]) == os.getpid():
-                    kids.append(int(proc.name))
-            except (OSError, ValueError):
-                pass
-    return kids
-
-
 @pytest.mark.parametrize("mode", ["augmented", "cached"])
 def test_signal_mid_epoch_saves_the_position_and_the_resumed_probe_matches(
     generated_data, tmp_path, monkeypatch, mode
@@ -205,7 +193,7 @@ def test_signal_mid_epoch_saves_the_position_and_the_resumed_probe_matches(
         if lr == 0.1:  # once per step
             steps.append(step)
             if step == per_epoch + 2:
-                for pid in job_step_children():
+                for pid in children():
                     os.kill(pid, signal.SIGTERM)
                     os.kill(pid, signal.SIGUSR2)
             if step == per_epoch + 9:

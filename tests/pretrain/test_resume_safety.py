@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from process_helpers import children, cli
 
 from pretrain.checkpoint import CheckpointError, load_checkpoint
 from pretrain.config import load_config
@@ -181,18 +180,6 @@ def tiny_trunk_state() -> dict[str, torch.Tensor]:
 ARCH = ["trunk.arch=resnet18", "trunk.small_stem=true", "trunk.width_multiplier=0.25"]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-m", "swavbench", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_pickled_payload_is_refused_by_every_reader_and_never_runs(tmp_path, generated_data):
     marker = tmp_path / "payload-ran"
     evil = tmp_path / "evil.pth"
@@ -309,15 +296,3 @@ def test_signal_saves_at_the_next_iteration_and_the_resumed_run_matches(
     monkeypatch.setattr(Trainer, "step", real_step)
     pretrain(load_config("tiny", over), run, resume=True, progress=False)
     same_trajectory(losses(tmp_path / "full"), losses(run))
-
-
-def children() -> list[int]:
-    kids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if int((proc / "stat").read_text().rpartition(")")[2].split()[1]) == os.getpid():
-                    kids.append(int(proc.name))
-            except (OSError, ValueError):
-                pass
-    return kids

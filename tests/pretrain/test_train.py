@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from process_helpers import cli
 
 from pretrain.checkpoint import load_checkpoint, load_trunk_state_dict
 from pretrain.config import load_config
@@ -21,19 +22,6 @@ def losses(run: Path) -> dict[int, float]:
     return {
         r["iteration"]: r["loss"] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())
     }
-
-
-def cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-m", "swavbench", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kw,
-    )
 
 
 def test_loss_decreases_over_a_few_hundred_iterations(tmp_path, generated_data):

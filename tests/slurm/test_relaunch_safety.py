@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from process_helpers import tagged_pids
 
 from slurm.launch import ConfigConflict, Launcher, SchedulerUnavailable
 from slurm.scheduler import TAG_ENV, Scheduler
@@ -46,19 +47,6 @@ def knn_suite(tmp_path, generated_data) -> Path:
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump({"name": "tiny", "jobs": jobs}))
     return path
-
-
-def tagged_pids(tag: str) -> list[int]:
-    """Every process (controller and tasks) of a local job."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if f"{TAG_ENV}={tag}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
-    return pids
 
 
 def wait_records(run: Path, n: int, timeout: float = 600) -> list[dict]:
@@ -200,7 +188,7 @@ def test_launcher_killed_after_submitting_is_reconciled_by_tag(tmp_path, knn_sui
     state = json.loads((run / "launch.json").read_text())
     (intent,) = [j for j in state["jobs"].values() if j["action"] == "submitting"]  # recorded before
     assert intent["job_id"] == "" and intent["tag"].startswith("swavbench-")
-    pids = tagged_pids(intent["tag"])
+    pids = tagged_pids(TAG_ENV, intent["tag"])
     assert pids, "the job was started"
     relaunch = Launcher(run, "local")
     planned = relaunch.suite(suite, "random")
@@ -294,7 +282,7 @@ def test_adopted_pretraining_that_dies_blocks_its_evaluations(tmp_path, knn_suit
         time.sleep(0.2)
 
     def crash() -> None:  # e.g. out of memory: the whole job dies
-        for pid in tagged_pids(tag):
+        for pid in tagged_pids(TAG_ENV, tag):
             os.kill(pid, signal.SIGKILL)
 
     relaunch = Launcher(run, "local")
