@@ -30,7 +30,7 @@ import submitit
 from benchmark.trunk import sha256_of
 from pretrain.config import load_config, load_dataclass
 from slurm.scheduler import FINISHED_STATES, Scheduler, SchedulerUnavailable, new_tag, tagged_environment
-from slurm.suite import Resources, Suite
+from slurm.suite import Resources, Suite, cpus_per_task
 from swavbench import durable, interrupt, registry
 from swavbench.data_root import data_root, set_data_root
 from swavbench.paths import (
@@ -414,7 +414,7 @@ class Launcher:
         params = dict(
             name=name,
             timeout_min=r.time_min,
-            cpus_per_task=r.cpus,
+            cpus_per_task=cpus_per_task(r, tasks_per_node),
             mem_gb=r.mem_gb,
             nodes=r.nodes,
             tasks_per_node=tasks_per_node,

@@ -21,11 +21,13 @@ SUITE_DIR = CONFIGS / "suites"
 
 @dataclass
 class Resources:
-    """What one job asks SLURM for (ignored by the local executor except the time limit)."""
+    """What one job asks SLURM for, per node as a cluster user counts it (ignored by the local executor
+    except the time limit): ``cpus`` and ``mem_gb`` of each node are split over its tasks
+    (``--cpus-per-task = cpus // tasks``)."""
 
-    gpus: int = 0
-    cpus: int = 2
-    mem_gb: int = 8
+    gpus: int = 0  # per node
+    cpus: int = 2  # per node
+    mem_gb: int = 8  # per node
     time_min: int = 60
     nodes: int = 1
     tasks_per_node: int = 0  # processes per node for pretraining (0: one per GPU, or 1); DDP joins them
@@ -53,6 +55,27 @@ class Suite:
     )  # for pipelines
 
 
+SUITE_KEYS = ("name", "description", "jobs", "pretrain_resources")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=,+-]*")  # job and folder names: no spaces, newlines or '/'
+
+
+def check_name(name: str, what: str) -> None:
+    """Names become SLURM job names and folder names: a newline would break out of the ``#SBATCH`` line,
+    a '/' or '..' would leave the run directory."""
+    if not NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(
+            f"{what} {name!r} is not a valid job name: use letters, digits and . _ = , + - "
+            "(no spaces, newlines or path separators, not starting with '.')"
+        )
+
+
+def cpus_per_task(r: Resources, tasks: int) -> int:
+    """The node's CPUs split over its ``tasks`` processes."""
+    if r.cpus < tasks:
+        raise ConfigError(f"resources: {r.cpus} CPUs per node cannot feed {tasks} tasks per node")
+    return r.cpus // tasks
+
+
 def load_suite(name_or_path: str) -> Suite:
     """A suite preset name (configs/suites/<name>.yaml) or a YAML path."""
     path = Path(name_or_path)
@@ -62,6 +85,11 @@ def load_suite(name_or_path: str) -> Suite:
         avail = ", ".join(sorted(p.stem for p in SUITE_DIR.glob("*.yaml")))
         raise ConfigError(f"unknown suite {name_or_path!r}; available: {avail} (or pass a YAML path)")
     raw = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(raw) - set(SUITE_KEYS)) if isinstance(raw, dict) else []
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown suite key(s) {', '.join(unknown)}; valid: {', '.join(SUITE_KEYS)}"
+        )
     if not isinstance(raw.get("jobs"), list) or not raw["jobs"]:
         raise ConfigError(f"{path}: a suite needs a non-empty 'jobs' list")
     entries = []
@@ -78,6 +106,7 @@ def load_suite(name_or_path: str) -> Suite:
         except ConfigError as e:
             raise ConfigError(f"{path}: job {i}: {e}") from None
         entry.name = entry.name or entry.preset
+        check_name(str(entry.name), f"{path}: job {i} name")
         entries.append(entry)
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
@@ -118,6 +147,8 @@ def expand_sweep(path: str | Path) -> list[tuple[str, list[str]]]:
     if not out:
         raise ConfigError(f"{path}: a sweep needs 'grid' and/or 'variants'")
     named = [(variant_name(o), [f"{k}={json.dumps(v)}" for k, v in sorted(o.items())]) for o in out]
+    for name, _ in named:
+        check_name(name, f"{path}: sweep variant")
     names = [n for n, _ in named]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two variants get the same name: {names}")
