@@ -120,18 +120,14 @@ def job_logs(run: Path, job_id: str) -> str:
     return "".join(p.read_text(errors="replace") for p in (run / "submitit").glob(f"{job_id}*/*_log.*"))
 
 
-@pytest.mark.parametrize("how", ["preemption", "scontrol-requeue"])
-def test_interrupted_pretraining_requeues_and_matches_an_uninterrupted_run(
-    slurm_cluster, tmp_path, generated_data, how
+def test_preempted_pretraining_requeues_and_matches_an_uninterrupted_run(
+    slurm_cluster, tmp_path, generated_data
 ):
-    """On the real cluster, DataLoader workers > 0. Preemption: SIGTERM then USR2 reach every process of
-    the job step; the workers ignore them, the trainer checkpoints at the next iteration (between the
-    periodic checkpoints), submitit requeues the same callable. ``scontrol requeue``: the job is killed
-    (SIGTERM, SIGKILL after KillWait) and rerun, continuing from its last checkpoint. Either way the run
-    ends on the uninterrupted numbers."""
-    overrides = [f"data.path={generated_data}", "optim.epochs=6", "data.num_workers=2"]
-    if how == "scontrol-requeue":
-        overrides.append("run.checkpoint_every_iters=4")
+    """On the real cluster. Preemption: SIGTERM then USR2 reach the job's processes; the trainer
+    checkpoints at the next iteration (between the periodic checkpoints), submitit requeues the same
+    callable, and the run ends on the uninterrupted numbers. (DataLoader workers under the same signals:
+    the linear-probe test below, and tests/pretrain/test_resume_safety.py.)"""
+    overrides = [f"data.path={generated_data}", "optim.epochs=6", "run.checkpoint_every_iters=4"]
     PretrainJob("tiny", overrides, str(tmp_path / "straight"))()  # uninterrupted, in this process
     launcher = Launcher(tmp_path / "requeue", "slurm")
     planned = launcher.pipeline(
@@ -143,10 +139,7 @@ def test_interrupted_pretraining_requeues_and_matches_an_uninterrupted_run(
     deadline = time.time() + 300
     while not (Path(planned[0].out_dir) / "checkpoint.pth").exists() and time.time() < deadline:
         time.sleep(0.2)
-    if how == "preemption":
-        job._interrupt()  # scancel --signal SIGTERM, then USR2, to the job's processes
-    else:
-        subprocess.run(["scontrol", "requeue", planned[0].job_id], check=True)
+    job._interrupt()  # preemption: scancel --signal SIGTERM, then USR2, to the job's processes
     job.result()
     hist = subprocess.run(
         ["sacct", "-n", "-D", "-X", "-P", "-o", "State", "-j", planned[0].job_id],
@@ -155,9 +148,8 @@ def test_interrupted_pretraining_requeues_and_matches_an_uninterrupted_run(
     ).stdout
     assert "REQUEUED" in hist
     logs = job_logs(tmp_path / "requeue", planned[0].job_id)
-    if how == "preemption":
-        assert "on the scheduler's signal; checkpoint saved" in logs, logs[-3000:]
-        assert "requeued (1 of at most 3)" in logs, logs[-3000:]
+    assert "on the scheduler's signal; checkpoint saved" in logs, logs[-3000:]
+    assert "requeued (1 of at most 3)" in logs, logs[-3000:]
     assert "resumed from" in logs, logs[-3000:]
     a = [json.loads(x)["loss"] for x in (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()]
     b = [
