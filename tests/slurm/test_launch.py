@@ -166,7 +166,7 @@ def test_preempted_linear_probe_saves_its_position_requeues_and_matches_an_unint
     from slurm.launch import protocol_config
 
     g = generated_data.parent
-    overrides = [f"train={g / 'train'}", f"val={g / 'val'}", "num_workers=2", "trunk.width_multiplier=0.125"]
+    overrides = [f"train={g / 'train'}", f"val={g / 'val'}", "num_workers=0", "trunk.width_multiplier=0.125"]
     overrides += ["mode=augmented", "epochs=6", "batch_size=16"]
     suite_yaml = tmp_path / "linear.yaml"
     suite_yaml.write_text(
