@@ -143,19 +143,24 @@ def load_trunk_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return split_trunk_state(state)[0]
 
 
+def _epoch_of(p: Path) -> int:
+    """``ckp-<epoch>.pth`` (or its ``.prev``) -> epoch; -1 for any other file."""
+    stem = p.name.removesuffix(PREVIOUS_SUFFIX).removesuffix(".pth")
+    return int(stem.removeprefix("ckp-")) if stem.startswith("ckp-") and stem[4:].isdigit() else -1
+
+
 def resume_candidates(out_dir: str | Path) -> list[Path]:
     """Checkpoints a run in ``out_dir`` may continue from, newest first by construction: the latest,
     the one it replaced (``.prev``), then the kept epoch checkpoints from the last epoch down."""
     out_dir = Path(out_dir)
     latest = out_dir / CHECKPOINT
-
-    def epoch_of(p: Path) -> int:
-        stem = p.name.removesuffix(PREVIOUS_SUFFIX).removesuffix(".pth").removeprefix("ckp-")
-        return int(stem) if stem.isdigit() else -1
-
     kept = sorted(
-        (p for p in out_dir.glob("ckp-*.pth*") if epoch_of(p) >= 0 and p.suffix in (".pth", PREVIOUS_SUFFIX)),
-        key=lambda p: (epoch_of(p), p.suffix == ".pth"),
+        (
+            p
+            for p in out_dir.glob("ckp-*.pth*")
+            if _epoch_of(p) >= 0 and p.suffix in (".pth", PREVIOUS_SUFFIX)
+        ),
+        key=lambda p: (_epoch_of(p), p.suffix == ".pth"),
         reverse=True,
     )
     return [p for p in (latest, previous(latest), *kept) if p.is_file()]
@@ -234,13 +239,7 @@ def abandoned_epoch_checkpoints(out_dir: str | Path, start: Resumable) -> list[P
     epoch = progress_of(start.ckpt)[0]
     out = []
     for p in resume_candidates(out_dir):
-        stem = p.name.removesuffix(PREVIOUS_SUFFIX).removesuffix(".pth").removeprefix("ckp-")
-        if (
-            p.name.startswith("ckp-")
-            and stem.isdigit()
-            and int(stem) > epoch
-            and p.resolve() != start.path.resolve()
-        ):
+        if _epoch_of(p) > epoch and p.resolve() != start.path.resolve():
             out.append(p)
     return out
 

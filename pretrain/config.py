@@ -264,6 +264,28 @@ def load_config(preset: str | None = None, overrides: list[str] | None = None) -
     return load_dataclass(PretrainConfig, CONFIG_DIR, preset, overrides=overrides).validate()
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings -> {"section.key": value}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differences(a: dict[str, Any], b: dict[str, Any], *, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``key: a -> b`` for every setting (dotted key, not in ``ignore``) that differs between two nested
+    settings dicts."""
+    fa, fb = flatten(a), flatten(b)
+    return [
+        f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}"
+        for k in sorted(set(fa) | set(fb))
+        if fa.get(k) != fb.get(k) and k not in ignore
+    ]
+
+
 def config_from_dict(d: dict[str, Any]) -> PretrainConfig:
     """Rebuild a config saved in a checkpoint."""
     cfg = PretrainConfig()

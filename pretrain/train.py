@@ -36,7 +36,7 @@ from pretrain.checkpoint import (
     run_files,
     save_rotating,
 )
-from pretrain.config import DataConfig, PretrainConfig, config_from_dict
+from pretrain.config import DataConfig, PretrainConfig, config_from_dict, differences
 from pretrain.data import EmptyDatasetError, EpochSampler, MultiCropDataset, collate_crops
 from pretrain.distributed import DistInfo, cleanup, init_distributed
 from pretrain.loss import swav_loss
@@ -125,22 +125,7 @@ RESUMABLE_CHANGES = (
 
 def resume_conflicts(saved: PretrainConfig, wanted: PretrainConfig) -> list[str]:
     """``key: saved -> wanted`` for every setting that differs and would make a resumed run a hybrid."""
-    a, b = _flat(saved.to_dict()), _flat(wanted.to_dict())
-    return [
-        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
-    ]
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    return differences(saved.to_dict(), wanted.to_dict(), ignore=RESUMABLE_CHANGES)
 
 
 def read_log(path: Path) -> tuple[list[dict], int]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import submitit
 
 from benchmark.trunk import sha256_of
-from pretrain.config import load_config, load_dataclass
+from pretrain.config import differences, load_config, load_dataclass
 from slurm.scheduler import FINISHED_STATES, Scheduler, SchedulerUnavailable, new_tag, tagged_environment
 from slurm.suite import Resources, Suite, cpus_per_task
 from swavbench import durable, interrupt, registry
@@ -317,18 +317,6 @@ def pretraining_progress(out: Path) -> str:
         return f"its checkpoint is at epoch {load_checkpoint(out / CHECKPOINT)['epoch']}"
     except (CheckpointError, KeyError):
         return "no readable checkpoint"
-
-
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every leaf that differs between two nested dicts."""
-    out = []
-    for k in sorted(set(a) | set(b)):
-        x, y = a.get(k), b.get(k)
-        if isinstance(x, dict) and isinstance(y, dict):
-            out += _differences(x, y, f"{prefix}{k}.")
-        elif x != y:
-            out.append(f"{prefix}{k}: {x!r} -> {y!r}")
-    return out
 
 
 class Launcher:
@@ -679,7 +667,7 @@ class Launcher:
         held = json.loads(path.read_text())
         if held.get("key") == key:
             return key, settings, epochs, max_iters
-        diffs = _differences(held.get("settings", {}), settings)
+        diffs = differences(held.get("settings", {}), settings)
         shown = "; ".join(diffs[:6]) + (" ..." if len(diffs) > 6 else "")
         raise ConfigConflict(
             f"{out} holds a pretraining run of another configuration ({shown}; its settings are in {path}). "
