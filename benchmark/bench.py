@@ -12,16 +12,16 @@ from torch.utils.data import DataLoader, Subset
 
 from benchmark.features import eval_transform, extract_features, image_folder
 from benchmark.linear import LinearConfig, train_heads
-from benchmark.protocol import default_device
 from benchmark.trunk import TrunkSpec, load_trunk
 from pretrain.data import labelled_train_transform
 from swavbench.data_root import resolve_fields
+from swavbench.ranks import local_device
 
 
 def run(checkpoint: str, cfg: LinearConfig, n_images: int, *, n_heads: int, repeats: int) -> None:
     """Print the feature-extraction rate and the N-head / 1-head probe cost on ``cfg.train``."""
     cfg = resolve_fields(cfg)
-    device = default_device()
+    device = local_device()
     t = cfg.trunk
     trunk = (
         load_trunk(checkpoint, TrunkSpec(t.arch, t.small_stem, t.width_multiplier)).trunk.to(device).eval()
@@ -53,7 +53,7 @@ def run(checkpoint: str, cfg: LinearConfig, n_images: int, *, n_heads: int, repe
         for x, y in loader:
             with torch.no_grad():
                 feats = trunk(x.to(device)).float()
-            yield feats, y
+            yield feats, y, len(y)
 
     times: dict[int, list[float]] = {1: [], n_heads: []}
     lrs = [0.01 * 2**i for i in range(n_heads)]

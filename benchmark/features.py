@@ -1,5 +1,6 @@
 """Frozen-trunk feature extraction: eval-mode trunk, global-average-pooled features, no augmentation
-(resize + center crop), inference mode, channels_last, bf16 autocast on GPU."""
+(resize + center crop), inference mode, channels_last, bf16 autocast on GPU. In a data-parallel job each
+process extracts every world_size-th image and all of them get the whole set back in dataset order."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 from tqdm import tqdm
 
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
-from swavbench import interrupt
+from swavbench import interrupt, ranks
 
 
 def eval_transform(resize: int, crop: int) -> transforms.Compose:
@@ -49,7 +50,11 @@ def extract_features(
     num_workers: int = 4,
     desc: str = "features",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, D) float32 pooled features and (N,) labels, in dataset order, on the CPU."""
+    """(N, D) float32 pooled features and (N,) labels, in dataset order, on the CPU of every process (each
+    process of a data-parallel job extracts its shard)."""
+    n = len(dataset)
+    if ranks.active():
+        dataset = Subset(dataset, ranks.shard(n))
     trunk.eval().to(device)
     if device.type == "cuda":
         trunk = trunk.to(memory_format=torch.channels_last)
@@ -71,4 +76,9 @@ def extract_features(
             f = trunk(x)
         feats.append(f.float().cpu())
         labels.append(y)
-    return torch.cat(feats), torch.cat(labels)
+    if not feats:  # a shard with no image (fewer images than processes)
+        with amp:
+            dim = trunk(torch.zeros(1, *dataset.dataset[0][0].shape, device=device)).shape[1]
+        feats, labels = [torch.zeros(0, dim)], [torch.zeros(0, dtype=torch.long)]
+    f, y = torch.cat(feats), torch.cat(labels)
+    return ranks.gather_rows(f, n), ranks.gather_rows(y, n)

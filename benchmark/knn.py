@@ -1,7 +1,8 @@
 """Weighted kNN on L2-normalised features (Wu et al. 2018, as in DINO / lightly): the k nearest
 training features by cosine similarity vote for their class with weight exp(sim / T).
 Neighbours come from an exact faiss inner-product index (GPU index where CUDA and faiss-gpu
-exist), or from a chunked torch matmul when faiss is missing."""
+exist), or from a chunked torch matmul when faiss is missing. Data-parallel: features are extracted on
+shards and gathered, each process classifies its shard of the test images, hits are summed."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from benchmark.features import eval_transform, extract_features, image_folder
 from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
+from swavbench import ranks
 from swavbench.data_root import resolve_fields
 
 
@@ -35,7 +37,9 @@ def nearest_neighbors(
         else:
             index = faiss.IndexFlatIP(train.shape[1])
             if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources"):
-                index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+                index = faiss.index_cpu_to_gpu(
+                    faiss.StandardGpuResources(), torch.cuda.current_device(), index
+                )
             index.add(train.float().contiguous().numpy())
             sims, idx = index.search(test.float().contiguous().numpy(), k)
             return torch.from_numpy(sims), torch.from_numpy(idx).long()
@@ -45,6 +49,34 @@ def nearest_neighbors(
         sims.append(s)
         idx.append(i)
     return torch.cat(sims), torch.cat(idx)
+
+
+def knn_hits(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    *,
+    test_labels: torch.Tensor,
+    n_classes: int,
+    ks: Sequence[int] = (10, 20, 100, 200),
+    temperature: float = 0.07,
+    backend: str = "auto",
+) -> dict[str, int]:
+    """Number of top-1 / top-5 hits among the test images for each k: {'k10_top1': ..., 'k10_top5': ...}."""
+    train = F.normalize(train_feats.float(), dim=1)
+    test = F.normalize(test_feats.float(), dim=1)
+    sims, idx = nearest_neighbors(train, test, max(ks), backend=backend)
+    neighbor_labels = train_labels[idx]
+    out = {}
+    for k in ks:
+        k_eff = min(k, sims.shape[1])
+        weights = (sims[:, :k_eff] / temperature).exp()
+        votes = torch.zeros(test.shape[0], n_classes).scatter_add_(1, neighbor_labels[:, :k_eff], weights)
+        top_votes, top = votes.topk(min(5, n_classes), dim=1)
+        hit = (top == test_labels[:, None]) & (top_votes > 0)  # a class no neighbour voted for is never a hit
+        out[f"k{k}_top1"] = int(hit[:, 0].sum())
+        out[f"k{k}_top5"] = int(hit.any(dim=1).sum())
+    return out
 
 
 def knn_accuracy(
@@ -57,22 +89,22 @@ def knn_accuracy(
     temperature: float = 0.07,
     backend: str = "auto",
 ) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (%) for each k: {'k10_top1': ..., 'k10_top5': ...}."""
-    train = F.normalize(train_feats.float(), dim=1)
-    test = F.normalize(test_feats.float(), dim=1)
+    """Top-1 / top-5 accuracy (%) for each k: {'k10_top1': ..., 'k10_top5': ...}. In a data-parallel run each
+    process classifies every world_size-th test image and the hits are summed."""
     n_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    sims, idx = nearest_neighbors(train, test, max(ks), backend=backend)
-    neighbor_labels = train_labels[idx]
-    out = {}
-    for k in ks:
-        k_eff = min(k, sims.shape[1])
-        weights = (sims[:, :k_eff] / temperature).exp()
-        votes = torch.zeros(test.shape[0], n_classes).scatter_add_(1, neighbor_labels[:, :k_eff], weights)
-        top_votes, top = votes.topk(min(5, n_classes), dim=1)
-        hit = (top == test_labels[:, None]) & (top_votes > 0)  # a class no neighbour voted for is never a hit
-        out[f"k{k}_top1"] = 100.0 * hit[:, 0].float().mean().item()
-        out[f"k{k}_top5"] = 100.0 * hit.any(dim=1).float().mean().item()
-    return out
+    mine = ranks.shard(len(test_labels))
+    hits = knn_hits(
+        train_feats,
+        train_labels,
+        test_feats[mine],
+        test_labels=test_labels[mine],
+        n_classes=n_classes,
+        ks=ks,
+        temperature=temperature,
+        backend=backend,
+    )
+    total = ranks.all_sum(list(hits.values()))
+    return {name: 100.0 * h / len(test_labels) for name, h in zip(hits, total)}
 
 
 @dataclass
@@ -112,7 +144,7 @@ def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
             loaded.trunk,
             train,
             device,
-            batch_size=cfg.batch_size,
+            batch_size=max(1, cfg.batch_size // ranks.world_size()),
             num_workers=cfg.num_workers,
             desc="train features",
         )
@@ -120,7 +152,7 @@ def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
             loaded.trunk,
             val,
             device,
-            batch_size=cfg.batch_size,
+            batch_size=max(1, cfg.batch_size // ranks.world_size()),
             num_workers=cfg.num_workers,
             desc="val features",
         )

@@ -6,6 +6,9 @@ every head sees the same features, so the grid costs about one probe. ``mode``:
 - ``augmented``: RandomResizedCrop + flip each epoch, trunk forward every step (the paper);
 - ``cached``: features of the un-augmented images extracted once, cached on disk, heads trained
   on the cache (cheap; numbers are not the paper's protocol, and the record says so).
+Data-parallel (torchrun / SLURM tasks): ``batch_size`` is the global batch; each process takes every
+world_size-th image of each batch, the heads' gradients are summed over processes, and validation hits are
+counted on shards and summed, so N processes compute what one does.
 """
 
 from __future__ import annotations
@@ -19,16 +22,16 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 from tqdm import tqdm
 
 from benchmark.features import eval_transform, extract_features, image_folder
 from benchmark.order import epoch_batches, epoch_loader
-from benchmark.protocol import TrunkConfig, run_and_record
+from benchmark.protocol import TrunkConfig, per_process_batch, run_and_record
 from benchmark.record import ResultRecord
 from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import labelled_train_transform
-from swavbench import interrupt
+from swavbench import interrupt, ranks
 from swavbench.data_root import resolve_fields
 
 
@@ -113,8 +116,9 @@ def train_heads(
     state_path: Path | None = None,
     state_key: object = None,
 ) -> list[dict[str, float]]:
-    """Train one head per (lr, wd) on features from ``train_batches(epoch, start)`` (the batches of
-    ``epoch`` from batch ``start`` on, the same ones whether or not the run was interrupted);
+    """Train one head per (lr, wd) on features from ``train_batches(epoch, start)`` -> (features, labels,
+    size of the global batch) of this process' share of each batch of ``epoch`` from batch ``start`` on (the
+    same ones whether or not the run was interrupted; gradients are summed over processes);
     ``eval_fn(heads)`` -> per-head (top1, top5). Returns per head: last and best top-1/top-5 and the best
     epoch. With ``state_path`` the heads, optimiser and results are saved after every epoch and, with
     the position in the epoch, at the scheduler's signal (then Interrupted is raised); a run with the
@@ -140,7 +144,7 @@ def train_heads(
 
     def save(epoch: int, batch: int) -> None:
         """``epoch`` epochs and ``batch`` batches of the next one are done."""
-        if state_path is not None:
+        if state_path is not None and ranks.is_main():
             atomic_save(
                 {
                     "key": state_key,
@@ -154,17 +158,21 @@ def train_heads(
                 state_path,
             )
 
-    bar = tqdm(total=total, initial=step, desc=desc, unit="it", leave=False)
+    bar = tqdm(total=total, initial=step, desc=desc, unit="it", leave=False, disable=not ranks.is_main())
     for epoch in range(start, cfg.epochs):
         heads.train()
         first = start_batch if epoch == start else 0
-        for b, (feats, y) in enumerate(train_batches(epoch, first), start=first):
+        for b, (feats, y, n_global) in enumerate(train_batches(epoch, first), start=first):
             for g, (lr, _) in zip(opt.param_groups, pairs):
                 g["lr"] = lr_at(lr, step, total, epoch=epoch, cfg=cfg)
             feats, y = feats.to(device), y.to(device)
-            loss = sum(F.cross_entropy(out, y) for out in heads(feats))
-            opt.zero_grad(set_to_none=True)
+            # the mean over the global batch: this share's sum / its size, summed over processes below
+            loss = sum(F.cross_entropy(out, y, reduction="sum") for out in heads(feats)) / n_global
+            opt.zero_grad(set_to_none=False)
             loss.backward()
+            if ranks.active():
+                for p in heads.parameters():
+                    torch.distributed.all_reduce(p.grad)
             opt.step()
             step += 1
             bar.update(1)
@@ -186,6 +194,8 @@ def train_heads(
 
 @torch.no_grad()
 def evaluate_heads(heads: LinearHeads, batches, device: torch.device) -> list[tuple[float, float]]:
+    """Per head (top-1, top-5) in % over ``batches`` (this process' shard of the validation set: the hits
+    of every process are summed)."""
     hits1 = [0] * len(heads.heads)
     hits5 = [0] * len(heads.heads)
     n = 0
@@ -195,7 +205,9 @@ def evaluate_heads(heads: LinearHeads, batches, device: torch.device) -> list[tu
             hits1[i] += topk_hits(out, y, 1)
             hits5[i] += topk_hits(out, y, 5)
         n += len(y)
-    return [(100.0 * a / n, 100.0 * b / n) for a, b in zip(hits1, hits5)]
+    total = ranks.all_sum([*hits1, *hits5, n])
+    k, n = len(hits1), total[-1]
+    return [(100.0 * a / n, 100.0 * b / n) for a, b in zip(total[:k], total[k : 2 * k])]
 
 
 def cached_features(
@@ -219,11 +231,12 @@ def cached_features(
         trunk,
         ds,
         device,
-        batch_size=cfg.batch_size,
+        batch_size=max(1, cfg.batch_size // ranks.world_size()),
         num_workers=cfg.num_workers,
         desc=f"features {Path(source).name}",
     )
-    atomic_save({"key": key, "features": feats, "labels": labels}, path)
+    if ranks.is_main():
+        atomic_save({"key": key, "features": feats, "labels": labels}, path)
     return feats, labels
 
 
@@ -269,6 +282,7 @@ def run_linear(
     out_dir = Path(out_dir)
 
     def body(loaded, device):
+        per_process = per_process_batch(cfg.batch_size)
         trunk = loaded.trunk.to(device).eval()
         for p in trunk.parameters():
             p.requires_grad_(False)
@@ -302,17 +316,21 @@ def run_linear(
 
             def train_batches(epoch, start):
                 for idx in epoch_batches(len(ytr), cfg.batch_size, seed=cfg.seed, epoch=epoch, start=start):
-                    yield ftr[idx], ytr[idx]
+                    mine = ranks.my_part(idx)
+                    yield ftr[mine], ytr[mine], len(idx)
 
             def eval_fn(heads):
-                return evaluate_heads(heads, DataLoader(TensorDataset(fva, yva), batch_size=1024), device)
+                mine = ranks.shard(len(yva))
+                return evaluate_heads(
+                    heads, DataLoader(TensorDataset(fva[mine], yva[mine]), batch_size=1024), device
+                )
 
             n_batches = math.ceil(len(ytr) / cfg.batch_size)
         else:
             train_ds.transform = labelled_train_transform(cfg.crop, cfg.min_scale)
             val_loader = DataLoader(
-                val_ds,
-                batch_size=cfg.batch_size,
+                Subset(val_ds, ranks.shard(len(val_ds))),
+                batch_size=per_process,
                 num_workers=cfg.num_workers,
                 worker_init_fn=interrupt.quiet_worker,
             )
@@ -333,8 +351,10 @@ def run_linear(
                     start=start,
                     num_workers=cfg.num_workers,
                     pin=device.type == "cuda",
+                    share=True,
                 )
-                return frozen(loader)
+                for (feats, y), n_global in zip(frozen(loader), loader.global_sizes):
+                    yield feats, y, n_global
 
             def eval_fn(heads):
                 return evaluate_heads(heads, frozen(val_loader), device)
@@ -355,5 +375,12 @@ def run_linear(
         return summarize(results), {"train": len(train_ds), "val": len(val_ds)}
 
     return run_and_record(
-        "linear", cfg, checkpoint, out_dir=out_dir, dataset=cfg.dataset, seed=cfg.seed, body=body
+        "linear",
+        cfg,
+        checkpoint,
+        out_dir=out_dir,
+        dataset=cfg.dataset,
+        seed=cfg.seed,
+        body=body,
+        global_batch=cfg.batch_size,
     )

@@ -1,13 +1,15 @@
 """A data order that survives interruption: the batches of an epoch and every image's augmentation
 are drawn from (seed, epoch, index) alone, so a run resumed mid-epoch (after the scheduler's signal)
-sees exactly the batches and crops an uninterrupted run would, whichever worker loads them."""
+sees exactly the batches and crops an uninterrupted run would, whichever worker loads them. In a
+data-parallel run each process loads its share of every batch (``share=True``), and the shares together
+are the batch one process would load."""
 
 from __future__ import annotations
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from swavbench import interrupt
+from swavbench import interrupt, ranks
 
 
 def epoch_batches(
@@ -34,6 +36,26 @@ class SeededItems(Dataset):
             return self.ds[i]
 
 
+class EpochShare:
+    """This process' share of each batch of an epoch, with the size of each whole batch (``global_sizes``):
+    a share with no image (a last batch smaller than the number of processes) comes as an empty batch."""
+
+    def __init__(self, loader: DataLoader, parts: list[list[int]], global_sizes: list[int]):
+        self.loader, self.parts, self.global_sizes = loader, parts, global_sizes
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __iter__(self):
+        it, like = iter(self.loader), None
+        for part in self.parts:
+            if part:
+                like = next(it)
+                yield like
+            else:
+                yield tuple(t[:0] for t in like)
+
+
 def epoch_loader(
     ds: Dataset,
     batch_size: int,
@@ -44,15 +66,19 @@ def epoch_loader(
     num_workers: int = 0,
     pin: bool = False,
     drop_last: bool = False,
-) -> DataLoader:
+    share: bool = False,
+) -> DataLoader | EpochShare:
     """The batches of ``epoch`` from batch ``start`` on, augmented reproducibly, loaded by workers that
-    ignore the scheduler's signals."""
-    return DataLoader(
+    ignore the scheduler's signals; ``share``: this process' share of each (EpochShare)."""
+    if share and len(ds) < ranks.world_size():
+        raise ValueError(f"{len(ds)} images cannot be shared by {ranks.world_size()} processes")
+    batches = epoch_batches(len(ds), batch_size, seed=seed, epoch=epoch, start=start, drop_last=drop_last)
+    parts = [ranks.my_part(b) for b in batches] if share else batches
+    loader = DataLoader(
         SeededItems(ds, seed=seed, epoch=epoch),
-        batch_sampler=epoch_batches(
-            len(ds), batch_size, seed=seed, epoch=epoch, start=start, drop_last=drop_last
-        ),
+        batch_sampler=[p for p in parts if p],
         num_workers=num_workers,
         pin_memory=pin,
         worker_init_fn=interrupt.quiet_worker,
     )
+    return EpochShare(loader, parts, [len(b) for b in batches]) if share else loader

@@ -1,5 +1,7 @@
 """What every protocol shares: the trunk settings, loading it, timing, and writing the record
-(status 'failed' with the error when the protocol raises, so a sweep never loses track of it)."""
+(status 'failed' with the error when the protocol raises, so a sweep never loses track of it). Under
+torchrun or a multi-task SLURM job the processes join one group first and the protocol runs data-parallel;
+the first process writes the record."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from typing import Any
 
 import torch
 
-from benchmark.record import ResultRecord, device_name, write_record
+from benchmark.record import ResultRecord, allocation_gpus, device_name, write_record
 from benchmark.trunk import LoadedTrunk, TrunkSpec, load_trunk
-from swavbench import durable, interrupt
+from pretrain.distributed import init_distributed
+from swavbench import durable, interrupt, ranks
 from swavbench.data_root import missing_dataset_hint
 
 
@@ -41,20 +44,38 @@ def state_key(loaded: LoadedTrunk, cfg: Any, *, ignore: tuple[str, ...] = ("num_
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 Body = Callable[[LoadedTrunk, torch.device], tuple[dict[str, float], dict[str, int]]]
 
 
+def per_process_batch(global_batch: int, what: str = "batch_size") -> int:
+    """The share of one process of a ``global_batch`` split evenly over the processes of the run."""
+    w = ranks.world_size()
+    if global_batch % w:
+        raise ValueError(
+            f"{what}={global_batch} is the global batch (all processes together) and must split evenly over "
+            f"the {w} processes of this run: choose a multiple of {w}, or run on a number of GPUs dividing it"
+        )
+    return global_batch // w
+
+
 def run_and_record(
-    protocol: str, cfg: Any, checkpoint: str, *, out_dir: str | Path, dataset: str, seed: int, body: Body
+    protocol: str,
+    cfg: Any,
+    checkpoint: str,
+    *,
+    out_dir: str | Path,
+    dataset: str,
+    seed: int,
+    body: Body,
+    global_batch: int | None = None,
 ) -> ResultRecord:
-    """Load the trunk, run ``body`` -> (metrics, split sizes), write out_dir/result.json either way."""
-    device = default_device()
+    """Load the trunk, run ``body`` -> (metrics, split sizes), write out_dir/result.json either way.
+    ``global_batch``: images per optimisation step over all processes (recorded; None: no training)."""
+    info = init_distributed()
+    device = ranks.local_device(info.local_rank)
     t0 = time.perf_counter()
-    durable.remove_stale_temps(out_dir)  # left by a killed earlier run of this protocol here
+    if ranks.is_main():
+        durable.remove_stale_temps(out_dir)  # left by a killed earlier run of this protocol here
     loaded: LoadedTrunk | None = None
     t = cfg.trunk
     try:
@@ -78,10 +99,13 @@ def run_and_record(
             seed=seed,
             wall_time_s=time.perf_counter() - t0,
             device=device_name(device),
-            error=f"{type(e).__name__}: {e}{hint}",
+            error=f"{type(e).__name__}: {e}{hint}" + (f" (process {info.rank})" if info.rank else ""),
             model=t.label or (loaded.label() if loaded else Path(str(checkpoint)).stem),
+            world_size=info.world_size,
+            devices=[device_name(device)],
+            global_batch=global_batch,
         )
-        write_record(record, out_dir)
+        write_record(record, out_dir)  # by every process that failed: the others may wait on it forever
         if hint and isinstance(e, FileNotFoundError):
             raise FileNotFoundError(f"{e}{hint}") from e
         raise
@@ -101,6 +125,11 @@ def run_and_record(
         device=device_name(device),
         model=t.label or loaded.label(),
         pretrain_epochs=loaded.pretrain_epochs,
+        world_size=info.world_size,
+        devices=ranks.all_gather_objects(device_name(device)),
+        global_batch=global_batch,
     )
-    write_record(record, out_dir)
+    record.gpu_hours = record.wall_time_s * allocation_gpus(info.world_size, device) / 3600
+    if ranks.is_main():
+        write_record(record, out_dir)
     return record

@@ -1,6 +1,9 @@
 """Semi-supervised fine-tuning (paper Sec. 4.1, Table 2; official ``eval_semisup.py``): trunk and a
 linear head trained end to end on a labelled subset (1% / 10% of ImageNet), BatchNorm in train
-mode; SGD with separate trunk / head learning rates, x0.2 at epochs 12 and 16, no weight decay."""
+mode; SGD with separate trunk / head learning rates, x0.2 at epochs 12 and 16, no weight decay.
+Data-parallel as the official code (DistributedDataParallel, SyncBatchNorm): ``batch_size`` is the global
+batch (the paper: 32 per GPU x 8), each process takes every world_size-th image of each batch, and
+BatchNorm statistics are taken over the whole batch, so N processes compute what one does."""
 
 from __future__ import annotations
 
@@ -11,18 +14,19 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from benchmark.features import eval_transform, image_folder
 from benchmark.linear import topk_hits
 from benchmark.order import epoch_loader
-from benchmark.protocol import TrunkConfig, run_and_record
+from benchmark.protocol import TrunkConfig, per_process_batch, run_and_record
 from benchmark.record import ResultRecord
 from benchmark.subsets import make_balanced_subset, select
 from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import labelled_train_transform
-from swavbench import interrupt
+from swavbench import interrupt, ranks
 from swavbench.data_root import resolve_fields
 
 
@@ -60,12 +64,14 @@ class SemisupConfig:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """(top-1, top-5) in % over ``loader`` (this process' shard of the validation set; hits are summed)."""
     model.eval()
     h1 = h5 = n = 0
     for x, y in loader:
         out = model(x.to(device))
         y = y.to(device)
         h1, h5, n = h1 + topk_hits(out, y, 1), h5 + topk_hits(out, y, 5), n + len(y)
+    h1, h5, n = ranks.all_sum([h1, h5, n])
     return 100.0 * h1 / n, 100.0 * h5 / n
 
 
@@ -74,6 +80,7 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
     cfg = resolve_fields(cfg)
 
     def body(loaded, device):
+        per_process = per_process_batch(cfg.batch_size)
         torch.manual_seed(cfg.seed)
         train_tf = labelled_train_transform(cfg.crop, cfg.min_scale)
         train = image_folder(cfg.train, train_tf)
@@ -96,7 +103,15 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
         head = nn.Linear(trunk.num_features, len(train.classes))
         nn.init.normal_(head.weight, std=0.01)
         nn.init.zeros_(head.bias)
-        model = nn.Sequential(trunk, head).to(device)
+        model = nn.Sequential(trunk, head)
+        if ranks.active():  # BatchNorm statistics over the global batch, as one process would see them
+            model = ranks.sync_batchnorm(model)
+        model = model.to(device)
+        ddp = (
+            DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            if ranks.active()
+            else model
+        )
         opt = torch.optim.SGD(
             [
                 {"params": trunk.parameters(), "lr": cfg.trunk_lr},
@@ -109,7 +124,10 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
         drop_last = len(train) > cfg.batch_size
         per_epoch = len(train) // cfg.batch_size if drop_last else 1
         val_loader = DataLoader(
-            val, batch_size=cfg.batch_size, num_workers=cfg.num_workers, worker_init_fn=interrupt.quiet_worker
+            Subset(val, ranks.shard(len(val))),
+            batch_size=per_process,
+            num_workers=cfg.num_workers,
+            worker_init_fn=interrupt.quiet_worker,
         )
         best, start, start_batch, top1, top5 = (-1.0, 0.0, 0), 0, 0, 0.0, 0.0
         state_path = Path(out_dir) / "semisup_state.pt"
@@ -125,6 +143,8 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
 
         def save(epoch: int, batch: int) -> None:
             """``epoch`` epochs and ``batch`` batches of the next one are done."""
+            if not ranks.is_main():
+                return
             atomic_save(
                 {
                     "key": key,
@@ -145,6 +165,7 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
             desc="semisup",
             unit="it",
             leave=False,
+            disable=not ranks.is_main(),
         )
         for epoch in range(start, cfg.epochs):
             model.train()  # fine-tuning: BatchNorm statistics update
@@ -158,9 +179,13 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
                 num_workers=cfg.num_workers,
                 pin=device.type == "cuda",
                 drop_last=drop_last,
+                share=True,
             )
-            for b, (x, y) in enumerate(loader, start=first):
-                loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            for b, ((x, y), n_global) in enumerate(zip(loader, loader.global_sizes), start=first):
+                # the mean over the global batch: DistributedDataParallel averages the processes' gradients
+                out = ddp(x.to(device))
+                scale = ranks.world_size() / n_global
+                loss = F.cross_entropy(out, y.to(device), reduction="sum") * scale
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -186,5 +211,12 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
         return metrics, {"train_labelled": len(train), "val": len(val)}
 
     return run_and_record(
-        "semisup", cfg, checkpoint, out_dir=out_dir, dataset=cfg.dataset, seed=cfg.seed, body=body
+        "semisup",
+        cfg,
+        checkpoint,
+        out_dir=out_dir,
+        dataset=cfg.dataset,
+        seed=cfg.seed,
+        body=body,
+        global_batch=cfg.batch_size,
     )

@@ -1,7 +1,8 @@
 """VOC07 linear SVM (paper Table 3; Goyal et al. 2019 protocol): pooled res5 features of the
 resized (224) and center-cropped images, L2-normalised; one linear SVM per class with cost C
 chosen by cross-validated AP on trainval; VOC07 11-point AP per class on test, and mAP.
-Low-shot variant: k positives per class (all negatives), several seeded draws, mean and std."""
+Low-shot variant: k positives per class (all negatives), several seeded draws, mean and std.
+Data-parallel: features extracted on shards and gathered; each process fits a share of the classes."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from benchmark.voc import (
     voc07_ap,
     voc_root,
 )
+from swavbench import ranks
 from swavbench.data_root import resolve_fields
 
 
@@ -92,13 +94,15 @@ def fit_class(x: np.ndarray, y: np.ndarray, cfg: SvmConfig) -> LinearSVC:
 def svm_map(
     xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, *, yte: np.ndarray, cfg: SvmConfig
 ) -> list[float]:
-    """Per-class test AP (%) of SVMs trained on (xtr, ytr); labels (N, C) in {1, 0, -1}."""
-    aps = []
-    for c in range(ytr.shape[1]):
+    """Per-class test AP (%) of SVMs trained on (xtr, ytr); labels (N, C) in {1, 0, -1}. In a data-parallel
+    run each process fits every world_size-th class and every process gets all the APs."""
+    mine = {}
+    for c in ranks.shard(ytr.shape[1]):
         keep = ytr[:, c] != 0
         clf = fit_class(xtr[keep], ytr[keep, c], cfg)
-        aps.append(voc07_ap(clf.decision_function(xte), yte[:, c]))
-    return aps
+        mine[c] = voc07_ap(clf.decision_function(xte), yte[:, c])
+    every = {c: ap for part in ranks.all_gather_objects(mine) for c, ap in part.items()}
+    return [every[c] for c in range(ytr.shape[1])]
 
 
 def low_shot_draw(ytr: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -140,7 +144,7 @@ def run_svm(cfg: SvmConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
                 loaded.trunk,
                 VOCImages(root, ids, tf),
                 device,
-                batch_size=cfg.batch_size,
+                batch_size=max(1, cfg.batch_size // ranks.world_size()),
                 num_workers=cfg.num_workers,
                 desc=name,
             )

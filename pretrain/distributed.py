@@ -45,7 +45,10 @@ def env_dist_info() -> DistInfo:
 def init_distributed(port: int = 29500) -> DistInfo:
     """Join the process group if several processes were launched (nccl on GPU, else gloo)."""
     info = env_dist_info()
-    if info.world_size == 1 or (dist.is_available() and dist.is_initialized()):
+    if dist.is_available() and dist.is_initialized():  # joined already (by the caller, or an earlier run)
+        r = dist.get_rank()
+        return DistInfo(r, info.local_rank if info.world_size > 1 else r, dist.get_world_size())
+    if info.world_size == 1:
         return info
     os.environ.setdefault(
         "MASTER_ADDR", _slurm_master_addr() if "SLURM_PROCID" in os.environ else "127.0.0.1"
@@ -53,7 +56,7 @@ def init_distributed(port: int = 29500) -> DistInfo:
     os.environ.setdefault("MASTER_PORT", str(port))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(info.local_rank)
+        torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
     dist.init_process_group(backend, rank=info.rank, world_size=info.world_size)
     return info
 

@@ -44,7 +44,7 @@ from pretrain.model import SwAVModel, build_trunk
 from pretrain.optim import build_optimizer, lr_at
 from pretrain.queue import EmbeddingQueue
 from pretrain.synthetic import generate_dataset
-from swavbench import durable, interrupt
+from swavbench import durable, interrupt, ranks
 from swavbench.data_root import existing, resolve
 from swavbench.paths import CHECKPOINT, RUN_CONFIG, TRAIN_LOG, epoch_checkpoint
 
@@ -153,23 +153,6 @@ def _truncate_log(path: Path, iteration: int) -> None:
     durable.write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
-def _any_true(flag: bool, device: torch.device) -> bool:  # noqa: FBT001
-    """``flag`` on any process (every process gets the same answer)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return t.item() > 0
-    return flag
-
-
-def _all_true(flag: bool, device: torch.device) -> bool:  # noqa: FBT001
-    if dist.is_available() and dist.is_initialized():
-        t = torch.tensor([0.0 if flag else 1.0], device=device)
-        dist.all_reduce(t)
-        return t.item() == 0
-    return flag
-
-
 def mixed_precision(device: torch.device, precision: str) -> AbstractContextManager:
     """The autocast context of ``run.precision`` (fp32: none)."""
     if precision == "fp32":
@@ -229,8 +212,8 @@ class Trainer:
         )
 
         model = build_model(cfg)
-        if ws > 1 and cfg.run.sync_bn and self.device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if ws > 1 and cfg.run.sync_bn:  # statistics over the global batch, on GPUs and on CPU (gloo)
+            model = ranks.sync_batchnorm(model)
         self.channels_last = cfg.run.channels_last and self.device.type == "cuda"
         self.model = model.to(
             self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format
@@ -424,7 +407,7 @@ class Trainer:
             )
             for w in heads
         ) / len(heads)
-        if not _all_true(bool(torch.isfinite(loss)), self.device):
+        if not ranks.all_ranks(bool(torch.isfinite(loss))):
             raise TrainingStopped(
                 f"loss is {loss.item()} at iteration {self.state.iteration} (epoch {epoch}); "
                 "stopped before the update. "
@@ -533,7 +516,7 @@ class Trainer:
                         self.save()
                     if s.iteration >= total_iters:
                         break
-                    if _any_true(interrupt.requested(), self.device):  # the scheduler's warning
+                    if ranks.any_rank(interrupt.requested()):  # the scheduler's warning
                         if not saved:
                             self.save()
                         raise interrupt.Interrupted(

@@ -30,7 +30,7 @@ class Protocol:
     tables: tuple[int, ...]  # paper tables it fills (1: linear / kNN, 2: semi-supervised, 3: transfer)
     headline: tuple[str, ...]  # headline metrics, first present first (status shows one; tables all)
     resumable: bool  # continues from its own state in the output folder when requeued
-    data_parallel: bool  # spreads one run over every GPU of its job
+    data_parallel: bool  # one process per GPU of its job, joined in one group (torchrun / SLURM tasks)
     fine_tunes: bool = False  # trains the trunk (BatchNorm in train mode) instead of probing it frozen
 
     @property
@@ -70,7 +70,7 @@ PROTOCOLS: dict[str, Protocol] = {
             tables=(1,),
             headline=("top1", "top5"),
             resumable=True,
-            data_parallel=False,
+            data_parallel=True,
         ),
         Protocol(
             name="knn",
@@ -85,7 +85,7 @@ PROTOCOLS: dict[str, Protocol] = {
             tables=(1,),
             headline=("k20_top1",),
             resumable=False,
-            data_parallel=False,
+            data_parallel=True,
         ),
         Protocol(
             name="semisup",
@@ -101,7 +101,7 @@ PROTOCOLS: dict[str, Protocol] = {
             tables=(2,),
             headline=("top1", "top5"),
             resumable=True,
-            data_parallel=False,
+            data_parallel=True,
             fine_tunes=True,
         ),
         Protocol(
@@ -117,7 +117,7 @@ PROTOCOLS: dict[str, Protocol] = {
             tables=(3,),
             headline=("top1", "top5"),
             resumable=True,
-            data_parallel=False,
+            data_parallel=True,
         ),
         Protocol(
             name="svm",
@@ -133,7 +133,7 @@ PROTOCOLS: dict[str, Protocol] = {
             tables=(3,),
             headline=("mAP",),
             resumable=False,
-            data_parallel=False,
+            data_parallel=True,
         ),
         Protocol(
             name="detection",

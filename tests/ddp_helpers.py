@@ -40,3 +40,14 @@ def sinkhorn_shard(rank: int, world_size: int, scores, eps: float, iters: int):
 
     shard = scores.chunk(world_size)[rank]
     return sinkhorn(shard, eps, iters)
+
+
+def run_protocols(rank: int, world_size: int, cases: list) -> list:
+    """Each (protocol, config, checkpoint, out_dir) of ``cases`` run by the registry's run function in this
+    process of the group; returns the record of each."""
+    import torch
+
+    from swavbench import registry
+
+    torch.set_num_threads(1)  # two processes share the two cores
+    return [registry.get(name).runner()(cfg, ckpt, out) for name, cfg, ckpt, out in cases]

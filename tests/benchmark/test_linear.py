@@ -28,7 +28,8 @@ def fit(cfg, xtr, ytr, xte, yte):
     g = torch.Generator().manual_seed(cfg.seed)
 
     def batches(epoch, start):  # noqa: ARG001 - every epoch runs whole here
-        return DataLoader(TensorDataset(xtr, ytr), batch_size=cfg.batch_size, shuffle=True, generator=g)
+        for x, y in DataLoader(TensorDataset(xtr, ytr), batch_size=cfg.batch_size, shuffle=True, generator=g):
+            yield x, y, len(y)
 
     def eval_fn(heads):
         return evaluate_heads(heads, DataLoader(TensorDataset(xte, yte), batch_size=512), torch.device("cpu"))
