@@ -26,13 +26,13 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from tqdm import tqdm
 
 from benchmark.features import eval_transform, extract_features, image_folder
-from benchmark.order import epoch_batches, epoch_loader
-from benchmark.protocol import TrunkConfig, per_process_batch, run_and_record
+from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
 from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import labelled_train_transform
 from swavbench import interrupt, ranks
 from swavbench.data_root import resolve_fields
+from swavbench.order import epoch_batches, epoch_loader
 
 
 @dataclass
@@ -282,7 +282,7 @@ def run_linear(
     out_dir = Path(out_dir)
 
     def body(loaded, device):
-        per_process = per_process_batch(cfg.batch_size)
+        per_process = ranks.per_process_batch(cfg.batch_size)
         trunk = loaded.trunk.to(device).eval()
         for p in trunk.parameters():
             p.requires_grad_(False)

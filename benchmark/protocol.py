@@ -47,17 +47,6 @@ def state_key(loaded: LoadedTrunk, cfg: Any, *, ignore: tuple[str, ...] = ("num_
 Body = Callable[[LoadedTrunk, torch.device], tuple[dict[str, float], dict[str, int]]]
 
 
-def per_process_batch(global_batch: int, what: str = "batch_size") -> int:
-    """The share of one process of a ``global_batch`` split evenly over the processes of the run."""
-    w = ranks.world_size()
-    if global_batch % w:
-        raise ValueError(
-            f"{what}={global_batch} is the global batch (all processes together) and must split evenly over "
-            f"the {w} processes of this run: choose a multiple of {w}, or run on a number of GPUs dividing it"
-        )
-    return global_batch // w
-
-
 def run_and_record(
     protocol: str,
     cfg: Any,

@@ -20,14 +20,14 @@ from tqdm import tqdm
 
 from benchmark.features import eval_transform, image_folder
 from benchmark.linear import topk_hits
-from benchmark.order import epoch_loader
-from benchmark.protocol import TrunkConfig, per_process_batch, run_and_record
+from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
 from benchmark.subsets import make_balanced_subset, select
 from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import labelled_train_transform
 from swavbench import interrupt, ranks
 from swavbench.data_root import resolve_fields
+from swavbench.order import epoch_loader
 
 
 @dataclass
@@ -80,7 +80,7 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
     cfg = resolve_fields(cfg)
 
     def body(loaded, device):
-        per_process = per_process_batch(cfg.batch_size)
+        per_process = ranks.per_process_batch(cfg.batch_size)
         torch.manual_seed(cfg.seed)
         train_tf = labelled_train_transform(cfg.crop, cfg.min_scale)
         train = image_folder(cfg.train, train_tf)

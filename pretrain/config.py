@@ -74,6 +74,67 @@ class OptimConfig:
     lars: bool = True
     lars_trust: float = 0.001
     lars_exclude_bias_bn: bool = False  # official SwAV wraps every parameter in LARC
+    # the global batch (batch_size x processes) the preset's learning rates and iteration counts were
+    # published with; 0: not stated, no check. A run at another global batch stops unless lr_scaling says
+    # how to adapt: linear | sqrt (lrs x ratio or its root) | none (as written). Iteration counts
+    # (swav.freeze_prototypes_niters) are kept in images seen, so they scale inversely with the batch
+    global_batch: int = 0
+    lr_scaling: str = ""
+
+
+LR_SCALINGS = ("linear", "sqrt", "none")
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a run at ``world_size`` processes trains with: the resolved global batch, learning rates and
+    prototype-freeze iterations (logged, saved in the checkpoint and the run's config.yaml)."""
+
+    world_size: int
+    global_batch: int
+    published_global_batch: int
+    lr_scaling: str
+    base_lr: float
+    final_lr: float
+    start_warmup: float
+    freeze_prototypes_niters: int
+
+
+def plan_batch(cfg: PretrainConfig, world_size: int) -> BatchPlan:
+    """The batch plan of ``cfg`` at ``world_size`` processes; ConfigError when the global batch differs from
+    the published one and ``optim.lr_scaling`` does not say how to adapt."""
+    o, actual = cfg.optim, cfg.optim.batch_size * world_size
+    published = o.global_batch or actual
+    if o.lr_scaling and o.lr_scaling not in LR_SCALINGS:
+        raise ConfigError(
+            f"optim.lr_scaling must be one of {', '.join(LR_SCALINGS)} (or unset), got {o.lr_scaling!r}"
+        )
+    if actual != published and not o.lr_scaling:
+        keep = published // world_size
+        keep_hint = (
+            f"optim.batch_size={keep} keeps it at {world_size} processes"
+            if published % world_size == 0
+            else f"no per-process batch keeps it at {world_size} processes"
+        )
+        raise ConfigError(
+            f"this preset was published at a global batch of {published} (optim.global_batch) with lr "
+            f"{o.base_lr}; this run is {world_size} process(es) x optim.batch_size={o.batch_size} = "
+            f"{actual}. "
+            f"Choose how to adapt: {keep_hint}, or set optim.lr_scaling=linear (lr x {actual}/{published}), "
+            "sqrt, or none (lr as written); prototype-freeze iterations then keep their number of images"
+        )
+    ratio = actual / published
+    factor = {"linear": ratio, "sqrt": math.sqrt(ratio)}.get(o.lr_scaling, 1.0)
+    return BatchPlan(
+        world_size=world_size,
+        global_batch=actual,
+        published_global_batch=published,
+        lr_scaling=o.lr_scaling or "none",
+        base_lr=o.base_lr * factor,
+        final_lr=o.final_lr * factor,
+        start_warmup=o.start_warmup * factor,
+        freeze_prototypes_niters=round(cfg.swav.freeze_prototypes_niters / ratio),
+    )
 
 
 @dataclass
@@ -286,8 +347,13 @@ def differences(a: dict[str, Any], b: dict[str, Any], *, ignore: tuple[str, ...]
     ]
 
 
-def config_from_dict(d: dict[str, Any]) -> PretrainConfig:
-    """Rebuild a config saved in a checkpoint."""
-    cfg = PretrainConfig()
+def dataclass_from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass from its ``asdict`` (a checkpoint's, or one frozen into a job at launch)."""
+    cfg = cls()
     _apply(cfg, d)
     return cfg
+
+
+def config_from_dict(d: dict[str, Any]) -> PretrainConfig:
+    """Rebuild a config saved in a checkpoint."""
+    return dataclass_from_dict(PretrainConfig, d)

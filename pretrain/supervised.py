@@ -1,7 +1,10 @@
 """Supervised baseline: the same trunk trained with labels (cross-entropy; SGD momentum 0.9,
 wd 1e-4, cosine lr; RandomResizedCrop + flip), so small-scale tables have a supervised row
 measured on the same data. Writes a swav-bench checkpoint (``"supervised": True``, trunk keys
-plus ``fc.*``) that every protocol loads like a SwAV one."""
+plus ``fc.*``) that every protocol loads like a SwAV one. Data-parallel like SwAV pretraining (torchrun or
+SLURM tasks, DistributedDataParallel): ``batch_size`` is the global batch, each process takes every
+world_size-th image of each batch, BatchNorm statistics over the global batch (``sync_bn``), so N processes
+train what one does; the first process writes the checkpoint."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
 from torchvision import datasets
 from tqdm import tqdm
 
@@ -26,11 +29,13 @@ from pretrain.checkpoint import (
 )
 from pretrain.config import ModelConfig
 from pretrain.data import labelled_train_transform
+from pretrain.distributed import init_distributed
 from pretrain.model import build_trunk
 from pretrain.synthetic import generate_dataset
 from pretrain.train import AUTO_DATASET
-from swavbench import interrupt
+from swavbench import ranks
 from swavbench.data_root import existing, resolve
+from swavbench.order import epoch_loader
 from swavbench.paths import CHECKPOINT, CONFIGS
 
 CONFIG_DIR = CONFIGS / "supervised"
@@ -43,7 +48,7 @@ class SupervisedConfig:
     data: str = "auto"  # labelled ImageFolder; 'auto' = shared CIFAR-10 subset, else the generated set
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int = 90
-    batch_size: int = 256
+    batch_size: int = 256  # global: all processes together (torchvision's recipe: 32 per GPU x 8)
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -51,6 +56,9 @@ class SupervisedConfig:
     min_scale: float = 0.08
     num_workers: int = 8
     seed: int = 0
+    # statistics over the global batch, so the numbers do not depend on the number of processes (torchvision's
+    # recipe normalised over each GPU's 32 images: set false for that)
+    sync_bn: bool = True
 
 
 def train_supervised(
@@ -64,10 +72,13 @@ def train_supervised(
     """Train trunk + linear classifier on the labelled data; returns the checkpoint path. ``resume``
     continues from the newest readable checkpoint in ``out_dir``; ``restart`` discards the run there."""
     out_dir = Path(out_dir)
+    info = init_distributed()
+    main = info.is_main
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
     if restart:
-        discard_run(out_dir)
+        if main:
+            discard_run(out_dir)
     elif run_files(out_dir) and not resume:
         raise CheckpointError(
             f"{ckpt_path} already exists: pass --resume to continue it, --restart to discard it, "
@@ -75,10 +86,14 @@ def train_supervised(
         )
     if cfg.data == "auto":
         auto = resolve(AUTO_DATASET)
-        root = auto if auto.is_dir() else generate_dataset(out_dir / "generated-data") / "train"
+        if not auto.is_dir() and main:
+            generate_dataset(out_dir / "generated-data")
+        ranks.barrier()  # the other processes read what the first generated
+        root = auto if auto.is_dir() else out_dir / "generated-data" / "train"
     else:
         root = existing(cfg.data, "labelled data (data)")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = ranks.local_device(info.local_rank)
+    ranks.per_process_batch(cfg.batch_size)  # checks it splits evenly
     torch.manual_seed(cfg.seed)
     tf = labelled_train_transform(cfg.crop, cfg.min_scale)
     if not root.is_dir():
@@ -87,19 +102,18 @@ def train_supervised(
     m = cfg.model
     trunk = build_trunk(m.arch, small_stem=m.small_stem, width_multiplier=m.width_multiplier)
     trunk.fc = nn.Linear(trunk.num_features, len(ds.classes))
+    if info.world_size > 1 and cfg.sync_bn:
+        trunk = ranks.sync_batchnorm(trunk)
     model = trunk.to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    g = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(
-        ds,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=g,
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=interrupt.quiet_worker,
+    ddp = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if info.world_size > 1
+        else model
     )
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if len(ds) < cfg.batch_size:
+        raise ValueError(f"{root}: {len(ds)} images, fewer than one batch of batch_size={cfg.batch_size}")
+    per_epoch = len(ds) // cfg.batch_size  # the last, partial batch is dropped
     start = 0
     found = newest_valid_checkpoint(out_dir, map_location="cpu") if resume and not restart else None
     if found is not None:
@@ -108,36 +122,51 @@ def train_supervised(
             raise CheckpointError(
                 f"{found.path} is not a supervised run of model {asdict(m)}: use another --out or --restart"
             )
-        found.set_aside_unreadable()
-        if found.path.resolve() != ckpt_path.resolve():  # the run's latest is the one it goes on from
+        if main:
+            found.set_aside_unreadable()
+        if main and found.path.resolve() != ckpt_path.resolve():  # the run's latest: the one it goes on from
             save_rotating(ckpt, ckpt_path)
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
-        g.set_state(ckpt["generator"])
         start = ckpt["epoch"]
-    total = cfg.epochs * len(loader)
+    total = cfg.epochs * per_epoch
     bar = tqdm(
-        total=total, initial=start * len(loader), desc=f"supervised {m.arch}", unit="it", disable=not progress
+        total=total,
+        initial=start * per_epoch,
+        desc=f"supervised {m.arch}",
+        unit="it",
+        disable=not (progress and main),
     )
     for epoch in range(start, cfg.epochs):
         model.train()
+        loader = epoch_loader(
+            ds,
+            cfg.batch_size,
+            seed=cfg.seed,
+            epoch=epoch,
+            num_workers=cfg.num_workers,
+            pin=device.type == "cuda",
+            drop_last=True,
+            share=True,
+        )
         for i, (x, y) in enumerate(loader):
-            step = epoch * len(loader) + i
+            step = epoch * per_epoch + i
             for group in opt.param_groups:
                 group["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            loss = F.cross_entropy(ddp(x.to(device)), y.to(device))  # equal shares: DDP's mean is the batch's
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        if not main:
+            continue
         save_rotating(
             {
                 "format": FORMAT,
                 "supervised": True,
                 "state_dict": model.state_dict(),
                 "optimizer": opt.state_dict(),
-                "generator": g.get_state(),
                 "epoch": epoch + 1,
                 "config": {"model": asdict(m)},
                 "supervised_config": asdict(cfg),

@@ -10,7 +10,7 @@ import os
 import random
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from pretrain.checkpoint import (
     run_files,
     save_rotating,
 )
-from pretrain.config import DataConfig, PretrainConfig, config_from_dict, differences
+from pretrain.config import DataConfig, PretrainConfig, config_from_dict, differences, plan_batch
 from pretrain.data import EmptyDatasetError, EpochSampler, MultiCropDataset, collate_crops
 from pretrain.distributed import DistInfo, cleanup, init_distributed
 from pretrain.loss import swav_loss
@@ -190,6 +190,20 @@ class Trainer:
         self.data_root = resolve_data_path(cfg.data, self.out_dir, cfg.run.seed)
         self.dataset = MultiCropDataset(self.data_root, cfg.data, cfg.run.seed)
         bs, ws = cfg.optim.batch_size, self.info.world_size
+        self.plan = plan_batch(cfg, ws)
+        if self.info.is_main:
+            log.info(
+                "global batch %d (%d process(es) x %d; published: %d, lr scaling: %s): lr %.4g -> %.4g, "
+                "prototypes frozen for %d iterations",
+                self.plan.global_batch,
+                ws,
+                bs,
+                self.plan.published_global_batch,
+                self.plan.lr_scaling,
+                self.plan.base_lr,
+                self.plan.final_lr,
+                self.plan.freeze_prototypes_niters,
+            )
         self.sampler = EpochSampler(len(self.dataset), bs, cfg.run.seed, rank=self.info.rank, world_size=ws)
         self.iters_per_epoch = self.sampler.batches_per_epoch()
         if self.iters_per_epoch == 0:
@@ -255,7 +269,8 @@ class Trainer:
         elif self.info.is_main:
             _truncate_log(self.out_dir / TRAIN_LOG, 0)
         if self.info.is_main:
-            durable.write_text(self.out_dir / RUN_CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            resolved = {**cfg.to_dict(), "resolved": asdict(self.plan)}  # what this run trains with
+            durable.write_text(self.out_dir / RUN_CONFIG, yaml.safe_dump(resolved, sort_keys=False))
 
     # -- checkpoints -------------------------------------------------------------------
     def _find_resume(self, *, resume: str | Path | bool, restart: bool) -> Resumable | None:
@@ -358,6 +373,7 @@ class Trainer:
             "batch": s.batch,
             "iteration": s.iteration,
             "config": self.cfg.to_dict(),
+            "batch_plan": asdict(self.plan),
             "rng": _rng_state(),
         }
         save_rotating(ckpt, self.ckpt_path)
@@ -374,10 +390,10 @@ class Trainer:
                 self.state.iteration,
                 self.iters_per_epoch,
                 cfg.optim.epochs,
-                base_lr=cfg.optim.base_lr,
-                final_lr=cfg.optim.final_lr,
+                base_lr=self.plan.base_lr,
+                final_lr=self.plan.final_lr,
                 warmup_epochs=cfg.optim.warmup_epochs,
-                start_warmup=cfg.optim.start_warmup,
+                start_warmup=self.plan.start_warmup,
             )
         self.model.normalize_prototypes()
         crops = [c.to(self.device, non_blocking=True) for c in crops]
@@ -416,7 +432,7 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.state.iteration < sw.freeze_prototypes_niters:
+        if self.state.iteration < self.plan.freeze_prototypes_niters:
             for w in heads:
                 w.grad = None
         self.scaler.step(self.optimizer)
@@ -466,7 +482,7 @@ class Trainer:
                         stuck = (
                             stuck + 1
                             if abs(loss - ln_k) < cfg.run.collapse_tol
-                            and s.iteration >= cfg.swav.freeze_prototypes_niters
+                            and s.iteration >= self.plan.freeze_prototypes_niters
                             else 0
                         )
                     s.batch += 1

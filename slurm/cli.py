@@ -112,15 +112,35 @@ def epochs_list(text: str) -> list[int]:
         raise ValueError(f"--eval-epochs takes comma-separated integers, got {text!r}") from None
 
 
+def preflight_launch(args: argparse.Namespace) -> tuple:
+    """(suite, sweep variants) of a launch after checking every job it plans; PreflightError lists every
+    problem (nothing is submitted)."""
+    from slurm.preflight import Preflight, cluster_of
+    from slurm.suite import Resources
+
+    check = Preflight(cluster_of(args.executor))
+    suite = check.suite(args.suite)
+    pretrain = suite.pretrain if suite is not None else Resources()
+    variants: list[tuple[str, list[str]]] = []
+    if args.kind == "pipeline":
+        check.pretraining(args.config, list(args.overrides), pretrain, name="pretrain")
+    elif args.kind == "sweep":
+        variants = check.sweep(args.sweep)
+        for name, overrides in variants:
+            check.pretraining(args.config, overrides, pretrain, name=f"pretrain-{name}")
+    check.cluster_fit()
+    check.finish()
+    return suite, variants
+
+
 def run_launch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pretrain.config import ConfigError
-    from slurm.launch import LaunchBusy, Launcher, SchedulerUnavailable
-    from slurm.suite import expand_sweep, load_suite
+    from slurm.launch import LaunchBusy, Launcher, SchedulerUnavailable, SubmissionFailed
 
     try:
-        suite = load_suite(args.suite)
+        suite, variants = preflight_launch(args)
         launcher = Launcher(args.run_dir, args.executor, force=args.force, dry_run=args.dry_run)
         if args.kind == "suite":
             planned = launcher.suite(suite, args.checkpoint)
@@ -134,7 +154,6 @@ def run_launch(args: argparse.Namespace) -> int:
             )
         else:
             planned = []
-            variants = expand_sweep(args.sweep)
             for name, overrides in variants:  # every variant's folder is checked before any submission
                 Launcher(Path(args.run_dir) / name, args.executor, dry_run=True).check_pretrain(
                     args.config, overrides, name=f"pretrain-{name}"
@@ -152,7 +171,14 @@ def run_launch(args: argparse.Namespace) -> int:
                     eval_epochs=epochs_list(args.eval_epochs),
                 )
                 launcher.jobs.update(sub.jobs)
-    except (ConfigError, FileNotFoundError, ValueError, LaunchBusy, SchedulerUnavailable) as e:
+    except (
+        ConfigError,
+        FileNotFoundError,
+        ValueError,
+        LaunchBusy,
+        SchedulerUnavailable,
+        SubmissionFailed,
+    ) as e:
         print(f"swavbench launch: error: {e}", file=sys.stderr)
         return 2
     for p in planned:

@@ -28,7 +28,7 @@ from pathlib import Path
 import submitit
 
 from benchmark.trunk import sha256_of
-from pretrain.config import differences, load_config, load_dataclass
+from pretrain.config import config_from_dict, dataclass_from_dict, differences, load_config, load_dataclass
 from slurm.scheduler import FINISHED_STATES, Scheduler, SchedulerUnavailable, new_tag, tagged_environment
 from slurm.suite import Resources, Suite, cpus_per_task
 from swavbench import durable, interrupt, registry
@@ -43,11 +43,24 @@ from swavbench.paths import (
     epoch_checkpoint,
 )
 
-__all__ = ["FINISHED_STATES", "LaunchBusy", "Launcher", "SchedulerUnavailable"]
+__all__ = ["FINISHED_STATES", "LaunchBusy", "Launcher", "SchedulerUnavailable", "SubmissionFailed"]
 
 
 class LaunchBusy(RuntimeError):
     """Another launcher holds the run directory."""
+
+
+class SubmissionFailed(RuntimeError):
+    """The scheduler refused a submission (sbatch error: partition, account, limits)."""
+
+
+def _submission_failed(name: str, e: Exception) -> SubmissionFailed:
+    detail = str(e).strip().splitlines()
+    return SubmissionFailed(
+        f"the scheduler refused job {name}: {detail[-1] if detail else type(e).__name__}. Jobs submitted "
+        "before it keep running; fix the cause (partition, account, limits in the suite's resources) and "
+        "launch again: what was submitted is adopted, not submitted twice"
+    )
 
 
 class ConfigConflict(ValueError):
@@ -112,6 +125,14 @@ def stable_hash(obj: object) -> str:
 def protocol_config(protocol: str, preset: str, overrides: list[str], *, seed: int):
     """The resolved config of one suite entry at ``seed`` (what its key and its job use)."""
     return registry.get(protocol).load_config(preset, [*overrides, f"seed={seed}"])
+
+
+def eval_tasks(entry) -> int:
+    """Processes per node of a suite entry's job: one per reserved GPU for a data-parallel protocol (they
+    join one group; ``resources.tasks_per_node`` overrides, e.g. CPU processes), else one."""
+    if not registry.get(entry.protocol).data_parallel:
+        return 1
+    return entry.resources.tasks_per_node or max(1, entry.resources.gpus)
 
 
 def max_gpu_hours(r: Resources) -> float:
@@ -188,20 +209,30 @@ class EvalJob(submitit.helpers.Checkpointable):
         out_dir: str,
         data_root: str = "",
         max_requeues: int = 3,
+        config: dict | None = None,
     ):
+        """``config``: the resolved protocol config (``asdict``) frozen at launch: the job and every requeue
+        of it run exactly that, whatever happens to the preset files meanwhile."""
         self.protocol, self.preset, self.overrides, self.seed = protocol, preset, overrides, seed
+        self.config = config
         # not ``self.checkpoint``: that name is submitit's requeue method (Checkpointable.checkpoint)
         self.trunk_checkpoint, self.out_dir, self.data_root = checkpoint, out_dir, data_root
         self.max_requeues, self.interruptions = max_requeues, 0
 
     def __call__(self) -> dict:
         job_logging()
+        export_job_environment()  # the tasks of a data-parallel protocol join one group
         if getattr(self, "data_root", ""):  # jobs pickled before data roots existed have none
             set_data_root(self.data_root)
         if isinstance(self.__dict__.get("checkpoint"), str):  # pickled before the rename
             self.trunk_checkpoint = self.__dict__.pop("checkpoint")
         entry = registry.get(self.protocol)
-        cfg = protocol_config(self.protocol, self.preset, self.overrides, seed=self.seed)
+        frozen = getattr(self, "config", None)  # jobs pickled before configs were frozen have none
+        cfg = (
+            dataclass_from_dict(entry.config_type(), frozen)
+            if frozen
+            else protocol_config(self.protocol, self.preset, self.overrides, seed=self.seed)
+        )
         record = run_interruptible(
             self,
             lambda: entry.runner()(cfg, self.trunk_checkpoint, self.out_dir),
@@ -249,8 +280,11 @@ class PretrainJob(submitit.helpers.Checkpointable):
         supervised: bool = False,
         data_root: str = "",
         max_requeues: int = 3,
+        settings: dict | None = None,
     ):
+        """``settings``: the resolved config frozen at launch (``pretrain_settings``); requeues run it too."""
         self.preset, self.overrides, self.out_dir, self.supervised = preset, overrides, out_dir, supervised
+        self.settings = settings
         self.data_root, self.max_requeues, self.interruptions = data_root, max_requeues, 0
 
     def __call__(self) -> str:
@@ -261,12 +295,18 @@ class PretrainJob(submitit.helpers.Checkpointable):
         if self.supervised:
             from pretrain.supervised import CONFIG_DIR, SupervisedConfig, train_supervised
 
-            cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, self.preset, overrides=self.overrides)
+            frozen = getattr(self, "settings", None)
+            cfg = (
+                dataclass_from_dict(SupervisedConfig, frozen["supervised"])
+                if frozen
+                else load_dataclass(SupervisedConfig, CONFIG_DIR, self.preset, overrides=self.overrides)
+            )
             work = lambda: str(train_supervised(cfg, self.out_dir, resume=True, progress=False))  # noqa: E731
             return run_interruptible(self, work, cooperative=False)
         from pretrain.train import pretrain
 
-        cfg = load_config(self.preset, self.overrides)
+        frozen = getattr(self, "settings", None)
+        cfg = config_from_dict(frozen).validate() if frozen else load_config(self.preset, self.overrides)
         work = lambda: str(pretrain(cfg, self.out_dir, resume=True, progress=False))  # noqa: E731
         return run_interruptible(self, work, cooperative=True)
 
@@ -501,7 +541,10 @@ class Launcher:
         self._intend(p, extra, tag=tag)
         self.save()
         with tagged_environment(tag):
-            job = make_executor(tag).submit(fn)
+            try:
+                job = make_executor(tag).submit(fn)
+            except Exception as e:  # noqa: BLE001 - sbatch's error, said plainly
+                raise _submission_failed(p.name, e) from e
         self._record(p, job)
 
     # -- suites and pipelines ----------------------------------------------------------------
@@ -546,7 +589,8 @@ class Launcher:
             # one SLURM job array per group of jobs asking for the same resources
             groups: dict[str, list[tuple[Planned, object, int]]] = {}
             for item in todo:
-                groups.setdefault(json.dumps(asdict(item[1].resources), sort_keys=True), []).append(item)
+                shape = [asdict(item[1].resources), eval_tasks(item[1])]
+                groups.setdefault(json.dumps(shape, sort_keys=True), []).append(item)
             for items in groups.values():
                 tag = new_tag()
                 for i, (p, e, seed) in enumerate(items):  # one array: task i is the i-th job
@@ -557,11 +601,15 @@ class Launcher:
                 ex = self.executor(
                     f"{prefix}{suite.name}" if len(items) > 1 else items[0][0].name,
                     items[0][1].resources,
+                    eval_tasks(items[0][1]),
                     dependency=after,
                     tag=tag,
                 )
-                with ex.batch():
-                    jobs = [ex.submit(self._eval_job(e, seed, checkpoint, p=p)) for p, e, seed in items]
+                try:
+                    with ex.batch():
+                        jobs = [ex.submit(self._eval_job(e, seed, checkpoint, p=p)) for p, e, seed in items]
+                except Exception as err:  # noqa: BLE001 - sbatch's error, said plainly
+                    raise _submission_failed(items[0][0].name, err) from err
                 for (p, _, _), job in zip(items, jobs):
                     self._record(p, job)
             return planned
@@ -571,7 +619,7 @@ class Launcher:
                 p,
                 self._eval_extra(entry, seed, checkpoint),
                 make_executor=lambda tag, p=p, entry=entry: self.executor(
-                    p.name, entry.resources, dependency=after, tag=tag
+                    p.name, entry.resources, eval_tasks(entry), dependency=after, tag=tag
                 ),
                 fn=self._eval_job(entry, seed, checkpoint, p=p),
             )
@@ -587,6 +635,7 @@ class Launcher:
             out_dir=p.out_dir,
             data_root=self.data_root,
             max_requeues=self.max_requeues,
+            config=asdict(protocol_config(entry.protocol, entry.preset, entry.overrides, seed=seed)),
         )
 
     @staticmethod
@@ -648,6 +697,7 @@ class Launcher:
                     supervised=supervised,
                     data_root=self.data_root,
                     max_requeues=self.max_requeues,
+                    settings=settings,
                 ),
             )
         return p

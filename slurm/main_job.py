@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from pretrain.config import load_config, load_dataclass
 from slurm.launch import Launcher, Planned
-from slurm.suite import Resources, Suite, load_suite
+from slurm.preflight import Preflight, cluster_of
+from slurm.suite import Resources, Suite
 from swavbench.paths import CHECKPOINT, CONFIGS, RECORD, TRAIN_LOG
 
 MAIN_CONFIGS = CONFIGS / "main"
@@ -129,7 +130,23 @@ def run_main(
     """Submit (or skip, when done) every job of the main job, wait for them, return {'planned', 'failed',
     'jobs_dir'}. Datasets are read under the data root of this process (``swavbench.data_root``)."""
     out = Path(out)
-    suite = load_suite(cfg.suite)
+    check = Preflight(cluster_of(executor or cfg.executor))  # every job checked before any submission
+    suite = check.suite(cfg.suite)
+    for seed in cfg.seeds:
+        pretrain = suite.pretrain if suite is not None else Resources()
+        check.pretraining(
+            cfg.pretrain, [*cfg.pretrain_overrides, f"run.seed={seed}"], pretrain, name=f"swav-s{seed}"
+        )
+        if cfg.supervised:
+            check.pretraining(
+                cfg.supervised,
+                [*cfg.supervised_overrides, f"seed={seed}"],
+                cfg.supervised_resources,
+                name=f"supervised-s{seed}",
+                supervised=True,
+            )
+    check.cluster_fit()
+    check.finish()
     bar = Progress(enabled=progress and not dry_run)
     n_trunks = len(cfg.seeds) * (1 + bool(cfg.supervised) + bool(cfg.random))
     bar.expected_evals = n_trunks * len(suite.entries)

@@ -30,7 +30,7 @@ class Resources:
     mem_gb: int = 8  # per node
     time_min: int = 60
     nodes: int = 1
-    tasks_per_node: int = 0  # processes per node for pretraining (0: one per GPU, or 1); DDP joins them
+    tasks_per_node: int = 0  # processes per node of data-parallel jobs (0: one per GPU, or 1); one group
     partition: str = ""
     constraint: str = ""
 
@@ -76,8 +76,10 @@ def cpus_per_task(r: Resources, tasks: int) -> int:
     return r.cpus // tasks
 
 
-def load_suite(name_or_path: str) -> Suite:
-    """A suite preset name (configs/suites/<name>.yaml) or a YAML path."""
+def load_suite(name_or_path: str, *, problems: list[str] | None = None) -> Suite:
+    """A suite preset name (configs/suites/<name>.yaml) or a YAML path. Every problem of the file is raised
+    in one ConfigError, or, given a ``problems`` list, added to it and the valid jobs returned (preflight
+    then checks them too)."""
     path = Path(name_or_path)
     if not path.is_file():
         path = SUITE_DIR / f"{name_or_path}.yaml"
@@ -85,38 +87,44 @@ def load_suite(name_or_path: str) -> Suite:
         avail = ", ".join(sorted(p.stem for p in SUITE_DIR.glob("*.yaml")))
         raise ConfigError(f"unknown suite {name_or_path!r}; available: {avail} (or pass a YAML path)")
     raw = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(raw) - set(SUITE_KEYS)) if isinstance(raw, dict) else []
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a suite is a mapping with keys {', '.join(SUITE_KEYS)}")
+    found: list[str] = []  # every problem of the file, reported together
+    unknown = sorted(set(raw) - set(SUITE_KEYS))
     if unknown:
-        raise ConfigError(
-            f"{path}: unknown suite key(s) {', '.join(unknown)}; valid: {', '.join(SUITE_KEYS)}"
-        )
+        found.append(f"unknown suite key(s) {', '.join(unknown)}; valid: {', '.join(SUITE_KEYS)}")
     if not isinstance(raw.get("jobs"), list) or not raw["jobs"]:
-        raise ConfigError(f"{path}: a suite needs a non-empty 'jobs' list")
+        found.append("a suite needs a non-empty 'jobs' list")
     entries = []
-    for i, job in enumerate(raw["jobs"]):
+    for i, job in enumerate(raw.get("jobs") or []):
         if not isinstance(job, dict) or "protocol" not in job or "preset" not in job:
-            raise ConfigError(f"{path}: job {i} needs 'protocol' and 'preset'")
+            found.append(f"job {i} needs 'protocol' and 'preset'")
+            continue
         if job["protocol"] not in PROTOCOLS:
-            raise ConfigError(
-                f"{path}: job {i} protocol {job['protocol']!r} is not one of {', '.join(PROTOCOLS)}"
-            )
+            found.append(f"job {i} protocol {job['protocol']!r} is not one of {', '.join(PROTOCOLS)}")
+            continue
         entry = SuiteEntry(job["protocol"], job["preset"])
         try:
             _apply(entry, {k: v for k, v in job.items() if k not in ("protocol", "preset")})
+            entry.name = entry.name or entry.preset
+            check_name(str(entry.name), f"job {i} name")
         except ConfigError as e:
-            raise ConfigError(f"{path}: job {i}: {e}") from None
-        entry.name = entry.name or entry.preset
-        check_name(str(entry.name), f"{path}: job {i} name")
+            found.append(f"job {i}: {e}")
+            continue
         entries.append(entry)
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{path}: job names must be unique, got {names}")
+        found.append(f"job names must be unique, got {names}")
     suite = Suite(raw.get("name", path.stem), raw.get("description", ""), entries)
     if "pretrain_resources" in raw:
         try:
             _apply(suite.pretrain, raw["pretrain_resources"] or {})
         except ConfigError as e:
-            raise ConfigError(f"{path}: pretrain_resources: {e}") from None
+            found.append(f"pretrain_resources: {e}")
+    if found and problems is None:
+        raise ConfigError(f"{path}: " + "; ".join(found))
+    if problems is not None:
+        problems += [f"{path}: {p}" for p in found]
     return suite
 
 
@@ -137,6 +145,11 @@ def expand_sweep(path: str | Path) -> list[tuple[str, list[str]]]:
     """Sweep YAML -> [(variant name, ['section.key=value', ...])]: ``grid`` is a cartesian product,
     ``variants`` a list of override mappings; both may be given."""
     raw = yaml.safe_load(Path(path).read_text()) or {}
+    unknown = sorted(set(raw) - {"grid", "variants", "description"}) if isinstance(raw, dict) else []
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown sweep key(s) {', '.join(unknown)}; valid: grid, variants, description"
+        )
     out = []
     grid = raw.get("grid") or {}
     if grid:

@@ -5,16 +5,11 @@ refuses CPU tensors). With one process every helper is the identity, so one code
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 from torch import nn
-
-# the differentiable all-reduce GlobalBatchNorm needs; its suggested successor is a private module
-warnings.filterwarnings("ignore", message="torch.distributed.nn.functional.all_reduce is deprecated")
 
 
 def active() -> bool:
@@ -49,6 +44,12 @@ def local_device(local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
+def barrier() -> None:
+    """Wait for every process (nothing with one)."""
+    if active():
+        dist.barrier()
+
+
 def any_rank(flag: bool) -> bool:  # noqa: FBT001 - the value being agreed on
     """``flag`` on any process (every process gets the same answer)."""
     if not active():
@@ -70,6 +71,17 @@ def all_sum(values: Sequence[float]) -> list[float]:
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=collective_device())
     dist.all_reduce(t)
     return t.cpu().tolist()
+
+
+def per_process_batch(global_batch: int, what: str = "batch_size") -> int:
+    """The share of one process of a ``global_batch`` split evenly over the processes of the run."""
+    w = world_size()
+    if global_batch % w:
+        raise ValueError(
+            f"{what}={global_batch} is the global batch (all processes together) and must split evenly over "
+            f"the {w} processes of this run: choose a multiple of {w}, or run on a number of GPUs dividing it"
+        )
+    return global_batch // w
 
 
 def all_gather_objects(obj: object) -> list:
@@ -107,10 +119,45 @@ def my_part(batch: Sequence[int]) -> list[int]:
     return list(batch[rank() :: world_size()])
 
 
+class _GlobalBatchNormFn(torch.autograd.Function):
+    """Batch normalisation over the samples of every process, sums in float64 (as SyncBatchNorm's kernels:
+    a near-constant channel divides rounding errors by its tiny deviation). Returns the normalised input
+    x_hat and the global mean, variance and count; the affine part stays outside."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float):  # noqa: ANN205 - autograd signature
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        shape = [1, c] + [1] * (x.dim() - 2)
+        x64 = x.double()
+        sums = torch.cat([x64.sum(dims), torch.tensor([x.numel() / c], dtype=torch.float64)])
+        dist.all_reduce(sums)
+        n, mean = sums[-1], sums[:c] / sums[-1]
+        sq = ((x64 - mean.view(shape)) ** 2).sum(dims)
+        dist.all_reduce(sq)
+        var = sq / n
+        invstd = torch.rsqrt(var + eps)
+        x_hat = ((x64 - mean.view(shape)) * invstd.view(shape)).to(x.dtype)
+        ctx.save_for_backward(x_hat, invstd, n)
+        return x_hat, mean.to(x.dtype), var.to(x.dtype), n.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad, *_):  # noqa: ANN205 - autograd signature
+        x_hat, invstd, n = ctx.saved_tensors
+        c = grad.shape[1]
+        dims = [0, *range(2, grad.dim())]
+        shape = [1, c] + [1] * (grad.dim() - 2)
+        g64, xh64 = grad.double(), x_hat.double()
+        sums = torch.cat([g64.sum(dims), (g64 * xh64).sum(dims)])
+        dist.all_reduce(sums)
+        mean_g, mean_gx = (sums[:c] / n).view(shape), (sums[c:] / n).view(shape)
+        dx = (g64 - mean_g - xh64 * mean_gx) * invstd.view(shape)
+        return dx.to(grad.dtype), None
+
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm whose training statistics are taken over the global batch with a differentiable all-reduce
-    of the sums: torch's SyncBatchNorm for CPU processes (gloo), which it refuses. Evaluation, and training
-    with one process, is plain BatchNorm."""
+    """BatchNorm whose training statistics are taken over the global batch: torch's SyncBatchNorm for CPU
+    processes (gloo), which it refuses. Evaluation, and training with one process, is plain BatchNorm."""
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
@@ -119,23 +166,15 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and active()):
             return super().forward(x)
-        c = x.shape[1]
-        dims = [0, *range(2, x.dim())]
-        # two passes (the mean, then squared deviations from it): E[x^2] - E[x]^2 loses digits
-        count = torch.tensor([x.numel() / c], dtype=x.dtype)
-        sums = dist_nn.all_reduce(torch.cat([x.sum(dims), count]))
-        n = sums[-1]
-        mean = sums[:c] / n
-        shape = [1, c] + [1] * (x.dim() - 2)
-        var = dist_nn.all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / n
+        y, mean, var, n = _GlobalBatchNormFn.apply(x, self.eps)
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * n / max(float(n) - 1, 1.0), alpha=m)
-        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+                self.running_mean.mul_(1 - m).add_(mean, alpha=m)
+                self.running_var.mul_(1 - m).add_(var * n / max(float(n) - 1, 1.0), alpha=m)
         if self.affine:
+            shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y
 

@@ -51,3 +51,13 @@ def run_protocols(rank: int, world_size: int, cases: list) -> list:
 
     torch.set_num_threads(1)  # two processes share the two cores
     return [registry.get(name).runner()(cfg, ckpt, out) for name, cfg, ckpt, out in cases]
+
+
+def train_supervised_in_group(rank: int, world_size: int, cfg, out: str) -> str:
+    """The supervised baseline trained by the processes of the group."""
+    import torch
+
+    from pretrain.supervised import train_supervised
+
+    torch.set_num_threads(1)
+    return str(train_supervised(cfg, out, progress=False))

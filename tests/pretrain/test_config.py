@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from pretrain.config import ConfigError, PretrainConfig, list_presets, load_config
+from pretrain.config import ConfigError, PretrainConfig, list_presets, load_config, plan_batch
 
 
 def test_presets_load_and_paper_recipes():
@@ -49,3 +49,26 @@ def test_bad_values_are_clear():
     with pytest.raises(ConfigError, match="unknown arch"):
         load_config("tiny", ["model.arch=vgg16"])
     assert PretrainConfig().run.precision == "bf16"
+
+
+def test_global_batch_plan_refuses_another_batch_unless_told_how_to_adapt():
+    cfg = load_config("rn50-800ep-bs4096")
+    assert cfg.optim.global_batch == 4096 and cfg.optim.batch_size == 64
+    full = plan_batch(cfg, 64)  # the paper's 64 GPUs
+    assert (full.global_batch, full.base_lr, full.freeze_prototypes_niters) == (4096, 4.8, 313)
+    with pytest.raises(
+        ConfigError, match=r"global batch of 4096.*8 process\(es\) x optim.batch_size=64 = 512"
+    ):
+        plan_batch(cfg, 8)
+    with pytest.raises(ConfigError, match="optim.batch_size=512 keeps it at 8 processes"):
+        plan_batch(cfg, 8)
+    kept = plan_batch(load_config("rn50-800ep-bs4096", ["optim.batch_size=512"]), 8)
+    assert (kept.global_batch, kept.base_lr, kept.freeze_prototypes_niters) == (4096, 4.8, 313)
+    for scaling, lr in (("linear", 4.8 / 8), ("sqrt", 4.8 / 8**0.5), ("none", 4.8)):
+        p = plan_batch(load_config("rn50-800ep-bs4096", [f"optim.lr_scaling={scaling}"]), 8)
+        assert p.base_lr == pytest.approx(lr) and p.final_lr == pytest.approx(lr / 1000)
+        assert p.freeze_prototypes_niters == 313 * 8  # the same number of images as at batch 4096
+    with pytest.raises(ConfigError, match="lr_scaling must be one of"):
+        plan_batch(load_config("rn50-800ep-bs4096", ["optim.lr_scaling=cubic"]), 8)
+    assert plan_batch(load_config("cpu-small"), 3).lr_scaling == "none"  # no published batch: no check
+    assert load_config("rn50-400ep-bs256-queue").optim.global_batch == 256

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from process_helpers import cli
 
 from pretrain.checkpoint import load_checkpoint, load_trunk_state_dict
@@ -105,8 +106,12 @@ def test_kill_and_resume_gives_the_same_loss_trajectory(tmp_path, generated_data
 
 
 def test_two_process_gloo_ddp_with_queue(tmp_path, generated_data):
+    """Two processes under torchrun train as one job; a preset published at another global batch refuses to
+    start until the run says how to adapt, then trains with the resolved lr and freeze iterations."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = tmp_path / "ddp"
+    tiny = load_config("tiny")
+    published = [f"optim.global_batch={tiny.optim.batch_size}"]  # as if published on one process
     cmd = [
         sys.executable,
         "-m",
@@ -127,9 +132,25 @@ def test_two_process_gloo_ddp_with_queue(tmp_path, generated_data):
         "swav.queue_length=32",
         "swav.epoch_queue_starts=1",
     ]
-    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run([*cmd, *published], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0 and "optim.lr_scaling=linear" in res.stderr, res.stderr[-3000:]
+    assert f"optim.batch_size={tiny.optim.batch_size // 2} keeps it" in res.stderr
+    assert not (out / "checkpoint.pth").exists()
+    res = subprocess.run(
+        [*cmd, *published, "optim.lr_scaling=linear"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
+    plan = yaml.safe_load((out / "config.yaml").read_text())["resolved"]
+    assert plan["world_size"] == 2 and plan["global_batch"] == 2 * tiny.optim.batch_size
+    assert plan["base_lr"] == pytest.approx(2 * tiny.optim.base_lr)  # linear: x 32 / 16
+    assert plan["freeze_prototypes_niters"] == round(tiny.swav.freeze_prototypes_niters / 2)
     ckpt = load_checkpoint(out / "checkpoint.pth")
+    assert ckpt["batch_plan"] == plan
     # 160 train images / 2 processes / batch 16 = 5 iterations per epoch
     assert ckpt["iteration"] == 15 and ckpt["epoch"] == 3
     # the global queue of 32 is split over the 2 processes, as in the official implementation

@@ -218,6 +218,49 @@ def test_two_task_pretraining_joins_ddp_through_the_job_environment(tmp_path, ge
     assert load_checkpoint(Path(p.out_dir) / "checkpoint.pth")["epoch"] == 1
 
 
+def test_two_task_evaluations_run_as_one_data_parallel_job(tmp_path, tiny_suite):
+    """tasks_per_node=2 on the local executor: the two processes of each evaluation job join one group
+    through submitit's JobEnvironment, the record says so, and the numbers are the one-process ones."""
+    one = Launcher(tmp_path / "one", "local")
+    one.suite(load_suite(str(tiny_suite)), "random")
+    assert set(one.wait().values()) == {"ok"}
+    raw = yaml.safe_load(tiny_suite.read_text())
+    for job in raw["jobs"]:
+        job["resources"] = {**job["resources"], "cpus": 2, "tasks_per_node": 2}
+    tiny_suite.write_text(yaml.safe_dump(raw))
+    two = Launcher(tmp_path / "two", "local", max_parallel=1)
+    two.suite(load_suite(str(tiny_suite)), "random")
+    assert set(two.wait().values()) == {"ok"}
+    recs = {}
+    for run in ("one", "two"):
+        for path in (tmp_path / run / "evals").glob("*/result.json"):
+            recs[(run, path.parent.name.rsplit("-", 1)[0])] = json.loads(path.read_text())
+    names = {name for _, name in recs}
+    assert len(names) == 4
+    for name in names:
+        a, b = recs[("one", name)], recs[("two", name)]
+        assert (a["world_size"], b["world_size"], len(b["devices"])) == (1, 2, 2), name
+        assert b["metrics"] == pytest.approx(a["metrics"], abs=1e-4), name  # float sums in another order
+
+
+def test_jobs_run_the_config_frozen_at_launch(tmp_path, generated_data):
+    """A preset edited between launch and the job's start (or a requeue) does not change what runs."""
+    g = generated_data.parent
+    preset = tmp_path / "knn-mine.yaml"
+    settings = {"train": str(g / "train"), "val": str(g / "val"), "resize": 32, "crop": 32, "num_workers": 0}
+    preset.write_text(yaml.safe_dump({**settings, "ks": [5]}))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        yaml.safe_dump({"name": "s", "jobs": [{"protocol": "knn", "preset": str(preset), "name": "knn"}]})
+    )
+    launcher = Launcher(tmp_path / "run", "debug")  # the debug executor runs a job when asked for its result
+    (p,) = launcher.suite(load_suite(str(suite)), "random")
+    preset.write_text(yaml.safe_dump({**settings, "ks": [7]}))
+    assert launcher.wait() == {p.key: "ok"}
+    rec = json.loads((Path(p.out_dir) / "result.json").read_text())
+    assert rec["config"]["ks"] == [5] and "k5_top1" in rec["metrics"]
+
+
 def test_pipeline_evaluates_intermediate_epochs(tmp_path, generated_data):
     g = generated_data.parent
     suite_yaml = tmp_path / "knn.yaml"

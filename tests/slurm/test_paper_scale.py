@@ -19,7 +19,8 @@ NODE = {"gpus": 8, "cpus": 96}
 
 
 def stand_in_sbatch(bin_dir: Path) -> Path:
-    """``sbatch`` keeping each script it is given; ``squeue`` that lists nothing."""
+    """``sbatch`` keeping each script it is given; ``squeue`` that lists nothing; ``srun`` (submitit checks it
+    exists)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     kept = bin_dir / "scripts"
     kept.mkdir()
@@ -29,7 +30,8 @@ def stand_in_sbatch(bin_dir: Path) -> Path:
         'echo "Submitted batch job $((5000 + n))"\n'
     )
     (bin_dir / "squeue").write_text("#!/bin/sh\nexit 0\n")
-    for f in ("sbatch", "squeue"):
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for f in ("sbatch", "squeue", "srun"):
         (bin_dir / f).chmod(0o755)
     return kept
 
@@ -72,3 +74,95 @@ def test_bad_names_and_suite_keys_are_refused_before_submission(tmp_path):
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"variants": [{"run.seed/../x": 1}]}))
     with pytest.raises(ConfigError, match="not a valid job name"):
         expand_sweep(tmp_path / "sweep.yaml")
+
+
+def stand_in_sinfo(bin_dir: Path, lines: str) -> None:
+    (bin_dir / "sinfo").write_text(f"#!/bin/sh\nprintf '{lines}'\n")
+    (bin_dir / "sinfo").chmod(0o755)
+
+
+def test_preflight_lists_every_problem_and_submits_nothing(tmp_path, monkeypatch, capsys):
+    from swavbench import main
+
+    kept = stand_in_sbatch(tmp_path / "bin")
+    stand_in_sinfo(tmp_path / "bin", "gpu*|96|gpu:a100:8(S:0-1)|a100\\ncpu|64|(null)|(null)\\n")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    suite = {
+        "name": "bad",
+        "jobz": 1,  # a typo of a suite key
+        "jobs": [
+            {"protocol": "knn", "preset": "knn-cifar10-small", "name": "knn\n#SBATCH --wrap=rm"},
+            {"protocol": "linear", "preset": "linear-cifar10-small", "overrides": ["epochz=3"]},
+            {"protocol": "svm", "preset": "no-such-preset"},
+            {
+                "protocol": "knn",
+                "preset": "knn-cifar10-small",
+                "name": "far",
+                "resources": {"partition": "big"},
+            },
+            {
+                "protocol": "linear",
+                "preset": "linear-cifar10-small",
+                "name": "uneven",
+                "resources": {"gpus": 3},
+            },
+        ],
+        "pretrain_resources": {"gpus": 8, "cpus": 128},  # more CPUs than a node of the default partition
+    }
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    (tmp_path / "sweep.yaml").write_text(
+        yaml.safe_dump({"variants": [{"optim.base_lrr": 1.0}, {"run.seed": 1}]})
+    )
+    rc = main(
+        [
+            "launch",
+            "sweep",
+            "--executor",
+            "slurm",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--suite",
+            str(tmp_path / "suite.yaml"),
+            "--sweep",
+            str(tmp_path / "sweep.yaml"),
+            "--config",
+            "cpu-small",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and not list(kept.iterdir()) and not (tmp_path / "run" / "launch.json").exists(), err
+    for expected in (
+        "unknown suite key(s) jobz",
+        "is not a valid job name",
+        "unknown config key 'epochz'",
+        "unknown preset 'no-such-preset'",
+        "partition 'big' not found; the cluster has cpu, gpu",
+        "batch_size=256 is the global batch and must split over its 3 processes",
+        "unknown config key 'optim.base_lrr'",
+        "asks 128 CPUs and 8 GPUs per node; the largest node of partition gpu has 96 CPUs and 8 GPUs",
+    ):
+        assert expected in err, (expected, err)
+    assert err.count("swavbench launch: error:") == 1  # one error listing them all
+
+
+def test_eval_arrays_run_one_task_per_gpu(tmp_path, monkeypatch):
+    """The paper suite's data-parallel evaluations start one process per reserved GPU (the array's
+    --ntasks-per-node); detection runs one process per job (Detectron2 / torchvision multi-GPU: see #17)."""
+    kept = stand_in_sbatch(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    from slurm.launch import eval_tasks
+    from swavbench import registry
+
+    with Launcher(tmp_path / "run", "slurm") as launcher:
+        suite = load_suite("paper")
+        launcher.suite(suite, "random")
+        jobs = launcher.state["jobs"]
+    scripts = {5000 + int(p.stem): directives(p.read_text()) for p in kept.iterdir()}
+    for entry in suite.entries:
+        (job,) = [j for j in jobs.values() if j["name"] == f"{entry.name}-s0"]
+        d = scripts[int(job["job_id"].split("_")[0])]
+        tasks = int(d.get("ntasks-per-node", 1))
+        assert tasks == eval_tasks(entry), (entry.name, d)
+        if registry.get(entry.protocol).data_parallel:
+            assert tasks == entry.resources.gpus == int(d.get("gpus-per-node", 1)), (entry.name, d)
+        assert tasks * int(d["cpus-per-task"]) <= NODE["cpus"], d

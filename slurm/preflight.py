@@ -1,0 +1,217 @@
+"""Checks before anything is submitted: every planned job's config resolves (preset + overrides + sweep
+variant), names are safe, resources fit the node they ask for (and the partition ``sinfo`` describes, when
+it answers), data-parallel batches split over the processes, pretraining batches match their preset's
+published global batch. Every problem is listed in one error and nothing is submitted; datasets the
+submitting host cannot see are only a warning (login nodes often do not mount them)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from pretrain.config import ConfigError
+from slurm.suite import Resources, Suite, check_name, cpus_per_task, expand_sweep, load_suite
+from swavbench import registry
+from swavbench.data_root import resolve, resolve_fields
+
+SYNTHETIC_DATA = ("auto", "generated")  # pretraining data that is made, not read
+
+
+class PreflightError(ConfigError):
+    """One or more planned jobs cannot run as configured; the message lists every problem."""
+
+
+@dataclass
+class Partition:
+    name: str
+    cpus: int  # most CPUs of one node
+    gpus: int  # most GPUs of one node
+    features: set[str] = field(default_factory=set)
+    default: bool = False
+
+
+def parse_sinfo(text: str) -> dict[str, Partition]:
+    """``sinfo -h -o '%P|%c|%G|%f'`` lines -> partitions with their largest node shape."""
+    out: dict[str, Partition] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 4 or not parts[0]:
+            continue
+        name, default = parts[0].rstrip("*"), parts[0].endswith("*")
+        cpus = int(re.sub(r"\D", "", parts[1]) or 0)
+        gpus = sum(int(n) for n in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", parts[2]))
+        p = out.setdefault(name, Partition(name, 0, 0, default=default))
+        p.cpus, p.gpus = max(p.cpus, cpus), max(p.gpus, gpus)
+        p.features |= {f for f in parts[3].split(",") if f and f != "(null)"}
+    return out
+
+
+def read_partitions(timeout_s: float = 20.0) -> dict[str, Partition] | None:
+    """The cluster's partitions from ``sinfo``; None when it cannot answer."""
+    if not shutil.which("sinfo"):
+        return None
+    try:
+        res = subprocess.run(
+            ["sinfo", "-h", "-o", "%P|%c|%G|%f"], capture_output=True, text=True, timeout=timeout_s
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_sinfo(res.stdout) if res.returncode == 0 else None
+
+
+def world_size(r: Resources) -> int:
+    """Processes of a data-parallel job with resources ``r``: one per GPU (or tasks_per_node) per node."""
+    return r.nodes * (r.tasks_per_node or max(1, r.gpus))
+
+
+class Preflight:
+    """Collects problems of the jobs a launch plans; ``finish()`` raises them all at once."""
+
+    def __init__(self, cluster: str):
+        self.cluster = cluster  # slurm | local | debug
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+        self.resources: list[tuple[str, Resources]] = []
+
+    def _try(self, where: str, fn):
+        try:
+            return fn()
+        except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
+            self.errors.append(f"{where}: {e}")
+            return None
+
+    def _data(self, where: str, cfg) -> None:
+        for name in getattr(cfg, "DATASET_FIELDS", ()):
+            value = getattr(cfg, name)
+            for v in value if isinstance(value, list) else [value]:
+                if v and not resolve(v).exists():
+                    self.warnings.append(
+                        f"{where}: {name} {resolve(v)} is not visible from this host (fine if only the "
+                        "compute nodes mount it)"
+                    )
+
+    def suite(self, suite: str | Suite) -> Suite | None:
+        """Load ``suite`` (a name, a path or a loaded one) and check every entry at every seed."""
+        if isinstance(suite, Suite):
+            loaded = suite
+        else:
+            problems: list[str] = []
+            loaded = self._try(f"suite {suite}", lambda: load_suite(suite, problems=problems))
+            self.errors += problems
+        if loaded is None:
+            return None
+        from slurm.launch import eval_tasks, protocol_config
+
+        for e in loaded.entries:
+            where = f"suite {loaded.name}: job {e.name} ({e.protocol} {e.preset})"
+            tasks = eval_tasks(e)
+            self._try(where, lambda e=e, tasks=tasks: cpus_per_task(e.resources, tasks))
+            self.resources.append((where, e.resources))
+            for seed in e.seeds:
+                cfg = self._try(
+                    where,
+                    lambda e=e, seed=seed: protocol_config(e.protocol, e.preset, e.overrides, seed=seed),
+                )
+                if cfg is None:
+                    break
+                self._try(where, lambda e=e, seed=seed: check_name(f"{e.name}-s{seed}", "job name"))
+                n = e.resources.nodes * tasks
+                batch = getattr(cfg, "batch_size", None)
+                if registry.get(e.protocol).data_parallel and e.protocol not in ("knn", "svm") and batch:
+                    if batch % n:
+                        self.errors.append(
+                            f"{where}: batch_size={batch} is the global batch and must split over its {n} "
+                            f"processes ({e.resources.nodes} node(s) x {tasks}); choose a multiple of {n}"
+                        )
+                self._data(where, resolve_fields(cfg))
+        return loaded
+
+    def sweep(self, path: str) -> list[tuple[str, list[str]]]:
+        return self._try(f"sweep {path}", lambda: expand_sweep(path)) or []
+
+    def pretraining(
+        self, preset: str, overrides: list[str], resources: Resources, *, name: str, supervised: bool = False
+    ) -> None:
+        """A SwAV (or supervised) pretraining job: its config, its name, its node shape and (SwAV) its global
+        batch at the job's world size against the preset's published one."""
+        where = f"pretraining {name} ({preset}{' ' + ' '.join(overrides) if overrides else ''})"
+        self._try(where, lambda: check_name(name, "pretraining name"))
+        tasks = resources.tasks_per_node or max(1, resources.gpus)
+        self._try(where, lambda: cpus_per_task(resources, tasks))
+        self.resources.append((where, resources))
+        if supervised:
+            from pretrain.config import load_dataclass
+            from pretrain.supervised import CONFIG_DIR, SupervisedConfig
+
+            cfg = self._try(
+                where, lambda: load_dataclass(SupervisedConfig, CONFIG_DIR, preset, overrides=overrides)
+            )
+            if cfg is not None and cfg.batch_size % world_size(resources):
+                self.errors.append(
+                    f"{where}: batch_size={cfg.batch_size} is the global batch and must split over the job's "
+                    f"{world_size(resources)} processes"
+                )
+            data = cfg.data if cfg is not None else "auto"
+        else:
+            from pretrain.config import load_config, plan_batch
+
+            cfg = self._try(where, lambda: load_config(preset, overrides))
+            if cfg is not None:
+                self._try(
+                    f"{where} at {world_size(resources)} processes",
+                    lambda: plan_batch(cfg, world_size(resources)),
+                )
+            data = cfg.data.path if cfg is not None else "auto"
+        if data not in SYNTHETIC_DATA and not resolve(data).exists():
+            self.warnings.append(
+                f"{where}: data {resolve(data)} is not visible from this host (fine if only the compute "
+                "nodes mount it)"
+            )
+
+    def cluster_fit(self, partitions: dict[str, Partition] | None = None) -> None:
+        """Every job's partition exists and one of its nodes has the CPUs and GPUs the job asks per node
+        (SLURM only; ``partitions`` default: from sinfo, skipped with a warning when it does not answer)."""
+        if self.cluster != "slurm" or not self.resources:
+            return
+        parts = partitions if partitions is not None else read_partitions()
+        if parts is None:
+            self.warnings.append("sinfo did not answer: partitions and node shapes were not checked")
+            return
+        default = next((p for p in parts.values() if p.default), None)
+        for where, r in self.resources:
+            p = parts.get(r.partition) if r.partition else default
+            if p is None:
+                self.errors.append(
+                    f"{where}: partition {r.partition or '(default)'!r} not found; the cluster has "
+                    f"{', '.join(sorted(parts)) or 'none'} (set resources.partition)"
+                )
+                continue
+            if r.cpus > p.cpus or r.gpus > p.gpus:
+                self.errors.append(
+                    f"{where}: asks {r.cpus} CPUs and {r.gpus} GPUs per node; the largest node of partition "
+                    f"{p.name} has {p.cpus} CPUs and {p.gpus} GPUs"
+                )
+            wanted = {f for f in re.split(r"[&|,()\[\]*\d]+", r.constraint) if f}
+            if wanted and not wanted & p.features:
+                self.warnings.append(
+                    f"{where}: constraint {r.constraint!r} names no feature of partition {p.name} "
+                    f"({', '.join(sorted(p.features)) or 'none'})"
+                )
+
+    def finish(self, *, stream=sys.stderr) -> None:
+        """Print the warnings; raise PreflightError listing every error (nothing was submitted)."""
+        for w in dict.fromkeys(self.warnings):
+            print(f"warning: {w}", file=stream)
+        if self.errors:
+            lines = "\n".join(f"  - {e}" for e in dict.fromkeys(self.errors))
+            raise PreflightError(f"{len(set(self.errors))} problem(s), nothing was submitted:\n{lines}")
+
+
+def cluster_of(executor: str) -> str:
+    """What ``executor`` submits to (auto: SLURM when sbatch exists)."""
+    if executor != "auto":
+        return executor
+    return "slurm" if shutil.which("sbatch") else "local"
