@@ -260,6 +260,7 @@ def export_job_environment() -> None:
         RANK=str(env.global_rank),
         LOCAL_RANK=str(env.local_rank),
         WORLD_SIZE=str(env.num_tasks),
+        LOCAL_WORLD_SIZE=str(env.num_tasks // max(1, env.num_nodes)),
         MASTER_ADDR=env.hostnames[0] if env.hostnames else "127.0.0.1",
     )
     os.environ.setdefault("MASTER_PORT", str(20000 + int(str(env.job_id).split("_")[0]) % 20000))

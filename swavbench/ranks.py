@@ -5,6 +5,7 @@ refuses CPU tensors). With one process every helper is the identity, so one code
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -42,6 +43,15 @@ def local_device(local_rank: int = 0) -> torch.device:
     if not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def local_world_size() -> int:
+    """Processes on this machine: torchrun's LOCAL_WORLD_SIZE, SLURM's tasks per node, else all of them."""
+    for var in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        value = os.environ.get(var, "").split("(")[0]
+        if value.isdigit():
+            return int(value)
+    return world_size()
 
 
 def barrier() -> None:
@@ -179,12 +189,14 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         return y
 
 
-def sync_batchnorm(model: nn.Module) -> nn.Module:
+def sync_batchnorm(model: nn.Module, *, only_sync: bool = False) -> nn.Module:
     """``model`` with every BatchNorm taking its training statistics over the global batch: torch's
-    SyncBatchNorm on GPUs, GlobalBatchNorm on CPU."""
+    SyncBatchNorm on GPUs, GlobalBatchNorm on CPU. ``only_sync``: convert only the SyncBatchNorm layers a
+    model chose itself (CPU), leaving per-process BatchNorm as it is."""
     if torch.cuda.is_available():
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if isinstance(model, nn.modules.batchnorm._BatchNorm) and not isinstance(model, GlobalBatchNorm):
+        return model if only_sync else nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    kind = nn.SyncBatchNorm if only_sync else nn.modules.batchnorm._BatchNorm
+    if isinstance(model, kind) and not isinstance(model, GlobalBatchNorm):
         bn = GlobalBatchNorm(
             model.num_features, model.eps, model.momentum, model.affine, model.track_running_stats
         )
@@ -195,5 +207,5 @@ def sync_batchnorm(model: nn.Module) -> nn.Module:
         bn.train(model.training)
         return bn
     for name, child in model.named_children():
-        model.add_module(name, sync_batchnorm(child))
+        model.add_module(name, sync_batchnorm(child, only_sync=only_sync))
     return model

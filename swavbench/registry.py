@@ -149,7 +149,7 @@ PROTOCOLS: dict[str, Protocol] = {
             tables=(3,),
             headline=("AP50", "AP", "AP75", "box_AP", "mask_AP"),
             resumable=True,
-            data_parallel=False,
+            data_parallel=True,
             fine_tunes=True,
         ),
     )

@@ -61,3 +61,14 @@ def train_supervised_in_group(rank: int, world_size: int, cfg, out: str) -> str:
 
     torch.set_num_threads(1)
     return str(train_supervised(cfg, out, progress=False))
+
+
+def detection_in_group(rank: int, world_size: int, cases: list) -> list:
+    """Each (config, out_dir) of ``cases`` fine-tuned and evaluated by the group; returns (metrics, the
+    process' trained weights of the torchvision backend or None)."""
+    import torch
+
+    from transfer.detection import run_detection
+
+    torch.set_num_threads(1)
+    return [run_detection(cfg, "random", out).metrics for cfg, out in cases]

@@ -7,10 +7,15 @@ by Detectron2's PascalVOCDetectionEvaluator or COCOEvaluator (``d2_`` metrics) â
 
 The C4 box head with the extra BatchNorm after res5 (``Res5ROIHeadsExtraNorm``) is written here:
 the original lives in non-commercially licensed code.
+
+Data-parallel: when the processes of the job already form a group (torchrun, SLURM tasks), Detectron2 gets
+its per-machine group and trains with its own DistributedDataParallel, sampler sharding and evaluator
+gathering (IMS_PER_BATCH is the global batch); on CPU its SyncBatchNorm layers become GlobalBatchNorm.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -34,7 +39,7 @@ from benchmark.trunk import LoadedTrunk
 from benchmark.voc import voc_root
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.model import parse_arch
-from swavbench import durable, interrupt
+from swavbench import durable, interrupt, ranks
 from transfer.coco_detection import COCODetectionSet
 from transfer.coco_eval import STATS, encode_masks
 from transfer.convert import convert
@@ -208,7 +213,8 @@ class Collect(DatasetEvaluator):
             )
 
     def evaluate(self):
-        return {"swavbench": score(self.cfg, self.predictions, self.data)}
+        every = {k: v for part in ranks.all_gather_objects(self.predictions) for k, v in part.items()}
+        return {"swavbench": score(self.cfg, every, self.data)}
 
 
 class _StopOnSignal(hooks.HookBase):
@@ -226,6 +232,33 @@ class _StopOnSignal(hooks.HookBase):
 class _Trainer(DefaultTrainer):
     def build_hooks(self):  # evaluation runs once, explicitly, after training
         return [h for h in super().build_hooks() if not isinstance(h, hooks.EvalHook)] + [_StopOnSignal()]
+
+    @classmethod
+    def build_model(cls, cfg):
+        """On CPU processes, SyncBatchNorm (which refuses CPU tensors) becomes GlobalBatchNorm."""
+        model = super().build_model(cfg)
+        return ranks.sync_batchnorm(model, only_sync=True) if ranks.active() else model
+
+
+@contextlib.contextmanager
+def _detectron2_group(device: torch.device):
+    """Detectron2's view of an existing process group: its per-machine group, and DDP without device ids for
+    CPU modules (Detectron2 passes the local rank, which DDP refuses for a CPU module)."""
+    if not ranks.active():
+        yield
+        return
+    from detectron2.engine import defaults
+    from detectron2.utils import comm
+
+    if comm._LOCAL_PROCESS_GROUP is None:
+        comm.create_local_process_group(ranks.local_world_size())
+    real = defaults.create_ddp_model
+    if device.type == "cpu":
+        defaults.create_ddp_model = lambda model, **kw: real(model, **{**kw, "device_ids": None})
+    try:
+        yield
+    finally:
+        defaults.create_ddp_model = real
 
 
 def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.device, *, out_dir: Path):
@@ -246,7 +279,7 @@ def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.
         theirs = COCOEvaluator(
             test_name,
             tasks=("bbox", "segm") if cfg.masks else ("bbox",),
-            distributed=False,
+            distributed=ranks.active(),  # each process predicts a shard; the first one scores them all
             output_dir=str(out_dir / "detectron2" / "eval"),
             use_fast_impl=False,
         )
@@ -269,17 +302,21 @@ def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.
     Path(d2.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
     durable.write_text(out_dir / "detectron2_config.yaml", d2.dump())
     logging.getLogger("detectron2").setLevel(logging.WARNING)
-    trainer = _Trainer(d2)
-    trainer.resume_or_load(resume=True)
-    trainer.train()
-    collect = Collect(cfg, test_set)
-    results = _Trainer.test(d2, trainer.model, [DatasetEvaluators([theirs, collect])])
-    res = results[test_name] if test_name in results else results
-    metrics = dict(res["swavbench"])
-    if isinstance(test_set, VOCDetectionSet):
-        metrics.update({f"d2_{k}": float(v) for k, v in res["bbox"].items()})
-    else:
-        for task, prefix in (("bbox", "box"), ("segm", "mask")):
-            metrics.update({f"d2_{prefix}_{k}": float(res[task][k]) for k in STATS if task in res})
-    metrics["skipped_boxes"] = float(len(train_set.skipped) + len(test_set.skipped))
+    with _detectron2_group(device):
+        trainer = _Trainer(d2)
+        trainer.resume_or_load(resume=True)
+        trainer.train()
+        collect = Collect(cfg, test_set)
+        results = _Trainer.test(d2, trainer.model, [DatasetEvaluators([theirs, collect])])
+    metrics = None
+    if ranks.is_main():  # Detectron2's evaluators answer on the first process only
+        res = results[test_name] if test_name in results else results
+        metrics = dict(res["swavbench"])
+        if isinstance(test_set, VOCDetectionSet):
+            metrics.update({f"d2_{k}": float(v) for k, v in res["bbox"].items()})
+        else:
+            for task, prefix in (("bbox", "box"), ("segm", "mask")):
+                metrics.update({f"d2_{prefix}_{k}": float(res[task][k]) for k in STATS if task in res})
+        metrics["skipped_boxes"] = float(len(train_set.skipped) + len(test_set.skipped))
+    metrics = ranks.all_gather_objects(metrics)[0]
     return metrics, {"train": len(train_set.images), "test": len(test_set.images)}

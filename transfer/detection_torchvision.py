@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -32,7 +33,7 @@ from benchmark.trunk import LoadedTrunk
 from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.model import Trunk
-from swavbench import interrupt
+from swavbench import interrupt, ranks
 from transfer.coco_eval import encode_masks
 from transfer.detection_config import RESUMABLE_CHANGES, DetectionConfig, DetectionSet, load_sets, score
 from transfer.voc_eval import Detections
@@ -55,8 +56,8 @@ def prepare_trunk(trunk: Trunk, cfg: DetectionConfig) -> Trunk:
     """Normalisation and frozen stages as the config asks (freeze_at 1: stem, 2: stem + res2, ...)."""
     if cfg.norm == "frozen":
         freeze_batchnorm(trunk)
-    elif cfg.norm == "syncbn" and torch.distributed.is_available() and torch.distributed.is_initialized():
-        trunk = nn.SyncBatchNorm.convert_sync_batchnorm(trunk)
+    elif cfg.norm == "syncbn" and ranks.active():  # statistics over the global batch (also on CPU)
+        trunk = ranks.sync_batchnorm(trunk)
     stages = [[trunk.conv1, trunk.bn1], [trunk.layer1], [trunk.layer2], [trunk.layer3], [trunk.layer4]]
     for stage in stages[: cfg.freeze_at]:
         for m in stage:
@@ -152,16 +153,32 @@ def load_image(im) -> torch.Tensor:
 
 class TrainStream(Dataset):
     """Sample ``position`` of the training stream: epoch-wise seeded permutations, seeded flips,
-    so iteration i sees the same images whether or not the run was interrupted before it."""
+    so iteration i sees the same images whether or not the run was interrupted before it. In a data-parallel
+    run, item i of process r is position r + world_size x k of its iteration's global batch (the processes
+    together see the batch one process would)."""
 
-    def __init__(self, data: DetectionSet, seed: int, start: int, *, length: int, masks: bool = False):
+    def __init__(
+        self,
+        data: DetectionSet,
+        seed: int,
+        start: int,
+        *,
+        length: int,
+        masks: bool = False,
+        batch: int = 1,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        """``start``: first iteration; ``length``: items of this process; ``batch``: the global batch."""
         self.data, self.seed, self.start, self.length, self.masks = data, seed, start, length, masks
+        self.batch, self.rank, self.world = batch, rank, world
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int):
-        pos = self.start + i
+        per = self.batch // self.world
+        pos = (self.start + i // per) * self.batch + self.rank + (i % per) * self.world
         n = len(self.data.images)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100003 + pos // n))
         im = self.data.images[int(perm[pos % n])]
@@ -208,6 +225,12 @@ def train(
     run of the same ``key`` (trunk + config) continues from it; state of another key is started over."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    per = ranks.per_process_batch(cfg.batch_size)
+    ddp = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if ranks.active()
+        else model
+    )
     start, history = 0, []
     state = load_checkpoint(state_path) if state_path.is_file() else None
     if state is not None and state.get("key", "") == key:
@@ -218,11 +241,14 @@ def train(
         TrainStream(
             data,
             cfg.seed,
-            start * cfg.batch_size,
-            length=(cfg.iterations - start) * cfg.batch_size,
+            start,
+            length=(cfg.iterations - start) * per,
             masks=cfg.masks,
+            batch=cfg.batch_size,
+            rank=ranks.rank(),
+            world=ranks.world_size(),
         ),
-        batch_size=cfg.batch_size,
+        batch_size=per,
         num_workers=cfg.num_workers,
         collate_fn=_collate,
         worker_init_fn=interrupt.quiet_worker,
@@ -230,6 +256,8 @@ def train(
     model.train()
 
     def save(iteration: int) -> None:
+        if not ranks.is_main():
+            return
         atomic_save(
             {
                 "key": key,
@@ -241,16 +269,23 @@ def train(
             state_path,
         )
 
-    bar = tqdm(total=cfg.iterations, initial=start, desc="detection", unit="it", leave=False)
+    bar = tqdm(
+        total=cfg.iterations,
+        initial=start,
+        desc="detection",
+        unit="it",
+        leave=False,
+        disable=not ranks.is_main(),
+    )
     it = start
     for images, targets in loader:
         for g in opt.param_groups:
             g["lr"] = lr_at(it, cfg)
         images = [x.to(device) for x in images]
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        losses = model(images, targets)
+        losses = ddp(images, targets)
         loss = sum(losses.values())
-        if not math.isfinite(float(loss.detach())):
+        if not ranks.all_ranks(math.isfinite(float(loss.detach()))):
             raise FloatingPointError(
                 f"detection loss is {float(loss)} at iteration {it} "
                 f"({ {k: float(v) for k, v in losses.items()} }): "
@@ -262,9 +297,13 @@ def train(
             torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
         opt.step()
         it += 1
-        history.append({"iteration": it, "loss": float(loss), **{k: float(v) for k, v in losses.items()}})
+        # the mean over processes (every process logs the same numbers)
+        mean = [
+            v / ranks.world_size() for v in ranks.all_sum([float(loss), *(float(v) for v in losses.values())])
+        ]
+        history.append({"iteration": it, "loss": mean[0], **dict(zip(losses, mean[1:]))})
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{mean[0]:.3f}")
         if (cfg.checkpoint_every and it % cfg.checkpoint_every == 0) or it == cfg.iterations:
             save(it)
         elif it < cfg.iterations:
@@ -275,19 +314,19 @@ def train(
 
 @torch.inference_mode()
 def predict(model: FasterRCNN, data: DetectionSet, cfg: DetectionConfig, *, device: torch.device) -> dict:
-    """Detections per image id.
-
-    Mask R-CNN masks are thresholded at 0.5 (as Detectron2 does) and RLE-encoded."""
+    """Detections per image id (each process of a data-parallel run predicts a shard; every process gets
+    them all). Mask R-CNN masks are thresholded at 0.5 (as Detectron2 does) and RLE-encoded."""
     model.eval()
     model.transform.min_size, model.transform.max_size = (cfg.min_size_test,), cfg.max_size_test
     out: dict = {}
-    for im in tqdm(data.images, desc="detection eval", unit="img", leave=False):
+    mine = [data.images[i] for i in ranks.shard(len(data.images))]
+    for im in tqdm(mine, desc="detection eval", unit="img", leave=False, disable=not ranks.is_main()):
         pred = model([load_image(im).to(device)])[0]
         masks = encode_masks((pred["masks"][:, 0] > 0.5).cpu().numpy()) if "masks" in pred else None
         out[im.image_id] = Detections(
             pred["boxes"].cpu().numpy(), pred["scores"].cpu().numpy(), pred["labels"].cpu().numpy() - 1, masks
         )
-    return out
+    return {k: v for part in ranks.all_gather_objects(out) for k, v in part.items()}
 
 
 def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.device, *, out_dir: Path):
@@ -295,8 +334,8 @@ def train_and_evaluate(cfg: DetectionConfig, loaded: LoadedTrunk, device: torch.
     torch.manual_seed(cfg.seed)
     train_set, test_set = load_sets(cfg)
     model = build_model(loaded.trunk, cfg, len(train_set.classes))
-    if cfg.head_norm == "syncbn" and torch.distributed.is_available() and torch.distributed.is_initialized():
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.head_norm == "syncbn" and ranks.active():
+        model = ranks.sync_batchnorm(model)
     model = model.to(device)
     summary = train(
         model,

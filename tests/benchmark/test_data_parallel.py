@@ -64,6 +64,7 @@ def test_every_data_parallel_protocol_is_registered_as_such():
         "semisup",
         "svm",
         "transfer-linear",
+        "detection",
     }
 
 

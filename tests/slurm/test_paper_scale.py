@@ -146,8 +146,8 @@ def test_preflight_lists_every_problem_and_submits_nothing(tmp_path, monkeypatch
 
 
 def test_eval_arrays_run_one_task_per_gpu(tmp_path, monkeypatch):
-    """The paper suite's data-parallel evaluations start one process per reserved GPU (the array's
-    --ntasks-per-node); detection runs one process per job (Detectron2 / torchvision multi-GPU: see #17)."""
+    """Every evaluation of the paper suite starts one process per reserved GPU (the array's
+    --ntasks-per-node), each with its share of the node's CPUs."""
     kept = stand_in_sbatch(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     from slurm.launch import eval_tasks
@@ -163,6 +163,6 @@ def test_eval_arrays_run_one_task_per_gpu(tmp_path, monkeypatch):
         d = scripts[int(job["job_id"].split("_")[0])]
         tasks = int(d.get("ntasks-per-node", 1))
         assert tasks == eval_tasks(entry), (entry.name, d)
-        if registry.get(entry.protocol).data_parallel:
-            assert tasks == entry.resources.gpus == int(d.get("gpus-per-node", 1)), (entry.name, d)
+        assert registry.get(entry.protocol).data_parallel
+        assert tasks == entry.resources.gpus == int(d.get("gpus-per-node", 1)), (entry.name, d)
         assert tasks * int(d["cpus-per-task"]) <= NODE["cpus"], d
