@@ -134,13 +134,12 @@ def train_heads(
     total = cfg.epochs * batches_per_epoch
     step, start, start_batch = 0, 0, 0
     results = [{"lr": lr, "weight_decay": wd, "top1_best": -1.0, "best_epoch": 0} for lr, wd in pairs]
-    if state_path is not None and state_path.is_file():
-        state = load_checkpoint(state_path)
-        if state.get("key") == state_key:
-            heads.load_state_dict(state["heads"])
-            opt.load_state_dict(state["optimizer"])
-            step, start, results = state["step"], state["epoch"], state["results"]
-            start_batch = state.get("batch", 0)
+    state = load_checkpoint(state_path) if state_path is not None and state_path.is_file() else None
+    if ranks.all_ranks(state is not None and state.get("key") == state_key):  # every process, or none
+        heads.load_state_dict(state["heads"])
+        opt.load_state_dict(state["optimizer"])
+        step, start, results = state["step"], state["epoch"], state["results"]
+        start_batch = state.get("batch", 0)
 
     def save(epoch: int, batch: int) -> None:
         """``epoch`` epochs and ``batch`` batches of the next one are done."""
@@ -223,10 +222,9 @@ def cached_features(
         "resize": cfg.resize,
         "crop": cfg.crop,
     }
-    if path.is_file():
-        cache = load_checkpoint(path)
-        if cache.get("key") == key:
-            return cache["features"], cache["labels"]
+    cache = load_checkpoint(path) if path.is_file() else None
+    if ranks.all_ranks(cache is not None and cache.get("key") == key):  # every process, or none extracts
+        return cache["features"], cache["labels"]
     feats, labels = extract_features(
         trunk,
         ds,

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from benchmark.trunk import LoadedTrunk, TrunkSpec, load_trunk
 from pretrain.distributed import init_distributed
 from swavbench import durable, interrupt, ranks
 from swavbench.data_root import missing_dataset_hint
+from swavbench.paths import RECORD
 
 
 @dataclass
@@ -63,6 +65,7 @@ def run_and_record(
     info = init_distributed()
     device = ranks.local_device(info.local_rank)
     t0 = time.perf_counter()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if ranks.is_main():
         durable.remove_stale_temps(out_dir)  # left by a killed earlier run of this protocol here
     loaded: LoadedTrunk | None = None
@@ -94,7 +97,12 @@ def run_and_record(
             devices=[device_name(device)],
             global_batch=global_batch,
         )
-        write_record(record, out_dir)  # by every process that failed: the others may wait on it forever
+        # by every process that failed (the others may wait on it), unless one already said why this run
+        # failed: a process that then times out in a collective would hide the cause
+        first = Path(out_dir) / RECORD
+        earlier = json.loads(first.read_text()) if info.world_size > 1 and first.is_file() else {}
+        if not (earlier.get("status") == "failed" and earlier.get("created", "") >= started):
+            write_record(record, out_dir)
         if hint and isinstance(e, FileNotFoundError):
             raise FileNotFoundError(f"{e}{hint}") from e
         raise

@@ -132,14 +132,13 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
         best, start, start_batch, top1, top5 = (-1.0, 0.0, 0), 0, 0, 0.0, 0.0
         state_path = Path(out_dir) / "semisup_state.pt"
         key = {"sha256": loaded.sha256, "source": loaded.source, "config": asdict(cfg)}
-        if state_path.is_file():  # an interrupted or requeued run continues where it saved
-            state = load_checkpoint(state_path, map_location=device)
-            if state.get("key") == key:
-                model.load_state_dict(state["model"])
-                opt.load_state_dict(state["optimizer"])
-                sched.load_state_dict(state["scheduler"])
-                best, start, (top1, top5) = tuple(state["best"]), state["epoch"], state["last"]
-                start_batch = state.get("batch", 0)
+        state = load_checkpoint(state_path, map_location=device) if state_path.is_file() else None
+        if ranks.all_ranks(state is not None and state.get("key") == key):  # continued by every process
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            best, start, (top1, top5) = tuple(state["best"]), state["epoch"], state["last"]
+            start_batch = state.get("batch", 0)
 
         def save(epoch: int, batch: int) -> None:
             """``epoch`` epochs and ``batch`` batches of the next one are done."""

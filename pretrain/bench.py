@@ -94,6 +94,7 @@ def time_steps(
     with tempfile.TemporaryDirectory() as tmp:
         cfg = copy.deepcopy(cfg)
         cfg.data.num_workers = 0
+        cfg.optim.lr_scaling = cfg.optim.lr_scaling or "none"  # speed does not depend on the lr of the batch
         ours = Trainer(cfg, Path(tmp) / "ours", progress=False)
         plain_cfg = copy.deepcopy(cfg)
         plain_cfg.run.precision, plain_cfg.run.channels_last, plain_cfg.run.compile = "fp32", False, False

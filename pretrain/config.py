@@ -311,6 +311,7 @@ def load_dataclass(
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a preset must be a mapping of keys")
         raw.pop("description", None)
+        raw.pop("resolved", None)  # a run's config.yaml: what it resolved to, not a setting
         try:
             _apply(cfg, raw)
         except ConfigError as e:
@@ -338,12 +339,13 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def differences(a: dict[str, Any], b: dict[str, Any], *, ignore: tuple[str, ...] = ()) -> list[str]:
     """``key: a -> b`` for every setting (dotted key, not in ``ignore``) that differs between two nested
-    settings dicts."""
+    settings dicts. A key ``a`` lacks is not a difference: ``a`` was written before the key existed, and
+    such keys (optim.global_batch, optim.lr_scaling, ...) only state what older runs left implicit."""
     fa, fb = flatten(a), flatten(b)
     return [
         f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}"
         for k in sorted(set(fa) | set(fb))
-        if fa.get(k) != fb.get(k) and k not in ignore
+        if k in fa and fa.get(k) != fb.get(k) and k not in ignore
     ]
 
 

@@ -23,6 +23,7 @@ from pretrain.checkpoint import (
     FORMAT,
     CheckpointError,
     discard_run,
+    load_checkpoint,
     newest_valid_checkpoint,
     run_files,
     save_rotating,
@@ -115,17 +116,23 @@ def train_supervised(
         raise ValueError(f"{root}: {len(ds)} images, fewer than one batch of batch_size={cfg.batch_size}")
     per_epoch = len(ds) // cfg.batch_size  # the last, partial batch is dropped
     start = 0
-    found = newest_valid_checkpoint(out_dir, map_location="cpu") if resume and not restart else None
+    # the first process picks the checkpoint (setting unreadable ones aside), the others load the same one
+    found = newest_valid_checkpoint(out_dir, map_location="cpu") if resume and not restart and main else None
+    wrong = ""
     if found is not None:
-        ckpt = found.ckpt
-        if not ckpt.get("supervised") or ckpt.get("config", {}).get("model") != asdict(m):
-            raise CheckpointError(
+        if not found.ckpt.get("supervised") or found.ckpt.get("config", {}).get("model") != asdict(m):
+            wrong = (
                 f"{found.path} is not a supervised run of model {asdict(m)}: use another --out or --restart"
             )
-        if main:
+        else:
             found.set_aside_unreadable()
-        if main and found.path.resolve() != ckpt_path.resolve():  # the run's latest: the one it goes on from
-            save_rotating(ckpt, ckpt_path)
+            if found.path.resolve() != ckpt_path.resolve():  # the run's latest: the one it goes on from
+                save_rotating(found.ckpt, ckpt_path)
+    path, wrong = ranks.all_gather_objects((str(ckpt_path) if found is not None else None, wrong))[0]
+    if wrong:  # on every process
+        raise CheckpointError(wrong)
+    if path is not None:
+        ckpt = found.ckpt if found is not None else load_checkpoint(path, map_location="cpu")
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
         start = ckpt["epoch"]

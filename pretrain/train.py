@@ -123,9 +123,10 @@ RESUMABLE_CHANGES = (
 )
 
 
-def resume_conflicts(saved: PretrainConfig, wanted: PretrainConfig) -> list[str]:
-    """``key: saved -> wanted`` for every setting that differs and would make a resumed run a hybrid."""
-    return differences(saved.to_dict(), wanted.to_dict(), ignore=RESUMABLE_CHANGES)
+def resume_conflicts(saved: dict, wanted: PretrainConfig) -> list[str]:
+    """``key: saved -> wanted`` for every setting that differs and would make a resumed run a hybrid
+    (``saved``: the checkpoint's config dict; keys it predates are not conflicts)."""
+    return differences(saved, wanted.to_dict(), ignore=RESUMABLE_CHANGES)
 
 
 def read_log(path: Path) -> tuple[list[dict], int]:
@@ -176,7 +177,7 @@ class Trainer:
         file; ``restart`` discards the run in ``out_dir`` first. With neither, an existing run is an error."""
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         self.info: DistInfo = init_distributed()
-        self.device = torch.device(f"cuda:{self.info.local_rank}" if torch.cuda.is_available() else "cpu")
+        self.device = ranks.local_device(self.info.local_rank)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         durable.remove_stale_temps(self.out_dir)
         self.ckpt_path = self.out_dir / CHECKPOINT
@@ -312,11 +313,21 @@ class Trainer:
         if ckpt.get("supervised"):
             raise CheckpointError(f"{path} is a supervised baseline checkpoint, not a SwAV run")
         saved = config_from_dict(ckpt["config"])
-        changed = resume_conflicts(saved, self.cfg)
+        changed = resume_conflicts(ckpt["config"], self.cfg)
         if changed:
             raise CheckpointError(
                 f"{path} was trained with another configuration ({'; '.join(changed)}): resuming would mix "
                 "two runs. Use the run's own settings (its config.yaml), another --out, or --restart"
+            )
+        plan = ckpt.get("batch_plan")
+        if plan and plan.get("global_batch") != self.plan.global_batch and self.info.is_main:
+            log.warning(
+                "resuming at global batch %d (%d processes); the run so far trained at %d: lr %.4g -> %.4g",
+                self.plan.global_batch,
+                self.plan.world_size,
+                plan["global_batch"],
+                plan.get("base_lr", float("nan")),
+                self.plan.base_lr,
             )
         if saved.optim.epochs != self.cfg.optim.epochs and self.info.is_main:
             log.warning(

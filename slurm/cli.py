@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from swavbench.data_root import add_data_root_argument
+from swavbench.data_root import add_data_root_argument, data_root
 
 EXECUTORS = ["auto", "slurm", "local", "debug"]
 
@@ -25,6 +26,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="re-run jobs whose record already says ok")
     p.add_argument("--dry-run", action="store_true", help="print the job graph and resources; submit nothing")
     p.add_argument("--wait", action="store_true", help="block until every submitted job ended")
+    p.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="rehearse on this machine or cluster first: the same jobs on tiny generated data in the real "
+        "formats (RUN_DIR/rehearsal-data), one node, 2 processes per job, iteration caps; waits, then checks "
+        "every job ran with its processes and the report fills Tables 1-3",
+    )
     add_data_root_argument(p)
 
 
@@ -112,6 +120,15 @@ def epochs_list(text: str) -> list[int]:
         raise ValueError(f"--eval-epochs takes comma-separated integers, got {text!r}") from None
 
 
+def pretraining_overrides(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """The pretraining overrides of a launch (a rehearsal adds its size overrides)."""
+    if not args.rehearse:
+        return list(overrides)
+    from slurm.rehearsal import PRETRAIN
+
+    return [*overrides, *PRETRAIN]
+
+
 def preflight_launch(args: argparse.Namespace) -> tuple:
     """(suite, sweep variants) of a launch after checking every job it plans; PreflightError lists every
     problem (nothing is submitted)."""
@@ -119,13 +136,22 @@ def preflight_launch(args: argparse.Namespace) -> tuple:
     from slurm.suite import Resources
 
     check = Preflight(cluster_of(args.executor))
-    suite = check.suite(args.suite)
+    if args.rehearse:  # checked at the rehearsal's shape, which is what will be submitted
+        from slurm.rehearsal import rehearsal_suite
+        from slurm.suite import load_suite
+
+        loaded = check._try(f"suite {args.suite}", lambda: load_suite(args.suite))
+        random = args.kind == "suite" and args.checkpoint == "random"
+        suite = check.suite(rehearsal_suite(loaded, data_root()[0], random_trunk=random)) if loaded else None
+    else:
+        suite = check.suite(args.suite)
     pretrain = suite.pretrain if suite is not None else Resources()
     variants: list[tuple[str, list[str]]] = []
     if args.kind == "pipeline":
-        check.pretraining(args.config, list(args.overrides), pretrain, name="pretrain")
+        check.pretraining(args.config, pretraining_overrides(args, args.overrides), pretrain, name="pretrain")
     elif args.kind == "sweep":
         variants = check.sweep(args.sweep)
+        variants = [(name, pretraining_overrides(args, overrides)) for name, overrides in variants]
         for name, overrides in variants:
             check.pretraining(args.config, overrides, pretrain, name=f"pretrain-{name}")
     check.cluster_fit()
@@ -134,12 +160,17 @@ def preflight_launch(args: argparse.Namespace) -> tuple:
 
 
 def run_launch(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from pretrain.config import ConfigError
     from slurm.launch import LaunchBusy, Launcher, SchedulerUnavailable, SubmissionFailed
 
     try:
+        if args.rehearse:  # its own data root, generated once
+            from swavbench.data_root import set_data_root
+            from swavbench.rehearsal_data import write_all
+
+            set_data_root(str(write_all(Path(args.run_dir) / "rehearsal-data")))
+            args.wait = True
         suite, variants = preflight_launch(args)
         launcher = Launcher(args.run_dir, args.executor, force=args.force, dry_run=args.dry_run)
         if args.kind == "suite":
@@ -147,7 +178,7 @@ def run_launch(args: argparse.Namespace) -> int:
         elif args.kind == "pipeline":
             planned = launcher.pipeline(
                 args.config,
-                list(args.overrides),
+                pretraining_overrides(args, args.overrides),
                 suite,
                 resources=suite.pretrain,
                 eval_epochs=epochs_list(args.eval_epochs),
@@ -191,16 +222,24 @@ def run_launch(args: argparse.Namespace) -> int:
         for key, outcome in launcher.wait().items():
             if outcome != "ok":
                 print(f"job {key}: {outcome}", file=sys.stderr)
+    if args.rehearse:
+        from slurm.rehearsal import LABEL, check
+
+        problems = check([p.out_dir for p in planned if p.kind == "eval"], suite, model=LABEL)
+        for line in problems:
+            print(f"rehearsal: {line}", file=sys.stderr)
+        verdict = "FAILED (see above)" if problems else "ok: every evaluation ran with its processes"
+        print(f"rehearsal of {len(planned)} jobs: {verdict}")
+        return 1 if problems else 0
     return 0
 
 
 def run_main_job(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from pretrain.checkpoint import CheckpointError
     from pretrain.config import ConfigError
     from results.report import make_report
-    from slurm.launch import LaunchBusy, SchedulerUnavailable
+    from slurm.launch import LaunchBusy, SchedulerUnavailable, SubmissionFailed
     from slurm.main_job import load_main_config, run_main, swav_vs_random
 
     try:
@@ -223,6 +262,7 @@ def run_main_job(args: argparse.Namespace) -> int:
         ValueError,
         LaunchBusy,
         SchedulerUnavailable,
+        SubmissionFailed,
     ) as e:
         print(f"swavbench run: error: {e}", file=sys.stderr)
         return 2

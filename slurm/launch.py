@@ -263,7 +263,9 @@ def export_job_environment() -> None:
         LOCAL_WORLD_SIZE=str(env.num_tasks // max(1, env.num_nodes)),
         MASTER_ADDR=env.hostnames[0] if env.hostnames else "127.0.0.1",
     )
-    os.environ.setdefault("MASTER_PORT", str(20000 + int(str(env.job_id).split("_")[0]) % 20000))
+    # SLURM_JOB_ID differs between the tasks of an array (job_id is "<array>_<task>" for all of them)
+    job = os.environ.get("SLURM_JOB_ID", "") or str(env.job_id).split("_")[0]
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(job) % 20000 if job.isdigit() else 29500))
 
 
 class PretrainJob(submitit.helpers.Checkpointable):
@@ -457,6 +459,8 @@ class Launcher:
             if dependency:
                 extra["dependency"] = f"afterok:{dependency}"
             params["slurm_additional_parameters"] = extra
+            if tasks_per_node * r.nodes > 1:  # a process that dies ends the step: the others would wait on it
+                params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
             if r.partition:
                 params["slurm_partition"] = r.partition
             if r.constraint:
@@ -719,6 +723,8 @@ class Launcher:
         if held.get("key") == key:
             return key, settings, epochs, max_iters
         diffs = differences(held.get("settings", {}), settings)
+        if not diffs:  # written before some settings existed: the same run, under the folder's key
+            return held["key"], settings, epochs, max_iters
         shown = "; ".join(diffs[:6]) + (" ..." if len(diffs) > 6 else "")
         raise ConfigConflict(
             f"{out} holds a pretraining run of another configuration ({shown}; its settings are in {path}). "

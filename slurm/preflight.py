@@ -27,26 +27,33 @@ class PreflightError(ConfigError):
 @dataclass
 class Partition:
     name: str
-    cpus: int  # most CPUs of one node
+    cpus: int  # most CPUs of one node (0: not known, e.g. sinfo's "32+" for nodes of several sizes)
     gpus: int  # most GPUs of one node
     features: set[str] = field(default_factory=set)
     default: bool = False
 
 
 def parse_sinfo(text: str) -> dict[str, Partition]:
-    """``sinfo -h -o '%P|%c|%G|%f'`` lines -> partitions with their largest node shape."""
-    out: dict[str, Partition] = {}
+    """``sinfo -h -o '%P|%c|%G|%f'`` lines (one per node shape) -> partitions with their largest node."""
+    shapes: dict[str, list[tuple[int, int, set[str], bool]]] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
         if len(parts) < 4 or not parts[0]:
             continue
-        name, default = parts[0].rstrip("*"), parts[0].endswith("*")
-        cpus = int(re.sub(r"\D", "", parts[1]) or 0)
+        cpus = 0 if "+" in parts[1] else int(re.sub(r"\D", "", parts[1]) or 0)  # "32+": sizes vary
         gpus = sum(int(n) for n in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", parts[2]))
-        p = out.setdefault(name, Partition(name, 0, 0, default=default))
-        p.cpus, p.gpus = max(p.cpus, cpus), max(p.gpus, gpus)
-        p.features |= {f for f in parts[3].split(",") if f and f != "(null)"}
-    return out
+        features = {f for f in parts[3].split(",") if f and f != "(null)"}
+        shapes.setdefault(parts[0].rstrip("*"), []).append((cpus, gpus, features, parts[0].endswith("*")))
+    return {
+        name: Partition(
+            name,
+            0 if any(c == 0 for c, _, _, _ in rows) else max(c for c, _, _, _ in rows),
+            max(g for _, g, _, _ in rows),
+            set().union(*(f for _, _, f, _ in rows)),
+            default=any(d for _, _, _, d in rows),
+        )
+        for name, rows in shapes.items()
+    }
 
 
 def read_partitions(timeout_s: float = 20.0) -> dict[str, Partition] | None:
@@ -182,14 +189,20 @@ class Preflight:
             return
         default = next((p for p in parts.values() if p.default), None)
         for where, r in self.resources:
-            p = parts.get(r.partition) if r.partition else default
-            if p is None:
+            names = [n for n in r.partition.split(",") if n]  # sbatch takes a list of partitions
+            unknown = [n for n in names if n not in parts]
+            if unknown:
                 self.errors.append(
-                    f"{where}: partition {r.partition or '(default)'!r} not found; the cluster has "
+                    f"{where}: partition {', '.join(unknown)} not found; the cluster has "
                     f"{', '.join(sorted(parts)) or 'none'} (set resources.partition)"
                 )
                 continue
-            if r.cpus > p.cpus or r.gpus > p.gpus:
+            if not names and default is None:
+                self.warnings.append(f"{where}: no partition set and sinfo shows no default: not checked")
+                continue
+            candidates = [parts[n] for n in names] or [default]
+            p = max(candidates, key=lambda c: (c.gpus, c.cpus))
+            if (p.cpus and r.cpus > p.cpus) or r.gpus > p.gpus:
                 self.errors.append(
                     f"{where}: asks {r.cpus} CPUs and {r.gpus} GPUs per node; the largest node of partition "
                     f"{p.name} has {p.cpus} CPUs and {p.gpus} GPUs"

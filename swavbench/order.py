@@ -7,7 +7,7 @@ are the batch one process would load."""
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from swavbench import interrupt, ranks
 
@@ -40,8 +40,9 @@ class EpochShare:
     """This process' share of each batch of an epoch, with the size of each whole batch (``global_sizes``):
     a share with no image (a last batch smaller than the number of processes) comes as an empty batch."""
 
-    def __init__(self, loader: DataLoader, parts: list[list[int]], global_sizes: list[int]):
-        self.loader, self.parts, self.global_sizes = loader, parts, global_sizes
+    def __init__(self, loader: DataLoader, parts: list[list[int]], global_sizes: list[int], *, template=None):
+        """``template()``: one batch of the epoch's shapes, for an empty share before any loaded one."""
+        self.loader, self.parts, self.global_sizes, self.template = loader, parts, global_sizes, template
 
     def __len__(self) -> int:
         return len(self.parts)
@@ -53,6 +54,7 @@ class EpochShare:
                 like = next(it)
                 yield like
             else:
+                like = like if like is not None else self.template()
                 yield tuple(t[:0] for t in like)
 
 
@@ -81,4 +83,8 @@ def epoch_loader(
         pin_memory=pin,
         worker_init_fn=interrupt.quiet_worker,
     )
-    return EpochShare(loader, parts, [len(b) for b in batches]) if share else loader
+    if not share:
+        return loader
+    items = SeededItems(ds, seed=seed, epoch=epoch)
+    template = lambda: default_collate([items[batches[0][0]]])  # noqa: E731 - any image of the epoch
+    return EpochShare(loader, parts, [len(b) for b in batches], template=template)

@@ -108,19 +108,26 @@ def shard(n: int) -> list[int]:
     return list(range(rank(), n, world_size()))
 
 
-def gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
+def gather_rows(local: torch.Tensor, n: int, *, chunk_rows: int = 65536) -> torch.Tensor:
     """The rows each process computed for its ``shard(n)``, gathered on every process in dataset order
-    (row i came from process i % world_size)."""
+    (row i came from process i % world_size), on the CPU. Gathered ``chunk_rows`` rows per process at a
+    time, so a GPU holds world_size x chunk_rows rows, not the whole set."""
     if not active():
         return local
-    w = world_size()
+    w, rest = world_size(), tuple(local.shape[1:])
     per = -(-n // w)
-    padded = torch.zeros((per, *local.shape[1:]), dtype=local.dtype)
-    padded[: len(local)] = local.cpu()
+    out = torch.empty((per * w, *rest), dtype=local.dtype)
+    by_rank = out.view(per, w, *rest)  # out[k * w + r] is row k of process r
     dev = collective_device()
-    parts = [torch.empty_like(padded, device=dev) for _ in range(w)]
-    dist.all_gather(parts, padded.to(dev))
-    out = torch.stack([p.cpu() for p in parts], dim=1).reshape(per * w, *local.shape[1:])
+    for start in range(0, max(per, 1), chunk_rows):
+        stop = min(per, start + chunk_rows)
+        piece = torch.zeros((stop - start, *rest), dtype=local.dtype, device=dev)
+        mine = local[start:stop]
+        piece[: len(mine)] = mine.to(dev)
+        parts = [torch.empty_like(piece) for _ in range(w)]
+        dist.all_gather(parts, piece)
+        for r, part in enumerate(parts):
+            by_rank[start:stop, r] = part.cpu()
     return out[:n]
 
 

@@ -159,6 +159,24 @@ def test_resume_refuses_another_configuration(tmp_path, generated_data):
     assert load_checkpoint(tmp_path / "checkpoint.pth")["epoch"] == 2
 
 
+def test_checkpoint_from_before_a_setting_existed_resumes(tmp_path, generated_data):
+    """A checkpoint written before optim.global_batch / optim.lr_scaling existed lacks them: not a conflict
+    (they state what the old run left implicit); a setting it has and that differs still is one."""
+    pretrain(load_config("tiny", settings(generated_data, "optim.epochs=1")), tmp_path, progress=False)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pth")
+    for key in ("global_batch", "lr_scaling"):
+        del ckpt["config"]["optim"][key]
+    torch.save(ckpt, tmp_path / "checkpoint.pth")
+    stated = load_config("tiny", settings(generated_data, "optim.global_batch=16"))  # 1 process x 16
+    pretrain(stated, tmp_path, resume=True, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint.pth")["epoch"] == 2
+    with pytest.raises(CheckpointError, match=r"optim.global_batch: 16 -> 32"):
+        changed = load_config(
+            "tiny", settings(generated_data, "optim.global_batch=32", "optim.lr_scaling=none")
+        )
+        pretrain(changed, tmp_path, resume=True, progress=False)
+
+
 # -- untrusted checkpoints ------------------------------------------------------------------------
 class Payload:
     """Unpickling this object creates ``marker``: stands for arbitrary code in a downloaded file."""

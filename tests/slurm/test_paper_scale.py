@@ -136,13 +136,34 @@ def test_preflight_lists_every_problem_and_submits_nothing(tmp_path, monkeypatch
         "is not a valid job name",
         "unknown config key 'epochz'",
         "unknown preset 'no-such-preset'",
-        "partition 'big' not found; the cluster has cpu, gpu",
+        "partition big not found; the cluster has cpu, gpu",
         "batch_size=256 is the global batch and must split over its 3 processes",
         "unknown config key 'optim.base_lrr'",
         "asks 128 CPUs and 8 GPUs per node; the largest node of partition gpu has 96 CPUs and 8 GPUs",
     ):
         assert expected in err, (expected, err)
     assert err.count("swavbench launch: error:") == 1  # one error listing them all
+
+
+def test_sinfo_node_shapes_and_partition_lists():
+    from slurm.preflight import Preflight, parse_sinfo
+    from slurm.suite import Resources
+
+    parts = parse_sinfo("gpu*|96|gpu:a100:8(S:0-1)|a100\ngpu*|64|gpu:a100:4|a100,ib\ncpu|32+|(null)|(null)\n")
+    assert (parts["gpu"].cpus, parts["gpu"].gpus, parts["gpu"].default) == (96, 8, True)
+    assert parts["gpu"].features == {"a100", "ib"} and parts["cpu"].cpus == 0  # "32+": sizes vary
+    check = Preflight("slurm")
+    check.resources = [
+        ("fits", Resources(gpus=8, cpus=96)),
+        ("list", Resources(gpus=4, cpus=200, partition="cpu,gpu")),  # the largest of the list: gpu, 96 CPUs
+        ("unknown sizes", Resources(cpus=500, partition="cpu")),
+    ]
+    check.cluster_fit(parts)
+    assert len(check.errors) == 1 and check.errors[0].startswith("list: asks 200 CPUs"), check.errors
+    check = Preflight("slurm")
+    check.resources = [("no default", Resources())]
+    check.cluster_fit(parse_sinfo("a|8|(null)|(null)\n"))
+    assert not check.errors and "no partition set" in check.warnings[0]
 
 
 def test_eval_arrays_run_one_task_per_gpu(tmp_path, monkeypatch):

@@ -266,6 +266,15 @@ def test_pipeline_relaunched_with_another_pretraining_config_is_refused(tmp_path
     # the same configuration again: everything is done
     with Launcher(run, "local") as launcher:
         assert {p.action for p in launcher.pipeline("tiny", base, suite, resources=RES)} == {"done"}
+    # a folder written before optim.global_batch / lr_scaling existed: the same run, under its own key
+    path = run / "pretrain" / "settings.json"
+    held = json.loads(path.read_text())
+    for key in ("global_batch", "lr_scaling"):
+        del held["settings"]["optim"][key]
+    path.write_text(json.dumps({"key": "0123456789abcdef", "settings": held["settings"]}))
+    with Launcher(run, "local") as launcher:
+        key, *_ = launcher.check_pretrain("tiny", base)
+        assert key == "0123456789abcdef"
 
 
 # -- an adopted pretraining that dies ---------------------------------------------------------------

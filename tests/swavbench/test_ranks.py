@@ -66,6 +66,7 @@ def _collectives(rank: int, world_size: int) -> tuple:
     rows = torch.arange(7 * 3, dtype=torch.float32).reshape(7, 3)
     mine = ranks.shard(7)
     gathered = ranks.gather_rows(rows[mine] + 0, 7)
+    assert torch.equal(ranks.gather_rows(rows[mine] + 0, 7, chunk_rows=2), gathered)  # in pieces, the same
     return (
         mine,
         gathered,
