@@ -75,7 +75,8 @@ def imagenet(
 
 def _voc_xml(objects: list[tuple[str, list[int]]], size: tuple[int, int]) -> str:
     body = "".join(
-        f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{b[0] + 1}</xmin>"
+        f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
+        f"<bndbox><xmin>{b[0] + 1}</xmin>"
         f"<ymin>{b[1] + 1}</ymin><xmax>{b[2] + 1}</xmax><ymax>{b[3] + 1}</ymax></bndbox></object>"
         for name, b in objects
     )

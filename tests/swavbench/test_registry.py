@@ -44,6 +44,8 @@ def test_suites_clis_and_benchmarks_use_registry_names():
             assert registry.for_benchmark(b).headline == entry.headline
     assert registry.benchmark_id("semisup", {"subset": "subset:imagenet-10pct"}) == "semisup-10pct"
     assert registry.benchmark_id("semisup", {"subset": "balanced:100"}) == "semisup"
+    assert registry.benchmark_id("svm", {"low_shot_ks": [1, 2]}) == "svm-lowshot"  # its own column
+    assert registry.benchmark_id("svm", {"low_shot_ks": []}) == "svm"
     assert registry.for_benchmark("semisup-5pct").name == "semisup"  # any label fraction
     assert registry.for_benchmark("nope") is None
     assert registry.benchmarks_of_table(3)[:2] == ["linear", "svm"]  # the report's Table 3 column order

@@ -1,0 +1,61 @@
+"""The paper path rehearsed on the real local SLURM cluster: the paper suite's own pipeline (pretraining
+then every evaluation, with afterok), scaled to this machine by ``--rehearse``, runs every job with 2
+processes in one group and fills every cell of Tables 1-3 the suite covers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from process_helpers import cli
+
+from slurm.rehearsal import LABEL, TASKS
+from slurm.suite import load_suite
+from swavbench import registry
+
+
+def test_paper_pipeline_rehearsal_on_the_local_cluster(slurm_cluster, tmp_path):
+    run = tmp_path / "rehearsal"
+    res = cli(
+        "launch",
+        "pipeline",
+        "--suite",
+        "paper",
+        "--config",
+        "rn50-800ep-bs4096",
+        "--run-dir",
+        str(run),
+        "--executor",
+        "slurm",
+        "--rehearse",
+        timeout=1800,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    assert "rehearsal of 11 jobs: ok" in res.stdout
+    records = [json.loads(p.read_text()) for p in (run / "evals").glob("*/result.json")]
+    paper = load_suite("paper")
+    assert len(records) == len(paper.entries)
+    assert {registry.benchmark_id(r["protocol"], r["config"]) for r in records} == {
+        "linear",
+        "knn",
+        "semisup-1pct",
+        "semisup-10pct",
+        "svm",
+        "svm-lowshot",
+        "detection-frcnn-c4",
+        "detection-maskrcnn-fpn",
+    }
+    assert {r["dataset"] for r in records} == {"imagenet", "voc07", "places205", "inat18", "voc0712", "coco"}
+    for rec in records:
+        assert rec["status"] == "ok" and rec["world_size"] == TASKS and rec["model"] == LABEL, rec.get(
+            "error"
+        )
+    settings = json.loads((run / "pretrain" / "settings.json").read_text())["settings"]
+    assert settings["optim"]["global_batch"] == 4096 and settings["optim"]["lr_scaling"] == "linear"
+    plan = (run / "pretrain" / "config.yaml").read_text()
+    assert f"world_size: {TASKS}" in plan  # the pretraining ran as 2 processes too
+    # the sbatch scripts: one task per process of every job, the evaluations after the pretraining
+    scripts = [p.read_text() for p in (run / "submitit").rglob("*_submission.sh")]
+    assert scripts and all(f"--ntasks-per-node={TASKS}" in s for s in scripts)
+    assert sum("--dependency=afterok:" in s for s in scripts) >= 1
+    assert Path(run / "rehearsal-data" / "imagenet" / "subsets" / "1pct.txt").is_file()
