@@ -55,6 +55,8 @@ class LinearConfig:
     momentum: float = 0.9
     final_lr: float = 0.0
     schedule: str = "cosine"  # cosine (to final_lr) | multistep (x gamma at each milestone epoch)
+    # cosine: once per epoch (the official eval_linear.py's CosineAnnealingLR(epochs)) or per iteration
+    cosine_step: str = "epoch"
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     nesterov: bool = False
@@ -97,10 +99,12 @@ def grid(cfg: LinearConfig) -> list[tuple[float, float]]:
 
 
 def lr_at(lr: float, step: int, total: int, *, epoch: int, cfg: LinearConfig) -> float:
-    """Learning rate of a head with base ``lr`` at ``step`` of ``total`` (``epoch`` for multistep)."""
+    """Learning rate of a head with base ``lr`` at ``step`` of ``total`` iterations in ``epoch``: multistep by
+    epoch; cosine by epoch (``cosine_step='epoch'``, the official probe) or by iteration."""
     if cfg.schedule == "multistep":
         return lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
-    return cfg.final_lr + 0.5 * (lr - cfg.final_lr) * (1 + math.cos(math.pi * step / total))
+    progress = epoch / cfg.epochs if cfg.cosine_step == "epoch" else step / total
+    return cfg.final_lr + 0.5 * (lr - cfg.final_lr) * (1 + math.cos(math.pi * progress))
 
 
 def train_heads(
@@ -277,6 +281,8 @@ def run_linear(
         raise ValueError(f"mode must be 'augmented' or 'cached', got {cfg.mode!r}")
     if cfg.schedule not in ("cosine", "multistep"):
         raise ValueError(f"schedule must be 'cosine' or 'multistep', got {cfg.schedule!r}")
+    if cfg.cosine_step not in ("epoch", "iteration"):
+        raise ValueError(f"cosine_step must be 'epoch' or 'iteration', got {cfg.cosine_step!r}")
     out_dir = Path(out_dir)
 
     def body(loaded, device):

@@ -96,6 +96,9 @@ def run_and_record(
             world_size=info.world_size,
             devices=[device_name(device)],
             global_batch=global_batch,
+            trunk_arch=(
+                loaded.spec if loaded else TrunkSpec(t.arch, t.small_stem, t.width_multiplier)
+            ).name(),
         )
         # by every process that failed (the others may wait on it), unless one already said why this run
         # failed: a process that then times out in a collective would hide the cause
@@ -122,6 +125,9 @@ def run_and_record(
         device=device_name(device),
         model=t.label or loaded.label(),
         pretrain_epochs=loaded.pretrain_epochs,
+        pretrain_batch=loaded.pretrain_batch,
+        trunk_arch=loaded.spec.name(),
+        trunk_provenance=loaded.provenance,
         world_size=info.world_size,
         devices=ranks.all_gather_objects(device_name(device)),
         global_batch=global_batch,

@@ -6,16 +6,21 @@ full settings, including its ``mode``), seed, wall_time_s, device, model (the re
 name), pretrain_epochs, versions, error, created; and how it ran: world_size (processes of the
 data-parallel run), devices (one name per process), global_batch (images per optimisation step, all
 processes together; None for protocols without one), gpu_hours (wall time x the GPUs of the whole
-allocation, idle ones included). Records written before these fields read with their defaults.
+allocation, idle ones included); and what was evaluated: trunk_arch (the table's architecture name, with
+width and stem), pretrain_batch, trunk_provenance (a converted file's source). Records written before these
+fields read with their defaults.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
+import subprocess
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +56,61 @@ class ResultRecord:
     devices: list[str] = field(default_factory=list)
     global_batch: int | None = None
     gpu_hours: float = 0.0
+    # what was evaluated: the trunk as the tables name it (resnet50, resnet50w0.125-smallstem), the
+    # pretraining's global batch, and a converted file's provenance (source kind, sha256, label)
+    trunk_arch: str = ""
+    pretrain_batch: int | None = None
+    trunk_provenance: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
 
 def library_versions() -> dict[str, str]:
+    """Versions that change the numbers: Python, PyTorch, torchvision, scikit-learn, faiss, Detectron2 (those
+    installed), and this harness (package version and git commit when run from a checkout)."""
     out = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
     }
-    try:
-        import faiss
-
-        out["faiss"] = faiss.__version__
-    except ImportError:
-        pass
+    for name, dist in (
+        ("scikit-learn", "scikit-learn"),
+        ("faiss", "faiss-cpu"),
+        ("faiss", "faiss-gpu"),
+        ("detectron2", "detectron2"),
+        ("swav-bench", "swav-bench"),
+    ):
+        try:
+            out[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    commit = code_commit()
+    if commit:
+        out["swav-bench-commit"] = commit
     return out
+
+
+@functools.cache
+def code_commit() -> str | None:
+    """The git commit of the checkout this code runs from ('+dirty' with local changes), if it is one."""
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def device_name(device: torch.device) -> str:

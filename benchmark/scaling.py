@@ -20,6 +20,7 @@ import torch.multiprocessing as mp
 
 from benchmark.knn import KnnConfig, run_knn
 from benchmark.linear import LinearConfig, run_linear
+from swavbench import ranks
 
 
 def _free_port() -> int:
@@ -56,14 +57,15 @@ def _worker(rank: int, world: int, job: tuple) -> None:
     init_distributed()
     times = {}
     for name, (run, cfg) in _configs(args).items():
-        dist.barrier()
+        ranks.barrier()  # a no-op for one process (no group is started for it)
         t0 = time.perf_counter()
         rec = run(cfg, "random", Path(out) / f"{world}-{name.split()[0]}")
-        dist.barrier()
+        ranks.barrier()
         times[name] = (time.perf_counter() - t0, rec.splits["train"] + rec.splits["val"])
     if rank == 0:
         results[world] = times
-    dist.destroy_process_group()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> None:

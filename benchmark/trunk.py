@@ -11,6 +11,7 @@ of another architecture is refused instead of evaluating random weights.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 
 from pretrain.checkpoint import FORMAT, HEAD_PREFIXES, CheckpointError, load_checkpoint, split_trunk_state
 from pretrain.config import config_from_dict
-from pretrain.model import Trunk, build_trunk
+from pretrain.model import Trunk, build_trunk, parse_arch
 
 
 class TrunkLoadError(CheckpointError):
@@ -33,6 +34,17 @@ class TrunkSpec:
     small_stem: bool = False
     width_multiplier: float = 1.0
 
+    def name(self) -> str:
+        """The architecture as the published tables name it, with CPU-sized variants spelled out so that
+        they are never compared with full-size rows: resnet50, resnet50w2, resnet50w0.125-smallstem."""
+        try:
+            depth, width = parse_arch(self.arch)
+        except ValueError:  # not an architecture we build: named as given
+            return self.arch
+        width *= self.width_multiplier
+        stem = "-smallstem" if self.small_stem else ""
+        return f"resnet{depth}" + (f"w{width:g}" if width != 1 else "") + stem
+
 
 @dataclass
 class LoadedTrunk:
@@ -42,17 +54,45 @@ class LoadedTrunk:
     spec: TrunkSpec
     sha256: str | None = None
     ignored_keys: list[str] = field(default_factory=list)  # head keys dropped on purpose
-    pretrain_epochs: int | None = None  # from a swav-bench checkpoint
-    supervised: bool = False  # trained with labels (torchvision files, `swavbench pretrain --supervised`)
+    pretrain_epochs: int | None = None  # from a swav-bench checkpoint (or its conversion's provenance)
+    supervised: bool = False  # trained with labels: `swavbench pretrain --supervised` checkpoints only
+    pretrain_batch: int | None = None  # pretraining global batch, from a swav-bench checkpoint
+    provenance: dict | None = None  # PROVENANCE file beside a converted trunk: where it came from
 
     def label(self) -> str:
-        """Row name in reports: random, supervised, a swav-bench checkpoint's run folder, or the file stem."""
+        """Row name in reports: random, supervised (``--supervised`` checkpoints), a swav-bench checkpoint's
+        run folder, a converted file's source label, or the file stem (unknown provenance: never
+        'supervised', whatever the format; ``trunk.label`` names it)."""
         if self.kind == "random":
             return "random"
         if self.supervised:
             return "supervised"
+        if self.provenance and self.provenance.get("label"):
+            return str(self.provenance["label"])
         path = Path(self.source)
         return path.parent.name if self.kind == "swav-bench" else path.stem
+
+
+PROVENANCE_SUFFIX = ".provenance.json"
+
+
+def provenance_path(path: str | Path) -> Path:
+    """Where ``swavbench convert`` records the source of a converted file: ``<file>.provenance.json``."""
+    return Path(f"{path}{PROVENANCE_SUFFIX}")
+
+
+def read_provenance(path: Path) -> dict | None:
+    """The provenance beside a converted file, if it is there and still describes it (same sha256)."""
+    side = provenance_path(path)
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise TrunkLoadError(f"{side}: unreadable provenance ({e}); remove it or convert again") from e
+    if data.get("sha256") != sha256_of(path):
+        return None  # the file was replaced since: its provenance is unknown
+    return data
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -123,6 +163,24 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
             "Pass the architecture the checkpoint was trained with."
         )
     trunk.load_state_dict(state, strict=True)
-    epochs = ckpt.get("epoch") if kind == "swav-bench" else None
-    supervised = kind == "torchvision" or bool(ckpt.get("supervised"))
-    return LoadedTrunk(trunk, str(path), kind, spec, sha256_of(path), ignored, epochs, supervised)
+    prov = read_provenance(path) if kind != "swav-bench" else None
+    if kind == "swav-bench":
+        epochs, supervised = ckpt.get("epoch"), bool(ckpt.get("supervised"))
+        batch = (ckpt.get("batch_plan") or {}).get("global_batch")
+    elif prov:
+        epochs, supervised = prov.get("pretrain_epochs"), bool(prov.get("supervised"))
+        batch = prov.get("pretrain_batch")
+    else:
+        epochs, supervised, batch = None, False, None
+    return LoadedTrunk(
+        trunk,
+        str(path),
+        kind,
+        spec,
+        sha256_of(path),
+        ignored,
+        epochs,
+        supervised,
+        pretrain_batch=batch,
+        provenance=prov,
+    )

@@ -1,6 +1,7 @@
 """Pascal VOC layout for image classification: split lists, per-image class labels from the
 annotations (1 = present, 0 = present only as ``difficult``, -1 = absent, as VOC's own
-``<class>_<split>.txt`` files), and the VOC07 11-point average precision."""
+``<class>_<split>.txt`` files), and the two average precisions in use: VOC2007's 11-point one and the
+all-points area that the published VOC07 SVM numbers use."""
 
 from __future__ import annotations
 
@@ -117,9 +118,9 @@ class VOCImages(Dataset):
             return self.transform(im.convert("RGB")), i
 
 
-def voc07_ap(scores: np.ndarray, labels: np.ndarray) -> float:
-    """VOC2007 11-point interpolated AP (%): mean over recall t in {0, 0.1, ..., 1} of the best
-    precision at recall >= t. Samples labelled 0 (difficult) are ignored, as VOC does."""
+def _ranked(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) down the ranking by decreasing score; samples labelled 0 (difficult) are
+    ignored, as VOC and the SVM reference code do."""
     keep = labels != 0
     scores, positive = scores[keep], labels[keep] > 0
     if positive.sum() == 0:
@@ -127,10 +128,27 @@ def voc07_ap(scores: np.ndarray, labels: np.ndarray) -> float:
     order = np.argsort(-scores, kind="stable")
     tp = np.cumsum(positive[order])
     fp = np.cumsum(~positive[order])
-    recall = tp / positive.sum()
-    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    return tp / positive.sum(), tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+
+
+def voc07_ap(scores: np.ndarray, labels: np.ndarray) -> float:
+    """VOC2007 11-point interpolated AP (%): mean over recall t in {0, 0.1, ..., 1} of the best
+    precision at recall >= t (the VOC2007 devkit's; Detectron2's VOC07 detection metric)."""
+    recall, precision = _ranked(scores, labels)
     ap = 0.0
     for t in np.arange(0.0, 1.1, 0.1):
         p = precision[recall >= t - 1e-12]
         ap += (p.max() if p.size else 0.0) / 11.0
     return 100.0 * ap
+
+
+def all_points_ap(scores: np.ndarray, labels: np.ndarray) -> float:
+    """All-points AP (%): the area under the interpolated precision-recall curve (precision made
+    monotone from the right, summed over every recall step). The definition of every published VOC07
+    SVM number (Goyal et al. 2019 ``svm_helper.calculate_ap``, VISSL ``svm_utils/evaluate.py``)."""
+    recall, precision = _ranked(scores, labels)
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    steps = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
+    return 100.0 * float(np.sum((mrec[steps] - mrec[steps - 1]) * mpre[steps]))

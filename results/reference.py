@@ -1,6 +1,7 @@
 """Published numbers the reports compare against: the SwAV paper's (shipped in
 ``results/data/swav_paper.csv``, each row citing its table) plus any CSV files a user adds
-with the same columns: table, protocol, dataset, metric, model, arch, pretrain_epochs, value, source."""
+with the same columns: table, protocol, dataset, metric, model, arch, pretrain_epochs, value, source, and
+optionally pretrain_batch (the pretraining's global batch; blank: not stated)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def load_reference(extra: list[str | Path] = ()) -> pd.DataFrame:
             raise ValueError(
                 f"reference file {path} lacks columns {', '.join(missing)} (needs {', '.join(COLUMNS)})"
             )
-        frames.append(df[COLUMNS])
+        if "pretrain_batch" not in df.columns:
+            df["pretrain_batch"] = float("nan")
+        frames.append(df[[*COLUMNS, "pretrain_batch"]])
     ref = pd.concat(frames, ignore_index=True)
     ref["benchmark"] = [PROTOCOL_ALIASES.get((p, d), p) for p, d in zip(ref["protocol"], ref["dataset"])]
     return ref
@@ -41,9 +44,16 @@ def published(
     metric: str,
     arch: str = "resnet50",
     pretrain_epochs: int | None = None,
+    pretrain_batch: int | None = None,
+    verdict: bool = False,
 ) -> tuple[float, str] | None:
     """(value, source) of the published number for a model family ('swav' / 'supervised'), if any.
-    For SwAV the row with the given pretraining epochs, else the longest schedule."""
+
+    ``verdict=False`` (the published rows of a table): SwAV's longest schedule at the largest batch.
+    ``verdict=True`` (the number a result is judged against): only like with like — for SwAV the row of
+    the same pretraining epochs and, when the result states it, the same global batch (a batch-256 queue
+    run meets the 72.7 / 74.3 rows, not the batch-4096 ones); unknown epochs, or a batch that leaves more
+    than one candidate, give None (no verdict) instead of a comparison with another schedule."""
     m = ref[
         (ref.model == family)
         & (ref.benchmark == benchmark)
@@ -54,8 +64,16 @@ def published(
     if m.empty:
         return None
     if family == "swav":
-        if pretrain_epochs is not None and (m.pretrain_epochs == pretrain_epochs).any():
+        if verdict:
+            if pretrain_epochs is None:
+                return None
             m = m[m.pretrain_epochs == pretrain_epochs]
-        m = m.sort_values("pretrain_epochs", ascending=False)
+            if pretrain_batch is not None:
+                m = m[m.pretrain_batch.isna() | (m.pretrain_batch == pretrain_batch)]
+            if m.empty or m.value.nunique() > 1:
+                return None
+        m = m.assign(_batch=m.pretrain_batch.fillna(0)).sort_values(
+            ["pretrain_epochs", "_batch"], ascending=False
+        )
     row = m.iloc[0]
     return float(row.value), str(row.source)

@@ -9,7 +9,10 @@ from pathlib import Path
 from results.collect import Failed, Problem
 from results.tables import Table
 
-LEGEND = "mean ± std over seeds; (delta to the published number, ✓ reproduced within tolerance / ✗ not)"
+LEGEND = (
+    "mean over seeds ± 95% CI half-width (Student t) with the number of runs n; "
+    "(delta to the published number, ✓ reproduced within tolerance / ✗ not)"
+)
 
 
 def _grid(table: Table, *, marks: bool = True) -> tuple[list[str], list[list[str]], list[list[bool]]]:
@@ -32,7 +35,7 @@ def terminal(table: Table) -> str:
         return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
 
     out = [table.title, line(headers), "  ".join("-" * w for w in widths)] + [line(r) for r in body]
-    return "\n".join(out)
+    return "\n".join(out + ([table.note] if table.note else []))
 
 
 def markdown(table: Table) -> str:
@@ -86,7 +89,10 @@ def latex(table: Table) -> str:
             " & ".join(f"\\textbf{{{latex_escape(v)}}}" if b else latex_escape(v) for v, b in zip(row, brow))
             + r" \\"
         )
-    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if table.note:
+        out.append(r"\par\smallskip\footnotesize " + latex_escape(table.note))
+    out.append(r"\end{table}")
     return "\n".join(out)
 
 
@@ -103,7 +109,7 @@ def _html_table(table: Table) -> str:
     )
     return (
         f"<h2>{html.escape(table.title)}</h2><table><thead><tr>{head}</tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
+        f"<tbody>{rows}</tbody></table>" + (f"<p>{html.escape(table.note)}</p>" if table.note else "")
     )
 
 

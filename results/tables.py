@@ -1,4 +1,5 @@
-"""Paper-shaped tables from the tidy results: every number is mean ± std over seeds, the delta
+"""Paper-shaped tables from the tidy results: every number is the mean over seeds (runs) ± the half-width of
+its 95% confidence interval (Student t, n - 1 degrees of freedom) with n, the delta
 to the published number where one exists for that dataset, and a reproduced mark (|delta| <=
 tolerance, or better than published). Published SwAV / supervised rows sit beside."""
 
@@ -8,12 +9,22 @@ import math
 from dataclasses import dataclass, field
 
 import pandas as pd
+from scipy import stats
 
 from results.reference import published
 from swavbench import registry
 from swavbench.registry import all_benchmarks, benchmarks_of_table
 
+# the implementation the published numbers of a protocol family come from; results of another backend are
+# shown without a verdict (a record without a backend is not judged by this)
+REFERENCE_BACKENDS = {"detection": ("detectron2", "")}
 TRANSFER_DATASETS = {"places205", "inat18", "voc07", "voc0712", "coco", "scene15", "bccd"}
+
+
+def ci95_halfwidth(std: float, n: int) -> float:
+    """t_{0.975, n-1} x std / sqrt(n): the mean of n runs (sample std) lies within this of the true mean
+    95% of the time."""
+    return float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
 
 
 @dataclass
@@ -25,12 +36,18 @@ class Cell:
     delta: float | None = None
     reproduced: bool | None = None
     best: bool = False
+    footnote: str = ""  # a mark after the number, explained in the table's note
+
+    @property
+    def ci95(self) -> float:
+        """Half-width of the 95% confidence interval of the mean over n runs (0 for one run)."""
+        return ci95_halfwidth(self.std, self.n)
 
     def text(self, *, marks: bool = True) -> str:
-        s = f"{self.mean:.1f}" + (f" ± {self.std:.1f}" if self.n > 1 else "")
+        s = f"{self.mean:.1f}" + (f" ± {self.ci95:.1f} (n={self.n})" if self.n > 1 else "")
         if self.delta is not None and marks:
             s += f" ({self.delta:+.1f} {'✓' if self.reproduced else '✗'})"
-        return s
+        return s + self.footnote
 
 
 @dataclass
@@ -68,15 +85,19 @@ def aggregate(df: pd.DataFrame, *, by_epochs: bool = False) -> pd.DataFrame:
     if not by_epochs:
         df = df[df["pretrain_epochs"] == df.groupby("model")["pretrain_epochs"].transform("max")]
     keys = ["model", "pretrain_epochs", "benchmark", "dataset", "metric"]
+    if "backend" not in df:
+        df["backend"] = ""
+    df["backend"] = df["backend"].fillna("")
     out = (
-        df.groupby(keys, sort=True)["value"]
-        .agg(["mean", "std", "count"])
+        df.groupby(keys, sort=True)
+        .agg(mean=("value", "mean"), std=("value", "std"), n=("value", "count"), backend=("backend", "first"))
         .reset_index()
-        .rename(columns={"count": "n"})
     )
     out["std"] = out["std"].fillna(0.0)
     out["pretrain_epochs"] = out["pretrain_epochs"].where(out["pretrain_epochs"] >= 0)
     out["arch"] = out["model"].map(df.groupby("model")["arch"].first())
+    batch = df.groupby("model")["pretrain_batch"].first() if "pretrain_batch" in df else None
+    out["pretrain_batch"] = out["model"].map(batch) if batch is not None else None
     return out
 
 
@@ -98,6 +119,7 @@ def build(
     note: str = "",
 ) -> Table:
     table = Table(title, columns, note=note)
+    footnoted: set[str] = set()
     models = sorted(
         {
             m
@@ -123,6 +145,7 @@ def build(
             cell = Cell(float(r["mean"]), float(r["std"]), int(r["n"]))
             fam = family(model)
             epochs = None if pd.isna(r["pretrain_epochs"]) else int(r["pretrain_epochs"])
+            batch = None if pd.isna(r["pretrain_batch"]) else int(r["pretrain_batch"])
             pub = (
                 published(
                     ref,
@@ -132,16 +155,27 @@ def build(
                     metric=c.metric,
                     arch=str(r["arch"]),
                     pretrain_epochs=epochs,
+                    pretrain_batch=batch,
+                    verdict=True,
                 )
                 if fam
                 else None
             )
+            if pub and r["backend"] not in REFERENCE_BACKENDS.get(c.benchmark.split("-")[0], (r["backend"],)):
+                cell.footnote = "†"  # another implementation than the published numbers': no verdict
+                pub = None
+                footnoted.add(str(r["backend"]))
             if pub:
                 cell.published = pub[0]
                 cell.delta = cell.mean - pub[0]
                 cell.reproduced = cell.delta >= -tolerance
             cells[c.header] = cell
         table.rows.append((model, cells))
+    if footnoted:
+        table.note = (table.note + " " if table.note else "") + (
+            f"† {', '.join(sorted(footnoted))} backend: not the implementation of the published numbers "
+            "(Detectron2), so not compared with them."
+        )
     if mark_best:
         for c in columns:
             scored = [cells[c.header] for _, cells in table.rows if c.header in cells]

@@ -127,7 +127,7 @@ PROTOCOLS: dict[str, Protocol] = {
             run_function="run_svm",
             paper_presets=("svm-voc07", "svm-voc07-lowshot"),
             small_preset="svm-bccd-small",
-            help="VOC07 linear SVMs per class on frozen features, C by cross-validation, 11-point AP "
+            help="VOC07 linear SVMs per class on frozen features, C by cross-validation, all-points AP "
             "(and low-shot)",
             benchmarks=("svm", "svm-lowshot"),
             tables=(3,),

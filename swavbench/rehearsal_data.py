@@ -95,11 +95,12 @@ def _boxes(i: int, classes: list[int], size: tuple[int, int]) -> list[tuple[int,
 
 
 def voc(root: Path, *, size: tuple[int, int] = (160, 128)) -> None:
-    """VOCdevkit/VOC2007 (trainval: 20 images, every class in 2; test: 10 images, every class in 1) and
-    VOCdevkit/VOC2012 (trainval: 10 images): JPEGImages, Annotations, ImageSets/Main."""
+    """VOCdevkit/VOC2007 (trainval: 60 images, every class in 6, enough negatives for the published
+    low-shot SVM draws at k <= 2; test: 10 images, every class in 1) and VOCdevkit/VOC2012 (trainval: 10
+    images): JPEGImages, Annotations, ImageSets/Main."""
     n = len(VOC07_CLASSES)
     plans = {
-        ("VOC2007", "trainval"): [(f"00{i:04d}", [i % n, (i + 7) % n]) for i in range(20)],
+        ("VOC2007", "trainval"): [(f"00{i:04d}", [i % n, (i + 7) % n]) for i in range(60)],
         ("VOC2007", "test"): [(f"01{i:04d}", [(2 * i) % n, (2 * i + 1) % n]) for i in range(10)],
         ("VOC2012", "trainval"): [(f"2012_{i:06d}", [(2 * i + 1) % n, (2 * i) % n]) for i in range(10)],
     }
@@ -185,13 +186,16 @@ def coco(root: Path, *, size: tuple[int, int] = (160, 128)) -> None:
         durable.write_json(root / "coco" / "annotations" / f"instances_{split}.json", data)
 
 
+VERSION = "2"  # of the generated trees: a tree of another version is written again
+
+
 def write_all(root: str | Path) -> Path:
     """Every dataset of the paper suite, tiny, under ``root`` (a data root); written once (a marker file
     says it is complete)."""
     root = Path(root)
     done = root / ".rehearsal-data-complete"
-    if not done.is_file():
+    if not done.is_file() or done.read_text().strip() != VERSION:
         for make in (imagenet, voc, places205, inat18, coco):
             make(root)
-        durable.write_text(done, "1\n")
+        durable.write_text(done, f"{VERSION}\n")
     return root

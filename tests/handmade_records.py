@@ -15,6 +15,7 @@ def record(
     epochs=800,
     config=None,
     arch="resnet50",
+    batch=None,
 ):
     return {
         "protocol": protocol,
@@ -32,6 +33,7 @@ def record(
         "device": "NVIDIA H100",
         "model": model,
         "pretrain_epochs": None if model in ("random", "supervised") else epochs,
+        "pretrain_batch": batch,
         "versions": {},
         "error": error,
         "created": "2026-11-23T00:00:00+00:00",

@@ -12,14 +12,15 @@ torchvision-style settings: ``MODEL.RESNETS.STRIDE_IN_1X1: False``, ``INPUT.FORM
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 from pathlib import Path
 
 import torch
 
-from benchmark.trunk import LoadedTrunk
-from pretrain.checkpoint import atomic_save
+from benchmark.trunk import LoadedTrunk, provenance_path, sha256_of
+from pretrain.checkpoint import atomic_save, load_checkpoint
 from swavbench import durable
 
 
@@ -48,13 +49,42 @@ def detectron2_weights(trunk_state: dict[str, torch.Tensor]) -> dict:
     return {"model": model, "__author__": "swav-bench", "matching_heuristics": True}
 
 
+def provenance(loaded: LoadedTrunk, fmt: str, out: Path) -> dict:
+    """What the converted file is: its source (path, kind, sha256, the swav-bench config), the label its
+    rows get in reports, and whether it was trained with labels; keyed by the output's sha256."""
+    source = Path(loaded.source)
+    config = None
+    if loaded.kind == "swav-bench":
+        config = load_checkpoint(source).get("config")
+    return {
+        "sha256": sha256_of(out),
+        "format": fmt,
+        "source": str(source.resolve()),
+        "source_kind": loaded.kind,
+        "source_sha256": loaded.sha256,
+        "source_config": config,
+        "arch": loaded.spec.name(),
+        "label": loaded.label(),
+        "supervised": loaded.supervised,
+        "pretrain_epochs": loaded.pretrain_epochs,
+        "pretrain_batch": loaded.pretrain_batch,
+        "converted_by": "swavbench convert",
+    }
+
+
 def convert(loaded: LoadedTrunk, fmt: str, out: str | Path) -> Path:
-    """Write the trunk of ``loaded`` as ``torchvision`` (.pth) or ``detectron2`` (.pkl), atomically."""
+    """Write the trunk of ``loaded`` as ``torchvision`` (.pth) or ``detectron2`` (.pkl), atomically, with
+    ``<out>.provenance.json`` beside it, so that the converted file keeps its source's label (a converted
+    SwAV trunk is never taken for the supervised baseline)."""
     out = Path(out)
     state = loaded.trunk.state_dict()
     if fmt == "torchvision":
-        return atomic_save(torchvision_state(state), out)
-    if fmt == "detectron2":
+        atomic_save(torchvision_state(state), out)
+    elif fmt == "detectron2":
         weights = detectron2_weights(state)
-        return durable.write_with(out, lambda f: pickle.dump(weights, f))
-    raise ValueError(f"unknown format {fmt!r}: use torchvision or detectron2")
+        durable.write_with(out, lambda f: pickle.dump(weights, f))
+    else:
+        raise ValueError(f"unknown format {fmt!r}: use torchvision or detectron2")
+    text = json.dumps(provenance(loaded, fmt, out), indent=1, sort_keys=True, default=str)
+    durable.write_bytes(provenance_path(out), text.encode())
+    return out

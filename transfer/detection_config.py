@@ -62,6 +62,7 @@ class DetectionConfig:
     steps: list[int] = field(default_factory=lambda: [18000, 22000])
     gamma: float = 0.1
     warmup_iters: int = 100
+    warmup_factor: float = 0.001  # lr multiplier at iteration 0, linear to 1 at warmup_iters (Detectron2's)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     clip_grad_norm: float = 0.0  # 0 = off
@@ -74,6 +75,10 @@ class DetectionConfig:
     detections_per_image: int = 100
     checkpoint_every: int = 1000  # iterations between resumable states (0 = only at the end)
     num_workers: int = 4
+    # input normalisation on 0-255 RGB: torchvision's ImageNet statistics, as MoCo's detection configs
+    # (pascal_voc_R_50_C4_24k_moco.yaml) use for every torchvision-style trunk
+    pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    pixel_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
     seed: int = 0
     backend: str = "auto"  # auto (detectron2 when installed) | detectron2 | torchvision
     detectron2_overrides: list[str] = field(
@@ -134,6 +139,13 @@ def validate(cfg: DetectionConfig) -> None:
         )
     if cfg.iterations < 1 or cfg.batch_size < 1:
         raise ValueError("iterations and batch_size must be >= 1")
+    if not 0.0 < cfg.warmup_factor <= 1.0:
+        raise ValueError(f"warmup_factor must be in (0, 1], got {cfg.warmup_factor}")
+    if len(cfg.pixel_mean) != 3 or len(cfg.pixel_std) != 3 or min(cfg.pixel_std) <= 0:
+        raise ValueError(
+            "pixel_mean and pixel_std are three 0-255 RGB values each (std > 0), e.g. "
+            "pixel_std=[58.395,57.12,57.375]"
+        )
 
 
 DetectionSet = Union[VOCDetectionSet, COCODetectionSet]

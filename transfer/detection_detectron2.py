@@ -37,7 +37,6 @@ from torch import nn
 from benchmark.protocol import state_key
 from benchmark.trunk import LoadedTrunk
 from benchmark.voc import voc_root
-from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.model import parse_arch
 from swavbench import durable, interrupt, ranks
 from transfer.coco_detection import COCODetectionSet
@@ -124,8 +123,7 @@ def detectron2_config(
     d2 = get_cfg()
     d2.MODEL.DEVICE = device.type
     d2.MODEL.WEIGHTS = str(weights)
-    d2.MODEL.PIXEL_MEAN = [255.0 * m for m in IMAGENET_MEAN]
-    d2.MODEL.PIXEL_STD = [255.0 * s for s in IMAGENET_STD]
+    d2.MODEL.PIXEL_MEAN, d2.MODEL.PIXEL_STD = list(cfg.pixel_mean), list(cfg.pixel_std)
     d2.INPUT.FORMAT = "RGB"
     r = d2.MODEL.RESNETS
     r.DEPTH, r.STRIDE_IN_1X1, r.NORM = depth, False, _NORMS[cfg.norm]
@@ -171,7 +169,7 @@ def detectron2_config(
     )
     s.WARMUP_ITERS, s.WARMUP_FACTOR, s.MOMENTUM, s.WEIGHT_DECAY = (
         cfg.warmup_iters,
-        0.001,
+        cfg.warmup_factor,
         cfg.momentum,
         cfg.weight_decay,
     )

@@ -31,7 +31,6 @@ from tqdm import tqdm
 from benchmark.protocol import state_key
 from benchmark.trunk import LoadedTrunk
 from pretrain.checkpoint import atomic_save, load_checkpoint
-from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.model import Trunk
 from swavbench import interrupt, ranks
 from transfer.coco_eval import encode_masks
@@ -73,8 +72,8 @@ def build_model(trunk: Trunk, cfg: DetectionConfig, n_classes: int) -> FasterRCN
     common = dict(
         min_size=tuple(cfg.min_size_train),
         max_size=cfg.max_size_train,
-        image_mean=list(IMAGENET_MEAN),
-        image_std=list(IMAGENET_STD),
+        image_mean=[m / 255.0 for m in cfg.pixel_mean],
+        image_std=[s / 255.0 for s in cfg.pixel_std],
         box_batch_size_per_image=cfg.rois_per_image,
         box_detections_per_img=cfg.detections_per_image,
     )
@@ -198,13 +197,13 @@ class TrainStream(Dataset):
 
 
 def lr_at(it: int, cfg: DetectionConfig) -> float:
-    """Linear warm-up from lr/1000 over warmup_iters, then x gamma at each step.
+    """Linear warm-up from lr x warmup_factor over warmup_iters, then x gamma at each step.
 
     The same schedule as Detectron2's WarmupMultiStepLR."""
     lr = cfg.lr * cfg.gamma ** sum(it >= s for s in cfg.steps)
     if it < cfg.warmup_iters:
         alpha = it / cfg.warmup_iters
-        lr *= 0.001 * (1 - alpha) + alpha
+        lr *= cfg.warmup_factor * (1 - alpha) + alpha
     return lr
 
 

@@ -44,7 +44,7 @@ def cases(data: Path, out: Path) -> list:
         resize=32,
         crop=32,
         costs=[0.1, 1.0],
-        low_shot_ks=[2],
+        low_shot_ks=[1],
         low_shot_samples=2,
         num_workers=0,
     )

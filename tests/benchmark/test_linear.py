@@ -55,7 +55,9 @@ def test_probe_reaches_logistic_regression_accuracy():
     sk = LogisticRegression(C=10.0, max_iter=2000).fit(xtr.numpy(), ytr.numpy())
     sk_acc = 100 * (sk.predict(xte.numpy()) == yte.numpy()).mean()
     assert 40 < sk_acc < 98  # a problem with headroom
-    assert res["top1_last"] == pytest.approx(sk_acc, abs=2.5)  # tolerance: 2.5 points of 600 test samples
+    # tolerance 2.5 points of 600 test samples; measured (2026-12-01, OMP_NUM_THREADS=1, 4 data seeds, cosine
+    # per epoch and per iteration): probe - logistic regression in [-1.83, -0.67]
+    assert res["top1_last"] == pytest.approx(sk_acc, abs=2.5)
 
 
 def test_grid_heads_equal_heads_trained_alone():

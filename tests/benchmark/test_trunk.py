@@ -83,3 +83,39 @@ def test_random_trunk_is_seeded():
     assert torch.equal(a["conv1.weight"], b["conv1.weight"]) and not torch.equal(
         a["conv1.weight"], c["conv1.weight"]
     )
+
+
+def test_a_converted_swav_file_keeps_its_label_and_is_never_the_supervised_baseline(tiny_ckpt, tmp_path):
+    """`swavbench convert --to torchvision` of a SwAV checkpoint, evaluated, is reported under the source's
+    label with its pretraining epochs and batch; a file of unknown provenance is labelled by its name."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from benchmark.trunk import provenance_path, sha256_of
+
+    out = tmp_path / "swav_converted.pth"
+    repo = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "swavbench", "convert", "--checkpoint", str(tiny_ckpt), "--to"]
+    subprocess.run([*cmd, "torchvision", "--out", str(out)], cwd=repo, check=True, capture_output=True)
+    source = load_trunk(tiny_ckpt)
+    prov = json.loads(provenance_path(out).read_text())
+    assert prov["source_kind"] == "swav-bench" and prov["source_sha256"] == sha256_of(tiny_ckpt)
+    assert prov["sha256"] == sha256_of(out) and prov["source_config"]["model"]["arch"] == "resnet18"
+    spec = TrunkSpec("resnet18", True, 0.125)
+    loaded = load_trunk(out, spec)
+    assert loaded.kind == "torchvision" and not loaded.supervised
+    assert loaded.label() == source.label() == tiny_ckpt.parent.name != "supervised"
+    assert loaded.pretrain_epochs == source.pretrain_epochs and loaded.pretrain_batch == source.pretrain_batch
+    assert source.pretrain_batch == 16  # the tiny preset's global batch: 16 images on one process
+
+    # the same weights without their provenance (copied elsewhere): labelled by the file name
+    bare = tmp_path / "someones_weights.pth"
+    bare.write_bytes(out.read_bytes())
+    unknown = load_trunk(bare, spec)
+    assert unknown.label() == "someones_weights" and not unknown.supervised
+    assert unknown.pretrain_epochs is None
+    # a provenance that no longer describes the file (replaced since) is ignored
+    provenance_path(bare).write_text(json.dumps({**prov, "sha256": "0" * 64}))
+    assert load_trunk(bare, spec).label() == "someones_weights"

@@ -57,6 +57,8 @@ def test_tables_means_stds_deltas_and_golden_markdown(runs):
     top1 = cells["linear imagenet top1"]
     assert top1.mean == 74.5 and top1.std == pytest.approx(0.7071068, abs=1e-6) and top1.n == 2
     assert top1.delta == pytest.approx(74.5 - 75.3) and top1.reproduced
+    # 95% CI of the mean of 2 runs: t_{0.975, 1} = 12.7062 (t table) x s / sqrt(2), s = 0.7071
+    assert top1.ci95 == pytest.approx(12.7062 * 0.7071068 / 2**0.5, abs=1e-3)
     assert dict(t1.rows)["supervised"]["linear imagenet top1"].delta == pytest.approx(76.0 - 76.5)
     assert dict(t1.rows)["random"]["linear imagenet top1"].delta is None
     assert dict(t1.rows)["SwAV (published)"]["linear imagenet top1"].mean == 75.3
@@ -65,7 +67,7 @@ def test_tables_means_stds_deltas_and_golden_markdown(runs):
     svm = dict(tables[2].rows)["swav-a"]["svm voc07 mAP"]
     assert svm.delta == pytest.approx(88.0 - 88.9) and svm.reproduced
     text = "\n\n".join(markdown(t) for t in tables) + "\n"
-    assert text == GOLDEN.read_text()  # reviewed by hand: 74.5 ± 0.7 is (74, 75), -0.8 = 74.5 - 75.3, ...
+    assert text == GOLDEN.read_text()  # reviewed by hand: 74.5 ± 6.4 (n=2) is (74, 75), -0.8 = 74.5 - 75.3
 
 
 def test_latex_is_structurally_sound(runs):
@@ -98,7 +100,7 @@ def test_report_writes_every_format_with_embedded_plots(runs, tmp_path):
         and "FAILED swav-a / knn" in rep.terminal
     )
     md = rep.files["markdown"].read_text()
-    assert "| swav-a | 74.5 ± 0.7 (-0.8 ✓) |" in md
+    assert "| swav-a | 74.5 ± 6.4 (n=2) (-0.8 ✓) |" in md
 
 
 def test_extra_reference_file(tmp_path):
@@ -108,7 +110,8 @@ def test_extra_reference_file(tmp_path):
         "x,knn,cifar10-subset,k20_top1,swav,resnet18,3,33.9,our notes\n"
     )
     ref = load_reference([extra])
-    assert (ref.source == "our notes").sum() == 1 and len(ref) == 29
+    assert (ref.source == "our notes").sum() == 1 and len(ref) == 34
+    assert ref[ref.source == "our notes"].pretrain_batch.isna().all()  # optional column
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="bad.csv lacks columns"):
@@ -127,7 +130,7 @@ def test_sweep_table_heat_map_and_epoch_curve(tmp_path):
             d = tmp_path / f"{k}-{eps}-{ep}"
             d.mkdir()
             (d / "result.json").write_text(
-                json.dumps(record("linear", "imagenet", {"top1": v + delta, "top5": 90.0}, name, epochs=ep))
+                json.dumps(record("linear", "imagenet", {"top1": v + delta}, name, epochs=ep, batch=4096))
             )
     rep = make_report([tmp_path], tmp_path / "report")
     plots = {p.name for p in (tmp_path / "report" / "plots").glob("*.png")}
@@ -136,7 +139,7 @@ def test_sweep_table_heat_map_and_epoch_curve(tmp_path):
     sweep = md.split("### Sweep")[1].split("###")[0]
     assert sweep.count("| n_prototypes=") == 4
     # the last pretraining epoch (200) counts: 65.0 is the best top-1; the delta is to the published
-    # 200-epoch number (73.9), not the 800-epoch one
+    # 200-epoch batch-4096 number (73.9), not the 800-epoch one nor the batch-256 one (72.7)
     assert "| n_prototypes=3000,epsilon=0.05 | **65.0 (-8.9 ✗)** |" in sweep
     length = md.split("### Training length")[1]
     assert "| n_prototypes=300,epsilon=0.03 @ 100 ep | 55.0 |" in length and "@ 200 ep | 60.0 |" in length
@@ -225,3 +228,81 @@ def test_configurations_filling_different_metrics_do_not_conflict(tmp_path):
         (tmp_path / name / "result.json").write_text(json.dumps(rec))
     df, problems, _ = collect([tmp_path])
     assert not problems and set(df.model) == {"random"} and len(df) == 2
+
+
+def test_published_lookup_keys_on_epochs_and_batch_and_gives_no_verdict_when_unknown():
+    from results.reference import published
+
+    ref = load_reference()
+    look = dict(dataset="imagenet", metric="top1", verdict=True)
+    assert published(ref, "swav", "linear", pretrain_epochs=400, pretrain_batch=256, **look)[0] == 74.3
+    assert published(ref, "swav", "linear", pretrain_epochs=400, pretrain_batch=4096, **look)[0] == 74.6
+    assert published(ref, "swav", "linear", pretrain_epochs=800, **look)[0] == 75.3  # one batch published
+    assert published(ref, "swav", "linear", pretrain_epochs=400, **look) is None  # 74.6 or 74.3: unknown
+    assert published(ref, "swav", "linear", pretrain_epochs=None, **look) is None  # official / VISSL file
+    assert published(ref, "swav", "linear", pretrain_epochs=300, pretrain_batch=4096, **look) is None
+    tiny = "resnet50w0.125-smallstem"  # a CPU-sized trunk is no ResNet-50
+    assert published(ref, "swav", "linear", arch=tiny, pretrain_epochs=800, **look) is None
+    # the published row of a table: the longest schedule at the largest batch
+    assert published(ref, "swav", "linear", dataset="imagenet", metric="top1")[0] == 75.3
+
+
+def test_unknown_epochs_and_cpu_sized_trunks_get_no_verdict(tmp_path):
+    import json
+
+    from handmade_records import record
+
+    recs = {
+        "official": record("linear", "imagenet", {"top1": 70.0, "top5": 90.0}, "swav-official", epochs=None),
+        "bs256": record("linear", "imagenet", {"top1": 74.0, "top5": 90.0}, "swav-q", epochs=400, batch=256),
+        "small": record(
+            "linear", "imagenet", {"top1": 9.0, "top5": 20.0}, "swav-tiny", arch="resnet50w0.125-smallstem"
+        ),
+    }
+    for name, rec in recs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(rec))
+    df, _, _ = collect([tmp_path])
+    rows = dict(paper_tables(df, load_reference())[0].rows)
+    assert rows["swav-official"]["linear imagenet top1"].delta is None
+    assert rows["swav-q"]["linear imagenet top1"].delta == pytest.approx(74.0 - 74.3)
+    assert rows["swav-tiny"]["linear imagenet top1"].delta is None
+
+
+def test_five_detection_runs_show_their_mean_and_confidence_interval(tmp_path):
+    import json
+    import statistics
+
+    from handmade_records import record
+
+    ap50 = [82.0, 82.4, 81.6, 82.9, 82.1]
+    for seed, v in enumerate(ap50):
+        d = tmp_path / f"det-s{seed}"
+        d.mkdir()
+        rec = record("detection-frcnn-c4", "voc0712", {"AP50": v, "AP": 55.0, "AP75": 60.0}, "swav-a", seed)
+        (d / "result.json").write_text(json.dumps({**rec, "config": {"backend": "detectron2"}}))
+    df, _, _ = collect([tmp_path])
+    t3 = next(t for t in paper_tables(df, load_reference()) if t.title.startswith("Table 3"))
+    cell = dict(t3.rows)["swav-a"]["detection-frcnn-c4 voc0712 AP50"]
+    mean, sd = statistics.mean(ap50), statistics.stdev(ap50)
+    half = 2.7764 * sd / 5**0.5  # t_{0.975, 4} = 2.7764 (t table)
+    assert cell.n == 5 and cell.mean == pytest.approx(mean) and cell.ci95 == pytest.approx(half, abs=1e-3)
+    assert cell.text() == f"{mean:.1f} ± {half:.1f} (n=5) ({mean - 82.6:+.1f} ✓)"
+
+
+def test_detection_from_another_backend_is_shown_without_a_verdict(tmp_path):
+    import json
+
+    from handmade_records import record
+
+    for model, backend in (("swav-d2", "detectron2"), ("swav-tv", "torchvision")):
+        (tmp_path / model).mkdir()
+        rec = record("detection-frcnn-c4", "voc0712", {"AP50": 82.0, "AP": 55.0, "AP75": 60.0}, model)
+        (tmp_path / model / "result.json").write_text(json.dumps({**rec, "config": {"backend": backend}}))
+    df, _, _ = collect([tmp_path])
+    t3 = next(t for t in paper_tables(df, load_reference()) if t.title.startswith("Table 3"))
+    d2, tv = dict(t3.rows)["swav-d2"], dict(t3.rows)["swav-tv"]
+    col = "detection-frcnn-c4 voc0712 AP50"
+    assert d2[col].delta == pytest.approx(82.0 - 82.6) and d2[col].footnote == ""
+    assert tv[col].delta is None and tv[col].text() == "82.0†"
+    assert "† torchvision backend" in t3.note and "† torchvision backend" in markdown(t3)

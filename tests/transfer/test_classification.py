@@ -2,6 +2,7 @@
 clear errors on malformed files, and the transfer linear probe end to end."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -143,8 +144,12 @@ def test_multistep_schedule():
     assert [lr_at(0.01, 0, 1, epoch=e, cfg=cfg) for e in (0, 3, 4, 8, 13)] == pytest.approx(
         [0.01, 0.01, 1e-3, 1e-4, 1e-5]
     )
-    cos = LinearConfig(final_lr=0.0)
-    assert lr_at(1.0, 50, 100, epoch=0, cfg=cos) == pytest.approx(0.5)
+    per_iteration = LinearConfig(final_lr=0.0, cosine_step="iteration")
+    assert lr_at(1.0, 50, 100, epoch=0, cfg=per_iteration) == pytest.approx(0.5)
+    # the official probe: CosineAnnealingLR(T_max=epochs) stepped once per epoch, constant within one
+    per_epoch = LinearConfig(final_lr=0.0, epochs=100)
+    assert [lr_at(1.0, s, 10_000, epoch=50, cfg=per_epoch) for s in (5000, 5099)] == pytest.approx([0.5, 0.5])
+    assert lr_at(1.0, 0, 10_000, epoch=25, cfg=per_epoch) == pytest.approx((1 + math.cos(math.pi / 4)) / 2)
 
 
 def test_cli_runs_and_names_missing_files(places_tree, tmp_path):

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from benchmark.trunk import TrunkSpec, load_trunk
 from pretrain.config import load_dataclass
 from transfer.cli import TRANSFER_CONFIGS
 from transfer.detection import DetectionConfig, run_detection
+from transfer.detection_config import validate
 
 TINY = [
     "iterations=4",
@@ -107,6 +109,21 @@ def test_torchvision_model_uses_the_trunk_weights():
     torch.testing.assert_close(fpn.backbone.body.layer2[1].conv1.weight, reference["layer2.1.conv1.weight"])
 
 
+def test_warm_up_and_pixel_statistics_come_from_the_config():
+    from transfer.detection_torchvision import build_model, lr_at
+
+    cfg = DetectionConfig(lr=0.1, warmup_iters=1000, warmup_factor=0.333, steps=[18000, 22000])
+    # Detectron2's WarmupMultiStepLR: factor * (1 - a) + a with a = it / warmup_iters, then the steps
+    expected = {0: 0.0333, 500: 0.1 * (0.333 * 0.5 + 0.5), 1000: 0.1, 18000: 0.01, 23999: 0.001}
+    for it, want in expected.items():
+        assert lr_at(it, cfg) == pytest.approx(want)
+    model = build_model(load_trunk("random", TrunkSpec("resnet18", True, 0.25)).trunk, cfg, 2)
+    assert model.transform.image_std == pytest.approx([58.395 / 255, 57.12 / 255, 57.375 / 255])
+    assert model.transform.image_mean == pytest.approx([0.485, 0.456, 0.406])
+    with pytest.raises(ValueError, match="warmup_factor must be in"):
+        validate(DetectionConfig(warmup_factor=0.0))
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_state(bccd_mini, tmp_path):
     out = tmp_path / "nan"
     run_detection(smoke_config(bccd_mini, "iterations=2"), "random", out)
@@ -125,7 +142,12 @@ def test_detectron2_smoke(bccd_mini, tmp_path):
     pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
     out = tmp_path / "d2"
     cfg = smoke_config(
-        bccd_mini, "backend=detectron2", "trunk.arch=resnet50", "trunk.small_stem=false", "proposals_test=100"
+        bccd_mini,
+        "backend=detectron2",
+        "trunk.arch=resnet50",
+        "trunk.small_stem=false",
+        "proposals_test=100",
+        "warmup_factor=0.333",
     )
     run_detection(cfg, "random", out)
     rec = check_record(out, "detectron2")
@@ -139,6 +161,9 @@ def test_detectron2_smoke(bccd_mini, tmp_path):
         and "POST_NMS_TOPK_TEST: 100" in d2_cfg
     )
     assert len(list((out / "detectron2").glob("*/last_checkpoint"))) == 1  # one folder per trunk + config
+    solver, model = yaml.safe_load(d2_cfg)["SOLVER"], yaml.safe_load(d2_cfg)["MODEL"]
+    assert solver["WARMUP_FACTOR"] == 0.333 and solver["WARMUP_ITERS"] == cfg.warmup_iters
+    assert model["PIXEL_STD"] == [58.395, 57.12, 57.375] and model["PIXEL_MEAN"] == [123.675, 116.28, 103.53]
 
 
 def test_detectron2_refuses_a_small_stem(bccd_mini, tmp_path):
