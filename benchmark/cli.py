@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
+
+import yaml
 
 from benchmark.trunk import TrunkLoadError
 from pretrain.checkpoint import CheckpointError
@@ -35,13 +38,21 @@ def add_protocol_parser(protocols: argparse._SubParsersAction, entry: Protocol) 
     )
     p.add_argument(
         "--checkpoint",
-        required=True,
-        help="swav-bench / official SwAV / torchvision / VISSL file, or 'random' for a seeded random trunk",
+        help="swav-bench / official SwAV / torchvision / VISSL file, or 'random' for a seeded random trunk "
+        "(required unless --print-config)",
     )
     p.add_argument(
         "--config", default=default, help=f"preset from {where} or a YAML path (default: {default})"
     )
-    p.add_argument("--out", required=True, help=f"folder for {RECORD} (and the protocol's resumable state)")
+    p.add_argument(
+        "--out",
+        help=f"folder for {RECORD} and the protocol's resumable state (required unless --print-config)",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (preset + overrides) as YAML and exit",
+    )
     p.add_argument(
         "overrides",
         nargs="*",
@@ -60,6 +71,13 @@ def run_configured(entry: Protocol, args: argparse.Namespace, extra_overrides: l
     label = " ".join(entry.command)
     try:
         cfg = entry.load_config(args.config, [*args.overrides, *extra_overrides])
+        if args.print_config:
+            print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+            return 0
+        missing = [f"--{k}" for k in ("checkpoint", "out") if getattr(args, k) is None]
+        if missing:
+            print(f"swavbench {label}: error: {' and '.join(missing)} required", file=sys.stderr)
+            return 2
         rec = entry.runner()(cfg, args.checkpoint, args.out)
     except (
         ConfigError,

@@ -1,6 +1,7 @@
 """Frozen-trunk feature extraction: eval-mode trunk, global-average-pooled features, no augmentation
-(resize + center crop), inference mode, channels_last, bf16 autocast on GPU. In a data-parallel job each
-process extracts every world_size-th image and all of them get the whole set back in dataset order."""
+(resize + center crop), inference mode, channels_last, fp32 (bf16 autocast on GPU only when asked). In a
+data-parallel job each process extracts every world_size-th image and all of them get the whole set back
+in dataset order."""
 
 from __future__ import annotations
 
@@ -49,9 +50,12 @@ def extract_features(
     batch_size: int = 256,
     num_workers: int = 4,
     desc: str = "features",
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, D) float32 pooled features and (N,) labels, in dataset order, on the CPU of every process (each
-    process of a data-parallel job extracts its shard)."""
+    process of a data-parallel job extracts its shard). ``precision``: fp32, or bf16 (autocast on a GPU)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"trunk.feature_precision must be fp32 or bf16, got {precision!r}")
     n = len(dataset)
     if ranks.active():
         dataset = Subset(dataset, ranks.shard(n))
@@ -67,7 +71,7 @@ def extract_features(
         worker_init_fn=interrupt.quiet_worker,
     )
     feats, labels = [], []
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and precision == "bf16")
     for x, y in tqdm(loader, desc=desc, unit="batch", leave=False):
         x = x.to(device, non_blocking=True)
         if device.type == "cuda":

@@ -147,6 +147,7 @@ def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
             batch_size=max(1, cfg.batch_size // ranks.world_size()),
             num_workers=cfg.num_workers,
             desc="train features",
+            precision=cfg.trunk.feature_precision,
         )
         fva, yva = extract_features(
             loaded.trunk,
@@ -155,6 +156,7 @@ def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
             batch_size=max(1, cfg.batch_size // ranks.world_size()),
             num_workers=cfg.num_workers,
             desc="val features",
+            precision=cfg.trunk.feature_precision,
         )
         metrics = knn_accuracy(
             ftr, ytr, fva, test_labels=yva, ks=cfg.ks, temperature=cfg.temperature, backend=cfg.backend

@@ -225,6 +225,7 @@ def cached_features(
         "n": len(ds),
         "resize": cfg.resize,
         "crop": cfg.crop,
+        "precision": cfg.trunk.feature_precision,
     }
     cache = load_checkpoint(path) if path.is_file() else None
     if ranks.all_ranks(cache is not None and cache.get("key") == key):  # every process, or none extracts
@@ -236,6 +237,7 @@ def cached_features(
         batch_size=max(1, cfg.batch_size // ranks.world_size()),
         num_workers=cfg.num_workers,
         desc=f"features {Path(source).name}",
+        precision=cfg.trunk.feature_precision,
     )
     if ranks.is_main():
         atomic_save({"key": key, "features": feats, "labels": labels}, path)

@@ -34,6 +34,9 @@ class TrunkConfig:
     label: str = (
         ""  # row name in reports; "" = derived from the checkpoint (random / supervised / run folder)
     )
+    # frozen-feature extraction (kNN, SVM, cached linear): fp32 as the reference code, or bf16 autocast on
+    # GPUs (faster, opt-in; in the record's config)
+    feature_precision: str = "fp32"
 
 
 def state_key(loaded: LoadedTrunk, cfg: Any, *, ignore: tuple[str, ...] = ("num_workers",)) -> str:

@@ -227,6 +227,7 @@ def run_svm(cfg: SvmConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
                 batch_size=max(1, cfg.batch_size // ranks.world_size()),
                 num_workers=cfg.num_workers,
                 desc=name,
+                precision=cfg.trunk.feature_precision,
             )
             feats.append((F.normalize(f, dim=1) if cfg.normalize else f).numpy().astype(np.float64))
         xtr, xte = feats

@@ -36,6 +36,7 @@ COLUMNS = [
     "backend",
     "layer",
     "bn_mode",
+    "precision",
     "epochs",
     "lr",
     "crop",
@@ -109,6 +110,24 @@ def configuration(data: dict) -> dict:
     }
 
 
+def _what_ran(protocol: str, cfg: dict, *, fine_tunes: bool) -> dict:
+    """Layer, BatchNorm mode and feature precision of a record, from its protocol and config: detection
+    fine-tunes the whole backbone with its configured norm; the classification protocols read the pooled
+    res5 features, frozen (probe) or trained (semi-supervised)."""
+    if protocol.startswith("detection"):
+        frozen = cfg.get("freeze_at", 0)
+        layer = "backbone res2-res5 (fine-tuned)" if frozen == 0 else f"backbone (stages < {frozen} frozen)"
+        return {"layer": layer, "bn_mode": str(cfg.get("norm", "")), "precision": "fp32"}
+    trunk = cfg.get("trunk") or {}
+    extracted = not fine_tunes and cfg.get("mode") != "augmented"  # features extracted once, then reused
+    precision = trunk.get("feature_precision", "fp32") if extracted else "fp32"
+    return {
+        "layer": "res5-avgpool (fine-tuned)" if fine_tunes else "res5-avgpool",
+        "bn_mode": "train" if fine_tunes else "frozen",
+        "precision": precision,
+    }
+
+
 def config_key(data: dict) -> str:
     blob = json.dumps(configuration(data), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
@@ -131,8 +150,7 @@ def record_rows(data: dict, path: Path) -> list[dict]:
         "pretrain_batch": data.get("pretrain_batch"),
         "mode": cfg.get("mode", ""),
         "backend": cfg.get("backend", ""),
-        "layer": "res5-avgpool",
-        "bn_mode": "train" if entry is not None and entry.fine_tunes else "frozen",
+        **_what_ran(protocol, cfg, fine_tunes=entry is not None and entry.fine_tunes),
         "epochs": cfg.get("epochs"),
         "lr": _lr(protocol, cfg),
         "crop": cfg.get("crop"),

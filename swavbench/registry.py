@@ -68,7 +68,7 @@ PROTOCOLS: dict[str, Protocol] = {
             help="linear probe on the frozen trunk (lr x wd grid in one pass; augmented or cached features)",
             benchmarks=("linear",),
             tables=(1,),
-            headline=("top1", "top5"),
+            headline=("top1_best_epoch", "top1", "top5"),  # best epoch: as the official eval_linear.py
             resumable=True,
             data_parallel=True,
         ),
@@ -99,7 +99,7 @@ PROTOCOLS: dict[str, Protocol] = {
             "(1 or 10 percent of the labels)",
             benchmarks=("semisup-1pct", "semisup-10pct", "semisup"),
             tables=(2,),
-            headline=("top1", "top5"),
+            headline=("top1_best_epoch", "top5_best_epoch", "top1", "top5"),  # best epoch, as eval_semisup.py
             resumable=True,
             data_parallel=True,
             fine_tunes=True,
@@ -115,7 +115,7 @@ PROTOCOLS: dict[str, Protocol] = {
             help="linear classification on frozen features of Places205 / iNat18 / an image folder",
             benchmarks=("linear",),
             tables=(3,),
-            headline=("top1", "top5"),
+            headline=("top1_best_epoch", "top1", "top5"),
             resumable=True,
             data_parallel=True,
         ),

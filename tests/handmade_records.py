@@ -43,12 +43,16 @@ def record(
 
 def write_handmade(root: Path) -> None:
     recs = {
-        "a/linear-s0": record("linear", "imagenet", {"top1": 74.0, "top5": 91.0}, "swav-a", 0),
-        "a/linear-s1": record("linear", "imagenet", {"top1": 75.0, "top5": 92.0}, "swav-a", 1),
+        "a/linear-s0": record(
+            "linear", "imagenet", {"top1": 74.0, "top5": 91.0, "top1_best_epoch": 74.2}, "swav-a", 0
+        ),
+        "a/linear-s1": record(
+            "linear", "imagenet", {"top1": 75.0, "top5": 92.0, "top1_best_epoch": 75.2}, "swav-a", 1
+        ),
         "a/semisup": record(
             "semisup",
             "imagenet",
-            {"top1": 50.0, "top5": 78.0},
+            {"top1": 50.0, "top5": 78.0, "top1_best_epoch": 50.0, "top5_best_epoch": 78.0},
             "swav-a",
             config={
                 "mode": "finetune",
@@ -65,7 +69,9 @@ def write_handmade(root: Path) -> None:
         "a/knn": record(
             "knn", "imagenet", {}, "swav-a", status="failed", error="RuntimeError: out of memory"
         ),
-        "sup/linear": record("linear", "imagenet", {"top1": 76.0, "top5": 93.0}, "supervised"),
+        "sup/linear": record(
+            "linear", "imagenet", {"top1": 76.0, "top5": 93.0, "top1_best_epoch": 76.0}, "supervised"
+        ),
         "rand/linear": record("linear", "imagenet", {"top1": 5.0, "top5": 14.0}, "random"),
     }
     for name, rec in recs.items():
