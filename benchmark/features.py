@@ -16,14 +16,31 @@ from tqdm import tqdm
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 from swavbench import interrupt, ranks
 
+# torchvision's ImageNet std (DINO's eval_knn.py); SwAV's own code uses 0.228 for red (IMAGENET_STD)
+TORCHVISION_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = {
+    "bilinear": transforms.InterpolationMode.BILINEAR,
+    "bicubic": transforms.InterpolationMode.BICUBIC,
+}
 
-def eval_transform(resize: int, crop: int) -> transforms.Compose:
+
+def eval_transform(
+    resize: int,
+    crop: int,
+    *,
+    interpolation: str = "bilinear",
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> transforms.Compose:
+    """Resize the shorter side, center crop, normalise: the evaluation view of the frozen protocols
+    (bilinear, SwAV's statistics, as eval_linear.py; kNN: bicubic, torchvision's, as DINO's eval_knn.py)."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
     return transforms.Compose(
         [
-            transforms.Resize(resize),
+            transforms.Resize(resize, interpolation=INTERPOLATIONS[interpolation]),
             transforms.CenterCrop(crop),
             transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            transforms.Normalize(IMAGENET_MEAN, std),
         ]
     )
 

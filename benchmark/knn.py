@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from benchmark.features import eval_transform, extract_features, image_folder
+from benchmark.features import TORCHVISION_STD, eval_transform, extract_features, image_folder
 from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
 from swavbench import ranks
@@ -121,6 +121,9 @@ class KnnConfig:
     val: str = "imagenet/val"
     resize: int = 256
     crop: int = 224
+    # DINO's eval_knn.py view: bicubic resize, torchvision's ImageNet std (0.229 for red)
+    interpolation: str = "bicubic"
+    std: list[float] = field(default_factory=lambda: list(TORCHVISION_STD))
     ks: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
     temperature: float = 0.07
     batch_size: int = 256
@@ -136,7 +139,7 @@ def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
     cfg = resolve_fields(cfg)
 
     def body(loaded, device):
-        tf = eval_transform(cfg.resize, cfg.crop)
+        tf = eval_transform(cfg.resize, cfg.crop, interpolation=cfg.interpolation, std=tuple(cfg.std))
         train, val = image_folder(cfg.train, tf), image_folder(cfg.val, tf)
         if train.classes != val.classes:
             raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")

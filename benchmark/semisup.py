@@ -100,9 +100,9 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
         train.samples = select(train.samples, cfg.train, subset)
         train.targets = [c for _, c in train.samples]
         trunk = loaded.trunk
-        head = nn.Linear(trunk.num_features, len(train.classes))
-        nn.init.normal_(head.weight, std=0.01)
-        nn.init.zeros_(head.bias)
+        with torch.random.fork_rng(devices=[]):  # PyTorch's default init, as the official eval_semisup.py,
+            torch.manual_seed(cfg.seed)  # drawn from the run's seed (the same head in every process)
+            head = nn.Linear(trunk.num_features, len(train.classes))
         model = nn.Sequential(trunk, head)
         if ranks.active():  # BatchNorm statistics over the global batch, as one process would see them
             model = ranks.sync_batchnorm(model)

@@ -48,12 +48,15 @@ from transfer.voc_eval import Detections
 
 
 class Res5ROIHeadsExtraNorm(Res5ROIHeads):
-    """C4 RoI head whose res5 output goes through one more normalisation layer (of MODEL.RESNETS.NORM)."""
+    """C4 RoI head whose res5 output goes through one more normalisation layer (of MODEL.RESNETS.NORM),
+    named ``res5.norm`` as in MoCo's detection/train_net.py, so MoCo-style Detectron2 checkpoints load."""
 
     @classmethod
     def _build_res5_block(cls, cfg):
         blocks, out_channels = super()._build_res5_block(cfg)
-        return nn.Sequential(*blocks, get_norm(cfg.MODEL.RESNETS.NORM, out_channels)), out_channels
+        blocks = blocks if isinstance(blocks, nn.Sequential) else nn.Sequential(*blocks)
+        blocks.add_module("norm", get_norm(cfg.MODEL.RESNETS.NORM, out_channels))
+        return blocks, out_channels
 
 
 if "Res5ROIHeadsExtraNorm" not in ROI_HEADS_REGISTRY:

@@ -94,7 +94,14 @@ PUBLISHED = {
         low_shot_negatives="sampled",
     ),
     # DINO eval_knn.py setting the harness follows: k in {10, 20, 100, 200}, T 0.07, 256 / 224
-    "knn-imagenet": dict(ks=[10, 20, 100, 200], temperature=0.07, resize=256, crop=224),
+    "knn-imagenet": dict(
+        ks=[10, 20, 100, 200],
+        temperature=0.07,
+        resize=256,
+        crop=224,
+        interpolation="bicubic",
+        std=[0.229, 0.224, 0.225],
+    ),
 }
 
 # detection: paper A.5 on MoCo's C4 recipe (VOC) / the 1x R50-FPN recipe (COCO); torchvision pixel statistics

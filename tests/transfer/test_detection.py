@@ -166,6 +166,20 @@ def test_detectron2_smoke(bccd_mini, tmp_path):
     assert model["PIXEL_STD"] == [58.395, 57.12, 57.375] and model["PIXEL_MEAN"] == [123.675, 116.28, 103.53]
 
 
+def test_extra_norm_is_named_as_in_moco():
+    pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    import transfer.detection_detectron2  # noqa: F401 - registers Res5ROIHeadsExtraNorm
+
+    cfg = get_cfg()
+    cfg.MODEL.DEVICE, cfg.MODEL.ROI_HEADS.NAME, cfg.MODEL.RESNETS.NORM = "cpu", "Res5ROIHeadsExtraNorm", "BN"
+    keys = set(build_model(cfg).state_dict())
+    assert {"roi_heads.res5.norm.weight", "roi_heads.res5.norm.running_var"} <= keys  # MoCo's names
+    assert "roi_heads.res5.2.conv3.weight" in keys and not any(k.startswith("roi_heads.res5.3") for k in keys)
+
+
 def test_detectron2_refuses_a_small_stem(bccd_mini, tmp_path):
     pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
     with pytest.raises(ValueError, match="small .* stem: use backend=torchvision"):
