@@ -33,6 +33,12 @@ class Partition:
     default: bool = False
 
 
+def detectron2_available() -> bool:
+    from transfer.detection_config import detectron2_available as available
+
+    return available()
+
+
 def parse_sinfo(text: str) -> dict[str, Partition]:
     """``sinfo -h -o '%P|%c|%G|%f'`` lines (one per node shape) -> partitions with their largest node."""
     shapes: dict[str, list[tuple[int, int, set[str], bool]]] = {}
@@ -134,6 +140,12 @@ class Preflight:
                             f"processes ({e.resources.nodes} node(s) x {tasks}); choose a multiple of {n}"
                         )
                 self._data(where, resolve_fields(cfg))
+                if getattr(cfg, "backend", None) == "detectron2" and not detectron2_available():
+                    self.warnings.append(
+                        f"{where}: backend detectron2 is not installed on this host; the job fails unless "
+                        "the compute nodes' environment has it (install it, or use backend=torchvision: "
+                        "not the published implementation)"
+                    )
         return loaded
 
     def sweep(self, path: str) -> list[tuple[str, list[str]]]:

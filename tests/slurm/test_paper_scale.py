@@ -166,6 +166,16 @@ def test_sinfo_node_shapes_and_partition_lists():
     assert not check.errors and "no partition set" in check.warnings[0]
 
 
+def test_preflight_says_when_the_reference_detection_backend_is_missing(monkeypatch):
+    from slurm import preflight
+
+    monkeypatch.setattr(preflight, "detectron2_available", lambda: False)
+    check = preflight.Preflight("slurm")
+    check.suite("paper")
+    missing = [w for w in check.warnings if "backend detectron2 is not installed" in w]
+    assert len(set(missing)) == 2 and "detection-voc0712-c4" in missing[0] and not check.errors  # one per job
+
+
 def test_eval_arrays_run_one_task_per_gpu(tmp_path, monkeypatch):
     """Every evaluation of the paper suite starts one process per reserved GPU (the array's
     --ntasks-per-node), each with its share of the node's CPUs."""
