@@ -36,7 +36,13 @@ def run(checkpoint: str, cfg: LinearConfig, n_images: int, *, n_heads: int, repe
     for _ in range(repeats):
         t0 = time.perf_counter()
         extract_features(
-            trunk, ds, device, batch_size=cfg.batch_size, num_workers=cfg.num_workers, desc="extract"
+            trunk,
+            ds,
+            device,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            desc="extract",
+            precision=cfg.trunk.feature_precision,
         )
         extract.append(len(ds) / (time.perf_counter() - t0))
 

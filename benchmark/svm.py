@@ -21,7 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 
-from benchmark.features import eval_transform, extract_features
+from benchmark.features import TORCHVISION_STD, eval_transform, extract_features
 from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.record import ResultRecord
 from benchmark.voc import (
@@ -58,6 +58,7 @@ class SvmConfig:
     )  # [] = every class in the annotations
     resize: int = 256  # shorter side, then a center crop
     crop: int = 224
+    std: list[float] = field(default_factory=lambda: list(TORCHVISION_STD))  # VISSL's transforms' std
     normalize: bool = True
     costs: list[float] = field(default_factory=lambda: list(VOC07_COSTS))
     positive_weight: float = 2.0
@@ -130,11 +131,16 @@ def svm_aps(
     return [every[c] for c in range(ytr.shape[1])]
 
 
-def low_shot_draw(ytr: np.ndarray, k: int, rng: np.random.Generator, *, negatives: str) -> np.ndarray:
+def low_shot_draw(
+    ytr: np.ndarray, k: int, rng: np.random.Generator, *, negatives: str, difficult_negative: bool = False
+) -> np.ndarray:
     """Training labels of one draw, (N, C) in {1, -1, 0 = unused}: k random positives per class and, for
     ``negatives='sampled'``, (C - 1) x k random images without the class (never a difficult one); for
-    ``'all'`` every image without the class."""
+    ``'all'`` every image without the class (and the difficult ones when ``difficult_negative``, as the
+    full-data SVM trains)."""
     n_classes = ytr.shape[1]
+    if negatives == "sampled" and n_classes < 2:
+        raise ValueError("low-shot draws sample (classes - 1) x k negatives: they need at least 2 classes")
     y = np.zeros_like(ytr)
     for c in range(n_classes):
         pos, neg = np.flatnonzero(ytr[:, c] > 0), np.flatnonzero(ytr[:, c] < 0)
@@ -143,6 +149,8 @@ def low_shot_draw(ytr: np.ndarray, k: int, rng: np.random.Generator, *, negative
         y[rng.choice(pos, k, replace=False), c] = 1
         if negatives == "all":
             y[neg, c] = -1
+            if difficult_negative:
+                y[ytr[:, c] == 0, c] = -1
             continue
         want = (n_classes - 1) * k
         if len(neg) < want:
@@ -179,7 +187,13 @@ def low_shot_metrics(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, *, yte: 
         maps = []  # (draws, costs)
         for s in range(cfg.low_shot_samples):
             rng = np.random.default_rng([cfg.seed, k, s])
-            y = low_shot_draw(ytr, k, rng, negatives=cfg.low_shot_negatives)
+            y = low_shot_draw(
+                ytr,
+                k,
+                rng,
+                negatives=cfg.low_shot_negatives,
+                difficult_negative=cfg.difficult_in_training == "negative",
+            )
             maps.append(low_shot_aps(xtr, y, xte, yte=yte, cfg=cfg).mean(axis=0))
         maps = np.array(maps)
         best = int(np.argmax(maps.mean(axis=0)))
@@ -217,7 +231,7 @@ def run_svm(cfg: SvmConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
                     f"class {name!r} is in every {cfg.train_split} image under {root}: an SVM needs negative "
                     "images too; drop it from `classes` or add images without it"
                 )
-        tf = eval_transform(cfg.resize, cfg.crop)
+        tf = eval_transform(cfg.resize, cfg.crop, std=tuple(cfg.std))
         feats = []
         for ids, name in ((train_ids, cfg.train_split), (test_ids, cfg.test_split)):
             f, _ = extract_features(

@@ -2,7 +2,8 @@
 
 Formats: a swav-bench checkpoint (its config names the architecture); the official SwAV
 release (flat or under "state_dict", ``module.`` prefix, head/prototype keys dropped); a
-torchvision state dict (the supervised baseline; ``fc.*`` dropped); a VISSL checkpoint
+torchvision state dict (``fc.*`` dropped; labelled by its file name or its conversion provenance, never
+"supervised" by format: ``trunk.label=supervised`` names a supervised baseline); a VISSL checkpoint
 (``classy_state_dict`` ... ``trunk`` with ``_feature_blocks.`` keys); or ``random`` (seeded
 initialisation: the floor of every table). Keys must match the trunk exactly: a checkpoint
 of another architecture is refused instead of evaluating random weights.

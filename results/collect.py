@@ -110,7 +110,7 @@ def configuration(data: dict) -> dict:
     }
 
 
-def _what_ran(protocol: str, cfg: dict, *, fine_tunes: bool) -> dict:
+def _what_ran(protocol: str, cfg: dict, *, fine_tunes: bool, device: str) -> dict:
     """Layer, BatchNorm mode and feature precision of a record, from its protocol and config: detection
     fine-tunes the whole backbone with its configured norm; the classification protocols read the pooled
     res5 features, frozen (probe) or trained (semi-supervised)."""
@@ -120,7 +120,9 @@ def _what_ran(protocol: str, cfg: dict, *, fine_tunes: bool) -> dict:
         return {"layer": layer, "bn_mode": str(cfg.get("norm", "")), "precision": "fp32"}
     trunk = cfg.get("trunk") or {}
     extracted = not fine_tunes and cfg.get("mode") != "augmented"  # features extracted once, then reused
-    precision = trunk.get("feature_precision", "fp32") if extracted else "fp32"
+    # records from before trunk.feature_precision extracted with bf16 autocast on GPUs
+    before = "bf16" if not str(device).startswith("cpu") else "fp32"
+    precision = trunk.get("feature_precision", before) if extracted else "fp32"
     return {
         "layer": "res5-avgpool (fine-tuned)" if fine_tunes else "res5-avgpool",
         "bn_mode": "train" if fine_tunes else "frozen",
@@ -145,12 +147,14 @@ def record_rows(data: dict, path: Path) -> list[dict]:
         "benchmark": benchmark_id(protocol, cfg),
         "dataset": data["dataset"],
         "seed": int(data["seed"]),
-        "arch": data.get("trunk_arch") or data.get("arch"),
+        # the table's architecture name (width and stem spelled out); records from before it only name the
+        # base architecture, so they are marked unverified and get no published verdict
+        "arch": data.get("trunk_arch") or f"{data.get('arch')} (width unrecorded)",
         "pretrain_epochs": data.get("pretrain_epochs"),
         "pretrain_batch": data.get("pretrain_batch"),
         "mode": cfg.get("mode", ""),
         "backend": cfg.get("backend", ""),
-        **_what_ran(protocol, cfg, fine_tunes=entry is not None and entry.fine_tunes),
+        **_what_ran(protocol, cfg, fine_tunes=entry is not None and entry.fine_tunes, device=device),
         "epochs": cfg.get("epochs"),
         "lr": _lr(protocol, cfg),
         "crop": cfg.get("crop"),

@@ -25,6 +25,7 @@ def record(
         "checkpoint_sha256": "ab" * 32,
         "trunk_kind": "swav-bench",
         "arch": arch,
+        "trunk_arch": arch,
         "dataset": dataset,
         "splits": {"train": 100, "val": 50},
         "config": config or {"mode": "augmented", "epochs": 100, "lrs": [0.3], "crop": 224},

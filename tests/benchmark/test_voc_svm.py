@@ -112,6 +112,10 @@ def test_low_shot_draw_samples_k_positives_and_classes_minus_one_times_k_negativ
     assert (y[d > 0] > 0).all() and (y[d < 0] < 0).all()  # never a difficult image, never a wrong label
     every = low_shot_draw(y, 2, np.random.default_rng(0), negatives="all")
     assert ((every < 0) == (y < 0)).all() and ((every > 0).sum(axis=0) == 2).all()
+    hard = low_shot_draw(y, 2, np.random.default_rng(0), negatives="all", difficult_negative=True)
+    assert ((hard < 0) == (y <= 0)).all()  # difficult images are negatives, as in the full-data training
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        low_shot_draw(y[:, :1], 1, np.random.default_rng(0), negatives="sampled")
     with pytest.raises(ValueError, match="fewer than k=40"):
         low_shot_draw(y, 40, np.random.default_rng(0), negatives="sampled")
     few = np.array([[1, -1], [1, 1], [1, 1], [-1, 1], [0, 1]], dtype=np.int8)

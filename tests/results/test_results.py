@@ -33,7 +33,9 @@ def test_collect_gives_the_expected_frame(runs):
     )
     linear = df[df.protocol == "linear"]
     assert set(linear.bn_mode) == {"frozen"} and set(linear.layer) == {"res5-avgpool"}
-    assert set(semi.layer) == {"res5-avgpool (fine-tuned)"} and set(df.precision) == {"fp32"}
+    assert set(semi.layer) == {"res5-avgpool (fine-tuned)"} and set(linear.precision) == {"fp32"}
+    # a GPU record from before trunk.feature_precision extracted its frozen features with bf16 autocast
+    assert set(df[df.protocol == "svm"].precision) == {"bf16"}
     assert df.gpu_hours.eq(1.0).all() and set(df.columns) >= {
         "model",
         "protocol",
@@ -271,11 +273,14 @@ def test_unknown_epochs_and_cpu_sized_trunks_get_no_verdict(tmp_path):
             "linear", "imagenet", {"top1_best_epoch": 9.0}, "swav-tiny", arch="resnet50w0.125-smallstem"
         ),
     }
+    old = record("linear", "imagenet", {"top1_best_epoch": 75.0}, "swav-old", epochs=800)
+    recs["old"] = {k: v for k, v in old.items() if k != "trunk_arch"}  # written before trunk_arch existed
     for name, rec in recs.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "result.json").write_text(json.dumps(rec))
     df, _, _ = collect([tmp_path])
     rows = dict(paper_tables(df, load_reference())[0].rows)
+    assert rows["swav-old"]["linear imagenet top1_best_epoch"].delta is None  # its width is unknown
     col = "linear imagenet top1_best_epoch"
     assert rows["swav-official"][col].delta is None
     assert rows["swav-q"][col].delta == pytest.approx(74.0 - 74.3)

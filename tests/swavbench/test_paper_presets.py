@@ -78,6 +78,7 @@ PUBLISHED = {
     "svm-voc07": dict(
         resize=256,
         crop=224,
+        std=[0.229, 0.224, 0.225],
         costs=VOC07_SVM_COSTS,
         cv_folds=3,
         positive_weight=2.0,
