@@ -7,6 +7,7 @@ BatchNorm statistics are taken over the whole batch, so N processes compute what
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -121,8 +122,9 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
             weight_decay=cfg.weight_decay,
         )
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones, cfg.gamma)
-        drop_last = len(train) > cfg.batch_size
-        per_epoch = len(train) // cfg.batch_size if drop_last else 1
+        # every labelled image every epoch, the last batch smaller, as the official eval_semisup.py (no
+        # drop_last); a process left without an image of that batch takes an empty share
+        per_epoch = math.ceil(len(train) / cfg.batch_size)
         val_loader = DataLoader(
             Subset(val, ranks.shard(len(val))),
             batch_size=per_process,
@@ -177,7 +179,7 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
                 start=first,
                 num_workers=cfg.num_workers,
                 pin=device.type == "cuda",
-                drop_last=drop_last,
+                drop_last=False,
                 share=True,
             )
             for b, ((x, y), n_global) in enumerate(zip(loader, loader.global_sizes), start=first):

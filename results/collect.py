@@ -117,7 +117,9 @@ def _what_ran(protocol: str, cfg: dict, *, fine_tunes: bool, device: str) -> dic
     if protocol.startswith("detection"):
         frozen = cfg.get("freeze_at", 0)
         layer = "backbone res2-res5 (fine-tuned)" if frozen == 0 else f"backbone (stages < {frozen} frozen)"
-        return {"layer": layer, "bn_mode": str(cfg.get("norm", "")), "precision": "fp32"}
+        # DETR: the official backbone's frozen BatchNorm (no norm setting)
+        norm = cfg.get("norm", "frozen" if protocol == "detection-detr" else "")
+        return {"layer": layer, "bn_mode": str(norm), "precision": "fp32"}
     trunk = cfg.get("trunk") or {}
     extracted = not fine_tunes and cfg.get("mode") != "augmented"  # features extracted once, then reused
     # records from before trunk.feature_precision extracted with bf16 autocast on GPUs

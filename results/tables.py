@@ -17,7 +17,12 @@ from swavbench.registry import all_benchmarks, benchmarks_of_table
 
 # the implementation the published numbers of a protocol family come from; results of another backend are
 # shown without a verdict (a record without a backend is not judged by this)
-REFERENCE_BACKENDS = {"detection": ("detectron2", "")}
+REFERENCE_BACKENDS = {
+    "detection": ("detectron2", ""),
+    # transformers' DETR is a port of the official code; transfer/detr.py restores the official
+    # initialisation, auxiliary losses and loss normalisation around it
+    "detection-detr": ("transformers",),
+}
 TRANSFER_DATASETS = {"places205", "inat18", "voc07", "voc0712", "coco", "scene15", "bccd"}
 
 
@@ -161,7 +166,9 @@ def build(
                 if fam
                 else None
             )
-            if pub and r["backend"] not in REFERENCE_BACKENDS.get(c.benchmark.split("-")[0], (r["backend"],)):
+            family_ref = REFERENCE_BACKENDS.get(c.benchmark.split("-")[0])
+            reference = REFERENCE_BACKENDS.get(c.benchmark) or family_ref
+            if pub and r["backend"] not in (reference or (r["backend"],)):
                 cell.footnote = "†"  # another implementation than the published numbers': no verdict
                 pub = None
                 footnoted.add(str(r["backend"]))

@@ -33,6 +33,13 @@ class Partition:
     default: bool = False
 
 
+def transformers_available() -> bool:
+    """Hugging Face transformers (the DETR protocol) is importable here."""
+    import importlib.util
+
+    return importlib.util.find_spec("transformers") is not None
+
+
 def detectron2_available() -> bool:
     from transfer.detection_config import detectron2_available as available
 
@@ -145,6 +152,11 @@ class Preflight:
                         f"{where}: backend detectron2 is not installed on this host; the job fails unless "
                         "the compute nodes' environment has it (install it, or use backend=torchvision: "
                         "not the published implementation)"
+                    )
+                if getattr(cfg, "backend", None) == "transformers" and not transformers_available():
+                    self.warnings.append(
+                        f"{where}: transformers is not installed on this host; the job fails unless the "
+                        "compute nodes' environment has it (pip install -e '.[detr]')"
                     )
         return loaded
 

@@ -37,6 +37,22 @@ SHRINK: dict[str, list[str]] = {  # appended to each job's own overrides: size, 
         "checkpoint_every=1",
     ],
 }
+SHRINK["detr"] = [
+    "num_workers=0",
+    "epochs=1",
+    f"batch_size={TASKS}",
+    "hidden_dim=32",
+    "enc_layers=1",
+    "dec_layers=2",
+    "ffn_dim=64",
+    "num_queries=10",
+    "scales=[96]",
+    "max_size=160",
+    "crop_scales=[96]",
+    "crop_size=[64,96]",
+    "test_size=96",
+    "checkpoint_every=1",
+]
 PRETRAIN = [  # the preset's recipe at a size two CPU processes run in seconds
     "data.path=imagenet/train",
     "data.num_workers=0",

@@ -152,6 +152,22 @@ PROTOCOLS: dict[str, Protocol] = {
             data_parallel=True,
             fine_tunes=True,
         ),
+        Protocol(
+            name="detr",
+            command=("transfer", "detr"),
+            module="transfer.detr",
+            config_class="DetrTransferConfig",
+            run_function="run_detr",
+            paper_presets=("detr-coco",),
+            small_preset="detr-bccd-small",
+            help="fine-tune DETR (transformers' port of the official code) on the trunk; COCO box AP",
+            benchmarks=("detection-detr",),
+            tables=(3,),
+            headline=("box_AP", "box_AP50", "box_AP75"),
+            resumable=True,
+            data_parallel=True,
+            fine_tunes=True,
+        ),
     )
 }
 

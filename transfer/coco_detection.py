@@ -162,3 +162,31 @@ def load_coco_detection(
     return COCODetectionSet(
         path, [c["name"] for c in cats], [c["id"] for c in cats], images, skipped, crowd, has_masks
     )
+
+
+def coco_from_voc(data: Any, path: str | Path) -> COCODetectionSet:
+    """A VOC detection set (transfer.voc_detection) written as a COCO instances file at ``path`` and read
+    back, so COCO AP is computed on VOC-layout data: boxes 0-based as the models see them, "difficult"
+    objects as crowd regions (COCOeval ignores detections on them, as VOC AP ignores difficult objects)."""
+    from swavbench import durable
+
+    images, annotations = [], []
+    for n, im in enumerate(data.images):
+        images.append(
+            {"id": n + 1, "file_name": str(Path(im.path).resolve()), "width": im.width, "height": im.height}
+        )
+        for box, label, difficult in zip(im.boxes_0based(), im.labels, im.difficult):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": n + 1,
+                    "category_id": int(label) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": int(difficult),
+                }
+            )
+    categories = [{"id": i + 1, "name": c} for i, c in enumerate(data.classes)]
+    durable.write_json(path, {"images": images, "annotations": annotations, "categories": categories})
+    return load_coco_detection(path, "/")

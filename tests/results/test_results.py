@@ -326,3 +326,23 @@ def test_detection_from_another_backend_is_shown_without_a_verdict(tmp_path):
     assert "† torchvision backend" in t3.note and "† torchvision backend" in markdown(t3)
     det = df[df.model == "swav-d2"]  # not the probe's layer / BN: the whole backbone, its configured norm
     assert set(det.layer) == {"backbone res2-res5 (fine-tuned)"} and set(det.bn_mode) == {""}
+
+
+def test_detr_records_are_judged_against_the_published_detr_row(tmp_path):
+    """transformers' DETR is the reference implementation of the DETR row: a verdict against 42.1, frozen
+    BatchNorm stated."""
+    import json
+
+    from handmade_records import record
+
+    (tmp_path / "d").mkdir()
+    rec = record("detection-detr", "coco", {"box_AP": 41.9, "box_AP50": 62.0, "box_AP75": 44.0}, "swav-a")
+    rec["config"] = {"backend": "transformers", "freeze_at": 2}
+    (tmp_path / "d" / "result.json").write_text(json.dumps(rec))
+    df, _, _ = collect([tmp_path])
+    t3 = next(t for t in paper_tables(df, load_reference()) if t.title.startswith("Table 3"))
+    cells = dict(t3.rows)["swav-a"]
+    cell = cells["detection-detr coco box_AP"]
+    assert cell.footnote == "" and cell.delta == pytest.approx(41.9 - 42.1)
+    assert cells["detection-detr coco box_AP50"].delta is None  # no published DETR AP50: shown, not judged
+    assert set(df[df.model == "swav-a"].bn_mode) == {"frozen"}

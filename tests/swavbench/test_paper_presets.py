@@ -141,6 +141,38 @@ DETECTION = {
     ),
 }
 PUBLISHED |= DETECTION
+# SwAV Table 3 DETR: the paper's recipe (300 epochs, AdamW, transformer lr 1e-4, backbone lr from {1e-5,
+# 5e-5, 1e-4}, wd 1e-4, x0.1 after 200 epochs, batch 64) with facebookresearch/detr main.py's defaults
+PUBLISHED["detr-coco"] = dict(
+    epochs=300,
+    lr_drop=200,
+    batch_size=64,
+    lr=1e-4,
+    lr_backbone=1e-5,
+    weight_decay=1e-4,
+    clip_max_norm=0.1,
+    num_queries=100,
+    hidden_dim=256,
+    enc_layers=6,
+    dec_layers=6,
+    ffn_dim=2048,
+    nheads=8,
+    dropout=0.1,
+    aux_loss=True,
+    class_cost=1.0,
+    bbox_cost=5.0,
+    giou_cost=2.0,
+    bbox_loss_coef=5.0,
+    giou_loss_coef=2.0,
+    eos_coef=0.1,
+    scales=list(range(480, 801, 32)),
+    max_size=1333,
+    crop_scales=[400, 500, 600],
+    crop_size=[384, 600],
+    test_size=800,
+    freeze_at=2,
+    init="detr",
+)
 
 
 def _presets():
