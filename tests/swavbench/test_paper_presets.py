@@ -142,13 +142,14 @@ DETECTION = {
 }
 PUBLISHED |= DETECTION
 # SwAV Table 3 DETR: the paper's recipe (300 epochs, AdamW, transformer lr 1e-4, backbone lr from {1e-5,
-# 5e-5, 1e-4}, wd 1e-4, x0.1 after 200 epochs, batch 64) with facebookresearch/detr main.py's defaults
+# 5e-5, 1e-4}: SwAV's 5e-5 in the facebookresearch/swav README's DETR command), wd 1e-4, x0.1 after 200
+# epochs, batch 64 (4 x 16 GPUs), with facebookresearch/detr main.py's defaults
 PUBLISHED["detr-coco"] = dict(
     epochs=300,
     lr_drop=200,
     batch_size=64,
     lr=1e-4,
-    lr_backbone=1e-5,
+    lr_backbone=5e-5,
     weight_decay=1e-4,
     clip_max_norm=0.1,
     num_queries=100,
