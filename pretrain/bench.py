@@ -85,12 +85,18 @@ OURS, PLAIN, COMPILED, FLOOR = (
 
 
 def time_steps(
-    cfg: PretrainConfig, steps: int, warmup: int = 2, *, compile_variant: bool = False
+    cfg: PretrainConfig,
+    steps: int,
+    warmup: int = 2,
+    *,
+    compile_variant: bool = False,
+    peaks: dict[str, int] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per training step on one fixed batch, interleaved: our step (grouped trunk calls; on CUDA
     channels_last and the preset's precision), the straightforward step (fp32, NCHW, one trunk call per
     crop), optionally ours with a compiled trunk, and the floor: the bare trunk's forward + backward on
-    the same crops with our memory format and precision (no head, Sinkhorn, loss or optimizer)."""
+    the same crops with our memory format and precision (no head, Sinkhorn, loss or optimizer). ``peaks``
+    (CUDA): filled with each variant's peak allocated bytes over its timed steps."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = copy.deepcopy(cfg)
         cfg.data.num_workers = 0
@@ -142,12 +148,15 @@ def time_steps(
             for name, fn in variants.items():
                 if cuda:
                     torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
                 t0 = time.perf_counter()
                 fn()
                 if cuda:
                     torch.cuda.synchronize()
                 if i >= warmup:
                     times[name].append(time.perf_counter() - t0)
+                    if cuda and peaks is not None:
+                        peaks[name] = max(peaks.get(name, 0), torch.cuda.max_memory_allocated())
         return times
 
 

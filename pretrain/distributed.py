@@ -48,7 +48,11 @@ def init_distributed(port: int = 29500) -> DistInfo:
     if dist.is_available() and dist.is_initialized():  # joined already (by the caller, or an earlier run)
         r = dist.get_rank()
         return DistInfo(r, info.local_rank if info.world_size > 1 else r, dist.get_world_size())
-    if info.world_size == 1:
+    # one process joins a group only when asked (SWAVBENCH_PROCESS_GROUP=1 under torchrun): the GPU check
+    # runs NCCL, DistributedDataParallel and SyncBatchNorm layers on a single GPU that way
+    if info.world_size == 1 and not (
+        os.environ.get("SWAVBENCH_PROCESS_GROUP") == "1" and "RANK" in os.environ
+    ):
         return info
     os.environ.setdefault(
         "MASTER_ADDR", _slurm_master_addr() if "SLURM_PROCID" in os.environ else "127.0.0.1"

@@ -227,7 +227,8 @@ class Trainer:
         )
 
         model = build_model(cfg)
-        if ws > 1 and cfg.run.sync_bn:  # statistics over the global batch, on GPUs and on CPU (gloo)
+        grouped = ws > 1 or (dist.is_available() and dist.is_initialized())  # a group of one: the GPU check
+        if grouped and cfg.run.sync_bn:  # statistics over the global batch, on GPUs and on CPU (gloo)
             model = ranks.sync_batchnorm(model)
         self.channels_last = cfg.run.channels_last and self.device.type == "cuda"
         self.model = model.to(
@@ -239,7 +240,7 @@ class Trainer:
             DistributedDataParallel(
                 self.model, device_ids=[self.info.local_rank] if self.device.type == "cuda" else None
             )
-            if ws > 1
+            if grouped
             else self.model
         )
         o = cfg.optim

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     transfer_cli.add_parsers(sub)
     results_cli.add_parsers(sub)
     slurm_cli.add_parsers(sub)
+    from swavbench import gpu_check
+
+    gpu_check.add_parser(sub)
     return parser
 
 
