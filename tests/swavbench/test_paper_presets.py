@@ -199,3 +199,17 @@ def test_paper_preset_resolves_to_the_published_values(preset):
     cfg = entry.load_config(preset)
     got = {k: getattr(cfg, k) for k in PUBLISHED[preset]}
     assert got == PUBLISHED[preset]
+
+
+def test_the_five_voc_runs_are_five_jobs_of_their_own(tmp_path):
+    """The paper suite's VOC07+12 entry plans one job per seed, each with its own output folder, so the
+    table's mean ± CI is over 5 records."""
+    from slurm.launch import Launcher
+    from slurm.suite import load_suite
+
+    paper = load_suite("paper")
+    voc = [e for e in paper.entries if e.preset == "detection-voc0712-c4"]
+    suite = type(paper)(**{**paper.__dict__, "entries": voc})
+    planned = Launcher(tmp_path, "local", dry_run=True).suite(suite, "random")
+    assert sorted(p.name.rsplit("-s", 1)[1] for p in planned) == ["0", "1", "2", "3", "4"]
+    assert len({p.out_dir for p in planned}) == 5 and {p.action for p in planned} == {"dry-run"}
