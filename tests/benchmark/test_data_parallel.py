@@ -37,6 +37,9 @@ def cases(data: Path, out: Path) -> list:
     semisup = SemisupConfig(
         **common, subset="balanced:6", epochs=2, batch_size=24, milestones=[1], trunk_lr=0.001, head_lr=0.01
     )
+    # every image every epoch (no drop_last, as eval_semisup.py): 2 per class over 10 classes at batch 6
+    # ends with a batch of 2, one image per process
+    tail = replace(semisup, subset="balanced:2", epochs=1, batch_size=6)
     svm = SvmConfig(
         dataset="bccd",
         root=str(SHARED_BCCD),
@@ -53,6 +56,7 @@ def cases(data: Path, out: Path) -> list:
         ("linear", tiny_trunk(replace(linear, mode="cached")), "random", str(out / "linear-cached")),
         ("knn", tiny_trunk(KnnConfig(**common, ks=[1, 5, 20], batch_size=32)), "random", str(out / "knn")),
         ("semisup", tiny_trunk(semisup), "random", str(out / "semisup")),
+        ("semisup", tiny_trunk(tail), "random", str(out / "semisup-tail")),
         ("svm", tiny_trunk(svm), "random", str(out / "svm")),
     ]
 
