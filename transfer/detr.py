@@ -21,12 +21,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import box_convert
-from torchvision.transforms.functional import pil_to_tensor
 from torchvision.transforms.v2.functional import resize
 from tqdm import tqdm
 
@@ -40,6 +38,7 @@ from swavbench.data_root import resolve_fields
 from transfer.coco_detection import COCODetectionSet, coco_from_voc
 from transfer.coco_eval import coco_metrics
 from transfer.detection_config import DetectionSet, load_sets
+from transfer.detection_torchvision import load_image
 from transfer.voc_eval import Detections
 
 # fields a run may change and still continue from its state (how it runs)
@@ -268,17 +267,6 @@ class SetLoss(nn.Module):
         return out
 
 
-def load_image(path: Path) -> torch.Tensor:
-    """An RGB image as a float tensor in [0, 1]."""
-    try:
-        with Image.open(path) as pil:
-            return pil_to_tensor(pil.convert("RGB")).float().div_(255)
-    except OSError as e:
-        raise OSError(
-            f"cannot read image {path}: {e} (re-export it or drop it from the annotations)"
-        ) from None
-
-
 def resized_size(h: int, w: int, size: int, *, max_size: int | None) -> tuple[int, int]:
     """The official get_size_with_aspect_ratio: shorter side ``size``, longer side at most ``max_size``."""
     if max_size is not None:
@@ -368,7 +356,7 @@ class DetrStream(Dataset):
         im = self.data.images[int(perm[slot])]
         g = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch * len(self.data.images) + slot + 1)
         img, boxes, labels = augment(
-            load_image(im.path),
+            load_image(im),
             torch.from_numpy(im.boxes_0based()).float(),
             torch.from_numpy(im.labels),
             cfg=self.cfg,
@@ -505,7 +493,7 @@ def predict(
     out: dict = {}
     mine = [data.images[i] for i in ranks.shard(len(data.images))]
     for im in tqdm(mine, desc="detr eval", unit="img", leave=False, disable=not ranks.is_main()):
-        img = load_image(im.path)
+        img = load_image(im)
         img, _ = resize_with_boxes(img, torch.zeros(0, 4), cfg.test_size, max_size=cfg.max_size)
         pixels, mask = pad_batch([normalize(img)])
         logits, boxes = model(pixels.to(device), mask.to(device))
