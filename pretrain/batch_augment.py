@@ -93,7 +93,9 @@ def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
 class BatchAugment:
     """Colour jitter, grayscale, blur and ImageNet normalisation for uint8 crop batches."""
 
-    def __init__(self, cfg: DataConfig):
+    def __init__(self, cfg: DataConfig, *, colour: bool = True):
+        """``colour`` False: the loader workers did colour / blur; only convert and normalise."""
+        self.colour = colour
         self.s = cfg.color_strength
         self.color_prob, self.gray_prob = cfg.color_prob, cfg.grayscale_prob
         self.blur_prob, (self.blur_min, self.blur_max) = cfg.blur_prob, cfg.blur_radius
@@ -117,6 +119,8 @@ class BatchAugment:
     def apply(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
         """uint8 (B, 3, H, W) -> float normalised, with the sampled parameters."""
         x = x.float().div_(255.0)
+        if not self.colour:
+            return self._normalise(x)
         p = {k: v.to(x.device) for k, v in p.items()}
         if self.s > 0:
             for pos in range(4):
@@ -130,6 +134,10 @@ class BatchAugment:
         idx = torch.nonzero(p["blur"]).flatten()
         if self.blur_prob > 0 and idx.numel():
             x[idx] = gaussian_blur(x[idx], p["sigma"][idx])
+        return self._normalise(x)
+
+    @staticmethod
+    def _normalise(x: Tensor) -> Tensor:
         mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         return (x - mean) / std

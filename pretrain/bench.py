@@ -1,10 +1,11 @@
 """Pretraining throughput benchmark (``swavbench pretrain-bench``). Not a test: it prints tables
 for BENCHMARKS.md.
 
-1. Multi-crop data pipeline, images/s on one core, variants interleaved on the same images:
-   the reference (torchvision on PIL per crop, as the paper's code), the fast loader part
-   (decode once, crop + flip + uint8), the fast loader plus the batch-wise colour / blur run on
-   this CPU (what a CPU-only machine pays), and a bare decode (the floor).
+1. Multi-crop data pipeline, images/s on one core, variants interleaved on the same images: the
+   reference (torchvision on PIL per crop, as the paper's code); the fast loader's worker share (decode
+   once, crops + flips on uint8 tensors), with the colour / blur in the worker (the CPU placement) and
+   with the batch colour / blur in the training process instead; device-decode's two halves (the worker
+   reads bytes and draws boxes; the device decodes, cuts and colours); bare decodes (the floor).
 2. Training step images/s on one fixed batch, interleaved: our step (one trunk call per resolution)
    versus the straightforward step (fp32, one trunk call per crop), with the bare trunk's forward +
    backward as the floor (torchvision's ResNet: our trunk is it without ``fc``) and, with --compile,
@@ -17,6 +18,7 @@ import copy
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,7 +26,8 @@ from PIL import Image
 
 from pretrain.batch_augment import BatchAugment
 from pretrain.config import PretrainConfig
-from pretrain.data import MultiCropDataset, find_images
+from pretrain.crops import decode, read_bytes
+from pretrain.data import EncodedBatch, MultiCropDataset, collate_crops, decode_crops, find_images
 from pretrain.train import Trainer, mixed_precision, resolve_data_path
 
 
@@ -34,43 +37,84 @@ def _rate(fn, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+REFERENCE, DECODE_FLOOR = "reference (PIL per crop, all ops)", "decode only, torchvision (floor)"
+
+
 def time_pipelines(
-    cfg: PretrainConfig, root: Path, n_images: int, *, repeats: int = 3
+    cfg: PretrainConfig, root: Path, n_images: int, *, repeats: int = 3, device: torch.device | None = None
 ) -> dict[str, list[float]]:
-    """Images/s on one thread for each pipeline variant, interleaved repeats over the same files."""
-    ref_cfg, fast_cfg = copy.deepcopy(cfg.data), copy.deepcopy(cfg.data)
-    ref_cfg.pipeline, fast_cfg.pipeline = "reference", "fast"
-    ref, fast = MultiCropDataset(root, ref_cfg, 0), MultiCropDataset(root, fast_cfg, 0)
+    """Images/s on one thread for each pipeline variant, interleaved repeats over the same files.
+
+    Worker shares (what one loader core does) and whole augmentations (what a CPU-only machine pays per
+    core) side by side; device-decode's second half runs on ``device`` (default: CUDA when present)."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = {}
+    for name, over in (
+        ("reference", {"pipeline": "reference"}),
+        ("fast", {"pipeline": "fast"}),
+        ("device-decode", {"pipeline": "device-decode", "color_on": "device"}),
+    ):
+        data[name] = copy.deepcopy(cfg.data)
+        for k, v in over.items():
+            setattr(data[name], k, v)
+    ref = MultiCropDataset(root, data["reference"], 0)
+    fast = MultiCropDataset(root, data["fast"], 0)
+    fast_colour = MultiCropDataset(root, data["fast"], 0, colour_in_workers=True)
+    dev = MultiCropDataset(root, data["device-decode"], 0)
     files = find_images(root)
     n = min(n_images, len(files))
-    aug = BatchAugment(fast_cfg)
+    aug = BatchAugment(data["fast"])
     batch = 32
 
-    def decode():
+    def decode_pil():
         for f in files[:n]:
             with Image.open(f) as im:
                 im.convert("RGB")
 
-    def fast_with_batch_aug():
+    def decode_ours():
+        for f in files[:n]:
+            decode(read_bytes(f), f)
+
+    def batches(ds):
         for start in range(0, n, batch):
-            items = [fast[(0, i)] for i in range(start, min(n, start + batch))]
-            g = torch.Generator().manual_seed(start)
-            for crops in zip(*items):
-                aug(torch.stack(crops), g)
+            yield collate_crops([ds[(0, i)] for i in range(start, min(n, start + batch))])[0]
+
+    def fast_with_batch_aug():
+        for b in batches(fast):
+            g = torch.Generator().manual_seed(0)
+            for c in b:
+                aug(c, g)
+
+    encoded = list(batches(dev))
+
+    def device_half():
+        for b in encoded:
+            g = torch.Generator().manual_seed(0)
+            for c in decode_crops(b, dev.specs, device)[0]:
+                aug(c, g)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     variants = {
-        "reference (PIL per crop)": lambda: [ref[(0, i)] for i in range(n)],
-        "fast loader (crop+flip+uint8)": lambda: [fast[(0, i)] for i in range(n)],
-        "fast loader + batch colour/blur on CPU": fast_with_batch_aug,
-        "decode only (floor)": decode,
+        REFERENCE: lambda: [ref[(0, i)] for i in range(n)],
+        "fast: decode + crops + flips (worker share, GPU colour)": lambda: [fast[(0, i)] for i in range(n)],
+        "fast + colour/blur in the worker (CPU default)": lambda: [fast_colour[(0, i)] for i in range(n)],
+        "fast + batch colour/blur in training process": fast_with_batch_aug,
+        "device-decode: worker share (bytes, header, boxes)": lambda: [dev[(0, i)] for i in range(n)],
+        f"device-decode: decode + crops + colour on {device.type}": device_half,
+        DECODE_FLOOR: decode_ours,
+        "decode only, PIL": decode_pil,
     }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        rates: dict[str, list[float]] = {k: [] for k in variants}
-        for _ in range(repeats):
-            for name, fn in variants.items():
-                rates[name].append(_rate(fn, n))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io's notice about torchcodec
+            device_half()  # warm-up (CUDA context, nvJPEG handles)
+            rates: dict[str, list[float]] = {k: [] for k in variants}
+            for _ in range(repeats):
+                for name, fn in variants.items():
+                    rates[name].append(_rate(fn, n))
         return rates
     finally:
         torch.set_num_threads(threads)
@@ -107,6 +151,8 @@ def time_steps(
         plain = Trainer(plain_cfg, Path(tmp) / "plain", progress=False)
         ours.sampler.set_epoch(0)
         crops, _ = next(iter(ours.loader))
+        if isinstance(crops, EncodedBatch):
+            crops, _ = decode_crops(crops, ours.dataset.specs, ours.device)
         model = plain.model
 
         def per_crop_forward(cs):  # the straightforward step: one trunk call per crop
@@ -160,13 +206,19 @@ def time_steps(
         return times
 
 
-def _table(title: str, rows: dict[str, list[float]], unit: str, *, ref: str | None) -> None:
+def _table(
+    title: str, rows: dict[str, list[float]], unit: str, *, ref: str | None, floor: str | None = None
+) -> None:
     print(f"\n{title}")
-    print(f"{'variant':<42}{unit + ' median':>16}{'min':>9}{'max':>9}{'ratio':>8}")
+    head = f"{'variant':<56}{unit + ' median':>16}{'min':>9}{'max':>9}{'ratio':>8}"
+    print(head + (f"{'of floor':>10}" if floor else ""))
     base = statistics.median(rows[ref]) if ref else None
+    top = statistics.median(rows[floor]) if floor else None
     for name, v in rows.items():
-        ratio = f"{statistics.median(v) / base:.2f}x" if base else ""
-        print(f"{name:<42}{statistics.median(v):>16.1f}{min(v):>9.1f}{max(v):>9.1f}{ratio:>8}")
+        m = statistics.median(v)
+        ratio = f"{m / base:.2f}x" if base else ""
+        line = f"{name:<56}{m:>16.1f}{min(v):>9.1f}{max(v):>9.1f}{ratio:>8}"
+        print(line + (f"{100 * m / top:>9.0f}%" if top else ""))
 
 
 def run(
@@ -189,7 +241,13 @@ def run(
         pipes = time_pipelines(cfg, root, images, repeats=repeats)
         cfg.data.path = str(root)
         step = time_steps(cfg, steps, compile_variant=compile_variant)
-    _table("multi-crop pipeline, one core", pipes, "images/s", ref="reference (PIL per crop)")
+    _table(
+        "multi-crop pipeline, one core (ratio: to the reference; of floor: to torchvision's bare decode)",
+        pipes,
+        "images/s",
+        ref=REFERENCE,
+        floor=DECODE_FLOOR,
+    )
     bs = cfg.optim.batch_size
     ips = {k: [bs / t for t in v] for k, v in step.items()}
     _table("training step (data loading excluded)", ips, "images/s", ref=PLAIN)

@@ -16,6 +16,7 @@ import yaml
 from swavbench.paths import CONFIGS
 
 CONFIG_DIR = CONFIGS / "pretrain"
+PIPELINES = ("fast", "device-decode", "reference")
 
 
 @dataclass
@@ -24,8 +25,12 @@ class DataConfig:
     'auto' (the shared CIFAR-10 subset when present, else the generated set)."""
 
     path: str = "auto"
-    # fast: workers decode/crop/flip, colour + blur batch-wise on the device; reference: all PIL per crop
+    # fast: workers decode once and crop / flip on uint8 tensors; device-decode: workers read JPEG bytes and
+    # draw the crops, the training device decodes (nvJPEG) and cuts them; reference: PIL per crop (paper code)
     pipeline: str = "fast"
+    # where colour jitter / grayscale / blur run with fast pipelines: device (batch-wise where training runs),
+    # workers (PIL per crop, in parallel in the loader workers), auto (device on a GPU, else workers)
+    color_on: str = "auto"
     num_workers: int = 10
     nmb_crops: list[int] = field(default_factory=lambda: [2, 6])
     size_crops: list[int] = field(default_factory=lambda: [224, 96])
@@ -180,8 +185,15 @@ class PretrainConfig:
             raise ConfigError(
                 f"swav.crops_for_assign must index the {n_crops} crops, got {self.swav.crops_for_assign}"
             )
-        if d.pipeline not in ("fast", "reference"):
-            raise ConfigError(f"data.pipeline must be 'fast' or 'reference', got {d.pipeline!r}")
+        if d.pipeline not in PIPELINES:
+            raise ConfigError(f"data.pipeline must be one of {', '.join(PIPELINES)}, got {d.pipeline!r}")
+        if d.color_on not in ("auto", "device", "workers"):
+            raise ConfigError(f"data.color_on must be auto, device or workers, got {d.color_on!r}")
+        if d.pipeline == "device-decode" and d.color_on == "workers":
+            raise ConfigError(
+                "data.color_on=workers needs decoded images in the workers: with data.pipeline=device-decode "
+                "colour runs on the device (data.color_on=auto or device), or use data.pipeline=fast"
+            )
         if self.run.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"run.precision must be fp32, bf16 or fp16, got {self.run.precision!r}")
         if self.swav.queue_length and self.swav.queue_length % self.optim.batch_size:

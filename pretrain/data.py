@@ -11,14 +11,28 @@ import logging
 import math
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageFilter
 from torch.utils.data import Dataset, Sampler
 from torchvision import transforms
+from torchvision.transforms.v2 import functional as TF
 
 from pretrain.config import DataConfig
+from pretrain.crops import (
+    JPEG_MAGIC,
+    CropBox,
+    CropSpec,
+    apply_crops,
+    crop_specs,
+    decode,
+    decode_on_device,
+    draw_crops,
+    image_size,
+    read_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,66 +86,130 @@ class RandomGaussianBlur:
         return img.filter(ImageFilter.GaussianBlur(radius=radius))
 
 
-def crop_transforms(cfg: DataConfig) -> list[transforms.Compose]:
-    """One torchvision pipeline per crop, in crop order (e.g. 2 x 224 then 6 x 96).
-
-    ``reference``: the paper's per-crop PIL pipeline, float normalised output. ``fast``: crop,
-    flip and uint8 tensor only; colour, grayscale, blur and normalisation follow batch-wise
-    (``pretrain.batch_augment``)."""
-    if cfg.pipeline == "fast":
-        out = []
-        for n, size, lo, hi in zip(cfg.nmb_crops, cfg.size_crops, cfg.min_scale_crops, cfg.max_scale_crops):
-            out += [
-                transforms.Compose(
-                    [
-                        transforms.RandomResizedCrop(size, scale=(lo, hi)),
-                        transforms.RandomHorizontalFlip(),
-                        transforms.PILToTensor(),
-                    ]
-                )
-            ] * n
-        return out
+def colour_transform(cfg: DataConfig) -> transforms.Compose:
+    """The paper's per-crop colour distortion on PIL: jitter (p ``color_prob``), grayscale, blur."""
     s = cfg.color_strength
-    color = transforms.Compose(
-        [
-            transforms.RandomApply(
-                [transforms.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=cfg.color_prob
-            ),
-            transforms.RandomGrayscale(p=cfg.grayscale_prob),
-        ]
-    )
+    steps = [
+        transforms.RandomApply(
+            [transforms.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=cfg.color_prob
+        ),
+        transforms.RandomGrayscale(p=cfg.grayscale_prob),
+    ]
+    if cfg.blur_prob > 0:
+        steps.append(RandomGaussianBlur(cfg.blur_prob, *cfg.blur_radius))
+    return transforms.Compose(steps)
+
+
+def crop_transforms(cfg: DataConfig) -> list[transforms.Compose]:
+    """The reference pipeline: one torchvision PIL pipeline per crop, in crop order (e.g. 2 x 224 then
+    6 x 96), as the paper's code; float normalised output."""
+    colour = colour_transform(cfg)
     out = []
     for n, size, lo, hi in zip(cfg.nmb_crops, cfg.size_crops, cfg.min_scale_crops, cfg.max_scale_crops):
-        steps = [transforms.RandomResizedCrop(size, scale=(lo, hi)), transforms.RandomHorizontalFlip(), color]
-        if cfg.blur_prob > 0:
-            steps.append(RandomGaussianBlur(cfg.blur_prob, *cfg.blur_radius))
+        steps = [
+            transforms.RandomResizedCrop(size, scale=(lo, hi)),
+            transforms.RandomHorizontalFlip(),
+            colour,
+        ]
         steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         out += [transforms.Compose(steps)] * n
     return out
+
+
+def colour_on_pil(colour: transforms.Compose, crop: torch.Tensor) -> torch.Tensor:
+    """Apply the PIL colour distortion to one uint8 (3, H, W) crop; uint8 out (normalised later)."""
+    return TF.pil_to_tensor(colour(Image.fromarray(crop.permute(1, 2, 0).numpy())))
+
+
+# Without a GPU, colour / blur run where they cost a core least (pretrain-bench, one core, BENCHMARKS.md):
+# 2x224 + 6x96 crops: PIL per crop in the workers 1.22x the reference vs batch-wise in the training process
+# 0.96x; 2x32 + 4x16 crops: PIL 1.32x vs batch-wise 2.33x (per-crop overhead dominates tiny crops).
+WORKER_COLOUR_MIN_CROP = 96
+
+
+def color_placement(cfg: DataConfig, device: torch.device) -> str:
+    """Where colour / grayscale / blur run: ``device`` (batch-wise where training runs: on a GPU it has time
+    to spare) or ``workers`` (PIL per crop in the loader workers, in parallel). ``auto``: the device on a
+    GPU; on a CPU the workers for crops of ``WORKER_COLOUR_MIN_CROP`` px and more, else batch-wise."""
+    if cfg.pipeline == "reference":
+        return "workers"
+    if cfg.color_on != "auto":
+        return cfg.color_on
+    if device.type == "cuda" or cfg.pipeline == "device-decode":
+        return "device"
+    return "workers" if max(cfg.size_crops) >= WORKER_COLOUR_MIN_CROP else "device"
+
+
+def describe_pipeline(cfg: DataConfig, color_on: str, device: torch.device) -> str:
+    """One line for the log: what runs where."""
+    if cfg.pipeline == "reference":
+        return "reference (PIL per crop in the loader workers, as the paper's code)"
+    where = "in the loader workers" if color_on == "workers" else f"batch-wise on {device.type}"
+    auto = " (auto)" if cfg.color_on == "auto" else ""
+    if cfg.pipeline == "device-decode":
+        return (
+            f"device-decode (workers read bytes; {device.type} decodes, crops); colour / blur {where}{auto}"
+        )
+    return f"fast (workers decode once, crop and flip uint8); colour / blur {where}{auto}"
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch) * 2_654_435_761 + index & 0x7FFF_FFFF_FFFF_FFFF
 
 
-class MultiCropDataset(Dataset):
-    """Image files -> list of crops; indexed by (epoch, index) pairs from ``EpochSampler``."""
+@dataclass
+class EncodedImage:
+    """A sample for ``device-decode``: JPEG bytes (1-D) or an image the worker decoded (other formats),
+    with its crops already drawn; the training process decodes and cuts."""
 
-    def __init__(self, root: str | Path, cfg: DataConfig, seed: int = 0):
+    data: torch.Tensor
+    boxes: list[CropBox]
+    path: Path
+
+
+@dataclass
+class EncodedBatch:
+    """Encoded samples collated for ``decode_crops``."""
+
+    items: list[EncodedImage]
+
+
+class MultiCropDataset(Dataset):
+    """Image files -> list of crops; indexed by (epoch, index) pairs from ``EpochSampler``.
+
+    ``data.pipeline``: ``reference`` (PIL per crop, float normalised crops), ``fast`` (decode once,
+    uint8 crops; with ``colour_in_workers`` the PIL colour distortion too, else it runs batch-wise on the
+    training device), ``device-decode`` (an ``EncodedImage``: the training device decodes and crops)."""
+
+    def __init__(self, root: str | Path, cfg: DataConfig, seed: int = 0, *, colour_in_workers: bool = False):
         self.files = find_images(root)
         self.root = Path(root)
-        self.transforms = crop_transforms(cfg)
+        self.mode = cfg.pipeline
+        self.specs = crop_specs(cfg)
+        self.transforms = crop_transforms(cfg) if self.mode == "reference" else None
+        self.colour = colour_transform(cfg) if colour_in_workers and self.mode == "fast" else None
         self.seed = seed
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, key: tuple[int, int] | int) -> list[torch.Tensor] | None:
+    def _read(self, path: Path) -> tuple[Image.Image | torch.Tensor, int, int]:
+        """The decoded image (PIL for the reference, uint8 tensor) or, for device-decode, JPEG bytes."""
+        if self.mode == "reference":
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+            return img, img.height, img.width
+        data = read_bytes(path)
+        if self.mode == "device-decode" and bytes(data[:2].tolist()) == JPEG_MAGIC:
+            return data, *image_size(data, path)
+        img = decode(data, path)
+        return img, img.shape[-2], img.shape[-1]
+
+    def __getitem__(self, key: tuple[int, int] | int) -> list[torch.Tensor] | EncodedImage | None:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         path = self.files[index]
         try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
+            img, h, w = self._read(path)
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             warnings.warn(
                 f"skipping unreadable image {path}: {e} (remove or re-encode the file)", stacklevel=1
@@ -139,16 +217,46 @@ class MultiCropDataset(Dataset):
             return None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, epoch, index))
-            return [t(img) for t in self.transforms]
+            if self.transforms is not None:
+                return [t(img) for t in self.transforms]
+            boxes = draw_crops(h, w, self.specs)
+            if self.mode == "device-decode":
+                return EncodedImage(img, boxes, path)
+            crops = apply_crops(img, boxes, self.specs)
+            if self.colour is not None:
+                crops = [colour_on_pil(self.colour, c) for c in crops]
+            return crops
 
 
-def collate_crops(batch: Sequence[list[torch.Tensor] | None]) -> tuple[list[torch.Tensor], int]:
-    """Stack crop i of every readable sample; also return how many samples were unreadable."""
+def collate_crops(
+    batch: Sequence[list[torch.Tensor] | EncodedImage | None],
+) -> tuple[list[torch.Tensor] | EncodedBatch, int]:
+    """Stack crop i of every readable sample (device-decode: keep the encoded samples); also return how
+    many samples were unreadable."""
     good = [b for b in batch if b is not None]
     skipped = len(batch) - len(good)
     if not good:
         return [], skipped
+    if isinstance(good[0], EncodedImage):
+        return EncodedBatch(good), skipped
     return [torch.stack(c) for c in zip(*good)], skipped
+
+
+def decode_crops(
+    batch: EncodedBatch, specs: Sequence[CropSpec], device: torch.device
+) -> tuple[list[torch.Tensor], int]:
+    """Device-decode's second half, in the training process: decode the batch on ``device``, cut every
+    sample's drawn crops there and stack them; also return how many samples failed to decode."""
+    images = decode_on_device([s.data for s in batch.items], [s.path for s in batch.items], device)
+    per_sample = []
+    for s, img in zip(batch.items, images):
+        if img is None:
+            warnings.warn(f"skipping unreadable image {s.path} (remove or re-encode the file)", stacklevel=1)
+            continue
+        per_sample.append(apply_crops(img, s.boxes, specs))
+    if not per_sample:
+        return [], len(images)
+    return [torch.stack(c) for c in zip(*per_sample)], len(images) - len(per_sample)
 
 
 class EpochSampler(Sampler):

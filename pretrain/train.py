@@ -37,7 +37,16 @@ from pretrain.checkpoint import (
     save_rotating,
 )
 from pretrain.config import DataConfig, PretrainConfig, config_from_dict, differences, plan_batch
-from pretrain.data import EmptyDatasetError, EpochSampler, MultiCropDataset, collate_crops
+from pretrain.data import (
+    EmptyDatasetError,
+    EncodedBatch,
+    EpochSampler,
+    MultiCropDataset,
+    collate_crops,
+    color_placement,
+    decode_crops,
+    describe_pipeline,
+)
 from pretrain.distributed import DistInfo, cleanup, init_distributed
 from pretrain.loss import swav_loss
 from pretrain.model import SwAVModel, build_trunk
@@ -189,7 +198,10 @@ class Trainer:
         random.seed(cfg.run.seed)
 
         self.data_root = resolve_data_path(cfg.data, self.out_dir, cfg.run.seed)
-        self.dataset = MultiCropDataset(self.data_root, cfg.data, cfg.run.seed)
+        self.color_on = color_placement(cfg.data, self.device)
+        self.dataset = MultiCropDataset(
+            self.data_root, cfg.data, cfg.run.seed, colour_in_workers=self.color_on == "workers"
+        )
         bs, ws = cfg.optim.batch_size, self.info.world_size
         self.plan = plan_batch(cfg, ws)
         if self.info.is_main:
@@ -264,7 +276,13 @@ class Trainer:
                 start_epoch=cfg.swav.epoch_queue_starts,
                 device=self.device,
             )
-        self.augment = BatchAugment(cfg.data) if cfg.data.pipeline == "fast" else None
+        self.augment = (
+            BatchAugment(cfg.data, colour=self.color_on == "device")
+            if cfg.data.pipeline != "reference"
+            else None
+        )
+        if self.info.is_main:
+            log.info("multi-crop pipeline: %s", describe_pipeline(cfg.data, self.color_on, self.device))
         self.state = RunState()
         if resuming is not None:
             self._load(resuming)
@@ -486,6 +504,9 @@ class Trainer:
                 epoch = s.epoch
                 self.sampler.set_epoch(epoch, s.batch)
                 for crops, skipped in self.loader:
+                    if isinstance(crops, EncodedBatch):  # device-decode: decode and cut here
+                        crops, lost = decode_crops(crops, self.dataset.specs, self.device)
+                        skipped += lost
                     skipped_total += skipped
                     if crops:
                         loss = self.step(crops, epoch)

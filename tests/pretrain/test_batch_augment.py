@@ -7,6 +7,7 @@ from torchvision import transforms
 
 from pretrain.batch_augment import OPS, BatchAugment, gaussian_blur, grayscale
 from pretrain.config import load_config
+from pretrain.crops import crop_specs
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD, crop_transforms
 
 
@@ -81,12 +82,11 @@ def test_sampled_statistics_match_the_paper_recipe():
 
 
 def test_fast_and_reference_crops_share_geometry():
-    cfg = load_config("rn50-800ep-bs4096").data
-    fast = crop_transforms(cfg)
+    specs = crop_specs(load_config("rn50-800ep-bs4096").data)
     ref = crop_transforms(load_config("rn50-800ep-bs4096", ["data.pipeline=reference"]).data)
-    assert len(fast) == len(ref) == 8
-    for f, r in zip(fast, ref):
-        fc, rc = f.transforms[0], r.transforms[0]
-        assert isinstance(fc, transforms.RandomResizedCrop) and isinstance(rc, transforms.RandomResizedCrop)
-        assert fc.size == rc.size and fc.scale == rc.scale and fc.ratio == rc.ratio
-        assert isinstance(f.transforms[1], transforms.RandomHorizontalFlip)
+    assert len(specs) == len(ref) == 8
+    for spec, r in zip(specs, ref):
+        rc = r.transforms[0]
+        assert isinstance(rc, transforms.RandomResizedCrop)
+        assert (spec.size, spec.size) == rc.size and spec.scale == rc.scale and rc.ratio == (3 / 4, 4 / 3)
+        assert isinstance(r.transforms[1], transforms.RandomHorizontalFlip)

@@ -287,7 +287,10 @@ def test_compiled_trunk_gives_the_same_steps_and_checkpoint_keys(tmp_path, gener
     crops, _ = next(iter(eager.loader))
     for _ in range(2):
         a, b = eager.step(crops, 0), compiled.step(crops, 0)
-        assert math.isclose(a, b, rel_tol=1e-4), (a, b)
+        # eager vs compiled, relative loss difference after 0 / 1 / 2 updates, measured 2026-12-02 over the
+        # default seed and run.seed 0-2 x OMP_NUM_THREADS 1 and 2: step 1 <= 1e-6, then up to 2.0e-4 (the
+        # default seed's batch: LARS amplifies fp32 reassociation); 1e-3 keeps 5x headroom
+        assert math.isclose(a, b, rel_tol=1e-3), (a, b)
         eager.state.iteration += 1
         compiled.state.iteration += 1
     eager.save()
