@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from results.tables import aggregate, headline_metrics  # noqa: E402
+from results.tables import aggregate, ci95_halfwidth, headline_metrics, ranked_only  # noqa: E402
 from swavbench import durable  # noqa: E402
 from swavbench.paths import TRAIN_LOG  # noqa: E402
 
@@ -30,6 +30,9 @@ def _save(fig, path: Path) -> Path:
 
 
 def protocol_bars(df: pd.DataFrame, out: Path) -> list[Path]:
+    df = ranked_only(df)  # smoke checks rank nothing: no bars
+    if df.empty:
+        return []
     agg = aggregate(df)
     paths = []
     for (bench, dataset), grp in agg.groupby(["benchmark", "dataset"]):
@@ -42,7 +45,10 @@ def protocol_bars(df: pd.DataFrame, out: Path) -> list[Path]:
             "#888888" if m == "random" else "#d98c1f" if m.startswith("supervised") else "#2b6cb0"
             for m in g.model
         ]
-        ax.bar(g.model, g["mean"], yerr=g["std"], color=colors, capsize=3)
+        # error bars: the 95% CI of the mean, drawn only where there are >= 2 seeds (one run has none)
+        ci = [ci95_halfwidth(sd, n) if n >= 2 else float("nan") for sd, n in zip(g["std"], g["n"])]
+        multi = any(n >= 2 for n in g["n"])
+        ax.bar(g.model, g["mean"], yerr=ci if multi else None, color=colors, capsize=3 if multi else 0)
         ax.set_ylabel(metrics[0])
         ax.set_title(f"{bench} on {dataset}")
         ax.tick_params(axis="x", rotation=20)

@@ -16,7 +16,7 @@ LEGEND = (
 
 
 def _grid(table: Table, *, marks: bool = True) -> tuple[list[str], list[list[str]], list[list[bool]]]:
-    headers = ["model"] + [c.header for c in table.columns]
+    headers = [table.row_header] + [c.header for c in table.columns]
     body, best = [], []
     for name, cells in table.rows:
         body.append(

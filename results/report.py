@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from results.collect import collect, save
+from results.comparison import comparison_tables
 from results.plots import all_plots
 from results.reference import load_reference
 from results.render import LEGEND, html_report, issues_text, latex, markdown, terminal
@@ -35,7 +36,8 @@ def make_report(
     durable.remove_stale_temps(out)
     df, problems, failed = collect(run_dirs)
     ref = load_reference(references)
-    tables = paper_tables(df, ref, tolerance) if not df.empty else []
+    # first the at-a-glance comparison (and the smoke checks apart), then the paper-shaped tables
+    tables = comparison_tables(df) + paper_tables(df, ref, tolerance) if not df.empty else []
     parquet, csv = save(df, out)
     for stale in (out / "plots").glob("*.png"):  # plots of an earlier report of this folder
         stale.unlink()

@@ -42,13 +42,21 @@ class Cell:
     reproduced: bool | None = None
     best: bool = False
     footnote: str = ""  # a mark after the number, explained in the table's note
+    label: str = ""  # a text cell (a verdict): shown instead of the number
 
     @property
     def ci95(self) -> float:
         """Half-width of the 95% confidence interval of the mean over n runs (0 for one run)."""
         return ci95_halfwidth(self.std, self.n)
 
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The 95% confidence interval of the mean (a point for one run)."""
+        return self.mean - self.ci95, self.mean + self.ci95
+
     def text(self, *, marks: bool = True) -> str:
+        if self.label:
+            return self.label
         s = f"{self.mean:.1f}" + (f" ± {self.ci95:.1f} (n={self.n})" if self.n > 1 else "")
         if self.delta is not None and marks:
             s += f" ({self.delta:+.1f} {'✓' if self.reproduced else '✗'})"
@@ -58,12 +66,12 @@ class Cell:
 @dataclass
 class Column:
     benchmark: str
-    dataset: str
-    metric: str
+    dataset: str = ""
+    metric: str = ""
 
     @property
     def header(self) -> str:
-        return f"{self.benchmark} {self.dataset} {self.metric}"
+        return " ".join(p for p in (self.benchmark, self.dataset, self.metric) if p)
 
 
 @dataclass
@@ -72,6 +80,7 @@ class Table:
     columns: list[Column]
     rows: list[tuple[str, dict[str, Cell]]] = field(default_factory=list)
     note: str = ""
+    row_header: str = "model"
 
 
 def headline_metrics(benchmark: str) -> list[str]:
@@ -104,6 +113,13 @@ def aggregate(df: pd.DataFrame, *, by_epochs: bool = False) -> pd.DataFrame:
     batch = df.groupby("model")["pretrain_batch"].first() if "pretrain_batch" in df else None
     out["pretrain_batch"] = out["model"].map(batch) if batch is not None else None
     return out
+
+
+def ranked_only(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of protocols that can rank trunks (not the smoke checks)."""
+    if "smoke" not in df:
+        return df
+    return df[~df["smoke"].astype("boolean").fillna(False).astype(bool)]
 
 
 def family(model: str) -> str | None:
@@ -203,12 +219,10 @@ def build(
 def columns_for(
     agg: pd.DataFrame, ref: pd.DataFrame, benchmarks: list[str], *, transfer: bool | None
 ) -> list[Column]:
-    """Headline columns for the given benchmarks present in results (or in the published numbers)."""
+    """Headline columns for the given benchmarks present in results (``agg``); ``ref`` adds the published
+    metrics of those columns. Published-only datasets go to their own table (``published_table``)."""
     present = agg[["benchmark", "dataset"]].drop_duplicates().itertuples(index=False)
     pairs = {(b, d) for b, d in present if b in benchmarks or b.split("-")[0] in benchmarks}
-    for b, d in ref[["benchmark", "dataset"]].drop_duplicates().itertuples(index=False):
-        if b in benchmarks and pairs and any(pb == b for pb, _ in pairs):
-            pairs.add((b, d))
     if transfer is not None:
         pairs = {(b, d) for b, d in pairs if (d in TRANSFER_DATASETS) == transfer}
     cols = []
@@ -222,7 +236,12 @@ def columns_for(
 
 
 def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) -> list[Table]:
-    """Tables 1-3 of the paper's shape, the sweep table and the training-length table."""
+    """Tables 1-3 of the paper's shape, the sweep table and the training-length table. Smoke checks
+    (``smoke: true`` presets) are left out: they rank nothing (``results.comparison`` lists them apart)."""
+    pub = published_table(aggregate(df), ref) if not df.empty else None  # smoke checks' protocols too
+    df = ranked_only(df)
+    if df.empty:
+        return [pub] if pub is not None else []
     agg = aggregate(df)
     tables = []
     t1 = columns_for(agg, ref, benchmarks_of_table(1), transfer=False)
@@ -263,6 +282,8 @@ def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) ->
                 mark_best=True,
             )
         )
+    if pub is not None:
+        tables.append(pub)
     length = training_length(aggregate(df, by_epochs=True), ref)
     if length is not None:
         tables.append(length)
@@ -291,6 +312,8 @@ def training_length(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:
             for _, r in grp.iterrows()
         }
         table.rows.append((f"{model} @ {int(epochs)} ep", cells))
+    if not any(c.header == "linear imagenet top1_best_epoch" for c in cols):
+        return table  # published schedule rows only beside an ImageNet column (the Published table has them)
     pub = ref[
         (ref.model == "swav")
         & (ref.benchmark == "linear")
@@ -307,8 +330,31 @@ def training_length(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:
                     {"linear imagenet top1_best_epoch": Cell(float(r.value))},
                 )
             )
-    if any("linear imagenet top1_best_epoch" in cells for _, cells in table.rows) and not any(
-        c.header == "linear imagenet top1_best_epoch" for c in cols
-    ):
-        table.columns.append(Column("linear", "imagenet", "top1_best_epoch"))
     return table
+
+
+def published_table(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:
+    """The paper's numbers for the protocols this report ran, on the paper's datasets it did not run:
+    their own table, so small-data columns never sit beside published ImageNet ones."""
+    ran = set(agg.benchmark)
+    done = set(agg[["benchmark", "dataset"]].drop_duplicates().itertuples(index=False, name=None))
+    cols = []
+    for b, d, m in ref[["benchmark", "dataset", "metric"]].drop_duplicates().itertuples(index=False):
+        if b in ran and (b, d) not in done and m in headline_metrics(b):
+            cols.append(Column(b, d, m))
+    cols = sorted(set((c.benchmark, c.dataset, c.metric) for c in cols))
+    if not cols:
+        return None
+    table = Table(
+        "Published — Caron et al. 2020 (ResNet-50, the paper's datasets; not run in this report)",
+        [Column(*c) for c in cols],
+    )
+    for fam, name in (("swav", "SwAV (published)"), ("supervised", "Supervised (published)")):
+        cells = {}
+        for c in table.columns:
+            value = published(ref, fam, c.benchmark, dataset=c.dataset, metric=c.metric)
+            if value:
+                cells[c.header] = Cell(value[0])
+        if cells:
+            table.rows.append((name, cells))
+    return table if table.rows else None

@@ -99,6 +99,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--no-progress", action="store_true", help="no progress line (logs only)")
     r.add_argument(
+        "--offline",
+        action="store_true",
+        help="without ../shared/data: never download the demo data (local archives via prepare-data)",
+    )
+    r.add_argument(
         "overrides", nargs="*", metavar="key=value", help="main-config overrides, e.g. max_parallel=1"
     )
     r.set_defaults(func=run_main_job)
@@ -238,18 +243,27 @@ def run_main_job(args: argparse.Namespace) -> int:
 
     from pretrain.checkpoint import CheckpointError
     from pretrain.config import ConfigError
+    from results.collect import collect
+    from results.comparison import verdict_lines
     from results.report import make_report
     from slurm.launch import LaunchBusy, SchedulerUnavailable, SubmissionFailed
-    from slurm.main_job import load_main_config, run_main, swav_vs_random
+    from slurm.main_job import load_main_config, plan_data, run_main
 
     try:
         cfg = load_main_config(args.config, list(args.overrides))
         if args.seeds:
             cfg.seeds = list(range(args.seeds))
         out = Path(args.out or f"runs/main-{Path(args.config).stem}")
+        suite = None
+        if (args.executor or cfg.executor) == "local" and not args.dry_run:
+            plan = plan_data(cfg, offline=args.offline)  # the demo data when ../shared/data is absent
+            for line in plan.lines:
+                print(line)
+            suite, cfg.supervised = plan.suite, cfg.supervised if plan.supervised else ""
         result = run_main(
             cfg,
             out,
+            suite=suite,
             force=args.force,
             dry_run=args.dry_run,
             progress=not args.no_progress,
@@ -280,8 +294,11 @@ def run_main_job(args: argparse.Namespace) -> int:
     ]  # not records of earlier configs in jobs/
     report = make_report(evals, out / "report", title=f"swavbench run --config {args.config}")
     print(report.terminal)
-    for line in swav_vs_random(evals):
-        print(line)
+    print(
+        "\nSwAV vs random vs supervised (mean ± 95% CI over seeds; ranked only where the CIs are disjoint):"
+    )
+    for line in verdict_lines(collect(evals)[0]):
+        print(f"  {line}")
     for line in result["failed"]:
         print(f"failed: {line}", file=sys.stderr)
     print(

@@ -126,12 +126,13 @@ def run_main(
     dry_run: bool = False,
     progress: bool = True,
     executor: str | None = None,
+    suite: Suite | None = None,
 ) -> dict:
     """Submit (or skip, when done) every job of the main job, wait for them, return {'planned', 'failed',
     'jobs_dir'}. Datasets are read under the data root of this process (``swavbench.data_root``)."""
     out = Path(out)
     check = Preflight(cluster_of(executor or cfg.executor))  # every job checked before any submission
-    suite = check.suite(cfg.suite)
+    suite = check.suite(suite if suite is not None else cfg.suite)
     for seed in cfg.seeds:
         pretrain = suite.pretrain if suite is not None else Resources()
         check.pretraining(
@@ -232,27 +233,74 @@ def run_main(
     }
 
 
-def swav_vs_random(run_dirs: list[str | Path]) -> list[str]:
-    """Lines comparing SwAV with the random trunk on the kNN / linear top-1 columns (mean over seeds)."""
-    from results.collect import collect
+def datasets_of(cfg) -> set[str]:
+    """The data-root folders a protocol config reads (first component of each relative dataset path)."""
+    out = set()
+    for name in getattr(cfg, "DATASET_FIELDS", ()):
+        value = getattr(cfg, name)
+        for v in value if isinstance(value, list) else [value]:
+            if v and not Path(v).expanduser().is_absolute():
+                out.add(Path(v).parts[0])
+    return out
 
-    df, _, _ = collect(run_dirs)
-    if df.empty:
-        return []
-    lines = []
-    for bench, metric in (("knn", "k20_top1"), ("linear", "top1")):
-        sub = df[(df.benchmark == bench) & (df.metric == metric)]
-        for dataset in sorted(set(sub.dataset)):
-            d = sub[sub.dataset == dataset]
-            swav, rnd = d[d.model == "swav"].value, d[d.model == "random"].value
-            if len(swav) and len(rnd):
-                delta = swav.mean() - rnd.mean()
-                std = f" ± {swav.std():.1f}" if len(swav) > 1 else ""
-                lines.append(
-                    f"{bench} {dataset} {metric}: swav {swav.mean():.1f}{std} vs random {rnd.mean():.1f} "
-                    f"({delta:+.1f} points, {len(swav)} seed{'s' if len(swav) > 1 else ''})"
-                )
-    return lines
+
+@dataclass
+class DataPlan:
+    """What ``swavbench run`` can evaluate with the data at hand: the suite without the protocols whose
+    data is missing, whether the supervised baseline runs, and one line per dataset prepared or missing."""
+
+    suite: Suite
+    supervised: bool
+    lines: list[str]
+
+
+def plan_data(cfg: MainConfig, *, archives: dict[str, Path] | None = None, offline: bool = False) -> DataPlan:
+    """Local runs without ``../shared/data``: build the demo datasets into a cache (``swavbench.demo_data``)
+    and make it the data root, then drop what still lacks data, naming it. With the data present (or another
+    --data-root / $SWAVBENCH_DATA), nothing changes."""
+    from slurm.launch import protocol_config
+    from slurm.suite import load_suite
+    from swavbench import data_root as roots
+    from swavbench import demo_data
+
+    suite = load_suite(cfg.suite)
+    needs = {}
+    for e in suite.entries:
+        needs[e.name] = datasets_of(protocol_config(e.protocol, e.preset, e.overrides, seed=e.seeds[0]))
+    sup_needs = set()
+    if cfg.supervised:
+        from pretrain.supervised import CONFIG_DIR, SupervisedConfig
+        from pretrain.train import AUTO_DATASET
+
+        sup = load_dataclass(SupervisedConfig, CONFIG_DIR, cfg.supervised, overrides=cfg.supervised_overrides)
+        data = AUTO_DATASET if sup.data == "auto" else sup.data  # auto without it: generated, unlabelled-like
+        if data != "generated" and not Path(data).expanduser().is_absolute():
+            sup_needs = {Path(data).parts[0]}
+    wanted = set().union(*needs.values(), sup_needs)
+    root, source = roots.data_root()
+    missing = {d for d in wanted if not (root / d).exists()}
+    lines: list[str] = []
+    demo = sorted(missing & set(demo_data.SOURCES))
+    if demo and source != f"${roots.ENV}":  # the default root lacks them: the cache takes over
+        cache = demo_data.CACHE
+        lines.append(f"{', '.join(demo)} not under {root}: preparing the demo data in {cache}")
+        status = demo_data.prepare(cache, demo, archives=archives, offline=offline)
+        for d in wanted - set(demo):  # what the default root has stays visible from the cache root
+            if (root / d).exists() and not (cache / d).exists():
+                (cache / d).symlink_to((root / d).resolve(), target_is_directory=True)
+        roots.set_data_root(cache)
+        lines += [f"{d}: {msg}" for d, msg in status.items() if msg not in ("ready",)]
+        root = cache
+        missing = {d for d in wanted if not (root / d).exists()}
+    keep = [e for e in suite.entries if not needs[e.name] & missing]
+    for e in suite.entries:
+        if lost := sorted(needs[e.name] & missing):
+            lines.append(f"skipped: {e.name} ({e.protocol} {e.preset}): no {', '.join(lost)} under {root}")
+    supervised = bool(cfg.supervised) and not sup_needs & missing
+    if cfg.supervised and not supervised:
+        lost = ", ".join(sorted(sup_needs))
+        lines.append(f"skipped: the supervised baseline {cfg.supervised}: no {lost} under {root}")
+    return DataPlan(dataclasses.replace(suite, entries=keep), supervised, lines)
 
 
 def load_main_config(preset: str, overrides: list[str]) -> MainConfig:

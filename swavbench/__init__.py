@@ -36,9 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     transfer_cli.add_parsers(sub)
     results_cli.add_parsers(sub)
     slurm_cli.add_parsers(sub)
-    from swavbench import gpu_check
+    from swavbench import demo_data, gpu_check
 
     gpu_check.add_parser(sub)
+    demo_data.add_parser(sub)
     return parser
 
 

@@ -80,6 +80,8 @@ class DetectionConfig:
     pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
     pixel_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
     seed: int = 0
+    # a run too short to rank trunks (CPU presets): the report lists it as a smoke check, apart
+    smoke: bool = False
     backend: str = "auto"  # auto (detectron2 when installed) | detectron2 | torchvision
     detectron2_overrides: list[str] = field(
         default_factory=list

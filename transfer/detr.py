@@ -104,6 +104,8 @@ class DetrTransferConfig:
     checkpoint_every: int = 1000  # iterations between resumable states (0 = only at the end)
     num_workers: int = 4
     seed: int = 0
+    # a run too short to rank trunks (CPU presets): the report lists it as a smoke check, apart
+    smoke: bool = False
     backend: str = "transformers"  # the implementation (recorded, for the report)
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
 

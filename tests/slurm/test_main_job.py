@@ -110,7 +110,12 @@ def test_run_end_to_end_resume_and_idempotence(mini_shared, tmp_path):
     for model in ("swav", "supervised", "random"):
         assert f"| {model} |" in md, model
     assert (out / "report" / "report.html").is_file()
-    assert "vs random" in res.stdout
+    # the verdicts, every protocol: one seed ranks nothing; the 20-iteration detection is a smoke check
+    verdicts = res.stdout.split("SwAV vs random vs supervised (mean")[1].splitlines()[1:7]
+    assert len(verdicts) == 6 and all(" -> " in v for v in verdicts), verdicts
+    assert sum("1 seed: no verdict" in v for v in verdicts) == 5
+    assert any(v.strip().startswith("detection-frcnn-c4 bccd AP50") and "smoke check" in v for v in verdicts)
+    assert md.index("SwAV vs random vs supervised") < md.index("Smoke checks") < md.index("Table 1")
     # 3. re-run once more: nothing is submitted, the report is printed again
     state = json.loads((out / "jobs" / "launch.json").read_text())
     res = swavbench(*args, timeout=300)
