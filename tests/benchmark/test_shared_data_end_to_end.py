@@ -94,7 +94,8 @@ def test_linear_cached_and_semisup_on_cifar(tmp_path, pretrained):
     )
     rec = run_linear(lin, str(pretrained), tmp_path / "linear")
     assert valid(tmp_path / "linear", "linear")["config"]["mode"] == "cached"
-    assert rec.metrics["top1"] > 20  # well above chance (10%)
+    # measured 28.15-34.95 (seeds 0-2 x OMP 1 and 2, BENCHMARKS.md "kNN margin after one epoch"); chance 10
+    assert rec.metrics["top1"] > 20
     semi = SemisupConfig(
         dataset="cifar10-subset",
         train=str(CIFAR / "train"),
