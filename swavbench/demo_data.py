@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import tarfile
-import tempfile
 import zipfile
 from collections import defaultdict
 from collections.abc import Iterator
@@ -234,15 +232,8 @@ def prepare(
                 raise ConnectionError("offline")
             else:
                 archive = download(src, root / "_archives")
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
-            try:
+            with durable.atomic_dir(root / name) as tmp:  # an incomplete earlier attempt is replaced
                 BUILDERS[name](archive, tmp)
-                if (root / name).exists():  # an incomplete earlier attempt (no marker): replaced
-                    shutil.rmtree(root / name)
-                os.replace(tmp, root / name)
-                durable.fsync_dir(root)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
             status[name] = "prepared"
         except Exception as e:  # noqa: BLE001 - reported per dataset, the others go on
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

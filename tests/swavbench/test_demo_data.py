@@ -116,7 +116,7 @@ def test_main_job_prepares_the_demo_data_or_names_what_it_skips(tmp_path, archiv
     """Without ../shared/data: the demo data goes to the cache, which becomes the data root; offline with
     only BCCD, the protocols on the other sets and the supervised baseline are named and skipped."""
     paths, _ = archives
-    monkeypatch.delenv(data_root.ENV, raising=False)
+    monkeypatch.setenv(data_root.ENV, "")  # unset; restored after the test
     monkeypatch.setattr(data_root, "DEFAULT", tmp_path / "no-shared-data")
     monkeypatch.setattr(demo_data, "CACHE", tmp_path / "cache")
     cfg = load_main_config("cpu-small", [])
@@ -128,8 +128,8 @@ def test_main_job_prepares_the_demo_data_or_names_what_it_skips(tmp_path, archiv
     for skipped in ("knn", "linear", "semisup", "transfer-linear", "the supervised baseline"):
         assert f"skipped: {skipped}" in text or f"({skipped} " in text, (skipped, text)
     assert "cifar10-subset: not available (offline)" in text and "--data-root DIR" in text
-    monkeypatch.delenv(data_root.ENV)
+    monkeypatch.setenv(data_root.ENV, "")
     full = plan_data(cfg, archives=paths)
     assert len(full.suite.entries) == 6 and full.supervised
     assert full.lines[0].startswith("bccd, cifar10-subset, scene15 not under")
-    assert full.lines[1:] == ["cifar10-subset: prepared", "scene15: prepared"]  # bccd: ready from the first call
+    assert full.lines[1:] == ["cifar10-subset: prepared", "scene15: prepared"]  # bccd: ready
