@@ -98,7 +98,7 @@ def time_pipelines(
     variants = {
         REFERENCE: lambda: [ref[(0, i)] for i in range(n)],
         "fast: decode + crops + flips (worker share, GPU colour)": lambda: [fast[(0, i)] for i in range(n)],
-        "fast + colour/blur in the worker (CPU default)": lambda: [fast_colour[(0, i)] for i in range(n)],
+        "fast + colour/blur in the worker (OpenCV)": lambda: [fast_colour[(0, i)] for i in range(n)],
         "fast + batch colour/blur in training process": fast_with_batch_aug,
         "device-decode: worker share (bytes, header, boxes)": lambda: [dev[(0, i)] for i in range(n)],
         f"device-decode: decode + crops + colour on {device.type}": device_half,

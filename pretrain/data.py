@@ -18,7 +18,6 @@ import torch
 from PIL import Image, ImageFilter
 from torch.utils.data import Dataset, Sampler
 from torchvision import transforms
-from torchvision.transforms.v2 import functional as TF
 
 from pretrain.config import DataConfig
 from pretrain.crops import (
@@ -33,6 +32,7 @@ from pretrain.crops import (
     image_size,
     read_bytes,
 )
+from pretrain.worker_colour import WorkerColour
 
 log = logging.getLogger(__name__)
 
@@ -116,20 +116,15 @@ def crop_transforms(cfg: DataConfig) -> list[transforms.Compose]:
     return out
 
 
-def colour_on_pil(colour: transforms.Compose, crop: torch.Tensor) -> torch.Tensor:
-    """Apply the PIL colour distortion to one uint8 (3, H, W) crop; uint8 out (normalised later)."""
-    return TF.pil_to_tensor(colour(Image.fromarray(crop.permute(1, 2, 0).numpy())))
-
-
 # Without a GPU, colour / blur run where they cost a core least (pretrain-bench, one core, BENCHMARKS.md):
-# 2x224 + 6x96 crops: PIL per crop in the workers 1.22x the reference vs batch-wise in the training process
-# 0.96x; 2x32 + 4x16 crops: PIL 1.32x vs batch-wise 2.33x (per-crop overhead dominates tiny crops).
+# 2x224 + 6x96 crops: OpenCV per crop in the workers 3.05x the reference vs batch-wise in the training
+# process 0.67x; 2x32 + 4x16 crops: OpenCV 2.27x vs batch-wise 2.51x (per-crop overhead on tiny crops).
 WORKER_COLOUR_MIN_CROP = 96
 
 
 def color_placement(cfg: DataConfig, device: torch.device) -> str:
     """Where colour / grayscale / blur run: ``device`` (batch-wise where training runs: on a GPU it has time
-    to spare) or ``workers`` (PIL per crop in the loader workers, in parallel). ``auto``: the device on a
+    to spare) or ``workers`` (OpenCV per crop in the loader workers, in parallel). ``auto``: the device on a
     GPU; on a CPU the workers for crops of ``WORKER_COLOUR_MIN_CROP`` px and more, else batch-wise."""
     if cfg.pipeline == "reference":
         return "workers"
@@ -178,7 +173,7 @@ class MultiCropDataset(Dataset):
     """Image files -> list of crops; indexed by (epoch, index) pairs from ``EpochSampler``.
 
     ``data.pipeline``: ``reference`` (PIL per crop, float normalised crops), ``fast`` (decode once,
-    uint8 crops; with ``colour_in_workers`` the PIL colour distortion too, else it runs batch-wise on the
+    uint8 crops; with ``colour_in_workers`` the colour distortion too (OpenCV), else it runs batch-wise on the
     training device), ``device-decode`` (an ``EncodedImage``: the training device decodes and crops)."""
 
     def __init__(self, root: str | Path, cfg: DataConfig, seed: int = 0, *, colour_in_workers: bool = False):
@@ -187,7 +182,7 @@ class MultiCropDataset(Dataset):
         self.mode = cfg.pipeline
         self.specs = crop_specs(cfg)
         self.transforms = crop_transforms(cfg) if self.mode == "reference" else None
-        self.colour = colour_transform(cfg) if colour_in_workers and self.mode == "fast" else None
+        self.colour = WorkerColour(cfg) if colour_in_workers and self.mode == "fast" else None
         self.seed = seed
 
     def __len__(self) -> int:
@@ -224,7 +219,7 @@ class MultiCropDataset(Dataset):
                 return EncodedImage(img, boxes, path)
             crops = apply_crops(img, boxes, self.specs)
             if self.colour is not None:
-                crops = [colour_on_pil(self.colour, c) for c in crops]
+                crops = [self.colour(c) for c in crops]
             return crops
 
 
