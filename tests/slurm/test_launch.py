@@ -88,21 +88,7 @@ def test_pipeline_evals_wait_for_pretraining_and_failure_blocks_them(
     pre, evals = planned[0], planned[1:]
     assert pre.kind == "pretrain" and all(p.depends_on == pre.job_id for p in evals)
     assert set(good.wait().values()) == {"ok"}
-    times = subprocess.run(
-        [
-            "sacct",
-            "-n",
-            "-X",
-            "-P",
-            "-o",
-            "JobID,Start,End",
-            "-j",
-            ",".join([pre.job_id] + [p.job_id for p in evals]),
-        ],
-        capture_output=True,
-        text=True,
-    ).stdout
-    t = {line.split("|")[0]: line.split("|")[1:] for line in times.split()}
+    t = accounting_times([pre.job_id] + [p.job_id for p in evals])
     assert all(t[p.job_id][0] >= t[pre.job_id][1] for p in evals)  # each eval started after pretraining ended
 
     bad = Launcher(tmp_path / "bad", "slurm")
@@ -114,6 +100,22 @@ def test_pipeline_evals_wait_for_pretraining_and_failure_blocks_them(
     for p in planned[1:]:
         assert rows[p.name]["state"] == "failed" and "dependency" in rows[p.name]["result"]
         assert not (Path(p.out_dir) / "result.json").exists()  # never ran
+
+
+def accounting_times(job_ids: list[str], *, timeout_s: float = 60) -> dict[str, list[str]]:
+    """Start and end of each job as slurmdbd records them. The database lags the controller (a run on
+    2026-12-02 read sacct before an array task's row arrived), so poll until every job has both."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-o", "JobID,Start,End", "-j", ",".join(job_ids)],
+            capture_output=True,
+            text=True,
+        ).stdout
+        t = {line.split("|")[0]: line.split("|")[1:] for line in out.split()}
+        if all(j in t and "Unknown" not in t[j] for j in job_ids) or time.monotonic() > deadline:
+            return t
+        time.sleep(1)
 
 
 def job_logs(run: Path, job_id: str) -> str:
