@@ -18,6 +18,7 @@ from pretrain.config import load_config, load_dataclass
 from slurm.launch import Launcher, Planned
 from slurm.preflight import Preflight, cluster_of
 from slurm.suite import Resources, Suite
+from swavbench.data_root import dataset_paths
 from swavbench.paths import CHECKPOINT, CONFIGS, RECORD, TRAIN_LOG
 
 MAIN_CONFIGS = CONFIGS / "main"
@@ -235,13 +236,7 @@ def run_main(
 
 def datasets_of(cfg) -> set[str]:
     """The data-root folders a protocol config reads (first component of each relative dataset path)."""
-    out = set()
-    for name in getattr(cfg, "DATASET_FIELDS", ()):
-        value = getattr(cfg, name)
-        for v in value if isinstance(value, list) else [value]:
-            if v and not Path(v).expanduser().is_absolute():
-                out.add(Path(v).parts[0])
-    return out
+    return {Path(v).parts[0] for _, v in dataset_paths(cfg) if not Path(v).expanduser().is_absolute()}
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pretrain.config import ConfigError
 from slurm.suite import Resources, Suite, check_name, cpus_per_task, expand_sweep, load_suite
 from swavbench import registry
-from swavbench.data_root import resolve, resolve_fields
+from swavbench.data_root import dataset_paths, resolve, resolve_fields
 
 SYNTHETIC_DATA = ("auto", "generated")  # pretraining data that is made, not read
 
@@ -104,14 +104,12 @@ class Preflight:
             return None
 
     def _data(self, where: str, cfg) -> None:
-        for name in getattr(cfg, "DATASET_FIELDS", ()):
-            value = getattr(cfg, name)
-            for v in value if isinstance(value, list) else [value]:
-                if v and not resolve(v).exists():
-                    self.warnings.append(
-                        f"{where}: {name} {resolve(v)} is not visible from this host (fine if only the "
-                        "compute nodes mount it)"
-                    )
+        for name, v in dataset_paths(cfg):
+            if not resolve(v).exists():
+                self.warnings.append(
+                    f"{where}: {name} {resolve(v)} is not visible from this host (fine if only the "
+                    "compute nodes mount it)"
+                )
 
     def suite(self, suite: str | Suite) -> Suite | None:
         """Load ``suite`` (a name, a path or a loaded one) and check every entry at every seed."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +53,16 @@ def existing(name: str | Path, what: str = "dataset") -> Path:
     return path
 
 
+def dataset_paths(cfg: Any) -> Iterator[tuple[str, str]]:
+    """(field, path as written) for every non-empty dataset path of a protocol config
+    (``cfg.DATASET_FIELDS``; a field may hold one path or a list)."""
+    for name in getattr(cfg, "DATASET_FIELDS", ()):
+        value = getattr(cfg, name)
+        for v in value if isinstance(value, list) else [value]:
+            if v:
+                yield name, v
+
+
 def resolve_fields(cfg: C) -> C:
     """A copy of a protocol config with its dataset fields (``cfg.DATASET_FIELDS``) resolved; empty
     strings (an unused optional file) stay empty."""
@@ -79,9 +90,7 @@ def add_data_root_argument(parser) -> None:
 def missing_dataset_hint(cfg: Any) -> str:
     """For an error message: the first dataset field of ``cfg`` whose path does not exist, the data
     root in use and how to set another; "" when every dataset field exists."""
-    for name in getattr(cfg, "DATASET_FIELDS", ()):
-        value = getattr(cfg, name)
-        for v in value if isinstance(value, list) else [value]:
-            if v and not resolve(v).exists():
-                return f" [dataset {name} not found at {resolve(v)}: {describe_root()}]"
+    for name, v in dataset_paths(cfg):
+        if not resolve(v).exists():
+            return f" [dataset {name} not found at {resolve(v)}: {describe_root()}]"
     return ""
