@@ -79,11 +79,15 @@ class RandomGaussianBlur:
     def __init__(self, p: float = 0.5, radius_min: float = 0.1, radius_max: float = 2.0):
         self.p, self.radius_min, self.radius_max = p, radius_min, radius_max
 
-    def __call__(self, img: Image.Image) -> Image.Image:
+    def draw(self) -> float | None:
+        """The radius to blur with, or None for no blur (the workers' OpenCV path makes the same draws)."""
         if torch.rand(()) >= self.p:
-            return img
-        radius = self.radius_min + (self.radius_max - self.radius_min) * torch.rand(()).item()
-        return img.filter(ImageFilter.GaussianBlur(radius=radius))
+            return None
+        return self.radius_min + (self.radius_max - self.radius_min) * torch.rand(()).item()
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        radius = self.draw()
+        return img if radius is None else img.filter(ImageFilter.GaussianBlur(radius=radius))
 
 
 def colour_transform(cfg: DataConfig) -> transforms.Compose:
@@ -182,7 +186,8 @@ class MultiCropDataset(Dataset):
         self.mode = cfg.pipeline
         self.specs = crop_specs(cfg)
         self.transforms = crop_transforms(cfg) if self.mode == "reference" else None
-        self.colour = WorkerColour(cfg) if colour_in_workers and self.mode == "fast" else None
+        worker_colour = colour_in_workers and self.mode == "fast"
+        self.colour = WorkerColour(colour_transform(cfg)) if worker_colour else None
         self.seed = seed
 
     def __len__(self) -> int:

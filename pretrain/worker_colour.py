@@ -20,8 +20,6 @@ import torch
 from torch import Tensor
 from torchvision import transforms
 
-from pretrain.config import DataConfig
-
 _LEVELS = np.arange(256, dtype=np.float32)
 
 
@@ -62,14 +60,16 @@ JITTER_OPS = (brightness, contrast, saturation, hue)  # torchvision ColorJitter'
 
 
 class WorkerColour:
-    """Callable uint8 (3, H, W) crop -> uint8 crop: jitter with p ``color_prob`` (random op order),
-    grayscale with p ``grayscale_prob``, blur with p ``blur_prob``; torch's global generator draws."""
+    """Callable uint8 (3, H, W) crop -> uint8 crop following a PIL colour pipeline: its parameters and its
+    draws (torch's global generator), OpenCV's kernels."""
 
-    def __init__(self, cfg: DataConfig):
-        s = cfg.color_strength
-        self.jitter = transforms.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)
-        self.color_prob, self.gray_prob = cfg.color_prob, cfg.grayscale_prob
-        self.blur_prob, (self.blur_min, self.blur_max) = cfg.blur_prob, cfg.blur_radius
+    def __init__(self, pil: transforms.Compose):
+        """``pil``: ``pretrain.data.colour_transform(cfg)``, RandomApply([ColorJitter]), RandomGrayscale and
+        optionally the paper's RandomGaussianBlur; read, never run."""
+        apply_jitter, gray, *blur = pil.transforms
+        self.jitter_prob, self.jitter = apply_jitter.p, apply_jitter.transforms[0]
+        self.gray_prob = gray.p
+        self.blur = blur[0] if blur else None
         self._pid = -1
 
     def __call__(self, crop: Tensor) -> Tensor:
@@ -77,9 +77,9 @@ class WorkerColour:
             cv2.setNumThreads(1)
             self._pid = os.getpid()
         a = np.ascontiguousarray(crop.permute(1, 2, 0).numpy())
-        # The draws below are, call for call, those of RandomApply([ColorJitter]), RandomGrayscale and
-        # pretrain.data.RandomGaussianBlur.
-        if not self.color_prob < torch.rand(1):
+        # The draws below are, call for call, those of the PIL pipeline's RandomApply, ColorJitter,
+        # RandomGrayscale and RandomGaussianBlur.
+        if not self.jitter_prob < torch.rand(1):
             j = self.jitter
             order, *factors = j.get_params(j.brightness, j.contrast, j.saturation, j.hue)
             for op_id in order.tolist():
@@ -87,6 +87,7 @@ class WorkerColour:
                     a = JITTER_OPS[op_id](a, factors[op_id])
         if torch.rand(1) < self.gray_prob:
             a = grayscale(a)
-        if self.blur_prob > 0 and not torch.rand(()) >= self.blur_prob:
-            a = blur(a, self.blur_min + (self.blur_max - self.blur_min) * torch.rand(()).item())
+        radius = self.blur.draw() if self.blur is not None else None
+        if radius is not None:
+            a = blur(a, radius)
         return torch.from_numpy(a).permute(2, 0, 1)

@@ -78,7 +78,8 @@ def test_same_draws_and_nearly_the_same_pixels_as_the_pil_pipeline(over):
     """For a seed, the worker path draws exactly what the PIL pipeline draws (the generator ends in the same
     state) and gives nearly its pixels (mean |diff| <= 1 level: exact ops, plus hue / blur as above)."""
     cfg = load_config("rn50-800ep-bs4096", over).data
-    colour, pil = W.WorkerColour(cfg), colour_transform(cfg)
+    pil = colour_transform(cfg)
+    colour = W.WorkerColour(pil)
     diffs = []
     for seed, c in enumerate(_crops() * 4):
         t = torch.from_numpy(np.asarray(c).copy()).permute(2, 0, 1)
