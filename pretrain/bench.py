@@ -5,7 +5,8 @@ for BENCHMARKS.md.
    reference (torchvision on PIL per crop, as the paper's code); the fast loader's worker share (decode
    once, crops + flips on uint8 tensors), with the colour / blur in the worker (the CPU placement) and
    with the batch colour / blur in the training process instead; device-decode's two halves (the worker
-   reads bytes and draws boxes; the device decodes, cuts and colours); bare decodes (the floor).
+   reads bytes and draws boxes; the device decodes, cuts and colours); bare decodes (the floor); and, when
+   installed, NVIDIA DALI's build of the same augmentation (``pretrain/dali_pipeline.py``), the anchor.
 2. Training step images/s on one fixed batch, interleaved: our step (one trunk call per resolution)
    versus the straightforward step (fp32, one trunk call per crop), with the bare trunk's forward +
    backward as the floor (torchvision's ResNet: our trunk is it without ``fc``) and, with --compile,
@@ -32,9 +33,32 @@ from pretrain.train import Trainer, mixed_precision, resolve_data_path
 
 
 def _rate(fn, n: int) -> float:
+    """Images/s of ``fn`` over ``n`` images; a variant that measures itself returns its own rate."""
     t0 = time.perf_counter()
-    fn()
-    return n / (time.perf_counter() - t0)
+    own = fn()
+    return own if isinstance(own, float) else n / (time.perf_counter() - t0)
+
+
+def dali_variants(cfg: PretrainConfig, files: list[Path], *, cuda: bool) -> dict:
+    """NVIDIA DALI's build of the same augmentation (issue #20's anchor), when DALI is installed: on the CPU
+    with one worker thread, and with a GPU, nvJPEG decode + every op on it. Rates are images per CPU second
+    of this process (DALI keeps helper threads), i.e. per loader core."""
+    try:
+        from pretrain import dali_pipeline
+    except ImportError as exc:
+        print(f"DALI variants left out: {exc}")
+        return {}
+    batch = min(32, len(files))
+    out = {}
+    for device in ("cpu", "gpu") if cuda else ("cpu",):
+        pipe = dali_pipeline.build(cfg.data, files, batch, device=device, num_threads=1)
+        name = (
+            "DALI on CPU, 1 thread: decode + all ops"
+            if device == "cpu"
+            else "DALI: nvJPEG decode + all ops on GPU (per CPU s)"
+        )
+        out[name] = lambda pipe=pipe: dali_pipeline.images_per_core_second(pipe, len(files))[1]
+    return out
 
 
 REFERENCE, DECODE_FLOOR = "reference (PIL per crop, all ops)", "decode only, torchvision (floor)"
@@ -104,6 +128,7 @@ def time_pipelines(
         f"device-decode: decode + crops + colour on {device.type}": device_half,
         DECODE_FLOOR: decode_ours,
         "decode only, PIL": decode_pil,
+        **dali_variants(cfg, files[:n], cuda=device.type == "cuda"),
     }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

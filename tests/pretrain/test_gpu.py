@@ -9,9 +9,10 @@ from pretrain.config import load_config
 from pretrain.sinkhorn import sinkhorn
 from pretrain.train import Trainer
 
-pytestmark = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)"
-)
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)"),
+]
 
 
 def test_sinkhorn_under_bf16_autocast_on_gpu():

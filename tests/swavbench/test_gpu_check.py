@@ -24,6 +24,8 @@ def test_cpu_dry_run_runs_every_step(tmp_path, capsys):
     }
     assert all(v > 0 for v in bench["images_per_s"].values())
     assert steps["gpu_augment"]["figures"]["augment_ms_per_batch"] > 0
+    loader = steps["gpu_augment"]["figures"]["loader_images_per_s_per_core"]
+    assert loader["DALI on CPU, 1 thread: decode + all ops"] > 0  # the anchor (test extra installs DALI)
     torchrun = steps["torchrun_resume"]["figures"]
     assert torchrun["backend"] == "gloo" and torchrun["max_loss_difference"] <= 1e-6  # exact resume
     assert steps["knn_faiss"]["figures"]["same_neighbours"] >= 0.999

@@ -1,0 +1,146 @@
+"""NVIDIA DALI's build of the paper's multi-crop augmentation: the anchor a user would pick instead of our
+loader, measured side by side in ``pretrain-bench`` (issue #20). A comparison, not a dependency: DALI is
+the optional ``dali`` extra, and importing this module without it names the fix.
+
+One pipeline per run: read files, decode once (``device="cpu"``: on the CPU; ``"gpu"``: nvJPEG through
+DALI's mixed decoder, then every op on the GPU), then per crop, in ``pretrain.data.crop_transforms``'s
+order: RandomResizedCrop (area fraction, aspect ratio in [3/4, 4/3], bilinear with antialiasing), colour
+jitter with probability ``color_prob``, grayscale (``grayscale_prob``), Gaussian blur (``blur_prob``,
+sigma uniform in ``blur_radius``), flip (0.5), ImageNet normalisation to float CHW. The random draws are
+DALI's own (per-sample conditionals, so a skipped op costs nothing), not our generator's. Two documented
+differences from torchvision's ColorJitter: DALI applies brightness, contrast, saturation and hue in one
+fixed order (torchvision shuffles them per crop), and its contrast pivots on mid-grey, not the crop's mean.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pretrain.config import DataConfig
+from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
+
+try:
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+    from nvidia.dali.tensors import TensorListGPU
+except ImportError as exc:  # the message is the point: what is missing and how to add it
+    raise ModuleNotFoundError(
+        "pretrain.dali_pipeline needs NVIDIA DALI (a comparison only): pip install -e '.[dali]' "
+        f"(nvidia-dali-cuda130; it also runs on CPUs); import failed: {exc}",
+        name="nvidia.dali",
+    ) from exc
+
+ASPECT_RATIO = (3 / 4, 4 / 3)  # torchvision RandomResizedCrop's default, which the paper's code keeps
+
+
+def jitter_ranges(cfg: DataConfig) -> dict[str, tuple[float, float]]:
+    """DALI ``color_twist``'s factor ranges for torchvision's ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s): the
+    same factors, hue converted from turns to degrees."""
+    s = cfg.color_strength
+    out = {k: (max(0.0, 1 - 0.8 * s), 1 + 0.8 * s) for k in ("brightness", "contrast", "saturation")}
+    out["hue"] = (-360 * 0.2 * s, 360 * 0.2 * s)
+    return out
+
+
+def _uniform(lo: float, hi: float):
+    """A per-sample draw from U(lo, hi), ``lo == hi`` allowed (DALI's uniform wants an open range)."""
+    return lo + (hi - lo) * fn.random.uniform(range=[0.0, 1.0])
+
+
+def _colour(crop, cfg: DataConfig):
+    """Jitter, grayscale and blur, each under its own per-sample coin (DALI conditionals: a skipped op costs
+    nothing). Every draw is made whatever the probabilities, so two pipelines with one seed and different
+    probabilities cut the same crops with the same parameters (the tests pair them)."""
+    jitter = fn.random.coin_flip(probability=cfg.color_prob)
+    factors = {k: _uniform(*r) for k, r in jitter_ranges(cfg).items()}
+    gray = fn.random.coin_flip(probability=cfg.grayscale_prob)
+    blur = fn.random.coin_flip(probability=cfg.blur_prob)
+    sigma = _uniform(*cfg.blur_radius)
+    if jitter:
+        crop = fn.color_twist(crop, **factors)
+    if gray:
+        crop = fn.color_twist(crop, saturation=0.0)  # ITU-R 601 luma in all three channels
+    if blur:
+        crop = fn.gaussian_blur(crop, sigma=sigma)
+    return crop
+
+
+def build(
+    cfg: DataConfig,
+    files: Sequence[Path],
+    batch_size: int,
+    *,
+    device: str = "cpu",
+    num_threads: int = 1,
+    seed: int = 0,
+    normalize: bool = True,
+):
+    """A built DALI pipeline yielding, per batch, every crop in crop order (float CHW, normalised; with
+    ``normalize=False``, uint8 HWC). ``device``: ``cpu`` (DALI's CPU-only mode, no GPU needed) or ``gpu``."""
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"DALI device must be cpu or gpu, got {device!r}")
+    if not files:
+        raise ValueError("DALI pipeline: no image files given")
+
+    @pipeline_def(enable_conditionals=True)
+    def multicrop():
+        data, _ = fn.readers.file(files=[str(f) for f in files], random_shuffle=False, name="reader")
+        image = fn.decoders.image(data, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
+        out = []
+        for n, size, lo, hi in zip(cfg.nmb_crops, cfg.size_crops, cfg.min_scale_crops, cfg.max_scale_crops):
+            for _ in range(n):
+                crop = fn.random_resized_crop(
+                    image, size=[size, size], random_area=[lo, hi], random_aspect_ratio=list(ASPECT_RATIO)
+                )
+                crop = _colour(crop, cfg)
+                flip = fn.random.coin_flip(probability=0.5)
+                if normalize:
+                    crop = fn.crop_mirror_normalize(
+                        crop,
+                        mirror=flip,
+                        mean=[255 * m for m in IMAGENET_MEAN],
+                        std=[255 * s for s in IMAGENET_STD],
+                        dtype=types.FLOAT,
+                        output_layout="CHW",
+                    )
+                else:
+                    crop = fn.flip(crop, horizontal=flip)
+                out.append(crop)
+        return tuple(out)
+
+    pipe = multicrop(
+        batch_size=batch_size,
+        num_threads=num_threads,
+        device_id=0 if device == "gpu" else None,
+        seed=seed,
+        prefetch_queue_depth=1,
+    )
+    pipe.build()
+    return pipe
+
+
+def epoch_size(pipe) -> int:
+    """How many files the pipeline's reader walks per epoch."""
+    return pipe.epoch_size("reader")
+
+
+def images_per_core_second(pipe, n_images: int) -> tuple[float, float]:
+    """(images per wall second, images per CPU second of this process) over ``n_images`` images, after one
+    warm-up batch: DALI keeps helper threads besides its ``num_threads`` workers, so a pipeline's cost per
+    core is its CPU time, not its wall time."""
+    pipe.run()
+    batch = pipe.max_batch_size
+    steps = max(1, -(-n_images // batch))
+    wall, cpu = time.perf_counter(), os.times()
+    for _ in range(steps):
+        outs = pipe.run()
+        if isinstance(outs[-1], TensorListGPU):
+            outs[-1].as_cpu()  # waits for the GPU's work on the batch
+    wall = time.perf_counter() - wall
+    end = os.times()
+    cpu = (end.user - cpu.user) + (end.system - cpu.system)
+    return steps * batch / wall, steps * batch / max(cpu, 1e-9)
