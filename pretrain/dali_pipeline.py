@@ -14,7 +14,6 @@ fixed order (torchvision shuffles them per crop), and its contrast pivots on mid
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,11 +122,6 @@ def build(
     return pipe
 
 
-def epoch_size(pipe) -> int:
-    """How many files the pipeline's reader walks per epoch."""
-    return pipe.epoch_size("reader")
-
-
 def images_per_core_second(pipe, n_images: int) -> tuple[float, float]:
     """(images per wall second, images per CPU second of this process) over ``n_images`` images, after one
     warm-up batch: DALI keeps helper threads besides its ``num_threads`` workers, so a pipeline's cost per
@@ -135,12 +129,10 @@ def images_per_core_second(pipe, n_images: int) -> tuple[float, float]:
     pipe.run()
     batch = pipe.max_batch_size
     steps = max(1, -(-n_images // batch))
-    wall, cpu = time.perf_counter(), os.times()
+    wall, cpu = time.perf_counter(), time.process_time()  # process time: every thread's user + system
     for _ in range(steps):
         outs = pipe.run()
         if isinstance(outs[-1], TensorListGPU):
             outs[-1].as_cpu()  # waits for the GPU's work on the batch
-    wall = time.perf_counter() - wall
-    end = os.times()
-    cpu = (end.user - cpu.user) + (end.system - cpu.system)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return steps * batch / wall, steps * batch / max(cpu, 1e-9)
