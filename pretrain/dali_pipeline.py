@@ -7,9 +7,13 @@ DALI's mixed decoder, then every op on the GPU), then per crop, in ``pretrain.da
 order: RandomResizedCrop (area fraction, aspect ratio in [3/4, 4/3], bilinear with antialiasing), colour
 jitter with probability ``color_prob``, grayscale (``grayscale_prob``), Gaussian blur (``blur_prob``,
 sigma uniform in ``blur_radius``), flip (0.5), ImageNet normalisation to float CHW. The random draws are
-DALI's own (per-sample conditionals, so a skipped op costs nothing), not our generator's. Two documented
-differences from torchvision's ColorJitter: DALI applies brightness, contrast, saturation and hue in one
-fixed order (torchvision shuffles them per crop), and its contrast pivots on mid-grey, not the crop's mean.
+DALI's own (per-sample conditionals, so a skipped op costs nothing), not our generator's.
+
+Differences from torchvision that stay (DALI 2.4's ``color_twist.h`` and crop generator): the jitter is one
+fused linear map clamped once (torchvision clamps after each op, in an order shuffled per crop); contrast
+pivots on mid-grey, not the crop's mean; hue is a rotation in YIQ space (luma kept), not a shift of HSV
+hue; grayscale is the ITU-R 601 luma within 1 level (rounded matrix); a crop whose 10 draws all miss the
+image falls back to a random placement at the largest area (torchvision: a centred crop; rare here).
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ try:
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
-    from nvidia.dali.tensors import TensorListGPU
 except ImportError as exc:  # the message is the point: what is missing and how to add it
     raise ModuleNotFoundError(
         "pretrain.dali_pipeline needs NVIDIA DALI (a comparison only): pip install -e '.[dali]' "
@@ -62,7 +65,7 @@ def _colour(crop, cfg: DataConfig):
     if jitter:
         crop = fn.color_twist(crop, **factors)
     if gray:
-        crop = fn.color_twist(crop, saturation=0.0)  # ITU-R 601 luma in all three channels
+        crop = fn.color_twist(crop, saturation=0.0)  # ITU-R 601 luma, each channel within 1 level
     if blur:
         crop = fn.gaussian_blur(crop, sigma=sigma)
     return crop
@@ -131,8 +134,6 @@ def images_per_core_second(pipe, n_images: int) -> tuple[float, float]:
     steps = max(1, -(-n_images // batch))
     wall, cpu = time.perf_counter(), time.process_time()  # process time: every thread's user + system
     for _ in range(steps):
-        outs = pipe.run()
-        if isinstance(outs[-1], TensorListGPU):
-            outs[-1].as_cpu()  # waits for the GPU's work on the batch
+        pipe.run()  # returns once the batch is ready, GPU work included
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return steps * batch / wall, steps * batch / max(cpu, 1e-9)
