@@ -57,7 +57,7 @@ def dali_variants(cfg: PretrainConfig, files: list[Path], *, cuda: bool) -> dict
             if device == "cpu"
             else "DALI: nvJPEG decode + all ops on GPU (per CPU s)"
         )
-        out[name] = lambda pipe=pipe: dali_pipeline.images_per_core_second(pipe, len(files))[1]
+        out[name] = lambda pipe=pipe: dali_pipeline.images_per_core_second(pipe, len(files))
     return out
 
 

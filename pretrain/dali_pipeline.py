@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pretrain.config import DataConfig
-from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.data import IMAGENET_MEAN, IMAGENET_STD, colour_transform
 
 try:
     import nvidia.dali.fn as fn
@@ -40,11 +40,11 @@ ASPECT_RATIO = (3 / 4, 4 / 3)  # torchvision RandomResizedCrop's default, which 
 
 
 def jitter_ranges(cfg: DataConfig) -> dict[str, tuple[float, float]]:
-    """DALI ``color_twist``'s factor ranges for torchvision's ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s): the
-    same factors, hue converted from turns to degrees."""
-    s = cfg.color_strength
-    out = {k: (max(0.0, 1 - 0.8 * s), 1 + 0.8 * s) for k in ("brightness", "contrast", "saturation")}
-    out["hue"] = (-360 * 0.2 * s, 360 * 0.2 * s)
+    """DALI ``color_twist``'s factor ranges, read from the PIL pipeline's ColorJitter (``colour_transform``):
+    the same factors, hue converted from turns to degrees; an op torchvision leaves out (None) is identity."""
+    jitter = colour_transform(cfg).transforms[0].transforms[0]
+    out = {k: tuple(getattr(jitter, k) or (1.0, 1.0)) for k in ("brightness", "contrast", "saturation")}
+    out["hue"] = tuple(360 * h for h in jitter.hue or (0.0, 0.0))
     return out
 
 
@@ -125,15 +125,14 @@ def build(
     return pipe
 
 
-def images_per_core_second(pipe, n_images: int) -> tuple[float, float]:
-    """(images per wall second, images per CPU second of this process) over ``n_images`` images, after one
-    warm-up batch: DALI keeps helper threads besides its ``num_threads`` workers, so a pipeline's cost per
-    core is its CPU time, not its wall time."""
+def images_per_core_second(pipe, n_images: int) -> float:
+    """Images per CPU second of this process over ``n_images`` images, after one warm-up batch: DALI keeps
+    helper threads besides its ``num_threads`` workers, so a pipeline's cost per core is its CPU time, not
+    its wall time."""
     pipe.run()
     batch = pipe.max_batch_size
     steps = max(1, -(-n_images // batch))
-    wall, cpu = time.perf_counter(), time.process_time()  # process time: every thread's user + system
+    cpu = time.process_time()  # every thread's user + system time
     for _ in range(steps):
         pipe.run()  # returns once the batch is ready, GPU work included
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return steps * batch / wall, steps * batch / max(cpu, 1e-9)
+    return steps * batch / max(time.process_time() - cpu, 1e-9)
