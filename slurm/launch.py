@@ -376,12 +376,12 @@ class Launcher:
         max_parallel: int = 0,
         on_wait=None,
         lock_wait_s: float = 60.0,
-        squeue_retry_delays: tuple[float, ...] = (1, 2, 4, 8),
+        squeue_retry_delays: tuple[float, ...] | None = None,
     ):
         """``max_parallel``: local / debug executors run at most this many jobs at once (0: no limit);
         ``on_wait()`` is called about once a second while this launcher waits (progress display);
         ``lock_wait_s``: how long to wait for another launcher of ``run_dir`` before LaunchBusy;
-        ``squeue_retry_delays``: pauses between squeue attempts before SchedulerUnavailable."""
+        ``squeue_retry_delays``: pauses between squeue attempts (default SQUEUE_RETRY_DELAYS)."""
         self.run_dir = Path(run_dir)
         self.executor_kind, self.force, self.dry_run, self.max_requeues = (
             executor,

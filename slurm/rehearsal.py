@@ -74,9 +74,19 @@ LABEL = "rehearsal"  # the report's row name of every rehearsal record
 
 def _entry_overrides(entry, data_root: Path) -> list[str]:
     """The entry's overrides plus the rehearsal's (subset lists restricted to the generated tree, a few
-    low-shot draws, Detectron2's precise-BN pass cut to two batches)."""
+    low-shot draws, Detectron2's precise-BN pass cut to two batches, or, where Detectron2 is not installed,
+    the torchvision backend of the same recipe, said on stdout)."""
     out = [*entry.overrides, *SHRINK.get(entry.protocol, [])]
     cfg = registry.get(entry.protocol).load_config(entry.preset, entry.overrides)
+    if entry.protocol == "detection" and cfg.backend == "detectron2":
+        from transfer.detection_config import detectron2_available
+
+        if not detectron2_available():
+            print(
+                f"rehearsal: {entry.name} rehearsed on the torchvision backend: Detectron2 is not installed "
+                "here (the real run needs it; preflight says so)"
+            )
+            return [*out, "backend=torchvision"]
     if entry.protocol == "semisup" and str(cfg.subset).startswith("subset:"):
         short = "1pct" if cfg.subset.endswith("1pct") else "10pct"
         out.append(f"subset={data_root / 'imagenet' / 'subsets' / f'{short}.txt'}")

@@ -70,12 +70,16 @@ def tagged_environment(tag: str) -> Iterator[None]:
             os.environ[TAG_ENV] = old
 
 
+SQUEUE_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)  # pauses (s) between squeue attempts before SchedulerUnavailable
+
+
 class Scheduler:
     """Live jobs of one executor kind (``slurm``, ``local`` or ``debug``), from a snapshot that is at most
     ``max_age_s`` old."""
 
-    def __init__(self, kind: str, *, retry_delays: tuple[float, ...] = (1, 2, 4, 8), max_age_s: float = 2.0):
-        self.kind, self.retry_delays, self.max_age_s = kind, retry_delays, max_age_s
+    def __init__(self, kind: str, *, retry_delays: tuple[float, ...] | None = None, max_age_s: float = 2.0):
+        self.kind, self.max_age_s = kind, max_age_s
+        self.retry_delays = SQUEUE_RETRY_DELAYS if retry_delays is None else retry_delays
         self._snapshot: dict[str, LiveJob] = {}
         self._taken = -1e18
 

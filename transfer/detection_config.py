@@ -108,7 +108,7 @@ def resolve_backend(cfg: DetectionConfig) -> str:
     if cfg.backend == "detectron2" and not detectron2_available():
         raise ValueError(
             "backend detectron2 is not installed: install Detectron2 from its repository "
-            "(or `bash .ci/install-detectron2 .venv` here), or use backend=torchvision"
+            "(or `bash tests/install-detectron2.sh .venv` here), or use backend=torchvision"
         )
     return cfg.backend
 

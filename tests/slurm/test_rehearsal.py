@@ -12,6 +12,7 @@ from process_helpers import cli
 from slurm.rehearsal import LABEL, TASKS
 from slurm.suite import load_suite
 from swavbench import registry
+from transfer.detection_config import detectron2_available
 
 
 def test_paper_pipeline_rehearsal_on_the_local_cluster(slurm_cluster, tmp_path):
@@ -48,6 +49,11 @@ def test_paper_pipeline_rehearsal_on_the_local_cluster(slurm_cluster, tmp_path):
         "detection-detr",
     }
     assert {r["dataset"] for r in records} == {"imagenet", "voc07", "places205", "inat18", "voc0712", "coco"}
+    # the rehearsal rehearses the detection backend this host has, and says so when it is not the preset's
+    backend = "detectron2" if detectron2_available() else "torchvision"
+    detection = [r for r in records if r["protocol"] in ("detection-frcnn-c4", "detection-maskrcnn-fpn")]
+    assert len(detection) == 2 and {r["config"]["backend"] for r in detection} == {backend}
+    assert ("rehearsed on the torchvision backend" in res.stdout) == (backend == "torchvision")
     for rec in records:
         assert rec["status"] == "ok" and rec["world_size"] == TASKS and rec["model"] == LABEL, rec.get(
             "error"

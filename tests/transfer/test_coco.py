@@ -181,7 +181,7 @@ def random_predictions(data, seed: int) -> dict:
 
 
 def test_agrees_with_detectron2_coco_evaluator(bccd_coco, tmp_path):
-    pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
+    pytest.importorskip("detectron2", reason="no Detectron2 (tests/install-detectron2.sh installs it)")
     from detectron2.data import MetadataCatalog
     from detectron2.evaluation import COCOEvaluator
     from detectron2.structures import Boxes, Instances
@@ -304,7 +304,7 @@ def test_torchvision_mask_rcnn_heads():
 
 
 def test_detectron2_mask_rcnn_end_to_end(bccd_coco, tmp_path):
-    pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
+    pytest.importorskip("detectron2", reason="no Detectron2 (tests/install-detectron2.sh installs it)")
     cfg = coco_config(
         bccd_coco,
         "backend=detectron2",

@@ -64,7 +64,7 @@ def test_detectron2_names():
 
 
 def test_detectron2_conversion_is_lossless(official, tmp_path):
-    pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
+    pytest.importorskip("detectron2", reason="no Detectron2 (tests/install-detectron2.sh installs it)")
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
@@ -112,7 +112,7 @@ def test_detectron2_conversion_is_lossless(official, tmp_path):
 def test_round_trip_official_torchvision_detectron2(official, tmp_path):
     """official SwAV file -> our trunk -> torchvision .pth -> (loaded back) -> Detectron2 .pkl:
     same res5 features."""
-    pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
+    pytest.importorskip("detectron2", reason="no Detectron2 (tests/install-detectron2.sh installs it)")
     from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import build_resnet_backbone

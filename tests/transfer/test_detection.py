@@ -139,7 +139,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_state(bccd_mini, tmp_pa
 
 
 def test_detectron2_smoke(bccd_mini, tmp_path):
-    pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
+    pytest.importorskip("detectron2", reason="no Detectron2 (tests/install-detectron2.sh installs it)")
     out = tmp_path / "d2"
     cfg = smoke_config(
         bccd_mini,
@@ -167,7 +167,7 @@ def test_detectron2_smoke(bccd_mini, tmp_path):
 
 
 def test_extra_norm_is_named_as_in_moco():
-    pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
+    pytest.importorskip("detectron2", reason="no Detectron2 (tests/install-detectron2.sh installs it)")
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
@@ -181,7 +181,7 @@ def test_extra_norm_is_named_as_in_moco():
 
 
 def test_detectron2_refuses_a_small_stem(bccd_mini, tmp_path):
-    pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
+    pytest.importorskip("detectron2", reason="no Detectron2 (tests/install-detectron2.sh installs it)")
     with pytest.raises(ValueError, match="small .* stem: use backend=torchvision"):
         run_detection(smoke_config(bccd_mini, "backend=detectron2"), "random", tmp_path / "x")
 
@@ -202,7 +202,7 @@ def test_two_processes_fine_tune_as_one_data_parallel_job(bccd_mini, tmp_path):
         )
         cases.append((d2, str(tmp_path / "d2")))
     except ImportError:
-        print("Detectron2 not installed: its data-parallel run is not checked here (CI installs it)")
+        print("Detectron2 not installed: its data-parallel run is not checked (tests/install-detectron2.sh)")
     per_rank = run_ddp(detection_in_group, 2, cases)
     for a, b in zip(*per_rank):  # every process ends with the same numbers
         assert a == b, {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}

@@ -67,7 +67,7 @@ def random_predictions(images, n_classes, seed):
 
 @pytest.mark.parametrize("year", [2007, 2012])
 def test_agrees_with_detectron2(bccd_mini, year):
-    pytest.importorskip("detectron2", reason="Detectron2 not installed (CI installs it: see .ci/run)")
+    pytest.importorskip("detectron2", reason="no Detectron2 (tests/install-detectron2.sh installs it)")
     import torch
     from detectron2.data import MetadataCatalog
     from detectron2.evaluation import PascalVOCDetectionEvaluator
