@@ -10,12 +10,12 @@ from pathlib import Path
 import yaml
 
 from benchmark.trunk import TrunkLoadError
-from pretrain.checkpoint import CheckpointError
-from pretrain.config import ConfigError, load_dataclass
-from swavbench import registry
-from swavbench.data_root import add_data_root_argument
-from swavbench.paths import CHECKPOINT, CONFIGS, RECORD
-from swavbench.registry import Protocol
+from swavbench.core import registry
+from swavbench.core.config import ConfigError, load_dataclass
+from swavbench.core.data_root import add_data_root_argument
+from swavbench.core.paths import CHECKPOINT, CONFIGS, RECORD
+from swavbench.core.registry import Protocol
+from swavbench.core.state import CheckpointError
 
 EVAL_CONFIGS = CONFIGS / "eval"
 
@@ -141,8 +141,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_eval_bench(args: argparse.Namespace) -> int:
-    from benchmark.bench import run
     from benchmark.linear import LinearConfig
+    from swavbench.checks.eval_bench import run
 
     try:
         cfg = load_dataclass(LinearConfig, EVAL_CONFIGS, args.config, overrides=list(args.overrides))

@@ -14,7 +14,7 @@ from torchvision import datasets, transforms
 from tqdm import tqdm
 
 from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
-from swavbench import interrupt, ranks
+from swavbench.core import interrupt, ranks
 
 # torchvision's ImageNet std (DINO's eval_knn.py); SwAV's own code uses 0.228 for red (IMAGENET_STD)
 TORCHVISION_STD = (0.229, 0.224, 0.225)

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from benchmark.features import TORCHVISION_STD, eval_transform, extract_features, image_folder
 from benchmark.protocol import TrunkConfig, run_and_record
-from benchmark.record import ResultRecord
-from swavbench import ranks
-from swavbench.data_root import resolve_fields
+from swavbench.core import ranks
+from swavbench.core.data_root import resolve_fields
+from swavbench.core.record import ResultRecord
 
 
 def nearest_neighbors(
@@ -114,7 +114,7 @@ class KnnConfig:
     DATASET_FIELDS: ClassVar[tuple[str, ...]] = (
         "train",
         "val",
-    )  # named under the data root (swavbench.data_root)
+    )  # named under the data root (swavbench.core.data_root)
 
     dataset: str = "imagenet"
     train: str = "imagenet/train"

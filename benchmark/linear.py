@@ -27,12 +27,12 @@ from tqdm import tqdm
 
 from benchmark.features import eval_transform, extract_features, image_folder
 from benchmark.protocol import TrunkConfig, run_and_record
-from benchmark.record import ResultRecord
-from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import labelled_train_transform
-from swavbench import interrupt, ranks
-from swavbench.data_root import resolve_fields
-from swavbench.order import epoch_batches, epoch_loader
+from swavbench.core import interrupt, ranks
+from swavbench.core.data_root import resolve_fields
+from swavbench.core.order import epoch_batches, epoch_loader
+from swavbench.core.record import ResultRecord
+from swavbench.core.state import atomic_save, load_checkpoint
 
 
 @dataclass
@@ -42,7 +42,7 @@ class LinearConfig:
     DATASET_FIELDS: ClassVar[tuple[str, ...]] = (
         "train",
         "val",
-    )  # named under the data root (swavbench.data_root)
+    )  # named under the data root (swavbench.core.data_root)
 
     dataset: str = "imagenet"
     train: str = "imagenet/train"

@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from benchmark.record import ResultRecord, allocation_gpus, device_name, write_record
 from benchmark.trunk import LoadedTrunk, TrunkSpec, load_trunk
-from pretrain.distributed import init_distributed
-from swavbench import durable, interrupt, ranks
-from swavbench.data_root import missing_dataset_hint
-from swavbench.paths import RECORD
+from swavbench.core import durable, interrupt, ranks
+from swavbench.core.data_root import missing_dataset_hint
+from swavbench.core.distributed import init_distributed
+from swavbench.core.paths import RECORD
+from swavbench.core.record import ResultRecord, allocation_gpus, device_name, write_record
 
 
 @dataclass

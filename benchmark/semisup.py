@@ -22,13 +22,13 @@ from tqdm import tqdm
 from benchmark.features import eval_transform, image_folder
 from benchmark.linear import topk_hits
 from benchmark.protocol import TrunkConfig, run_and_record
-from benchmark.record import ResultRecord
 from benchmark.subsets import make_balanced_subset, select
-from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.data import labelled_train_transform
-from swavbench import interrupt, ranks
-from swavbench.data_root import resolve_fields
-from swavbench.order import epoch_loader
+from swavbench.core import interrupt, ranks
+from swavbench.core.data_root import resolve_fields
+from swavbench.core.order import epoch_loader
+from swavbench.core.record import ResultRecord
+from swavbench.core.state import atomic_save, load_checkpoint
 
 
 @dataclass
@@ -38,7 +38,7 @@ class SemisupConfig:
     DATASET_FIELDS: ClassVar[tuple[str, ...]] = (
         "train",
         "val",
-    )  # named under the data root (swavbench.data_root)
+    )  # named under the data root (swavbench.core.data_root)
 
     dataset: str = "imagenet"
     train: str = "imagenet/train"

@@ -13,7 +13,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from swavbench import durable
+from swavbench.core import durable
 
 SHIPPED = {
     "imagenet-1pct": Path(__file__).parent / "subsets" / "1percent.txt",

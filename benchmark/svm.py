@@ -23,7 +23,6 @@ from sklearn.svm import LinearSVC
 
 from benchmark.features import TORCHVISION_STD, eval_transform, extract_features
 from benchmark.protocol import TrunkConfig, run_and_record
-from benchmark.record import ResultRecord
 from benchmark.voc import (
     VOC07_CLASSES,
     VOCImages,
@@ -34,8 +33,9 @@ from benchmark.voc import (
     voc07_ap,
     voc_root,
 )
-from swavbench import ranks
-from swavbench.data_root import resolve_fields
+from swavbench.core import ranks
+from swavbench.core.data_root import resolve_fields
+from swavbench.core.record import ResultRecord
 
 # VISSL configs/config/benchmark/linear_image_classification/voc07/ SVM cost list
 VOC07_COSTS = [0.01, 0.1, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 50.0, 100.0, 1000.0]
@@ -47,7 +47,7 @@ LOW_SHOT_NEGATIVES = ("sampled", "all")
 class SvmConfig:
     """VOC07 SVM protocol settings (defaults: the paper's VOC07 classification)."""
 
-    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("root",)  # named under the data root (swavbench.data_root)
+    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("root",)  # named under the data root (core.data_root)
 
     dataset: str = "voc07"
     root: str = "VOCdevkit/VOC2007"

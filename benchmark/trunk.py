@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from pretrain.checkpoint import FORMAT, HEAD_PREFIXES, CheckpointError, load_checkpoint, split_trunk_state
+from pretrain.checkpoint import FORMAT, HEAD_PREFIXES, split_trunk_state
 from pretrain.config import config_from_dict
 from pretrain.model import Trunk, build_trunk, parse_arch
+from swavbench.core.state import CheckpointError, load_checkpoint
 
 
 class TrunkLoadError(CheckpointError):

@@ -1,4 +1,4 @@
-"""Atomic checkpoints and the on-disk layout.
+"""The pretraining checkpoint's layout and which file a run resumes from.
 
 A swav-bench checkpoint is a ``torch.save`` dict::
 
@@ -12,97 +12,22 @@ A swav-bench checkpoint is a ``torch.save`` dict::
 so ``load_trunk_state_dict`` reads both: it strips ``module.`` and drops the head and
 prototypes, leaving keys equal to torchvision's resnet50 minus ``fc.*``.
 
-Every file is read with ``torch.load(weights_only=True)``: tensors and plain Python data only, so a
-checkpoint from elsewhere cannot run code while it is read. A file that needs full unpickling is
-refused unless the user vouches for it (``swavbench --trust-checkpoints``, or
-$SWAVBENCH_TRUST_CHECKPOINTS=1).
+Files are read and written by ``swavbench.core.state`` (``weights_only``, durable writes).
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from swavbench import durable
-from swavbench.paths import CHECKPOINT, PREVIOUS_SUFFIX, TRAIN_LOG, previous
+from swavbench.core import durable
+from swavbench.core.paths import CHECKPOINT, PREVIOUS_SUFFIX, TRAIN_LOG, previous
+from swavbench.core.state import CheckpointError, UnsafeCheckpointError, load_checkpoint
 
 FORMAT = "swav-bench/1"
 HEAD_PREFIXES = ("projection_head.", "prototypes.")
-TRUST_ENV = "SWAVBENCH_TRUST_CHECKPOINTS"  # "1": unpickle arbitrary objects (only for files you trust)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be read or does not fit; the message names the file and the fix."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The file holds pickled Python objects beyond tensors and plain data; it was not unpickled."""
-
-
-def trust_checkpoints(*, trusted: bool = True) -> None:
-    """Allow (or forbid again) full unpickling in this process and the jobs it starts (environment)."""
-    if trusted:
-        os.environ[TRUST_ENV] = "1"
-    else:
-        os.environ.pop(TRUST_ENV, None)
-
-
-def _trusted() -> bool:
-    return os.environ.get(TRUST_ENV, "") == "1"
-
-
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` through the durable writer: the file at ``path`` is always whole."""
-    return durable.torch_save(obj, path)
-
-
-def save_rotating(obj: Any, path: str | Path) -> Path:
-    """Write ``path`` durably, keeping the one it replaces as ``<name>.prev``; ``path`` exists (old or
-    new) at every moment."""
-    durable.keep_previous(path, previous(path))
-    return durable.torch_save(obj, path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint, turning truncation and corruption into a CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=not _trusted())
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
-        if found is None:  # not a refused object: the file is damaged (or not a torch file at all)
-            raise _corrupt(path, e) from e
-        raise UnsafeCheckpointError(
-            f"{path} holds pickled Python objects, not only tensors and plain data "
-            f"(it asks for {found.group(1)}); reading it could run code from the "
-            "file, so it was not loaded. Re-save it as a plain state dict, or, only if you trust where it "
-            f"came from, pass --trust-checkpoints (swavbench --trust-checkpoints COMMAND ...; {TRUST_ENV}=1)"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise _corrupt(path, e) from e
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dict of tensors")
-    return ckpt
-
-
-def _corrupt(path: Path, e: Exception) -> CheckpointError:
-    """The error for a file that does not read: the cause in one line, and the previous good copy."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    cause = next((ln for ln in lines if ln.startswith("Unsupported operand")), lines[0] if lines else "")
-    prev = previous(path)
-    hint = f"; the previous good checkpoint is {prev}: resume from it with --resume {prev}"
-    hint = hint if prev.is_file() else ""
-    cause = f"{type(e).__name__}: {cause[:200]}"
-    return CheckpointError(f"checkpoint {path} is truncated or corrupt ({cause}){hint}")
 
 
 def release_state_dict(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -6,10 +6,11 @@ import argparse
 import os
 import sys
 
-from pretrain.checkpoint import CheckpointError
-from pretrain.config import ConfigError, list_presets, load_config
+from pretrain.config import CONFIG_DIR, load_config
 from pretrain.data import EmptyDatasetError
-from swavbench.data_root import add_data_root_argument
+from swavbench.core.config import ConfigError, list_presets
+from swavbench.core.data_root import add_data_root_argument
+from swavbench.core.state import CheckpointError
 
 
 def data_override(key: str, value: str | None) -> list[str]:
@@ -33,7 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "  swavbench pretrain --config tiny --out runs/t optim.epochs=2 model.arch=resnet18\n"
         "  torchrun --nproc_per_node 8 $(which swavbench) pretrain --config rn50-800ep-bs4096 "
         "data.path=imagenet/train\n"
-        f"presets: {', '.join(list_presets())}",
+        f"presets: {', '.join(list_presets(CONFIG_DIR))}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -125,7 +126,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from pretrain.bench import run
+    from swavbench.checks.pretrain_bench import run
 
     try:
         cfg = load_config(args.config, list(args.overrides) + data_override("data.path", args.data))
@@ -141,8 +142,8 @@ def run_supervised(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from pretrain.config import load_dataclass
     from pretrain.supervised import CONFIG_DIR, SupervisedConfig, train_supervised
+    from swavbench.core.config import load_dataclass
 
     try:
         overrides = list(args.overrides) + data_override("data", args.data)

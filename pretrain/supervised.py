@@ -19,25 +19,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torchvision import datasets
 from tqdm import tqdm
 
-from pretrain.checkpoint import (
-    FORMAT,
-    CheckpointError,
-    discard_run,
-    load_checkpoint,
-    newest_valid_checkpoint,
-    run_files,
-    save_rotating,
-)
+from pretrain.checkpoint import FORMAT, discard_run, newest_valid_checkpoint, run_files
 from pretrain.config import ModelConfig
 from pretrain.data import labelled_train_transform
-from pretrain.distributed import init_distributed
 from pretrain.model import build_trunk
 from pretrain.synthetic import generate_dataset
 from pretrain.train import AUTO_DATASET
-from swavbench import ranks
-from swavbench.data_root import existing, resolve
-from swavbench.order import epoch_loader
-from swavbench.paths import CHECKPOINT, CONFIGS
+from swavbench.core import ranks
+from swavbench.core.data_root import existing, resolve
+from swavbench.core.distributed import init_distributed
+from swavbench.core.order import epoch_loader
+from swavbench.core.paths import CHECKPOINT, CONFIGS
+from swavbench.core.state import CheckpointError, load_checkpoint, save_rotating
 
 CONFIG_DIR = CONFIGS / "supervised"
 

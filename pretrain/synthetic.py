@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from swavbench import durable
+from swavbench.core import durable
 
 CLASSES = (
     "stripes0",

@@ -25,18 +25,15 @@ from tqdm import tqdm
 from pretrain.batch_augment import BatchAugment
 from pretrain.checkpoint import (
     FORMAT,
-    CheckpointError,
     Resumable,
     abandoned_epoch_checkpoints,
     discard_run,
-    load_checkpoint,
     model_state_dict,
     newest_valid_checkpoint,
     release_state_dict,
     run_files,
-    save_rotating,
 )
-from pretrain.config import DataConfig, PretrainConfig, config_from_dict, differences, plan_batch
+from pretrain.config import DataConfig, PretrainConfig, config_from_dict, plan_batch
 from pretrain.data import (
     EmptyDatasetError,
     EncodedBatch,
@@ -47,15 +44,17 @@ from pretrain.data import (
     decode_crops,
     describe_pipeline,
 )
-from pretrain.distributed import DistInfo, cleanup, init_distributed
 from pretrain.loss import swav_loss
 from pretrain.model import SwAVModel, build_trunk
 from pretrain.optim import build_optimizer, lr_at
 from pretrain.queue import EmbeddingQueue
 from pretrain.synthetic import generate_dataset
-from swavbench import durable, interrupt, ranks
-from swavbench.data_root import existing, resolve
-from swavbench.paths import CHECKPOINT, RUN_CONFIG, TRAIN_LOG, epoch_checkpoint
+from swavbench.core import durable, interrupt, ranks
+from swavbench.core.config import differences
+from swavbench.core.data_root import existing, resolve
+from swavbench.core.distributed import DistInfo, cleanup, init_distributed
+from swavbench.core.paths import CHECKPOINT, RUN_CONFIG, TRAIN_LOG, epoch_checkpoint
+from swavbench.core.state import CheckpointError, load_checkpoint, save_rotating
 
 log = logging.getLogger("swavbench.pretrain")
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.record import SCHEMA_VERSION
-from swavbench import durable, registry
-from swavbench.paths import RECORD, REPLACED
-from swavbench.registry import benchmark_id
+from swavbench.core import durable, registry
+from swavbench.core.paths import RECORD, REPLACED
+from swavbench.core.record import SCHEMA_VERSION
+from swavbench.core.registry import benchmark_id
 
 COLUMNS = [
     "model",

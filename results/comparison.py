@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from results.tables import Cell, Column, Table, aggregate, family, headline_metrics
-from swavbench.registry import all_benchmarks
+from swavbench.core.registry import all_benchmarks
 
 TRUNKS = ("SwAV", "random", "supervised")
 ONE_SEED = "1 seed: no verdict (--seeds 3)"

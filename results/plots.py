@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from results.tables import aggregate, ci95_halfwidth, headline_metrics, ranked_only  # noqa: E402
-from swavbench import durable  # noqa: E402
-from swavbench.paths import TRAIN_LOG  # noqa: E402
+from swavbench.core import durable
+from swavbench.core.paths import TRAIN_LOG
 
 
 def _save(fig, path: Path) -> Path:

@@ -11,7 +11,7 @@ from results.plots import all_plots
 from results.reference import load_reference
 from results.render import LEGEND, html_report, issues_text, latex, markdown, terminal
 from results.tables import paper_tables
-from swavbench import durable
+from swavbench.core import durable
 
 
 @dataclass

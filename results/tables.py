@@ -12,8 +12,8 @@ import pandas as pd
 from scipy import stats
 
 from results.reference import published
-from swavbench import registry
-from swavbench.registry import all_benchmarks, benchmarks_of_table
+from swavbench.core import registry
+from swavbench.core.registry import all_benchmarks, benchmarks_of_table
 
 # the implementation the published numbers of a protocol family come from; results of another backend are
 # shown without a verdict (a record without a backend is not judged by this)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from swavbench.data_root import add_data_root_argument, data_root
+from swavbench.core.data_root import add_data_root_argument, data_root
 
 EXECUTORS = ["auto", "slurm", "local", "debug"]
 
@@ -129,7 +129,7 @@ def pretraining_overrides(args: argparse.Namespace, overrides: list[str]) -> lis
     """The pretraining overrides of a launch (a rehearsal adds its size overrides)."""
     if not args.rehearse:
         return list(overrides)
-    from slurm.rehearsal import PRETRAIN
+    from swavbench.checks.rehearsal import PRETRAIN
 
     return [*overrides, *PRETRAIN]
 
@@ -142,8 +142,8 @@ def preflight_launch(args: argparse.Namespace) -> tuple:
 
     check = Preflight(cluster_of(args.executor))
     if args.rehearse:  # checked at the rehearsal's shape, which is what will be submitted
-        from slurm.rehearsal import rehearsal_suite
         from slurm.suite import load_suite
+        from swavbench.checks.rehearsal import rehearsal_suite
 
         loaded = check._try(f"suite {args.suite}", lambda: load_suite(args.suite))
         random = args.kind == "suite" and args.checkpoint == "random"
@@ -166,13 +166,13 @@ def preflight_launch(args: argparse.Namespace) -> tuple:
 
 def run_launch(args: argparse.Namespace) -> int:
 
-    from pretrain.config import ConfigError
     from slurm.launch import LaunchBusy, Launcher, SchedulerUnavailable, SubmissionFailed
+    from swavbench.core.config import ConfigError
 
     try:
         if args.rehearse:  # its own data root, generated once
-            from swavbench.data_root import set_data_root
-            from swavbench.rehearsal_data import write_all
+            from swavbench.checks.rehearsal_data import write_all
+            from swavbench.core.data_root import set_data_root
 
             set_data_root(str(write_all(Path(args.run_dir) / "rehearsal-data")))
             args.wait = True
@@ -228,7 +228,7 @@ def run_launch(args: argparse.Namespace) -> int:
             if outcome != "ok":
                 print(f"job {key}: {outcome}", file=sys.stderr)
     if args.rehearse:
-        from slurm.rehearsal import LABEL, check
+        from swavbench.checks.rehearsal import LABEL, check
 
         problems = check([p.out_dir for p in planned if p.kind == "eval"], suite, model=LABEL)
         for line in problems:
@@ -241,13 +241,13 @@ def run_launch(args: argparse.Namespace) -> int:
 
 def run_main_job(args: argparse.Namespace) -> int:
 
-    from pretrain.checkpoint import CheckpointError
-    from pretrain.config import ConfigError
     from results.collect import collect
     from results.comparison import verdict_lines
     from results.report import make_report
     from slurm.launch import LaunchBusy, SchedulerUnavailable, SubmissionFailed
     from slurm.main_job import load_main_config, plan_data, run_main
+    from swavbench.core.config import ConfigError
+    from swavbench.core.state import CheckpointError
 
     try:
         cfg = load_main_config(args.config, list(args.overrides))

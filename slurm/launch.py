@@ -28,12 +28,13 @@ from pathlib import Path
 import submitit
 
 from benchmark.trunk import sha256_of
-from pretrain.config import config_from_dict, dataclass_from_dict, differences, load_config, load_dataclass
+from pretrain.config import config_from_dict, load_config
 from slurm.scheduler import FINISHED_STATES, Scheduler, SchedulerUnavailable, new_tag, tagged_environment
 from slurm.suite import Resources, Suite, cpus_per_task
-from swavbench import durable, interrupt, registry
-from swavbench.data_root import data_root, set_data_root
-from swavbench.paths import (
+from swavbench.core import durable, interrupt, registry
+from swavbench.core.config import dataclass_from_dict, differences, load_dataclass
+from swavbench.core.data_root import data_root, set_data_root
+from swavbench.core.paths import (
     CHECKPOINT,
     LAUNCH_LOCK,
     LAUNCH_STATE,
@@ -149,7 +150,7 @@ def describe(r: Resources) -> str:
 def run_interruptible(job, work, *, cooperative: bool):
     """Run ``work()`` inside a submitit job; every interruption (time limit or preemption) counts
     against ``job.max_requeues``. ``cooperative``: the scheduler's warning signal only asks the loops to
-    save at their next step boundary (swavbench.interrupt), then this job is requeued through submitit
+    save at their next step boundary (swavbench.core.interrupt), then this job is requeued through submitit
     (its ``checkpoint()``: the same callable, which continues from the saved state); if no loop takes the
     request within ``interrupt`` grace (set-up, feature extraction, evaluation), submitit's handler
     requeues it at once and it restarts from its last saved state. Not cooperative (the protocol keeps no
@@ -342,7 +343,7 @@ class Planned:
 
 def pretraining_done(out: Path, epochs: int, max_iters: int = 0) -> bool:
     """The run in ``out`` reached ``epochs``, or ``max_iters`` iterations (its latest checkpoint says so)."""
-    from pretrain.checkpoint import CheckpointError, load_checkpoint
+    from swavbench.core.state import CheckpointError, load_checkpoint
 
     if not (out / CHECKPOINT).is_file():
         return False
@@ -354,7 +355,7 @@ def pretraining_done(out: Path, epochs: int, max_iters: int = 0) -> bool:
 
 
 def pretraining_progress(out: Path) -> str:
-    from pretrain.checkpoint import CheckpointError, load_checkpoint
+    from swavbench.core.state import CheckpointError, load_checkpoint
 
     try:
         return f"its checkpoint is at epoch {load_checkpoint(out / CHECKPOINT)['epoch']}"

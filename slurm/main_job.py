@@ -14,12 +14,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pretrain.config import load_config, load_dataclass
+from pretrain.config import load_config
 from slurm.launch import Launcher, Planned
 from slurm.preflight import Preflight, cluster_of
 from slurm.suite import Resources, Suite
-from swavbench.data_root import dataset_paths
-from swavbench.paths import CHECKPOINT, CONFIGS, RECORD, TRAIN_LOG
+from swavbench.core.config import load_dataclass
+from swavbench.core.data_root import dataset_paths
+from swavbench.core.paths import CHECKPOINT, CONFIGS, RECORD, TRAIN_LOG
 
 MAIN_CONFIGS = CONFIGS / "main"
 
@@ -130,7 +131,7 @@ def run_main(
     suite: Suite | None = None,
 ) -> dict:
     """Submit (or skip, when done) every job of the main job, wait for them, return {'planned', 'failed',
-    'jobs_dir'}. Datasets are read under the data root of this process (``swavbench.data_root``)."""
+    'jobs_dir'}. Datasets are read under the data root of this process (``swavbench.core.data_root``)."""
     out = Path(out)
     check = Preflight(cluster_of(executor or cfg.executor))  # every job checked before any submission
     suite = check.suite(suite if suite is not None else cfg.suite)
@@ -255,8 +256,8 @@ def plan_data(cfg: MainConfig, *, archives: dict[str, Path] | None = None, offli
     --data-root / $SWAVBENCH_DATA), nothing changes."""
     from slurm.launch import protocol_config
     from slurm.suite import load_suite
-    from swavbench import data_root as roots
     from swavbench import demo_data
+    from swavbench.core import data_root as roots
 
     suite = load_suite(cfg.suite)
     needs = {}

@@ -12,10 +12,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from pretrain.config import ConfigError
 from slurm.suite import Resources, Suite, check_name, cpus_per_task, expand_sweep, load_suite
-from swavbench import registry
-from swavbench.data_root import dataset_paths, resolve, resolve_fields
+from swavbench.core import registry
+from swavbench.core.config import ConfigError
+from swavbench.core.data_root import dataset_paths, resolve, resolve_fields
 
 SYNTHETIC_DATA = ("auto", "generated")  # pretraining data that is made, not read
 
@@ -172,8 +172,8 @@ class Preflight:
         self._try(where, lambda: cpus_per_task(resources, tasks))
         self.resources.append((where, resources))
         if supervised:
-            from pretrain.config import load_dataclass
             from pretrain.supervised import CONFIG_DIR, SupervisedConfig
+            from swavbench.core.config import load_dataclass
 
             cfg = self._try(
                 where, lambda: load_dataclass(SupervisedConfig, CONFIG_DIR, preset, overrides=overrides)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from slurm.launch import pretraining_done, pretraining_progress
 from slurm.scheduler import Scheduler, SchedulerUnavailable
-from swavbench import registry
-from swavbench.paths import CHECKPOINT, LAUNCH_STATE, RECORD
+from swavbench.core import registry
+from swavbench.core.paths import CHECKPOINT, LAUNCH_STATE, RECORD
 
 
 def headline(record: dict) -> str:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from pretrain.config import ConfigError, _apply
-from swavbench.paths import CONFIGS
-from swavbench.registry import PROTOCOLS
+from swavbench.core.config import ConfigError, _apply
+from swavbench.core.paths import CONFIGS
+from swavbench.core.registry import PROTOCOLS
 
 SUITE_DIR = CONFIGS / "suites"
 

@@ -1,6 +1,5 @@
-"""``swavbench`` command line (one subcommand per stage of the harness) and what every stage shares:
-the protocol registry (``registry``), durable writes (``durable``), the data root (``data_root``) and
-the run-directory file names (``paths``)."""
+"""``swavbench`` command line, the front door: one subcommand per stage of the harness. What every stage
+shares is in ``swavbench.core`` (the ground floor); the self-checks are in ``swavbench.checks``."""
 
 from __future__ import annotations
 
@@ -36,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     transfer_cli.add_parsers(sub)
     results_cli.add_parsers(sub)
     slurm_cli.add_parsers(sub)
-    from swavbench import demo_data, gpu_check
+    from swavbench import demo_data
+    from swavbench.checks import gpu_check
 
     gpu_check.add_parser(sub)
     demo_data.add_parser(sub)
@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     if getattr(args, "data_root", None):
-        from swavbench.data_root import set_data_root
+        from swavbench.core.data_root import set_data_root
 
         set_data_root(args.data_root)
     if args.trust_checkpoints:
-        from pretrain.checkpoint import trust_checkpoints
+        from swavbench.core.state import trust_checkpoints
 
         trust_checkpoints()
     return int(args.func(args) or 0)

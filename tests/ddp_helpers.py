@@ -47,7 +47,7 @@ def run_protocols(rank: int, world_size: int, cases: list) -> list:
     process of the group; returns the record of each."""
     import torch
 
-    from swavbench import registry
+    from swavbench.core import registry
 
     torch.set_num_threads(1)  # two processes share the two cores
     return [registry.get(name).runner()(cfg, ckpt, out) for name, cfg, ckpt, out in cases]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from benchmark.protocol import TrunkConfig, run_and_record
-from swavbench.data_root import resolve_fields
+from swavbench.core.data_root import resolve_fields
 
 
 @dataclass

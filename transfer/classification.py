@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from benchmark.linear import LinearConfig, image_folder_splits, run_linear
-from benchmark.record import ResultRecord
+from swavbench.core.record import ResultRecord
 
 
 @dataclass
@@ -33,7 +33,7 @@ class TransferLinearConfig(LinearConfig):
         "train",
         "val",
         "root",
-    )  # under the data root (swavbench.data_root)
+    )  # under the data root (swavbench.core.data_root)
 
     format: str = "places205"  # places205 | inat18 | imagefolder
     root: str = ""  # image folder the list / json paths are relative to

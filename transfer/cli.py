@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from benchmark.cli import add_protocol_parser
-from swavbench import registry
-from swavbench.paths import CONFIGS
+from swavbench.core import registry
+from swavbench.core.paths import CONFIGS
 
 TRANSFER_CONFIGS = CONFIGS / "transfer"
 
@@ -56,7 +56,7 @@ def add_convert_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_convert(args: argparse.Namespace) -> int:
     from benchmark.trunk import TrunkLoadError, TrunkSpec, load_trunk
-    from pretrain.checkpoint import CheckpointError
+    from swavbench.core.state import CheckpointError
     from transfer.convert import convert
 
     try:

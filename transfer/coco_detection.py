@@ -168,7 +168,7 @@ def coco_from_voc(data: Any, path: str | Path) -> COCODetectionSet:
     """A VOC detection set (transfer.voc_detection) written as a COCO instances file at ``path`` and read
     back, so COCO AP is computed on VOC-layout data: boxes 0-based as the models see them, "difficult"
     objects as crowd regions (COCOeval ignores detections on them, as VOC AP ignores difficult objects)."""
-    from swavbench import durable
+    from swavbench.core import durable
 
     images, annotations = [], []
     for n, im in enumerate(data.images):

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from benchmark.trunk import LoadedTrunk, provenance_path, sha256_of
-from pretrain.checkpoint import atomic_save, load_checkpoint
-from swavbench import durable
+from swavbench.core import durable
+from swavbench.core.state import atomic_save, load_checkpoint
 
 
 def torchvision_state(trunk_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

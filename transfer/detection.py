@@ -13,9 +13,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmark.protocol import run_and_record
-from benchmark.record import ResultRecord
-from swavbench import durable
-from swavbench.data_root import resolve_fields
+from swavbench.core import durable
+from swavbench.core.data_root import resolve_fields
+from swavbench.core.record import ResultRecord
 from transfer.detection_config import DetectionConfig, resolve_backend, validate
 
 __all__ = ["DetectionConfig", "run_detection", "validate"]

@@ -27,7 +27,7 @@ RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "num_workers")
 class DetectionConfig:
     """Defaults: the MoCo/SwAV VOC07+12 Faster R-CNN R50-C4 recipe (24k iterations, batch 16, lr 0.02)."""
 
-    # named under the data root (swavbench.data_root)
+    # named under the data root (swavbench.core.data_root)
     DATASET_FIELDS: ClassVar[tuple[str, ...]] = (
         "train_roots",
         "test_root",

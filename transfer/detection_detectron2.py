@@ -38,7 +38,7 @@ from benchmark.protocol import state_key
 from benchmark.trunk import LoadedTrunk
 from benchmark.voc import voc_root
 from pretrain.model import parse_arch
-from swavbench import durable, interrupt, ranks
+from swavbench.core import durable, interrupt, ranks
 from transfer.coco_detection import COCODetectionSet
 from transfer.coco_eval import STATS, encode_masks
 from transfer.convert import convert

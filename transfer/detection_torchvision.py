@@ -30,9 +30,9 @@ from tqdm import tqdm
 
 from benchmark.protocol import state_key
 from benchmark.trunk import LoadedTrunk
-from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.model import Trunk
-from swavbench import interrupt, ranks
+from swavbench.core import interrupt, ranks
+from swavbench.core.state import atomic_save, load_checkpoint
 from transfer.coco_eval import encode_masks
 from transfer.detection_config import RESUMABLE_CHANGES, DetectionConfig, DetectionSet, load_sets, score
 from transfer.voc_eval import Detections

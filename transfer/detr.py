@@ -29,12 +29,12 @@ from torchvision.transforms.v2.functional import resize
 from tqdm import tqdm
 
 from benchmark.protocol import TrunkConfig, run_and_record, state_key
-from benchmark.record import ResultRecord
 from benchmark.trunk import LoadedTrunk
-from pretrain.checkpoint import atomic_save, load_checkpoint
 from pretrain.model import Trunk
-from swavbench import durable, interrupt, ranks
-from swavbench.data_root import resolve_fields
+from swavbench.core import durable, interrupt, ranks
+from swavbench.core.data_root import resolve_fields
+from swavbench.core.record import ResultRecord
+from swavbench.core.state import atomic_save, load_checkpoint
 from transfer.coco_detection import COCODetectionSet, coco_from_voc
 from transfer.coco_eval import coco_metrics
 from transfer.detection_config import DetectionSet, load_sets

@@ -16,7 +16,7 @@ from benchmark.knn import KnnConfig
 from benchmark.linear import LinearConfig
 from benchmark.semisup import SemisupConfig
 from benchmark.svm import SvmConfig
-from swavbench import ranks, registry
+from swavbench.core import ranks, registry
 
 SHARED_BCCD = Path(__file__).resolve().parents[3] / "shared" / "data" / "bccd"
 

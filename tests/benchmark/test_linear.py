@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import benchmark.protocol as protocol
 from benchmark.linear import LinearConfig, evaluate_heads, run_linear, train_heads
-from pretrain.checkpoint import load_checkpoint
 from pretrain.config import load_config
 from pretrain.train import pretrain
+from swavbench.core.state import load_checkpoint
 
 
 def blobs(n_per_class, n_classes=6, dim=20, seed=0, noise=2.5):
@@ -173,7 +173,7 @@ def test_signal_mid_epoch_saves_the_position_and_the_resumed_probe_matches(
     it, the probe saves heads and its position in the epoch at the next batch and stops; run again, it
     ends with the numbers of an uninterrupted run."""
     import benchmark.linear as linear_mod
-    from swavbench import interrupt
+    from swavbench.core import interrupt
 
     g = generated_data.parent
     cfg = LinearConfig(

@@ -7,9 +7,9 @@ import torch
 import benchmark.protocol as protocol
 from benchmark.semisup import SemisupConfig, run_semisup
 from benchmark.subsets import SHIPPED, make_balanced_subset, read_subset, select
-from pretrain.checkpoint import load_checkpoint
 from pretrain.config import load_config
 from pretrain.train import pretrain
+from swavbench.core.state import load_checkpoint
 
 
 def test_shipped_imagenet_subsets():

@@ -9,11 +9,12 @@ from benchmark.knn import KnnConfig, run_knn
 from benchmark.linear import LinearConfig, run_linear
 from benchmark.protocol import TrunkConfig
 from benchmark.semisup import SemisupConfig, run_semisup
-from pretrain.config import load_config, load_dataclass
+from pretrain.config import load_config
 from pretrain.supervised import CONFIG_DIR as SUPERVISED_CONFIGS
 from pretrain.supervised import SupervisedConfig, train_supervised
 from pretrain.train import pretrain
 from results.report import make_report
+from swavbench.core.config import load_dataclass
 
 CIFAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-subset"
 pytestmark = pytest.mark.skipif(not CIFAR.is_dir(), reason=f"shared CIFAR-10 subset not found at {CIFAR}")

@@ -3,10 +3,11 @@ import torch
 import torchvision
 
 from benchmark.trunk import TrunkLoadError, TrunkSpec, load_trunk
-from pretrain.checkpoint import atomic_save, release_state_dict
+from pretrain.checkpoint import release_state_dict
 from pretrain.config import load_config
 from pretrain.model import SwAVModel, build_trunk
 from pretrain.train import pretrain
+from swavbench.core.state import atomic_save
 
 
 def features(model, x):

@@ -2,8 +2,8 @@
 
 Variants: ours, the straightforward fp32 per-crop step, the trunk-only floor."""
 
-from pretrain.bench import FLOOR, OURS, PLAIN, time_steps
 from pretrain.config import load_config
+from swavbench.checks.pretrain_bench import FLOOR, OURS, PLAIN, time_steps
 
 
 def test_time_steps_times_every_variant(generated_data):

@@ -2,16 +2,9 @@ import pytest
 import torch
 import torchvision
 
-from pretrain.checkpoint import (
-    CheckpointError,
-    atomic_save,
-    load_checkpoint,
-    load_trunk_state_dict,
-    model_state_dict,
-    release_state_dict,
-    save_rotating,
-)
+from pretrain.checkpoint import load_trunk_state_dict, model_state_dict, release_state_dict
 from pretrain.model import SwAVModel, build_trunk
+from swavbench.core.state import CheckpointError, atomic_save, load_checkpoint, save_rotating
 
 
 def test_release_layout_round_trip_and_official_format(tmp_path):

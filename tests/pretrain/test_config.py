@@ -1,11 +1,12 @@
 import pytest
 import yaml
 
-from pretrain.config import ConfigError, PretrainConfig, list_presets, load_config, plan_batch
+from pretrain.config import CONFIG_DIR, PretrainConfig, load_config, plan_batch
+from swavbench.core.config import ConfigError, list_presets
 
 
 def test_presets_load_and_paper_recipes():
-    names = list_presets()
+    names = list_presets(CONFIG_DIR)
     for required in ("tiny", "cpu-small", "rn50-800ep-bs4096", "rn50-200ep-bs256-queue"):
         assert required in names
     for name in names:

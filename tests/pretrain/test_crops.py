@@ -14,7 +14,7 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TVF
 
-from pretrain.config import ConfigError, load_config
+from pretrain.config import load_config
 from pretrain.crops import CropBox, CropSpec, apply_crops, crop_specs, draw_crops
 from pretrain.data import (
     EncodedBatch,
@@ -25,6 +25,7 @@ from pretrain.data import (
     decode_crops,
 )
 from pretrain.train import Trainer
+from swavbench.core.config import ConfigError
 
 PAPER_SPECS = crop_specs(load_config("rn50-800ep-bs4096").data)  # 2 x 224 (0.14-1), 6 x 96 (0.05-0.14)
 

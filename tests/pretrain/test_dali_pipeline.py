@@ -20,7 +20,7 @@ from pretrain.data import IMAGENET_MEAN, IMAGENET_STD
 
 # the test extra installs DALI; a GPU machine's bare image may lack it (gpu-check reports that, not a failure)
 dali_pipeline = pytest.importorskip(
-    "pretrain.dali_pipeline", reason="NVIDIA DALI not installed (pip install -e '.[dali]')"
+    "swavbench.checks.dali_pipeline", reason="NVIDIA DALI not installed (pip install -e '.[dali]')"
 )
 
 PAPER = load_config("rn50-800ep-bs4096").data  # 2 x 224 (0.14-1), 6 x 96 (0.05-0.14)

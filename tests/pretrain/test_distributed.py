@@ -1,6 +1,6 @@
 import pytest
 
-from pretrain.distributed import DistInfo, env_dist_info
+from swavbench.core.distributed import DistInfo, env_dist_info
 
 CLEAR = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")
 

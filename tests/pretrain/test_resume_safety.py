@@ -13,10 +13,10 @@ import pytest
 import torch
 from process_helpers import children, cli
 
-from pretrain.checkpoint import CheckpointError, load_checkpoint
 from pretrain.config import load_config
 from pretrain.train import pretrain
-from swavbench import durable
+from swavbench.core import durable
+from swavbench.core.state import CheckpointError, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -290,7 +290,7 @@ def test_signal_saves_at_the_next_iteration_and_the_resumed_run_matches(
     import signal
 
     from pretrain.train import Trainer
-    from swavbench import interrupt
+    from swavbench.core import interrupt
 
     over = [f"data.path={generated_data}", "optim.epochs=2", "data.num_workers=2"]
     pretrain(load_config("tiny", over), tmp_path / "full", progress=False)

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from benchmark.trunk import load_trunk
-from pretrain.checkpoint import CheckpointError, load_checkpoint
 from pretrain.config import ModelConfig
 from pretrain.model import build_trunk
 from pretrain.supervised import SupervisedConfig, train_supervised
+from swavbench.core.state import CheckpointError, load_checkpoint
 
 
 def tiny(data, **kw):

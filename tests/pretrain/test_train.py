@@ -12,9 +12,10 @@ import torch
 import yaml
 from process_helpers import cli
 
-from pretrain.checkpoint import load_checkpoint, load_trunk_state_dict
+from pretrain.checkpoint import load_trunk_state_dict
 from pretrain.config import load_config
 from pretrain.train import Trainer, TrainingStopped, pretrain
+from swavbench.core.state import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 

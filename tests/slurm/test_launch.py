@@ -10,10 +10,10 @@ import pytest
 import submitit
 import yaml
 
-from pretrain.checkpoint import load_checkpoint
 from slurm.launch import Launcher, PretrainJob
 from slurm.status import job_table
 from slurm.suite import Resources, load_suite
+from swavbench.core.state import load_checkpoint
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pretrain.config import ConfigError
 from slurm.launch import Launcher
 from slurm.suite import expand_sweep, load_suite
+from swavbench.core.config import ConfigError
 
 NODE = {"gpus": 8, "cpus": 96}
 
@@ -182,7 +182,7 @@ def test_eval_arrays_run_one_task_per_gpu(tmp_path, monkeypatch):
     kept = stand_in_sbatch(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     from slurm.launch import eval_tasks
-    from swavbench import registry
+    from swavbench.core import registry
 
     with Launcher(tmp_path / "run", "slurm") as launcher:
         suite = load_suite("paper")

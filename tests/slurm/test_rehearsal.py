@@ -9,9 +9,9 @@ from pathlib import Path
 
 from process_helpers import cli
 
-from slurm.rehearsal import LABEL, TASKS
 from slurm.suite import load_suite
-from swavbench import registry
+from swavbench.checks.rehearsal import LABEL, TASKS
+from swavbench.core import registry
 from transfer.detection_config import detectron2_available
 
 

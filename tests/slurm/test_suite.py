@@ -1,8 +1,8 @@
 import pytest
 import yaml
 
-from pretrain.config import ConfigError
 from slurm.suite import expand_sweep, load_suite, variant_name
+from swavbench.core.config import ConfigError
 
 
 def test_shipped_suites_load_with_resources():

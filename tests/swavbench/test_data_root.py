@@ -11,7 +11,7 @@ from benchmark.knn import KnnConfig
 from pretrain.config import DataConfig
 from pretrain.synthetic import generate_dataset
 from pretrain.train import resolve_data_path
-from swavbench.data_root import DEFAULT, ENV, data_root, resolve, resolve_fields
+from swavbench.core.data_root import DEFAULT, ENV, data_root, resolve, resolve_fields
 from transfer.detection_config import DetectionConfig
 
 REPO = Path(__file__).resolve().parents[2]

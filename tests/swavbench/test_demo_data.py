@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from slurm.main_job import load_main_config, plan_data
-from swavbench import data_root, demo_data
+from swavbench import demo_data
+from swavbench.core import data_root
 from swavbench.demo_data import CIFAR_CLASSES, prepare
 
 

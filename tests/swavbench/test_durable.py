@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.checkpoint import load_checkpoint, save_rotating
-from swavbench import durable
+from swavbench.core import durable
+from swavbench.core.state import load_checkpoint, save_rotating
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,13 +109,13 @@ def test_rotating_checkpoint_always_present_and_previous_kept(tmp_path):
 
 
 def test_no_package_module_does_its_own_temp_and_rename():
-    """Every durable file goes through swavbench/durable.py: no other package module renames or
+    """Every durable file goes through swavbench/core/durable.py: no other package module renames or
     builds temporary files itself."""
     pattern = re.compile(r"os\.replace\(|os\.rename\(|\.rename\(|tempfile\.|\.tmp\b|\.with_suffix\(\"\.tmp")
     offenders = []
     for pkg in ("pretrain", "benchmark", "transfer", "slurm", "results", "swavbench"):
         for path in sorted((REPO / pkg).rglob("*.py")):
-            if path == REPO / "swavbench" / "durable.py":
+            if path == REPO / "swavbench" / "core" / "durable.py":
                 continue
             for n, line in enumerate(path.read_text().splitlines(), 1):
                 if (

@@ -4,7 +4,7 @@ typo when a GPU finally comes; and without a GPU the real check refuses with the
 import json
 import math
 
-from swavbench import gpu_check
+from swavbench.checks import gpu_check
 
 
 def test_cpu_dry_run_runs_every_step(tmp_path, capsys):

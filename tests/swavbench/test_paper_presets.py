@@ -3,7 +3,7 @@ Tables 1-3) and the reference code state, checked against the resolved config, f
 
 import pytest
 
-from swavbench.registry import PROTOCOLS
+from swavbench.core.registry import PROTOCOLS
 
 VOC07_SVM_COSTS = [0.01, 0.1, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 50.0, 100.0, 1000.0]  # VISSL voc07 config
 

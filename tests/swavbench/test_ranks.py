@@ -42,7 +42,7 @@ def _train(model: nn.Module, forward, rank: int, world_size: int) -> dict:
 def _in_group(rank: int, world_size: int) -> dict:
     from torch.nn.parallel import DistributedDataParallel
 
-    from swavbench import ranks
+    from swavbench.core import ranks
 
     torch.set_num_threads(1)
     model = ranks.sync_batchnorm(_model())
@@ -61,7 +61,7 @@ def test_global_batchnorm_through_ddp_equals_one_process_in_float64():
 
 
 def _collectives(rank: int, world_size: int) -> tuple:
-    from swavbench import ranks
+    from swavbench.core import ranks
 
     rows = torch.arange(7 * 3, dtype=torch.float32).reshape(7, 3)
     mine = ranks.shard(7)

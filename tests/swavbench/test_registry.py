@@ -6,17 +6,17 @@ import json
 import pytest
 
 import swavbench
-from pretrain.config import list_presets
 from pretrain.model import build_trunk
 from results.collect import collect
 from results.reference import load_reference
 from results.tables import paper_tables
 from slurm.status import headline
 from slurm.suite import SUITE_DIR, load_suite
-from swavbench import registry
-from swavbench.data_root import ENV
-from swavbench.paths import CONFIGS
-from swavbench.registry import PROTOCOLS, Protocol
+from swavbench.core import registry
+from swavbench.core.config import list_presets
+from swavbench.core.data_root import ENV
+from swavbench.core.paths import CONFIGS
+from swavbench.core.registry import PROTOCOLS, Protocol
 
 
 def test_every_preset_belongs_to_one_entry_and_loads():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.linear import LinearConfig, lr_at
-from pretrain.config import load_dataclass
+from swavbench.core.config import load_dataclass
 from transfer.classification import (
     TransferLinearConfig,
     read_inat_json,

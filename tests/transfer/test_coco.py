@@ -11,7 +11,7 @@ import pytest
 import torch
 from coco_files import COCO_IDS, ellipse
 
-from pretrain.config import load_dataclass
+from swavbench.core.config import load_dataclass
 from transfer.cli import TRANSFER_CONFIGS
 from transfer.coco_detection import load_coco_detection
 from transfer.coco_eval import coco_metrics, encode_masks

@@ -11,8 +11,9 @@ import torch
 import torchvision
 
 from benchmark.trunk import TrunkSpec, load_trunk
-from pretrain.checkpoint import atomic_save, release_state_dict
+from pretrain.checkpoint import release_state_dict
 from pretrain.model import SwAVModel, build_trunk
+from swavbench.core.state import atomic_save
 from transfer.convert import convert, detectron2_name
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from benchmark.trunk import TrunkSpec, load_trunk
-from pretrain.config import load_dataclass
+from swavbench.core.config import load_dataclass
 from transfer.cli import TRANSFER_CONFIGS
 from transfer.detection import DetectionConfig, run_detection
 from transfer.detection_config import validate

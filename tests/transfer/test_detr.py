@@ -16,8 +16,9 @@ from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_convert, generalized_box_iou
 
 from benchmark.trunk import TrunkSpec, load_trunk
-from pretrain.config import load_dataclass
-from swavbench import interrupt, rehearsal_data
+from swavbench.checks import rehearsal_data
+from swavbench.core import interrupt
+from swavbench.core.config import load_dataclass
 from transfer.cli import TRANSFER_CONFIGS
 from transfer.detr import DetrTransferConfig, SetLoss, augment, build_detr, resized_size, run_detr
 

@@ -14,8 +14,8 @@ from benchmark.features import eval_transform, extract_features, image_folder
 from benchmark.linear import LinearConfig, train_heads
 from benchmark.trunk import TrunkSpec, load_trunk
 from pretrain.data import labelled_train_transform
-from swavbench.data_root import resolve_fields
-from swavbench.ranks import local_device
+from swavbench.core.data_root import resolve_fields
+from swavbench.core.ranks import local_device
 
 
 def run(checkpoint: str, cfg: LinearConfig, n_images: int, *, n_heads: int, repeats: int) -> None:

@@ -31,7 +31,7 @@ try:
     from nvidia.dali import pipeline_def
 except ImportError as exc:  # the message is the point: what is missing and how to add it
     raise ModuleNotFoundError(
-        "pretrain.dali_pipeline needs NVIDIA DALI (a comparison only): pip install -e '.[dali]' "
+        "swavbench.checks.dali_pipeline needs NVIDIA DALI (a comparison only): pip install -e '.[dali]' "
         f"(nvidia-dali-cuda130; it also runs on CPUs); import failed: {exc}",
         name="nvidia.dali",
     ) from exc

@@ -1,7 +1,7 @@
 """Chaos benchmark (not a test): kill -9 the main job's whole process group at random moments, relaunch
 until it completes, and compare every number with an uninterrupted run of the same preset.
 
-    python -m slurm.chaos --config tiny --kills 5 --out /tmp/chaos [--data-root DIR] [--seed 0]
+    python -m swavbench.checks.chaos --config tiny --kills 5 --out /tmp/chaos [--data-root DIR] [--seed 0]
 
 Prints the kills survived, the relaunches, every metric that differs from the uninterrupted run, and what
 was left behind (temp files of killed writers, unreadable checkpoints set aside, live job processes)."""
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from slurm.scheduler import Scheduler
-from swavbench.paths import RECORD, REPO
+from swavbench.core.paths import RECORD, REPO
 
 
 def swavbench_run(config: str, out: Path, data_root: str | None) -> list[str]:

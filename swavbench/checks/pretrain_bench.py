@@ -6,7 +6,7 @@ for BENCHMARKS.md.
    once, crops + flips on uint8 tensors), with the colour / blur in the worker (the CPU placement) and
    with the batch colour / blur in the training process instead; device-decode's two halves (the worker
    reads bytes and draws boxes; the device decodes, cuts and colours); bare decodes (the floor); and, when
-   installed, NVIDIA DALI's build of the same augmentation (``pretrain/dali_pipeline.py``), the anchor.
+   installed, NVIDIA DALI's build of the same augmentation (``swavbench/checks/dali_pipeline.py``), the anchor.
 2. Training step images/s on one fixed batch, interleaved: our step (one trunk call per resolution)
    versus the straightforward step (fp32, one trunk call per crop), with the bare trunk's forward +
    backward as the floor (torchvision's ResNet: our trunk is it without ``fc``) and, with --compile,
@@ -44,7 +44,7 @@ def dali_variants(cfg: PretrainConfig, files: list[Path], *, cuda: bool) -> dict
     with one worker thread, and with a GPU, nvJPEG decode + every op on it. Rates are images per CPU second
     of this process (DALI keeps helper threads), i.e. per loader core."""
     try:
-        from pretrain import dali_pipeline
+        from swavbench.checks import dali_pipeline
     except ImportError as exc:
         print(f"DALI variants left out: {exc}")
         return {}

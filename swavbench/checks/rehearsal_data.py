@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from benchmark.subsets import SHIPPED, read_subset
 from benchmark.voc import VOC07_CLASSES
-from swavbench import durable
+from swavbench.core import durable
 
 IMAGENET_CLASSES = 4
 SUBSETS = {"1pct": "imagenet-1pct", "10pct": "imagenet-10pct"}

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from swavbench.paths import REPO
+from swavbench.core.paths import REPO
 
 ENV = "SWAVBENCH_DATA"
 DEFAULT = REPO.parent / "shared" / "data"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from swavbench import interrupt, ranks
+from swavbench.core import interrupt, ranks
 
 
 def epoch_batches(

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from swavbench import durable
+from swavbench.core import durable
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOALS = {"ours_vs_straightforward": 1.3, "ours_vs_floor": 0.6}  # issue #21, same run
 
 
@@ -52,7 +52,7 @@ class Context:
 
 def images_dir(ctx: Context) -> str:
     """Real JPEGs for the pretraining steps: the shared BCCD images, else generated ones."""
-    from swavbench.data_root import resolve
+    from swavbench.core.data_root import resolve
 
     bccd = resolve("bccd/JPEGImages")
     return str(bccd) if bccd.is_dir() else "generated"
@@ -122,7 +122,7 @@ def pretrain_config(ctx: Context, *extra: str):
 def step_pretrain_bench(ctx: Context) -> dict:
     """Training step images/s (data loading excluded), peak memory: ours, the straightforward step, ours +
     torch.compile (GPU only: compiling on a CPU takes minutes), the bare trunk forward + backward floor."""
-    from pretrain.bench import FLOOR, OURS, PLAIN, time_steps
+    from swavbench.checks.pretrain_bench import FLOOR, OURS, PLAIN, time_steps
 
     cfg = pretrain_config(ctx)
     peaks: dict[str, int] = {}
@@ -146,8 +146,8 @@ def step_gpu_augment(ctx: Context) -> dict:
     """The loader's work per core (decode, crops, flips, uint8) against the reference, and the batch colour /
     blur on the training device: milliseconds per batch of every crop."""
     from pretrain.batch_augment import BatchAugment
-    from pretrain.bench import time_pipelines
     from pretrain.data import MultiCropDataset
+    from swavbench.checks.pretrain_bench import time_pipelines
 
     cfg = pretrain_config(ctx, "data.pipeline=fast")
     root = Path(cfg.data.path)
@@ -278,8 +278,8 @@ def step_knn_faiss(ctx: Context) -> dict:
 def step_detection(ctx: Context) -> dict:
     """The VOC07+12 C4 preset's first iterations on a tiny generated VOC tree with each installed backend:
     seconds per iteration from two runs (few and more iterations; set-up and evaluation cancel out)."""
-    from swavbench import rehearsal_data
-    from swavbench.registry import get
+    from swavbench.checks import rehearsal_data
+    from swavbench.core.registry import get
     from transfer.detection import run_detection
     from transfer.detection_config import detectron2_available
 

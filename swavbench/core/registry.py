@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swavbench.paths import CONFIGS
+from swavbench.core.paths import CONFIGS
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Protocol:
 
     def load_config(self, preset: str, overrides: list[str] = ()) -> Any:
         """Dataclass defaults <- the preset (a name in ``config_dir`` or a YAML path) <- overrides."""
-        from pretrain.config import load_dataclass
+        from swavbench.core.config import load_dataclass
 
         return load_dataclass(self.config_type(), self.config_dir, preset, overrides=list(overrides))
 

@@ -52,7 +52,7 @@ def quiet_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoader worker_in
 def check(save: Callable[[], None], where: str) -> None:
     """At a step boundary: when a stop was requested (of any process of a data-parallel run: they all stop at
     the same step), ``save()`` and raise Interrupted naming ``where``."""
-    from swavbench import ranks
+    from swavbench.core import ranks
 
     if ranks.any_rank(requested()):
         if _fallback:  # taken in time: the fallback is not needed

@@ -2,7 +2,7 @@
 (gloo on CPU, nccl on GPUs; one process per GPU), images per second of the whole run side by side. Not a
 test: it prints figures for BENCHMARKS.md.
 
-    python -m benchmark.scaling --world-sizes 1 2 --train DIR --val DIR
+    python -m swavbench.checks.eval_scaling --world-sizes 1 2 --train DIR --val DIR
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 
 from benchmark.knn import KnnConfig, run_knn
 from benchmark.linear import LinearConfig, run_linear
-from swavbench import ranks
+from swavbench.core import ranks
 
 
 def _free_port() -> int:
@@ -52,7 +52,7 @@ def _worker(rank: int, world: int, job: tuple) -> None:
     os.environ.update(LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # the machine's cores shared out
-    from pretrain.distributed import init_distributed
+    from swavbench.core.distributed import init_distributed
 
     init_distributed()
     times = {}

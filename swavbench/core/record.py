@@ -27,8 +27,8 @@ from typing import Any
 import torch
 import torchvision
 
-from swavbench import durable
-from swavbench.paths import RECORD
+from swavbench.core import durable
+from swavbench.core.paths import RECORD
 
 SCHEMA_VERSION = 1
 
@@ -93,7 +93,7 @@ def library_versions() -> dict[str, str]:
 @functools.cache
 def code_commit() -> str | None:
     """The git commit of the checkout this code runs from ('+dirty' with local changes), if it is one."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     if not (repo / ".git").exists():
         return None
     try:
@@ -129,7 +129,7 @@ def allocation_gpus(world_size: int, device: torch.device) -> int:
 
 
 def write_record(record: ResultRecord, out_dir: str | Path) -> Path:
-    """Write ``out_dir/result.json`` durably (``swavbench.durable``)."""
+    """Write ``out_dir/result.json`` durably (``swavbench.core.durable``)."""
     return durable.write_json(Path(out_dir) / RECORD, asdict(record))
 
 

@@ -1,6 +1,6 @@
 """A rehearsal of a suite (and its pretraining) before spending GPU-hours: the same jobs, protocols, presets
 and code paths, with the shape scaled to a small machine (one node, two processes per job joined in one
-group, gloo on CPU), tiny generated data in the real formats (swavbench.rehearsal_data) and iteration caps.
+group, gloo on CPU), tiny generated data in the real formats (rehearsal_data) and iteration caps.
 ``check`` then verifies what the real run needs: every job ran with its processes, wrote an ok record,
 and the report fills every cell of Tables 1-3 that the suite covers."""
 
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from slurm.suite import Resources, Suite
-from swavbench import registry
+from swavbench.core import registry
 
 TASKS = 2  # processes per job
 RESOURCES = Resources(gpus=0, cpus=TASKS, mem_gb=4, time_min=30, nodes=1, tasks_per_node=TASKS)

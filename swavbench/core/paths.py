@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"  # configs/<pretrain|supervised|eval|transfer|suites|sweeps|main>/<preset>.yaml
 
 # pretraining run directory (pretrain/train.py, pretrain/supervised.py)
@@ -12,7 +12,7 @@ CHECKPOINT = "checkpoint.pth"  # latest checkpoint, written atomically
 PREVIOUS_SUFFIX = ".prev"  # checkpoint.pth.prev: the one the latest replaced
 TRAIN_LOG = "train_log.jsonl"
 RUN_CONFIG = "config.yaml"
-# evaluation / transfer output folder (benchmark/record.py)
+# evaluation / transfer output folder (core/record.py)
 RECORD = "result.json"
 # launch run directory (slurm/launch.py)
 LAUNCH_STATE = "launch.json"
