@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from benchmark.features import TORCHVISION_STD, eval_transform, extract_features, image_folder
-from benchmark.protocol import TrunkConfig, run_and_record
+from benchmark.protocol import ImageFolderSplits, TrunkConfig, run_and_record
 from swavbench.core import ranks
 from swavbench.core.data_root import resolve_fields
 from swavbench.core.record import ResultRecord
@@ -108,17 +107,9 @@ def knn_accuracy(
 
 
 @dataclass
-class KnnConfig:
+class KnnConfig(ImageFolderSplits):
     """kNN protocol; defaults are the ImageNet setting (resize 256, center crop 224)."""
 
-    DATASET_FIELDS: ClassVar[tuple[str, ...]] = (
-        "train",
-        "val",
-    )  # named under the data root (swavbench.core.data_root)
-
-    dataset: str = "imagenet"
-    train: str = "imagenet/train"
-    val: str = "imagenet/val"
     resize: int = 256
     crop: int = 224
     # DINO's eval_knn.py view: bicubic resize, torchvision's ImageNet std (0.229 for red)
@@ -166,6 +157,4 @@ def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
         )
         return metrics, {"train": len(train), "val": len(val)}
 
-    return run_and_record(
-        "knn", cfg, checkpoint, out_dir=out_dir, dataset=cfg.dataset, seed=cfg.seed, body=body
-    )
+    return run_and_record("knn", cfg, checkpoint, out_dir=out_dir, body=body)

@@ -17,7 +17,6 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from tqdm import tqdm
 
 from benchmark.features import eval_transform, extract_features, image_folder
-from benchmark.protocol import TrunkConfig, run_and_record
+from benchmark.protocol import ImageFolderSplits, TrunkConfig, run_and_record
 from pretrain.data import labelled_train_transform
 from swavbench.core import interrupt, ranks
 from swavbench.core.data_root import resolve_fields
@@ -36,17 +35,9 @@ from swavbench.core.state import atomic_save, load_checkpoint
 
 
 @dataclass
-class LinearConfig:
+class LinearConfig(ImageFolderSplits):
     """The paper's ImageNet probe defaults (SGD 0.3, momentum 0.9, wd 1e-6, cosine, 100 epochs, batch 256)."""
 
-    DATASET_FIELDS: ClassVar[tuple[str, ...]] = (
-        "train",
-        "val",
-    )  # named under the data root (swavbench.core.data_root)
-
-    dataset: str = "imagenet"
-    train: str = "imagenet/train"
-    val: str = "imagenet/val"
     mode: str = "augmented"  # augmented | cached
     epochs: int = 100
     batch_size: int = 256
@@ -385,8 +376,6 @@ def run_linear(
         cfg,
         checkpoint,
         out_dir=out_dir,
-        dataset=cfg.dataset,
-        seed=cfg.seed,
         body=body,
         global_batch=cfg.batch_size,
     )

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -22,6 +22,18 @@ from swavbench.core.data_root import missing_dataset_hint
 from swavbench.core.distributed import init_distributed
 from swavbench.core.paths import RECORD
 from swavbench.core.record import ResultRecord, allocation_gpus, device_name, write_record
+
+
+@dataclass
+class ImageFolderSplits:
+    """The dataset fields of the ImageNet-style protocols (train / val class folders), named under the
+    data root (swavbench.core.data_root); their configs extend it, so these fields come first."""
+
+    DATASET_FIELDS: ClassVar[tuple[str, ...]] = ("train", "val")
+
+    dataset: str = "imagenet"
+    train: str = "imagenet/train"
+    val: str = "imagenet/val"
 
 
 @dataclass
@@ -58,13 +70,13 @@ def run_and_record(
     checkpoint: str,
     *,
     out_dir: str | Path,
-    dataset: str,
-    seed: int,
     body: Body,
     global_batch: int | None = None,
 ) -> ResultRecord:
     """Load the trunk, run ``body`` -> (metrics, split sizes), write out_dir/result.json either way.
-    ``global_batch``: images per optimisation step over all processes (recorded; None: no training)."""
+    The record's dataset and seed are ``cfg.dataset`` and ``cfg.seed``; ``global_batch``: images per
+    optimisation step over all processes (recorded; None: no training)."""
+    dataset, seed = cfg.dataset, cfg.seed
     info = init_distributed()
     device = ranks.local_device(info.local_rank)
     t0 = time.perf_counter()

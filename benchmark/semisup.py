@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from benchmark.features import eval_transform, image_folder
 from benchmark.linear import topk_hits
-from benchmark.protocol import TrunkConfig, run_and_record
+from benchmark.protocol import ImageFolderSplits, TrunkConfig, run_and_record
 from benchmark.subsets import make_balanced_subset, select
 from pretrain.data import labelled_train_transform
 from swavbench.core import interrupt, ranks
@@ -32,17 +31,9 @@ from swavbench.core.state import atomic_save, load_checkpoint
 
 
 @dataclass
-class SemisupConfig:
+class SemisupConfig(ImageFolderSplits):
     """Defaults: the paper's 1% preset (20 epochs, trunk lr 0.02, head lr 5)."""
 
-    DATASET_FIELDS: ClassVar[tuple[str, ...]] = (
-        "train",
-        "val",
-    )  # named under the data root (swavbench.core.data_root)
-
-    dataset: str = "imagenet"
-    train: str = "imagenet/train"
-    val: str = "imagenet/val"
     subset: str = (
         "subset:imagenet-1pct"  # a list file, a shipped subset, or "balanced:N" (N per class, seeded)
     )
@@ -216,8 +207,6 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
         cfg,
         checkpoint,
         out_dir=out_dir,
-        dataset=cfg.dataset,
-        seed=cfg.seed,
         body=body,
         global_batch=cfg.batch_size,
     )

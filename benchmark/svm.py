@@ -259,6 +259,4 @@ def run_svm(cfg: SvmConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
             "classes": len(classes),
         }
 
-    return run_and_record(
-        "svm", cfg, checkpoint, out_dir=out_dir, dataset=cfg.dataset, seed=cfg.seed, body=body
-    )
+    return run_and_record("svm", cfg, checkpoint, out_dir=out_dir, body=body)

@@ -28,11 +28,11 @@ from pathlib import Path
 import submitit
 
 from benchmark.trunk import sha256_of
-from pretrain.config import config_from_dict, load_config
+from pretrain import methods
 from slurm.scheduler import FINISHED_STATES, Scheduler, SchedulerUnavailable, new_tag, tagged_environment
 from slurm.suite import Resources, Suite, cpus_per_task
 from swavbench.core import durable, interrupt, registry
-from swavbench.core.config import dataclass_from_dict, differences, load_dataclass
+from swavbench.core.config import dataclass_from_dict, differences
 from swavbench.core.data_root import data_root, set_data_root
 from swavbench.core.paths import (
     CHECKPOINT,
@@ -270,10 +270,10 @@ def export_job_environment() -> None:
 
 
 class PretrainJob(submitit.helpers.Checkpointable):
-    """SwAV pretraining (or, ``supervised``, the supervised baseline) that resumes from its own checkpoint.
-    SwAV saves a checkpoint at the scheduler's signal (next iteration boundary) and is requeued through
-    ``checkpoint()`` (inherited: this same callable); the supervised baseline is requeued by submitit at
-    the signal and continues from its last epoch."""
+    """A pretraining of one method (``pretrain.methods``: SwAV or the supervised baseline) that resumes from
+    its own checkpoint. A cooperative method (SwAV) saves at the scheduler's signal (next iteration
+    boundary) and is requeued through ``checkpoint()`` (inherited: this same callable); the others are
+    requeued by submitit at the signal and continue from their last epoch."""
 
     def __init__(
         self,
@@ -281,13 +281,13 @@ class PretrainJob(submitit.helpers.Checkpointable):
         overrides: list[str],
         out_dir: str,
         *,
-        supervised: bool = False,
+        method: str = "swav",
         data_root: str = "",
         max_requeues: int = 3,
         settings: dict | None = None,
     ):
         """``settings``: the resolved config frozen at launch (``pretrain_settings``); requeues run it too."""
-        self.preset, self.overrides, self.out_dir, self.supervised = preset, overrides, out_dir, supervised
+        self.preset, self.overrides, self.out_dir, self.method = preset, overrides, out_dir, method
         self.settings = settings
         self.data_root, self.max_requeues, self.interruptions = data_root, max_requeues, 0
 
@@ -296,34 +296,21 @@ class PretrainJob(submitit.helpers.Checkpointable):
         export_job_environment()
         if getattr(self, "data_root", ""):
             set_data_root(self.data_root)
-        if self.supervised:
-            from pretrain.supervised import CONFIG_DIR, SupervisedConfig, train_supervised
-
-            frozen = getattr(self, "settings", None)
-            cfg = (
-                dataclass_from_dict(SupervisedConfig, frozen["supervised"])
-                if frozen
-                else load_dataclass(SupervisedConfig, CONFIG_DIR, self.preset, overrides=self.overrides)
-            )
-            work = lambda: str(train_supervised(cfg, self.out_dir, resume=True, progress=False))  # noqa: E731
-            return run_interruptible(self, work, cooperative=False)
-        from pretrain.train import pretrain
-
+        # a job pickled before the method registry says ``supervised`` instead
+        method = methods.get(
+            getattr(self, "method", "supervised" if getattr(self, "supervised", 0) else "swav")
+        )
         frozen = getattr(self, "settings", None)
-        cfg = config_from_dict(frozen).validate() if frozen else load_config(self.preset, self.overrides)
-        work = lambda: str(pretrain(cfg, self.out_dir, resume=True, progress=False))  # noqa: E731
-        return run_interruptible(self, work, cooperative=True)
+        cfg = method.from_settings(frozen) if frozen else method.load(self.preset, self.overrides)
+        work = lambda: str(method.run(cfg, self.out_dir))  # noqa: E731
+        return run_interruptible(self, work, cooperative=method.cooperative)
 
 
-def pretrain_settings(preset: str, overrides: list[str], *, supervised: bool) -> tuple[dict, int, int]:
-    """(config as a dict, number of epochs, run.max_iters or 0) of a SwAV or supervised pretraining preset."""
-    if supervised:
-        from pretrain.supervised import CONFIG_DIR, SupervisedConfig
-
-        cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, preset, overrides=overrides)
-        return {"supervised": asdict(cfg)}, cfg.epochs, 0
-    cfg = load_config(preset, overrides)
-    return cfg.to_dict(), cfg.optim.epochs, cfg.run.max_iters
+def pretrain_settings(preset: str, overrides: list[str], *, method: str) -> tuple[dict, int, int]:
+    """(config as frozen at launch, number of epochs, iteration cap or 0) of a pretraining preset."""
+    m = methods.get(method)
+    cfg = m.load(preset, overrides)
+    return (m.settings(cfg), *m.schedule(cfg))
 
 
 @dataclass
@@ -661,15 +648,13 @@ class Launcher:
         resources: Resources,
         *,
         name: str = "pretrain",
-        supervised: bool = False,
+        method: str = "swav",
     ) -> Planned:
-        """Submit a (SwAV or supervised) pretraining job unless its final checkpoint exists or it is live;
-        returns without waiting. The checkpoint is ``Path(p.out_dir) / 'checkpoint.pth'``. The folder
-        ``RUN_DIR/<name>`` holds one configuration: another one raises ConfigConflict before anything
-        is submitted."""
-        key, settings, epochs, max_iters = self.check_pretrain(
-            preset, overrides, name=name, supervised=supervised
-        )
+        """Submit a pretraining job of ``method`` (pretrain.methods) unless its final checkpoint exists or
+        it is live; returns without waiting. The checkpoint is ``Path(p.out_dir) / 'checkpoint.pth'``.
+        The folder ``RUN_DIR/<name>`` holds one configuration: another one raises ConfigConflict before
+        anything is submitted."""
+        key, settings, epochs, max_iters = self.check_pretrain(preset, overrides, name=name, method=method)
         out = self.run_dir / name
         p = Planned(
             name,
@@ -692,7 +677,7 @@ class Launcher:
                 {
                     "preset": preset,
                     "overrides": overrides,
-                    "supervised": supervised,
+                    "method": method,
                     "resources": asdict(resources),
                 },
                 make_executor=lambda tag: self.executor(name, resources, tasks_per_node=tasks, tag=tag),
@@ -700,7 +685,7 @@ class Launcher:
                     preset,
                     overrides,
                     str(out),
-                    supervised=supervised,
+                    method=method,
                     data_root=self.data_root,
                     max_requeues=self.max_requeues,
                     settings=settings,
@@ -709,12 +694,12 @@ class Launcher:
         return p
 
     def check_pretrain(
-        self, preset: str, overrides: list[str], *, name: str = "pretrain", supervised: bool = False
+        self, preset: str, overrides: list[str], *, name: str = "pretrain", method: str = "swav"
     ) -> tuple[str, dict, int, int]:
         """(key, settings, epochs, max_iters) of a pretraining; ConfigConflict when ``RUN_DIR/<name>`` holds
         another configuration (its checkpoints would be evaluated under the new key, or resumed as a hybrid).
         Call it for every pretraining of a launch before submitting any."""
-        settings, epochs, max_iters = pretrain_settings(preset, overrides, supervised=supervised)
+        settings, epochs, max_iters = pretrain_settings(preset, overrides, method=method)
         key = stable_hash(["pretrain", settings])
         out = self.run_dir / name
         path = out / PRETRAIN_SETTINGS
@@ -762,24 +747,16 @@ class Launcher:
         *,
         resources: Resources,
         name: str = "pretrain",
-        supervised: bool = False,
+        method: str = "swav",
         prefix: str = "",
         eval_epochs: list[int] = (),
     ) -> list[Planned]:
         """Pretraining job, then the suite on its final checkpoint (SLURM: afterok; local: after it ends) and,
         for each of ``eval_epochs``, on the intermediate checkpoint ``ckp-<epoch>.pth`` the run keeps."""
-        if eval_epochs and not supervised:
-            cfg = load_config(preset, overrides)
-            keep = cfg.run.keep_epoch_checkpoints
-            bad = [e for e in eval_epochs if not keep or e % keep or not 0 < e < cfg.optim.epochs]
-            if bad:
-                raise ValueError(
-                    f"eval epochs {bad}: the run keeps ckp-<epoch>.pth "
-                    f"every run.keep_epoch_checkpoints={keep} "
-                    f"epochs below optim.epochs={cfg.optim.epochs}; "
-                    "set run.keep_epoch_checkpoints to divide them"
-                )
-        p = self.pretrain_job(preset, overrides, resources, name=name, supervised=supervised)
+        if eval_epochs:
+            m = methods.get(method)
+            m.check_eval_epochs(m.load(preset, overrides), list(eval_epochs))
+        p = self.pretrain_job(preset, overrides, resources, name=name, method=method)
         after = p.job_id if p.action in ("submitted", "live") else ""
         if after and self.cluster() != "slurm":  # local / debug executors have no dependencies: wait here
             self.finished(p)

@@ -146,7 +146,7 @@ def run_main(
                 [*cfg.supervised_overrides, f"seed={seed}"],
                 cfg.supervised_resources,
                 name=f"supervised-s{seed}",
-                supervised=True,
+                method="supervised",
             )
     check.cluster_fit()
     check.finish()
@@ -180,7 +180,7 @@ def run_main(
                 cfg.supervised,
                 [*cfg.supervised_overrides, f"seed={seed}"],
                 name=f"supervised-s{seed}",
-                supervised=True,
+                method="supervised",
             )
     for seed in cfg.seeds:
         over = [*cfg.pretrain_overrides, f"run.seed={seed}"]
@@ -190,9 +190,8 @@ def run_main(
         bar.add([p], {p.name: swav.optim.epochs})
         if cfg.supervised:
             sover = [*cfg.supervised_overrides, f"seed={seed}"]  # pretrain_job loads and checks it
-            q = launcher.pretrain_job(
-                cfg.supervised, sover, cfg.supervised_resources, name=f"supervised-s{seed}", supervised=True
-            )
+            res, name = cfg.supervised_resources, f"supervised-s{seed}"
+            q = launcher.pretrain_job(cfg.supervised, sover, res, name=name, method="supervised")
             pretrains.append((q, "supervised", seed))
             bar.add([q])
     planned += [p for p, _, _ in pretrains]
@@ -265,10 +264,10 @@ def plan_data(cfg: MainConfig, *, archives: dict[str, Path] | None = None, offli
         needs[e.name] = datasets_of(protocol_config(e.protocol, e.preset, e.overrides, seed=e.seeds[0]))
     sup_needs = set()
     if cfg.supervised:
-        from pretrain.supervised import CONFIG_DIR, SupervisedConfig
+        from pretrain import methods
         from pretrain.train import AUTO_DATASET
 
-        sup = load_dataclass(SupervisedConfig, CONFIG_DIR, cfg.supervised, overrides=cfg.supervised_overrides)
+        sup = methods.get("supervised").load(cfg.supervised, cfg.supervised_overrides)
         data = AUTO_DATASET if sup.data == "auto" else sup.data  # auto without it: generated, unlabelled-like
         if data != "generated" and not Path(data).expanduser().is_absolute():
             sup_needs = {Path(data).parts[0]}

@@ -162,38 +162,23 @@ class Preflight:
         return self._try(f"sweep {path}", lambda: expand_sweep(path)) or []
 
     def pretraining(
-        self, preset: str, overrides: list[str], resources: Resources, *, name: str, supervised: bool = False
+        self, preset: str, overrides: list[str], resources: Resources, *, name: str, method: str = "swav"
     ) -> None:
-        """A SwAV (or supervised) pretraining job: its config, its name, its node shape and (SwAV) its global
-        batch at the job's world size against the preset's published one."""
+        """A pretraining job of ``method`` (pretrain.methods): its config, its name, its node shape and its
+        global batch at the job's world size (SwAV: against the preset's published one)."""
+        from pretrain import methods
+
         where = f"pretraining {name} ({preset}{' ' + ' '.join(overrides) if overrides else ''})"
         self._try(where, lambda: check_name(name, "pretraining name"))
         tasks = resources.tasks_per_node or max(1, resources.gpus)
         self._try(where, lambda: cpus_per_task(resources, tasks))
         self.resources.append((where, resources))
-        if supervised:
-            from pretrain.supervised import CONFIG_DIR, SupervisedConfig
-            from swavbench.core.config import load_dataclass
-
-            cfg = self._try(
-                where, lambda: load_dataclass(SupervisedConfig, CONFIG_DIR, preset, overrides=overrides)
-            )
-            if cfg is not None and cfg.batch_size % world_size(resources):
-                self.errors.append(
-                    f"{where}: batch_size={cfg.batch_size} is the global batch and must split over the job's "
-                    f"{world_size(resources)} processes"
-                )
-            data = cfg.data if cfg is not None else "auto"
-        else:
-            from pretrain.config import load_config, plan_batch
-
-            cfg = self._try(where, lambda: load_config(preset, overrides))
-            if cfg is not None:
-                self._try(
-                    f"{where} at {world_size(resources)} processes",
-                    lambda: plan_batch(cfg, world_size(resources)),
-                )
-            data = cfg.data.path if cfg is not None else "auto"
+        m = methods.get(method)
+        cfg = self._try(where, lambda: m.load(preset, overrides))
+        if cfg is not None:
+            world = world_size(resources)
+            self._try(f"{where} at {world} processes", lambda: m.check_world(cfg, world))
+        data = m.data(cfg) if cfg is not None else "auto"
         if data not in SYNTHETIC_DATA and not resolve(data).exists():
             self.warnings.append(
                 f"{where}: data {resolve(data)} is not visible from this host (fine if only the compute "

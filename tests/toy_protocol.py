@@ -33,6 +33,4 @@ def run_toy(cfg: ToyConfig, checkpoint: str, out_dir: str | Path):
         params = sum(p.numel() for p in loaded.trunk.parameters())
         return {"images": float(n), "trunk_kparams": params / 1e3}, {"val": n}
 
-    return run_and_record(
-        "toy", cfg, checkpoint, out_dir=out_dir, dataset=cfg.dataset, seed=cfg.seed, body=body
-    )
+    return run_and_record("toy", cfg, checkpoint, out_dir=out_dir, body=body)

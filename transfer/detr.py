@@ -550,8 +550,6 @@ def run_detr(cfg: DetrTransferConfig, checkpoint: str, out_dir: str | Path) -> R
         cfg,
         checkpoint,
         out_dir=out_dir,
-        dataset=cfg.dataset,
-        seed=cfg.seed,
         body=body,
         global_batch=cfg.batch_size,
     )

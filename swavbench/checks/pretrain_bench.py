@@ -6,7 +6,7 @@ for BENCHMARKS.md.
    once, crops + flips on uint8 tensors), with the colour / blur in the worker (the CPU placement) and
    with the batch colour / blur in the training process instead; device-decode's two halves (the worker
    reads bytes and draws boxes; the device decodes, cuts and colours); bare decodes (the floor); and, when
-   installed, NVIDIA DALI's build of the same augmentation (``swavbench/checks/dali_pipeline.py``), the anchor.
+   installed, NVIDIA DALI's build of the same augmentation (``dali_pipeline.py`` beside it), the anchor.
 2. Training step images/s on one fixed batch, interleaved: our step (one trunk call per resolution)
    versus the straightforward step (fp32, one trunk call per crop), with the bare trunk's forward +
    backward as the floor (torchvision's ResNet: our trunk is it without ``fc``) and, with --compile,
