@@ -134,13 +134,13 @@ def pretraining_overrides(args: argparse.Namespace, overrides: list[str]) -> lis
     return [*overrides, *PRETRAIN]
 
 
-def preflight_launch(args: argparse.Namespace) -> tuple:
-    """(suite, sweep variants) of a launch after checking every job it plans; PreflightError lists every
-    problem (nothing is submitted)."""
+def preflight_launch(args: argparse.Namespace, plan) -> tuple:
+    """(suite, sweep variants) of a launch after checking every job it plans, resolving each job's config
+    into ``plan`` (slurm.plan) for the launcher; PreflightError lists every problem (nothing is submitted)."""
     from slurm.preflight import Preflight, cluster_of
     from slurm.suite import Resources
 
-    check = Preflight(cluster_of(args.executor))
+    check = Preflight(cluster_of(args.executor), plan=plan)
     if args.rehearse:  # checked at the rehearsal's shape, which is what will be submitted
         from slurm.suite import load_suite
         from swavbench.checks.rehearsal import rehearsal_suite
@@ -167,6 +167,7 @@ def preflight_launch(args: argparse.Namespace) -> tuple:
 def run_launch(args: argparse.Namespace) -> int:
 
     from slurm.launch import LaunchBusy, Launcher, SchedulerUnavailable, SubmissionFailed
+    from slurm.plan import Plan
     from swavbench.core.config import ConfigError
 
     try:
@@ -176,8 +177,9 @@ def run_launch(args: argparse.Namespace) -> int:
 
             set_data_root(str(write_all(Path(args.run_dir) / "rehearsal-data")))
             args.wait = True
-        suite, variants = preflight_launch(args)
-        launcher = Launcher(args.run_dir, args.executor, force=args.force, dry_run=args.dry_run)
+        plan = Plan()
+        suite, variants = preflight_launch(args, plan)
+        launcher = Launcher(args.run_dir, args.executor, force=args.force, dry_run=args.dry_run, plan=plan)
         if args.kind == "suite":
             planned = launcher.suite(suite, args.checkpoint)
         elif args.kind == "pipeline":
@@ -191,13 +193,12 @@ def run_launch(args: argparse.Namespace) -> int:
         else:
             planned = []
             for name, overrides in variants:  # every variant's folder is checked before any submission
-                Launcher(Path(args.run_dir) / name, args.executor, dry_run=True).check_pretrain(
+                Launcher(Path(args.run_dir) / name, args.executor, dry_run=True, plan=plan).check_pretrain(
                     args.config, overrides, name=f"pretrain-{name}"
                 )
             for name, overrides in variants:
-                sub = Launcher(
-                    Path(args.run_dir) / name, args.executor, force=args.force, dry_run=args.dry_run
-                )
+                folder = Path(args.run_dir) / name
+                sub = Launcher(folder, args.executor, force=args.force, dry_run=args.dry_run, plan=plan)
                 planned += sub.pipeline(
                     args.config,
                     overrides,
@@ -246,6 +247,7 @@ def run_main_job(args: argparse.Namespace) -> int:
     from results.report import make_report
     from slurm.launch import LaunchBusy, SchedulerUnavailable, SubmissionFailed
     from slurm.main_job import load_main_config, plan_data, run_main
+    from slurm.plan import Plan
     from swavbench.core.config import ConfigError
     from swavbench.core.state import CheckpointError
 
@@ -254,12 +256,12 @@ def run_main_job(args: argparse.Namespace) -> int:
         if args.seeds:
             cfg.seeds = list(range(args.seeds))
         out = Path(args.out or f"runs/main-{Path(args.config).stem}")
-        suite = None
+        suite, plan = None, Plan()  # every config resolved once, from the data plan to the jobs
         if (args.executor or cfg.executor) == "local" and not args.dry_run:
-            plan = plan_data(cfg, offline=args.offline)  # the demo data when ../shared/data is absent
-            for line in plan.lines:
+            data = plan_data(cfg, offline=args.offline, plan=plan)  # the demo data without ../shared/data
+            for line in data.lines:
                 print(line)
-            suite, cfg.supervised = plan.suite, cfg.supervised if plan.supervised else ""
+            suite, cfg.supervised = data.suite, cfg.supervised if data.supervised else ""
         result = run_main(
             cfg,
             out,
@@ -268,6 +270,7 @@ def run_main_job(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             progress=not args.no_progress,
             executor=args.executor,
+            plan=plan,
         )
     except (
         ConfigError,

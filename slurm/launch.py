@@ -29,6 +29,7 @@ import submitit
 
 from benchmark.trunk import sha256_of
 from pretrain import methods
+from slurm.plan import Plan
 from slurm.scheduler import FINISHED_STATES, Scheduler, SchedulerUnavailable, new_tag, tagged_environment
 from slurm.suite import Resources, Suite, cpus_per_task
 from swavbench.core import durable, interrupt, registry
@@ -121,11 +122,6 @@ def _unlock_run_dir(key: Path) -> None:
 
 def stable_hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def protocol_config(protocol: str, preset: str, overrides: list[str], *, seed: int):
-    """The resolved config of one suite entry at ``seed`` (what its key and its job use)."""
-    return registry.get(protocol).load_config(preset, [*overrides, f"seed={seed}"])
 
 
 def eval_tasks(entry) -> int:
@@ -232,7 +228,7 @@ class EvalJob(submitit.helpers.Checkpointable):
         cfg = (
             dataclass_from_dict(entry.config_type(), frozen)
             if frozen
-            else protocol_config(self.protocol, self.preset, self.overrides, seed=self.seed)
+            else Plan().protocol(self.protocol, self.preset, self.overrides, seed=self.seed)
         )
         record = run_interruptible(
             self,
@@ -306,10 +302,10 @@ class PretrainJob(submitit.helpers.Checkpointable):
         return run_interruptible(self, work, cooperative=method.cooperative)
 
 
-def pretrain_settings(preset: str, overrides: list[str], *, method: str) -> tuple[dict, int, int]:
+def pretrain_settings(plan: Plan, preset: str, overrides: list[str], *, method: str) -> tuple[dict, int, int]:
     """(config as frozen at launch, number of epochs, iteration cap or 0) of a pretraining preset."""
     m = methods.get(method)
-    cfg = m.load(preset, overrides)
+    cfg = plan.pretraining(method, preset, overrides)
     return (m.settings(cfg), *m.schedule(cfg))
 
 
@@ -365,12 +361,15 @@ class Launcher:
         on_wait=None,
         lock_wait_s: float = 60.0,
         squeue_retry_delays: tuple[float, ...] | None = None,
+        plan: Plan | None = None,
     ):
         """``max_parallel``: local / debug executors run at most this many jobs at once (0: no limit);
         ``on_wait()`` is called about once a second while this launcher waits (progress display);
         ``lock_wait_s``: how long to wait for another launcher of ``run_dir`` before LaunchBusy;
-        ``squeue_retry_delays``: pauses between squeue attempts (default SQUEUE_RETRY_DELAYS)."""
+        ``squeue_retry_delays``: pauses between squeue attempts (default SQUEUE_RETRY_DELAYS);
+        ``plan``: the launch's resolved configs, shared with its preflight (slurm.plan)."""
         self.run_dir = Path(run_dir)
+        self.plan = plan or Plan()
         self.executor_kind, self.force, self.dry_run, self.max_requeues = (
             executor,
             force,
@@ -558,7 +557,7 @@ class Launcher:
         todo: list[tuple[Planned, object, int]] = []
         for entry in suite.entries:
             for seed in entry.seeds:
-                cfg = protocol_config(entry.protocol, entry.preset, entry.overrides, seed=seed)
+                cfg = self.plan.entry(entry, seed)
                 key = stable_hash([checkpoint_id, entry.protocol, asdict(cfg), seed])
                 name = f"{prefix}{entry.name}-s{seed}"
                 out = self.run_dir / "evals" / f"{name}-{key[:8]}"
@@ -628,7 +627,7 @@ class Launcher:
             out_dir=p.out_dir,
             data_root=self.data_root,
             max_requeues=self.max_requeues,
-            config=asdict(protocol_config(entry.protocol, entry.preset, entry.overrides, seed=seed)),
+            config=asdict(self.plan.entry(entry, seed)),
         )
 
     @staticmethod
@@ -699,7 +698,7 @@ class Launcher:
         """(key, settings, epochs, max_iters) of a pretraining; ConfigConflict when ``RUN_DIR/<name>`` holds
         another configuration (its checkpoints would be evaluated under the new key, or resumed as a hybrid).
         Call it for every pretraining of a launch before submitting any."""
-        settings, epochs, max_iters = pretrain_settings(preset, overrides, method=method)
+        settings, epochs, max_iters = pretrain_settings(self.plan, preset, overrides, method=method)
         key = stable_hash(["pretrain", settings])
         out = self.run_dir / name
         path = out / PRETRAIN_SETTINGS
@@ -754,8 +753,8 @@ class Launcher:
         """Pretraining job, then the suite on its final checkpoint (SLURM: afterok; local: after it ends) and,
         for each of ``eval_epochs``, on the intermediate checkpoint ``ckp-<epoch>.pth`` the run keeps."""
         if eval_epochs:
-            m = methods.get(method)
-            m.check_eval_epochs(m.load(preset, overrides), list(eval_epochs))
+            cfg = self.plan.pretraining(method, preset, overrides)
+            methods.get(method).check_eval_epochs(cfg, list(eval_epochs))
         p = self.pretrain_job(preset, overrides, resources, name=name, method=method)
         after = p.job_id if p.action in ("submitted", "live") else ""
         if after and self.cluster() != "slurm":  # local / debug executors have no dependencies: wait here

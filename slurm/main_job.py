@@ -14,11 +14,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pretrain.config import load_config
 from slurm.launch import Launcher, Planned
+from slurm.plan import Plan
 from slurm.preflight import Preflight, cluster_of
 from slurm.suite import Resources, Suite
-from swavbench.core.config import load_dataclass
+from swavbench.core.config import ConfigError, load_dataclass
 from swavbench.core.data_root import dataset_paths
 from swavbench.core.paths import CHECKPOINT, CONFIGS, RECORD, TRAIN_LOG
 
@@ -129,17 +129,18 @@ def run_main(
     progress: bool = True,
     executor: str | None = None,
     suite: Suite | None = None,
+    plan: Plan | None = None,
 ) -> dict:
     """Submit (or skip, when done) every job of the main job, wait for them, return {'planned', 'failed',
     'jobs_dir'}. Datasets are read under the data root of this process (``swavbench.core.data_root``)."""
     out = Path(out)
-    check = Preflight(cluster_of(executor or cfg.executor))  # every job checked before any submission
-    suite = check.suite(suite if suite is not None else cfg.suite)
-    for seed in cfg.seeds:
+    plan = plan or Plan()  # every config resolved once: preflight, keys and jobs read the same
+    check = Preflight(cluster_of(executor or cfg.executor), plan=plan)  # every job, before any submission
+    suite = check.load(suite if suite is not None else cfg.suite)
+    seeds = [(seed, [*cfg.pretrain_overrides, f"run.seed={seed}"]) for seed in cfg.seeds]
+    for seed, over in seeds:
         pretrain = suite.pretrain if suite is not None else Resources()
-        check.pretraining(
-            cfg.pretrain, [*cfg.pretrain_overrides, f"run.seed={seed}"], pretrain, name=f"swav-s{seed}"
-        )
+        check.pretraining(cfg.pretrain, over, pretrain, name=f"swav-s{seed}")
         if cfg.supervised:
             check.pretraining(
                 cfg.supervised,
@@ -148,6 +149,24 @@ def run_main(
                 name=f"supervised-s{seed}",
                 method="supervised",
             )
+    try:
+        m = plan.pretraining("swav", cfg.pretrain, seeds[0][1]).model
+    except (ConfigError, ValueError, KeyError, FileNotFoundError):
+        m = None  # check.pretraining has said why
+    arch = (
+        [  # the random trunk's architecture: the SwAV trunk's
+            f"trunk.arch={m.arch}",
+            f"trunk.small_stem={str(m.small_stem).lower()}",
+            f"trunk.width_multiplier={m.width_multiplier}",
+        ]
+        if m is not None
+        else []
+    )
+    trunks = [("swav", []), ("supervised", []), ("random", arch)]
+    trunks = [(label, extra) for label, extra in trunks if label == "swav" or getattr(cfg, label)]
+    for seed in cfg.seeds if suite is not None else []:  # the jobs as submitted, each trunk's
+        for label, extra in trunks:
+            check.suite(trunk_suite(suite, label, seed, extra=extra))
     check.cluster_fit()
     check.finish()
     bar = Progress(enabled=progress and not dry_run)
@@ -160,15 +179,10 @@ def run_main(
         dry_run=dry_run,
         max_parallel=cfg.max_parallel,
         on_wait=bar.update,
+        plan=plan,
     )
     bar.launcher = launcher
     launcher.on_planned = bar.add  # every suite's jobs join the progress line as soon as they are planned
-    m = load_config(cfg.pretrain, cfg.pretrain_overrides).model
-    arch = [
-        f"trunk.arch={m.arch}",
-        f"trunk.small_stem={str(m.small_stem).lower()}",
-        f"trunk.width_multiplier={m.width_multiplier}",
-    ]
     pretrains: list[tuple[Planned, str, int]] = []
     planned: list[Planned] = []
     for seed in cfg.seeds:  # a folder holding another configuration stops the run before any submission
@@ -182,9 +196,8 @@ def run_main(
                 name=f"supervised-s{seed}",
                 method="supervised",
             )
-    for seed in cfg.seeds:
-        over = [*cfg.pretrain_overrides, f"run.seed={seed}"]
-        swav = load_config(cfg.pretrain, over)
+    for seed, over in seeds:
+        swav = plan.pretraining("swav", cfg.pretrain, over)
         p = launcher.pretrain_job(cfg.pretrain, over, suite.pretrain, name=f"swav-s{seed}")
         pretrains.append((p, "swav", seed))
         bar.add([p], {p.name: swav.optim.epochs})
@@ -249,11 +262,17 @@ class DataPlan:
     lines: list[str]
 
 
-def plan_data(cfg: MainConfig, *, archives: dict[str, Path] | None = None, offline: bool = False) -> DataPlan:
+def plan_data(
+    cfg: MainConfig,
+    *,
+    archives: dict[str, Path] | None = None,
+    offline: bool = False,
+    plan: Plan | None = None,
+) -> DataPlan:
     """Local runs without ``../shared/data``: build the demo datasets into a cache (``swavbench.demo_data``)
     and make it the data root, then drop what still lacks data, naming it. With the data present (or another
-    --data-root / $SWAVBENCH_DATA), nothing changes."""
-    from slurm.launch import protocol_config
+    --data-root / $SWAVBENCH_DATA), nothing changes. ``plan``: the run's resolved configs (slurm.plan)."""
+    plan = plan or Plan()
     from slurm.suite import load_suite
     from swavbench import demo_data
     from swavbench.core import data_root as roots
@@ -261,13 +280,12 @@ def plan_data(cfg: MainConfig, *, archives: dict[str, Path] | None = None, offli
     suite = load_suite(cfg.suite)
     needs = {}
     for e in suite.entries:
-        needs[e.name] = datasets_of(protocol_config(e.protocol, e.preset, e.overrides, seed=e.seeds[0]))
+        needs[e.name] = datasets_of(plan.entry(e, e.seeds[0]))
     sup_needs = set()
     if cfg.supervised:
-        from pretrain import methods
         from pretrain.train import AUTO_DATASET
 
-        sup = methods.get("supervised").load(cfg.supervised, cfg.supervised_overrides)
+        sup = plan.pretraining("supervised", cfg.supervised, cfg.supervised_overrides)
         data = AUTO_DATASET if sup.data == "auto" else sup.data  # auto without it: generated, unlabelled-like
         if data != "generated" and not Path(data).expanduser().is_absolute():
             sup_needs = {Path(data).parts[0]}

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from slurm.plan import Plan
 from slurm.suite import Resources, Suite, check_name, cpus_per_task, expand_sweep, load_suite
 from swavbench.core import registry
 from swavbench.core.config import ConfigError
@@ -90,8 +91,10 @@ def world_size(r: Resources) -> int:
 class Preflight:
     """Collects problems of the jobs a launch plans; ``finish()`` raises them all at once."""
 
-    def __init__(self, cluster: str):
+    def __init__(self, cluster: str, *, plan: Plan | None = None):
+        """``plan``: the launch's resolved configs (slurm.plan), shared with its launcher."""
         self.cluster = cluster  # slurm | local | debug
+        self.plan = plan or Plan()
         self.errors: list[str] = []
         self.warnings: list[str] = []
         self.resources: list[tuple[str, Resources]] = []
@@ -111,17 +114,21 @@ class Preflight:
                     "compute nodes mount it)"
                 )
 
+    def load(self, suite: str | Suite) -> Suite | None:
+        """``suite`` (a name, a path or a loaded one), its file's problems added to the errors."""
+        if isinstance(suite, Suite):
+            return suite
+        problems: list[str] = []
+        loaded = self._try(f"suite {suite}", lambda: load_suite(suite, problems=problems))
+        self.errors += problems
+        return loaded
+
     def suite(self, suite: str | Suite) -> Suite | None:
         """Load ``suite`` (a name, a path or a loaded one) and check every entry at every seed."""
-        if isinstance(suite, Suite):
-            loaded = suite
-        else:
-            problems: list[str] = []
-            loaded = self._try(f"suite {suite}", lambda: load_suite(suite, problems=problems))
-            self.errors += problems
+        loaded = self.load(suite)
         if loaded is None:
             return None
-        from slurm.launch import eval_tasks, protocol_config
+        from slurm.launch import eval_tasks
 
         for e in loaded.entries:
             where = f"suite {loaded.name}: job {e.name} ({e.protocol} {e.preset})"
@@ -131,7 +138,7 @@ class Preflight:
             for seed in e.seeds:
                 cfg = self._try(
                     where,
-                    lambda e=e, seed=seed: protocol_config(e.protocol, e.preset, e.overrides, seed=seed),
+                    lambda e=e, seed=seed: self.plan.entry(e, seed),
                 )
                 if cfg is None:
                     break
@@ -174,7 +181,7 @@ class Preflight:
         self._try(where, lambda: cpus_per_task(resources, tasks))
         self.resources.append((where, resources))
         m = methods.get(method)
-        cfg = self._try(where, lambda: m.load(preset, overrides))
+        cfg = self._try(where, lambda: self.plan.pretraining(method, preset, overrides))
         if cfg is not None:
             world = world_size(resources)
             self._try(f"{where} at {world} processes", lambda: m.check_world(cfg, world))

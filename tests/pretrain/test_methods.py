@@ -28,7 +28,9 @@ def test_what_a_job_cannot_run_is_said_before_it_is_submitted():
     sup = methods.get("supervised")
     scfg = sup.load("cpu-small", ["batch_size=10"])
     sup.check_world(scfg, 2)
-    with pytest.raises(ConfigError, match="batch_size=10 is the global batch and must split over the job's 3"):
+    with pytest.raises(
+        ConfigError, match="batch_size=10 is the global batch and must split over the job's 3"
+    ):
         sup.check_world(scfg, 3)
     swav = methods.get("swav")
     cfg = swav.load("tiny", ["optim.epochs=4", "run.keep_epoch_checkpoints=2"])

@@ -165,7 +165,7 @@ def test_preempted_linear_probe_saves_its_position_requeues_and_matches_an_unint
     slurm_cluster, tmp_path, generated_data
 ):
     from benchmark.linear import run_linear
-    from slurm.launch import protocol_config
+    from slurm.plan import Plan
 
     g = generated_data.parent
     overrides = [f"train={g / 'train'}", f"val={g / 'val'}", "num_workers=0", "trunk.width_multiplier=0.125"]
@@ -187,7 +187,7 @@ def test_preempted_linear_probe_saves_its_position_requeues_and_matches_an_unint
         )
     )
     straight = run_linear(
-        protocol_config("linear", "linear-cifar10-small", overrides, seed=0), "random", tmp_path / "s"
+        Plan().protocol("linear", "linear-cifar10-small", overrides, seed=0), "random", tmp_path / "s"
     )
     launcher = Launcher(tmp_path / "run", "slurm")
     (p,) = launcher.suite(load_suite(str(suite_yaml)), "random")

@@ -1,0 +1,54 @@
+"""A launch resolves each job's config once (slurm.plan): preflight, the launch keys and the jobs read the
+same resolved config. Counted here at the two places configs are resolved: a protocol preset and a
+pretraining method's preset."""
+
+from __future__ import annotations
+
+import pytest
+
+import swavbench
+from pretrain import methods
+from swavbench.core import registry
+
+
+@pytest.fixture
+def resolutions(monkeypatch) -> list[str]:
+    seen: list[str] = []
+    protocol_load = registry.Protocol.load_config
+
+    def count_protocol(self, preset, overrides=()):
+        seen.append(f"{self.name} {preset}")
+        return protocol_load(self, preset, overrides)
+
+    monkeypatch.setattr(registry.Protocol, "load_config", count_protocol)
+    for cls in (methods.Swav, methods.Supervised):
+
+        def count_method(self, preset, overrides, load=cls.load):
+            seen.append(f"{self.name} {preset}")
+            return load(self, preset, overrides)
+
+        monkeypatch.setattr(cls, "load", count_method)
+    return seen
+
+
+def planned_lines(out: str) -> list[str]:
+    return [ln for ln in out.splitlines() if ln.startswith("dry-run")]
+
+
+def test_launch_suite_dry_run_resolves_each_job_once(tmp_path, capsys, resolutions):
+    argv = ["launch", "suite", "--suite", "cpu-small", "--checkpoint", "random", "--run-dir", str(tmp_path)]
+    assert swavbench.main([*argv, "--dry-run"]) == 0
+    jobs = planned_lines(capsys.readouterr().out)
+    assert len(jobs) == 6 and len(resolutions) == len(jobs), resolutions
+
+
+def test_pipeline_and_main_job_dry_runs_resolve_each_job_once(tmp_path, capsys, resolutions):
+    argv = ["launch", "pipeline", "--suite", "cpu-small", "--config", "tiny", "--run-dir", str(tmp_path)]
+    assert swavbench.main([*argv, "--dry-run"]) == 0
+    jobs = planned_lines(capsys.readouterr().out)
+    assert len(jobs) == 7 and len(resolutions) == len(jobs), resolutions
+    resolutions.clear()
+    assert swavbench.main(["run", "--dry-run", "--seeds", "2", "--out", str(tmp_path / "main")]) == 0
+    jobs = planned_lines(capsys.readouterr().out)
+    # per seed: SwAV and supervised pretraining, and the suite's 6 jobs on each of the 3 trunks
+    assert len(jobs) == 2 * (2 + 3 * 6) and len(resolutions) == len(jobs), sorted(resolutions)
