@@ -66,7 +66,7 @@ def test_exception_midway_keeps_the_previous_file_and_no_temp(tmp_path):
 KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from swavbench import durable
+from swavbench.core import durable
 
 def slow(f):
     f.write(b"partial new content")
