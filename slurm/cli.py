@@ -316,7 +316,7 @@ def run_status(args: argparse.Namespace) -> int:
 
     try:
         rows = job_table(args.run_dir)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"swavbench status: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(rows, indent=2) if args.json else render(rows))

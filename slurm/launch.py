@@ -120,6 +120,25 @@ def _unlock_run_dir(key: Path) -> None:
         held[0].close()
 
 
+def read_launch_state(path: Path) -> dict:
+    """``RUN_DIR/launch.json`` ({"jobs": {}} when absent); a damaged file is a ValueError naming it and the
+    fix, before anything is submitted."""
+    if not path.is_file():
+        return {"jobs": {}}
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("jobs"), dict):
+            raise ValueError("it holds no 'jobs' mapping")
+    except (ValueError, OSError) as e:  # json.JSONDecodeError is a ValueError
+        raise ValueError(
+            f"{path} is damaged ({e}); it records what this run directory submitted, so nothing was "
+            "submitted. Restore it from a backup, or, after cancelling this run's queued and running jobs "
+            f"(squeue / scancel), move it aside and launch again: finished evaluations and pretrainings are "
+            "kept by their records and checkpoints"
+        ) from None
+    return state
+
+
 def stable_hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -386,7 +405,7 @@ class Launcher:
         self.state_path = self.run_dir / LAUNCH_STATE
         self.data_root = str(data_root()[0].resolve())  # jobs read their datasets under the launcher's root
         durable.remove_stale_temps(self.run_dir)
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"jobs": {}}
+        self.state = read_launch_state(self.state_path)
         self._touched: set[str] = set()  # keys of launch.json entries this launcher wrote
         self.jobs: dict[str, submitit.Job] = {}
 
@@ -410,7 +429,7 @@ class Launcher:
     def save(self) -> None:
         """Write the entries this launcher touched into launch.json, keeping the others as they are on disk
         (another launcher of this process, sharing the lock, may have written them)."""
-        on_disk = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"jobs": {}}
+        on_disk = read_launch_state(self.state_path)
         on_disk["jobs"].update({k: self.state["jobs"][k] for k in self._touched})
         durable.write_json(self.state_path, on_disk)
         self.state["jobs"] = {**on_disk["jobs"], **self.state["jobs"]}

@@ -8,6 +8,7 @@ jobs a second time. Local executor: processes, recognised by the tag in their en
 
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
 import time
@@ -32,7 +33,12 @@ FINISHED_STATES = {
     "REVOKED",
 }
 TAG_ENV = "SWAVBENCH_JOB_TAG"  # local executor: the tag travels in the job's environment
-SQUEUE = ["squeue", "-h", "-r", "--me", "-o", "%i|%T|%k"]
+
+
+def squeue_command() -> list[str]:
+    """This user's jobs, array tasks one per line: ``-u USER`` rather than ``--me``, which SLURM < 20.11
+    lacks."""
+    return ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%k"]
 
 
 class SchedulerUnavailable(RuntimeError):
@@ -95,9 +101,10 @@ class Scheduler:
 
     def _squeue(self) -> dict[str, LiveJob]:
         errors = []
+        command = squeue_command()
         for delay in (*self.retry_delays, None):
             try:
-                out = subprocess.run(SQUEUE, capture_output=True, text=True, timeout=60)
+                out = subprocess.run(command, capture_output=True, text=True, timeout=60)
                 if out.returncode == 0:
                     jobs = {}
                     for line in out.stdout.splitlines():
@@ -111,7 +118,7 @@ class Scheduler:
             if delay is not None:
                 time.sleep(delay)
         raise SchedulerUnavailable(
-            f"`{' '.join(SQUEUE)}` failed {len(errors)} times over {sum(self.retry_delays):g} s "
+            f"`{' '.join(command)}` failed {len(errors)} times over {sum(self.retry_delays):g} s "
             f"(last: {errors[-1]}): the SLURM controller is busy or down, so which jobs of this run are "
             "queued or running is unknown. Nothing was submitted (resubmitting could start running jobs "
             "twice); launch again once squeue answers"

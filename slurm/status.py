@@ -8,7 +8,7 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
-from slurm.launch import pretraining_done, pretraining_progress
+from slurm.launch import pretraining_done, pretraining_progress, read_launch_state
 from slurm.scheduler import Scheduler, SchedulerUnavailable
 from swavbench.core import registry
 from swavbench.core.paths import CHECKPOINT, LAUNCH_STATE, RECORD
@@ -65,7 +65,7 @@ def job_table(run_dir: str | Path) -> list[dict]:
     path = run_dir / LAUNCH_STATE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a launch run directory")
-    state = json.loads(path.read_text())
+    state = read_launch_state(path)
     schedulers: dict[str, Scheduler] = {}
     rows = []
     for key, job in state["jobs"].items():

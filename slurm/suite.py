@@ -115,7 +115,11 @@ def load_suite(name_or_path: str, *, problems: list[str] | None = None) -> Suite
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         found.append(f"job names must be unique, got {names}")
-    suite = Suite(raw.get("name", path.stem), raw.get("description", ""), entries)
+    suite = Suite(str(raw.get("name", path.stem)), raw.get("description", ""), entries)
+    try:  # it names SLURM job arrays: a newline would end the #SBATCH line and run what follows
+        check_name(suite.name, "suite name")
+    except ConfigError as e:
+        found.append(str(e))
     if "pretrain_resources" in raw:
         try:
             _apply(suite.pretrain, raw["pretrain_resources"] or {})
