@@ -565,6 +565,7 @@ class Trainer:
                     if s.iteration >= total_iters:
                         break
                     if ranks.any_rank(interrupt.requested()):  # the scheduler's warning
+                        interrupt.taken()
                         if not saved:
                             self.save()
                         raise interrupt.Interrupted(

@@ -49,14 +49,20 @@ def quiet_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoader worker_in
         signal.signal(sig, signal.SIG_IGN)
 
 
+def taken() -> None:
+    """A loop took the request: disarm the fallback before saving, so a slow save is neither cut short by
+    it nor counted as a second interruption."""
+    if _fallback:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def check(save: Callable[[], None], where: str) -> None:
     """At a step boundary: when a stop was requested (of any process of a data-parallel run: they all stop at
     the same step), ``save()`` and raise Interrupted naming ``where``."""
     from swavbench.core import ranks
 
     if ranks.any_rank(requested()):
-        if _fallback:  # taken in time: the fallback is not needed
-            signal.setitimer(signal.ITIMER_REAL, 0)
+        taken()
         save()
         raise Interrupted(f"stopped at {where} on the scheduler's signal; state saved")
 

@@ -314,3 +314,35 @@ def test_signal_saves_at_the_next_iteration_and_the_resumed_run_matches(
     monkeypatch.setattr(Trainer, "step", real_step)
     pretrain(load_config("tiny", over), run, resume=True, progress=False)
     same_trajectory(losses(tmp_path / "full"), losses(run))
+
+
+def test_a_slow_save_at_the_signal_is_not_cut_short_by_the_fallback(tmp_path, generated_data, monkeypatch):
+    """The fallback (submitit's requeue, armed at the signal) is for a loop that never takes the request;
+    once the trainer takes it, a save longer than the grace period runs to its end and the job is
+    interrupted once."""
+    import signal
+    import time
+
+    from pretrain.train import Trainer
+    from swavbench.core import interrupt
+
+    fallbacks = []
+    real_step, real_save = Trainer.step, Trainer.save
+
+    def step(self, crops, epoch):
+        if self.state.iteration == 3:
+            interrupt.request(signal.SIGUSR2)
+        return real_step(self, crops, epoch)
+
+    def slow_save(self):
+        time.sleep(2.5)  # longer than the grace period (a step takes well under 1 s)
+        real_save(self)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    monkeypatch.setattr(Trainer, "save", slow_save)
+    over = [f"data.path={generated_data}", "optim.epochs=1"]
+    with interrupt.cooperative(signal.SIGUSR2, fallback=lambda *a: fallbacks.append(a), grace_s=1.0):
+        with pytest.raises(interrupt.Interrupted, match="iteration 4"):
+            pretrain(load_config("tiny", over), tmp_path / "run", progress=False)
+        time.sleep(1.2)  # a fallback left armed would fire by now
+    assert fallbacks == [] and load_checkpoint(tmp_path / "run" / "checkpoint.pth")["iteration"] == 4
