@@ -291,6 +291,12 @@ def run_main_job(args: argparse.Namespace) -> int:
             f"{len(result['planned'])} jobs; at most {result['gpu_hours']:.0f} GPU-hours "
             "(sum of gpus x time limits)"
         )
+        for what, by in (("trunk", lambda p: p.name.split("-")[0]), ("protocol", lambda p: p.protocol)):
+            hours: dict[str, float] = {}
+            for p in result["planned"]:
+                key = by(p) if p.kind == "eval" or what == "trunk" else "pretraining"
+                hours[key] = hours.get(key, 0.0) + p.gpu_hours
+            print(f"GPU-hours by {what}: " + ", ".join(f"{k} {v:.0f}" for k, v in hours.items()))
         return 0
     evals = [
         p.out_dir for p in result["planned"] if p.kind == "eval"

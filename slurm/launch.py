@@ -341,6 +341,7 @@ class Planned:
     gpu_hours: float = 0.0  # upper bound: gpus x nodes x time limit
     epochs: int = 0  # pretraining: the epochs its checkpoint must reach to count as done
     max_iters: int = 0  # pretraining: ... or these iterations (run.max_iters; 0: none)
+    protocol: str = ""  # evaluation: its protocol (registry name)
 
 
 def pretraining_done(out: Path, epochs: int, max_iters: int = 0) -> bool:
@@ -588,6 +589,7 @@ class Launcher:
                     depends_on=after,
                     resources=describe(entry.resources),
                     gpu_hours=max_gpu_hours(entry.resources),
+                    protocol=entry.protocol,
                 )
                 planned.append(p)
                 rec = out / RECORD

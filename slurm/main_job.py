@@ -18,6 +18,7 @@ from slurm.launch import Launcher, Planned
 from slurm.plan import Plan
 from slurm.preflight import Preflight, cluster_of
 from slurm.suite import Resources, Suite
+from swavbench.core import registry
 from swavbench.core.config import ConfigError, load_dataclass
 from swavbench.core.data_root import dataset_paths
 from swavbench.core.paths import CHECKPOINT, CONFIGS, RECORD, TRAIN_LOG
@@ -34,6 +35,12 @@ class MainConfig:
     supervised: str = "cpu-small"  # supervised-baseline preset (configs/supervised/); "" = none
     supervised_overrides: list[str] = field(default_factory=list)
     random: bool = True  # evaluate a random-init trunk of the pretraining architecture
+    # which protocols the random control runs: all, or frozen (those that do not fine-tune the trunk: the
+    # control a paper-scale run can afford)
+    random_protocols: str = "all"
+    # a supervised trunk file (e.g. torchvision's published ResNet-50 weights, the paper's comparison)
+    # evaluated as the supervised baseline instead of pretraining one from the ``supervised`` preset
+    supervised_checkpoint: str = ""
     suite: str = "cpu-small"  # configs/suites/
     seeds: list[int] = field(default_factory=lambda: [0])  # one pretraining (and evaluation) seed per entry
     executor: str = "local"  # local | slurm | debug | auto
@@ -42,13 +49,30 @@ class MainConfig:
 
 
 def trunk_suite(suite: Suite, label: str, seed: int, *, extra: list[str]) -> Suite:
-    """The suite for one trunk: seed, report label and architecture overrides on every entry."""
+    """The suite for the trunk of pretraining seed ``seed``: report label and architecture overrides on every
+    entry. An entry of one seed runs at ``seed``; an entry of several (a published mean of runs, as VOC07+12
+    detection's 5) runs all of them on every trunk, named apart by the trunk's seed."""
     entries = []
     for e in suite.entries:
+        own = len(e.seeds) > 1
         entries.append(
-            dataclasses.replace(e, overrides=[*e.overrides, *extra, f"trunk.label={label}"], seeds=[seed])
+            dataclasses.replace(
+                e,
+                name=f"{e.name}-p{seed}" if own else e.name,
+                overrides=[*e.overrides, *extra, f"trunk.label={label}"],
+                seeds=list(e.seeds) if own else [seed],
+            )
         )
     return dataclasses.replace(suite, entries=entries)
+
+
+def control_suite(suite: Suite, protocols: str) -> Suite:
+    """The random control's suite: every entry, or (``frozen``) those whose protocol does not fine-tune the
+    trunk."""
+    if protocols == "all":
+        return suite
+    keep = [e for e in suite.entries if not registry.get(e.protocol).fine_tunes]
+    return dataclasses.replace(suite, entries=keep)
 
 
 class Progress:
@@ -138,10 +162,11 @@ def run_main(
     check = Preflight(cluster_of(executor or cfg.executor), plan=plan)  # every job, before any submission
     suite = check.load(suite if suite is not None else cfg.suite)
     seeds = [(seed, [*cfg.pretrain_overrides, f"run.seed={seed}"]) for seed in cfg.seeds]
+    trained_sup = bool(cfg.supervised) and not cfg.supervised_checkpoint  # the baseline is pretrained here
     for seed, over in seeds:
         pretrain = suite.pretrain if suite is not None else Resources()
         check.pretraining(cfg.pretrain, over, pretrain, name=f"swav-s{seed}")
-        if cfg.supervised:
+        if trained_sup:
             check.pretraining(
                 cfg.supervised,
                 [*cfg.supervised_overrides, f"seed={seed}"],
@@ -149,12 +174,17 @@ def run_main(
                 name=f"supervised-s{seed}",
                 method="supervised",
             )
+    if cfg.supervised_checkpoint and not Path(cfg.supervised_checkpoint).expanduser().is_file():
+        check.errors.append(
+            f"supervised_checkpoint {cfg.supervised_checkpoint} is not a file: give the supervised trunk's "
+            "weights (e.g. torchvision's resnet50 .pth), or leave it empty to pretrain the baseline"
+        )
     try:
         m = plan.pretraining("swav", cfg.pretrain, seeds[0][1]).model
     except (ConfigError, ValueError, KeyError, FileNotFoundError):
         m = None  # check.pretraining has said why
     arch = (
-        [  # the random trunk's architecture: the SwAV trunk's
+        [  # the architecture of the trunks that are not pretrained here: the SwAV trunk's
             f"trunk.arch={m.arch}",
             f"trunk.small_stem={str(m.small_stem).lower()}",
             f"trunk.width_multiplier={m.width_multiplier}",
@@ -162,16 +192,21 @@ def run_main(
         if m is not None
         else []
     )
-    trunks = [("swav", []), ("supervised", []), ("random", arch)]
-    trunks = [(label, extra) for label, extra in trunks if label == "swav" or getattr(cfg, label)]
-    for seed in cfg.seeds if suite is not None else []:  # the jobs as submitted, each trunk's
-        for label, extra in trunks:
-            check.suite(trunk_suite(suite, label, seed, extra=extra))
+    trunks = []  # (label, its suite, its overrides): what each trunk is evaluated on
+    if suite is not None:
+        trunks.append(("swav", suite, []))
+        if cfg.supervised or cfg.supervised_checkpoint:
+            trunks.append(("supervised", suite, [] if trained_sup else arch))
+        if cfg.random:
+            trunks.append(("random", control_suite(suite, cfg.random_protocols), arch))
+    for seed in cfg.seeds:  # the jobs as submitted, each trunk's
+        for label, its_suite, extra in trunks:
+            check.suite(trunk_suite(its_suite, label, seed, extra=extra))
     check.cluster_fit()
     check.finish()
     bar = Progress(enabled=progress and not dry_run)
-    n_trunks = len(cfg.seeds) * (1 + bool(cfg.supervised) + bool(cfg.random))
-    bar.expected_evals = n_trunks * len(suite.entries)
+    runs = [len(e.seeds) if len(e.seeds) > 1 else 1 for _, its, _ in trunks for e in its.entries]
+    bar.expected_evals = len(cfg.seeds) * sum(runs)
     launcher = Launcher(
         out / "jobs",
         executor or cfg.executor,
@@ -189,7 +224,7 @@ def run_main(
         launcher.check_pretrain(
             cfg.pretrain, [*cfg.pretrain_overrides, f"run.seed={seed}"], name=f"swav-s{seed}"
         )
-        if cfg.supervised:
+        if trained_sup:
             launcher.check_pretrain(
                 cfg.supervised,
                 [*cfg.supervised_overrides, f"seed={seed}"],
@@ -201,18 +236,19 @@ def run_main(
         p = launcher.pretrain_job(cfg.pretrain, over, suite.pretrain, name=f"swav-s{seed}")
         pretrains.append((p, "swav", seed))
         bar.add([p], {p.name: swav.optim.epochs})
-        if cfg.supervised:
+        if trained_sup:
             sover = [*cfg.supervised_overrides, f"seed={seed}"]  # pretrain_job loads and checks it
             res, name = cfg.supervised_resources, f"supervised-s{seed}"
             q = launcher.pretrain_job(cfg.supervised, sover, res, name=name, method="supervised")
             pretrains.append((q, "supervised", seed))
             bar.add([q])
     planned += [p for p, _, _ in pretrains]
-    if cfg.random:
-        for seed in cfg.seeds:
-            planned += launcher.suite(
-                trunk_suite(suite, "random", seed, extra=arch), "random", prefix="random-"
-            )
+    files = {"random": "random", "supervised": str(Path(cfg.supervised_checkpoint).expanduser().resolve())}
+    for label, its_suite, extra in trunks:  # the trunks not pretrained here need no waiting
+        if label == "random" or (label == "supervised" and not trained_sup):
+            for seed in cfg.seeds:
+                its = trunk_suite(its_suite, label, seed, extra=extra)
+                planned += launcher.suite(its, files[label], prefix=f"{label}-")
     failed: list[str] = []
     slurm = launcher.cluster() == "slurm"
     for p, label, seed in pretrains:
@@ -282,7 +318,7 @@ def plan_data(
     for e in suite.entries:
         needs[e.name] = datasets_of(plan.entry(e, e.seeds[0]))
     sup_needs = set()
-    if cfg.supervised:
+    if cfg.supervised and not cfg.supervised_checkpoint:
         from pretrain.train import AUTO_DATASET
 
         sup = plan.pretraining("supervised", cfg.supervised, cfg.supervised_overrides)
@@ -317,4 +353,7 @@ def plan_data(
 
 
 def load_main_config(preset: str, overrides: list[str]) -> MainConfig:
-    return load_dataclass(MainConfig, MAIN_CONFIGS, preset, overrides=overrides)
+    cfg = load_dataclass(MainConfig, MAIN_CONFIGS, preset, overrides=overrides)
+    if cfg.random_protocols not in ("all", "frozen"):
+        raise ConfigError(f"random_protocols must be all or frozen, got {cfg.random_protocols!r}")
+    return cfg

@@ -141,3 +141,71 @@ def test_dry_run_paper_prints_the_graph_and_gpu_hours(tmp_path):
     assert "swav-s0" in res.stdout and "supervised-s0" in res.stdout and "random-" in res.stdout
     assert "GPU-hours" in res.stdout
     assert not (tmp_path / "p" / "jobs" / "swav-s0").exists()
+    # VOC07+12 detection is published as the mean of 5 runs: each trunk gets the suite's 5, not one
+    for trunk in ("swav", "supervised", "random"):
+        voc = [ln for ln in res.stdout.splitlines() if f" {trunk}-detection-voc0712-c4-p0-s" in ln]
+        assert len(voc) == 5, (trunk, voc)
+
+
+def test_paper_dry_run_random_control_and_gpu_hours_by_trunk_and_protocol(tmp_path, capsys):
+    """At paper scale the random control runs the frozen-feature protocols only (unless asked for more), and
+    the dry run says where the GPU-hours go."""
+    import swavbench as cli
+    from slurm.suite import load_suite
+    from swavbench.core import registry
+
+    out = ["--executor", "local", "--out", str(tmp_path / "p"), "--dry-run", "--no-progress"]
+    assert cli.main(["run", "--config", "paper", *out]) == 0
+    text = capsys.readouterr().out
+    frozen = {e.name for e in load_suite("paper").entries if not registry.get(e.protocol).fine_tunes}
+    random_jobs = {
+        ln.split()[2].removeprefix("random-").rsplit("-s", 1)[0]
+        for ln in text.splitlines()
+        if ln.startswith("dry-run") and " random-" in ln
+    }
+    assert random_jobs == frozen and len(frozen) == 6, random_jobs
+    line = text.split("GPU-hours by trunk: ")[1].splitlines()[0]
+    by_trunk = dict(kv.rsplit(" ", 1) for kv in line.split(", "))
+    # the random trunk's bound, summed here from the suite's resources (gpus x nodes x time limit per run)
+    suite = load_suite("paper")
+    hours = sum(
+        e.resources.gpus * e.resources.nodes * e.resources.time_min / 60 * len(e.seeds)
+        for e in suite.entries
+        if e.name in frozen
+    )
+    assert float(by_trunk["random"]) == pytest.approx(hours, abs=0.5)
+    assert "GPU-hours by protocol: pretraining" in text
+    assert cli.main(["run", "--config", "paper", *out, "random_protocols=every"]) == 2
+    assert "random_protocols must be all or frozen" in capsys.readouterr().err
+
+
+def test_supervised_baseline_from_a_published_file(mini_shared, tmp_path, capsys):
+    """supervised_checkpoint: the baseline is a trunk file (torchvision layout, as the published ResNet-50),
+    evaluated under the supervised label without pretraining one; a missing file stops before submission."""
+    import torch
+
+    import swavbench as cli
+    from pretrain.config import load_config
+    from pretrain.model import build_trunk
+
+    m = load_config("tiny").model
+    trunk = build_trunk(m.arch, small_stem=m.small_stem, width_multiplier=m.width_multiplier)
+    torch.save(trunk.state_dict(), tmp_path / "resnet-sup.pth")
+    suite = tmp_path / "knn.yaml"
+    job = {"protocol": "knn", "preset": "knn-cifar10-small", "overrides": ["num_workers=0"]}
+    suite.write_text(json.dumps({"name": "knn", "jobs": [job]}))
+    opts = ["run", "--config", "tiny", "--data-root", str(mini_shared), "--no-progress"]
+    overrides = [f"suite={suite}", "random=false"]
+    missing = f"supervised_checkpoint={tmp_path / 'none.pth'}"
+    assert cli.main([*opts, "--out", str(tmp_path / "x"), *overrides, missing]) == 2
+    assert "supervised_checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "jobs" / "launch.json").exists()
+    given = f"supervised_checkpoint={tmp_path / 'resnet-sup.pth'}"
+    res = swavbench(*opts, "--out", str(tmp_path / "m"), *overrides, given, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = tmp_path / "m" / "jobs"
+    assert not (jobs / "supervised-s0").exists()  # nothing pretrained for the baseline
+    recs = [json.loads(p.read_text()) for p in jobs.glob("evals/*/result.json")]
+    by_model = {r["model"]: r for r in recs}
+    assert set(by_model) == {"swav", "supervised"} and all(r["status"] == "ok" for r in recs)
+    assert by_model["supervised"]["checkpoint"] == str(tmp_path / "resnet-sup.pth")
