@@ -24,6 +24,9 @@ _DEPTHS: dict[int, tuple[type[nn.Module], list[int]]] = {
 }
 
 
+MAX_WIDTH = 8.0  # widest trunk built (published: w2, w4, w5)
+
+
 def parse_arch(arch: str) -> tuple[int, float]:
     """'resnet50' -> (50, 1.0); 'resnet50w2' -> (50, 2.0) (SwAV's widened names)."""
     m = re.fullmatch(r"resnet(\d+)(?:w(\d+))?", arch)
@@ -71,7 +74,14 @@ def build_trunk(arch: str = "resnet50", *, small_stem: bool = False, width_multi
     """Trunk for an arch name such as resnet18, resnet50, resnet50w2; ``width_multiplier``
     scales it further (e.g. 0.25 for CPU-sized models)."""
     depth, width = parse_arch(arch)
-    return Trunk(depth, width * width_multiplier, small_stem=small_stem)
+    width *= width_multiplier
+    if not 0 < width <= MAX_WIDTH:  # checked before building: a file saying 1e4 must not allocate it
+        raise ValueError(
+            f"trunk width {width:g} ({arch} x width_multiplier {width_multiplier:g}) is outside "
+            f"(0, {MAX_WIDTH:g}] (SwAV's widest published trunk is resnet50w5): check the checkpoint's or "
+            "preset's architecture"
+        )
+    return Trunk(depth, width, small_stem=small_stem)
 
 
 class SwAVModel(nn.Module):

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 
 from results.tables import aggregate, ci95_halfwidth, headline_metrics, ranked_only  # noqa: E402
 from swavbench.core import durable
-from swavbench.core.paths import TRAIN_LOG
+from swavbench.core.paths import TRAIN_LOG, file_part
 
 
 def _save(fig, path: Path) -> Path:
@@ -52,7 +52,7 @@ def protocol_bars(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_ylabel(metrics[0])
         ax.set_title(f"{bench} on {dataset}")
         ax.tick_params(axis="x", rotation=20)
-        paths.append(_save(fig, out / f"bars_{bench}_{dataset}.png"))
+        paths.append(_save(fig, out / file_part(f"bars_{bench}_{dataset}.png")))
     return paths
 
 
@@ -117,7 +117,7 @@ def sweep_heatmap(df: pd.DataFrame, out: Path) -> list[Path]:
                 ax.text(j, i, f"{pivot.values[i, j]:.1f}", ha="center", va="center", color="w", fontsize=8)
         fig.colorbar(im, ax=ax, label=metric)
         ax.set_title(f"{bench} on {dataset}")
-        paths.append(_save(fig, out / f"sweep_{bench}_{dataset}.png"))
+        paths.append(_save(fig, out / file_part(f"sweep_{bench}_{dataset}.png")))
     return paths
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,3 +31,10 @@ def previous(path: str | Path) -> Path:
     """``checkpoint.pth`` -> ``checkpoint.pth.prev``."""
     path = Path(path)
     return path.with_name(path.name + PREVIOUS_SUFFIX)
+
+
+def file_part(text: str) -> str:
+    """``text`` (a label read from a record or a preset) as one safe file-name part: anything but
+    letters, digits, ``.``, ``_``, ``-`` becomes ``_``, and it never starts with a dot, so it cannot leave
+    its folder."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).lstrip(".") or "_"

@@ -57,3 +57,18 @@ def test_head_prototypes_and_one_trunk_call_per_resolution():
     assert "prototypes.prototypes1.weight" in keys and "projection_head.3.weight" in keys
     linear = SwAVModel(build_trunk("resnet18", width_multiplier=0.125), hidden_mlp=0, feat_dim=8)
     assert isinstance(linear.projection_head, torch.nn.Linear) and "prototypes.weight" in linear.state_dict()
+
+
+def test_a_trunk_width_from_a_file_is_bounded_before_anything_is_built():
+    """A checkpoint or preset saying width 1e4 is refused before the trunk is allocated."""
+    import pytest
+
+    from pretrain.model import MAX_WIDTH, build_trunk
+
+    with pytest.raises(ValueError, match=r"trunk width 10000 .* outside \(0, 8\]"):
+        build_trunk("resnet50", width_multiplier=1e4)
+    with pytest.raises(ValueError, match="outside"):
+        build_trunk("resnet50w1000")
+    with pytest.raises(ValueError, match="outside"):
+        build_trunk("resnet18", width_multiplier=0.0)
+    assert MAX_WIDTH >= 5  # resnet50w5, the widest published, builds

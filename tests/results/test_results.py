@@ -346,3 +346,21 @@ def test_detr_records_are_judged_against_the_published_detr_row(tmp_path):
     assert cell.footnote == "" and cell.delta == pytest.approx(41.9 - 42.1)
     assert cells["detection-detr coco box_AP50"].delta is None  # no published DETR AP50: shown, not judged
     assert set(df[df.model == "swav-a"].bn_mode) == {"frozen"}
+
+
+def test_a_dataset_label_from_a_record_cannot_write_outside_the_plots_folder(tmp_path):
+    """Labels in records are free text from elsewhere: plot file names are built from them made safe."""
+    import json
+
+    from handmade_records import record
+
+    runs = tmp_path / "runs"
+    for model in ("swav-a", "random"):
+        (runs / model).mkdir(parents=True)
+        rec = record("linear", "../../../escape", {"top1": 60.0}, model)
+        (runs / model / "result.json").write_text(json.dumps(rec))
+    out = tmp_path / "deep" / "er" / "report"
+    make_report([runs], out)
+    pngs = list(tmp_path.rglob("*.png"))
+    assert pngs and all((out / "plots") in p.parents for p in pngs), pngs
+    assert [p.name for p in pngs if "escape" in p.name] == ["bars_linear_.._.._.._escape.png"]  # "/" -> "_"
