@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,9 @@ REQUIRED = (
 class Problem:
     path: str
     reason: str
-    kind: str = "skipped"  # skipped: the record is not in the tables | conflict: rows split by configuration
+    # skipped: the record is not in the tables | conflict: rows split by configuration | not-finite: a NaN /
+    # inf metric, kept in the tables
+    kind: str = "skipped"
 
 
 @dataclass
@@ -224,6 +227,12 @@ def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], li
         if not isinstance(data["metrics"], dict) or not data["metrics"]:
             problems.append(Problem(str(path), "status ok but no metrics"))
             continue
+        bad = {k: v for k, v in data["metrics"].items() if isinstance(v, float) and not math.isfinite(v)}
+        if bad:  # kept (the seed counts, the cell shows it) and flagged
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+            problems.append(
+                Problem(str(path), f"not finite: {shown} (a diverged run?); its cells show it", "not-finite")
+            )
         try:
             rows += record_rows(data, path)
             configs[config_key(data)] = configuration(data)

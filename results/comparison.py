@@ -33,7 +33,7 @@ class Row:
 def order(a: Cell, b: Cell) -> int | None:
     """+1: a above b with disjoint 95% intervals, -1: below, 0: the intervals overlap; None: fewer than 2
     seeds on either side (one run has no interval: it ranks nothing)."""
-    if a.n < 2 or b.n < 2:
+    if a.n < 2 or b.n < 2 or not (a.finite and b.finite):  # a NaN / inf seed ranks nothing
         return None
     (a_lo, a_hi), (b_lo, b_hi) = a.interval, b.interval
     return 1 if a_lo > b_hi else -1 if a_hi < b_lo else 0

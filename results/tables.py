@@ -54,9 +54,15 @@ class Cell:
         """The 95% confidence interval of the mean (a point for one run)."""
         return self.mean - self.ci95, self.mean + self.ci95
 
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.mean) and math.isfinite(self.std)
+
     def text(self, *, marks: bool = True) -> str:
         if self.label:
             return self.label
+        if not self.finite:  # shown as such, with its count; never compared
+            return f"{self.mean} (n={self.n}, not finite)"
         s = f"{self.mean:.1f}" + (f" ± {self.ci95:.1f} (n={self.n})" if self.n > 1 else "")
         if self.delta is not None and marks:
             s += f" ({self.delta:+.1f} {'✓' if self.reproduced else '✗'})"
@@ -102,12 +108,18 @@ def aggregate(df: pd.DataFrame, *, by_epochs: bool = False) -> pd.DataFrame:
     if "backend" not in df:
         df["backend"] = ""
     df["backend"] = df["backend"].fillna("")
+    # a NaN or inf seed (a diverged run) makes its cell NaN / inf and counts in n: never dropped or ranked
     out = (
         df.groupby(keys, sort=True)
-        .agg(mean=("value", "mean"), std=("value", "std"), n=("value", "count"), backend=("backend", "first"))
+        .agg(
+            mean=("value", lambda v: v.mean(skipna=False)),
+            std=("value", lambda v: v.std(skipna=False)),
+            n=("value", "size"),
+            backend=("backend", "first"),
+        )
         .reset_index()
     )
-    out["std"] = out["std"].fillna(0.0)
+    out["std"] = out["std"].where(out["n"] > 1, 0.0)
     out["pretrain_epochs"] = out["pretrain_epochs"].where(out["pretrain_epochs"] >= 0)
     out["arch"] = out["model"].map(df.groupby("model")["arch"].first())
     batch = df.groupby("model")["pretrain_batch"].first() if "pretrain_batch" in df else None
@@ -202,6 +214,7 @@ def build(
     if mark_best:
         for c in columns:
             scored = [cells[c.header] for _, cells in table.rows if c.header in cells]
+            scored = [cell for cell in scored if cell.finite]  # inf is not the best
             if scored:
                 max(scored, key=lambda x: x.mean).best = True
     if published_rows:

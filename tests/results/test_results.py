@@ -364,3 +364,33 @@ def test_a_dataset_label_from_a_record_cannot_write_outside_the_plots_folder(tmp
     pngs = list(tmp_path.rglob("*.png"))
     assert pngs and all((out / "plots") in p.parents for p in pngs), pngs
     assert [p.name for p in pngs if "escape" in p.name] == ["bars_linear_.._.._.._escape.png"]  # "/" -> "_"
+
+
+def test_a_nan_or_inf_seed_is_shown_counted_flagged_and_ranks_nothing(tmp_path):
+    """A diverged seed (NaN) is neither dropped from the mean and n nor allowed to rank; inf is not best."""
+    import json
+    import math
+
+    from handmade_records import record
+
+    from results.comparison import verdict_lines
+    from results.tables import aggregate
+
+    nan, inf = float("nan"), float("inf")
+    values = {"swav-a": [70.0, nan, 72.0], "random": [10.0, 11.0, 12.0], "supervised": [inf] * 3}
+    for model, seeds in values.items():
+        for seed, v in enumerate(seeds):
+            (tmp_path / f"{model}-{seed}").mkdir()
+            rec = record("knn", "imagenet", {"k20_top1": v}, model, seed=seed)
+            (tmp_path / f"{model}-{seed}" / "result.json").write_text(json.dumps(rec))  # NaN / Infinity
+    df, problems, _ = collect([tmp_path])
+    flagged = sorted(Path(p.path).parent.name for p in problems if p.kind == "not-finite")
+    assert flagged == ["supervised-0", "supervised-1", "supervised-2", "swav-a-1"] and len(df) == 9
+    agg = aggregate(df).set_index("model")
+    assert math.isnan(agg.loc["swav-a", "mean"]) and agg.loc["swav-a", "n"] == 3  # not the mean of 2
+    assert math.isinf(agg.loc["supervised", "mean"]) and agg.loc["random", "mean"] == pytest.approx(11.0)
+    lines = "\n".join(verdict_lines(df))
+    assert "nan (n=3, not finite)" in lines and ">" not in lines.split("->")[-1], lines
+    rep = make_report([tmp_path], tmp_path / "report")
+    assert "NOT-FINITE" in rep.terminal and "k20_top1=nan" in rep.terminal
+    assert "inf (n=3, not finite)" in rep.terminal
