@@ -49,6 +49,11 @@ class Method:
         """Train (resuming from ``out_dir``) and return the final checkpoint."""
         raise NotImplementedError
 
+    def conflicts(self, ckpt: dict, cfg: Any) -> list[str]:
+        """``key: held -> wanted`` for what makes the checkpoint ``ckpt`` another configuration than ``cfg``
+        (resuming it would make a hybrid; counting it as done would evaluate the wrong run)."""
+        raise NotImplementedError
+
 
 class Swav(Method):
     name, cooperative = "swav", True
@@ -91,6 +96,13 @@ class Swav(Method):
 
         return pretrain(cfg, out_dir, resume=True, progress=False)
 
+    def conflicts(self, ckpt, cfg):
+        from pretrain.train import resume_conflicts
+
+        if "config" not in ckpt or ckpt.get("supervised"):
+            return ["a SwAV run's config: the checkpoint holds none (not a SwAV pretraining of this harness)"]
+        return resume_conflicts(ckpt["config"], cfg)
+
 
 class Supervised(Method):
     name = "supervised"
@@ -127,6 +139,13 @@ class Supervised(Method):
         from pretrain.supervised import train_supervised
 
         return train_supervised(cfg, out_dir, resume=True, progress=False)
+
+    def conflicts(self, ckpt, cfg):
+        from swavbench.core.config import differences
+
+        if not ckpt.get("supervised"):
+            return ["supervised: the checkpoint is not a supervised run"]
+        return differences(ckpt.get("config", {}), {"model": asdict(cfg.model)})
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (Swav(), Supervised())}

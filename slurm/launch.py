@@ -723,7 +723,8 @@ class Launcher:
         key = stable_hash(["pretrain", settings])
         out = self.run_dir / name
         path = out / PRETRAIN_SETTINGS
-        if not path.is_file():
+        if not path.is_file():  # no settings written (an older or hand-made folder): its checkpoint says
+            self._check_held_checkpoint(out, method, self.plan.pretraining(method, preset, overrides))
             return key, settings, epochs, max_iters
         held = json.loads(path.read_text())
         if held.get("key") == key:
@@ -738,6 +739,24 @@ class Launcher:
             "another pretraining name, or remove "
             f"{out} (and its evaluations) to replace it"
         )
+
+    @staticmethod
+    def _check_held_checkpoint(out: Path, method: str, cfg) -> None:
+        """ConfigConflict when ``out``'s checkpoint (without settings.json) is of another configuration."""
+        from swavbench.core.state import CheckpointError, load_checkpoint
+
+        try:
+            ckpt = load_checkpoint(out / CHECKPOINT)
+        except CheckpointError:
+            return  # none, or unreadable: the run starts (or its own resume logic sets it aside)
+        diffs = methods.get(method).conflicts(ckpt, cfg)
+        if diffs:
+            shown = "; ".join(diffs[:6]) + (" ..." if len(diffs) > 6 else "")
+            raise ConfigConflict(
+                f"{out / CHECKPOINT} is a pretraining of another configuration ({shown}) and {out} has no "
+                f"{PRETRAIN_SETTINGS}. Nothing was submitted. Launch the new configuration into another run "
+                f"directory or under another pretraining name, or remove {out} to replace it"
+            )
 
     def finished(self, p: Planned) -> None:
         """Block until ``p``'s job ended (local / debug executors: SLURM chains with dependencies instead);

@@ -57,3 +57,23 @@ def test_a_damaged_launch_state_is_named_with_its_fix(tmp_path, capsys):
     with pytest.raises(ValueError, match="no 'jobs' mapping"):
         Launcher(run, "local")
     assert Path(run / "launch.json").read_text() == json.dumps({"jobs": []})  # left as it was
+
+
+def test_a_checkpoint_without_settings_is_compared_by_its_own_config(tmp_path, generated_data):
+    """A pretraining folder without settings.json (older, or copied by hand): its checkpoint's stored config
+    decides whether it is this configuration's run, so another configuration's finished run is not
+    counted as done (nor resumed as a hybrid)."""
+    from pretrain.config import load_config
+    from pretrain.train import pretrain
+    from slurm.launch import ConfigConflict
+
+    over = [f"data.path={generated_data}", "optim.epochs=1"]
+    run = tmp_path / "run"
+    pretrain(load_config("tiny", over), run / "pretrain", progress=False)
+    assert not (run / "pretrain" / "settings.json").exists()
+    launcher = Launcher(run, "local", dry_run=True)
+    with pytest.raises(ConfigConflict, match=r"model.n_prototypes: \[30\] -> \[40\].*Nothing was submitted"):
+        launcher.check_pretrain("tiny", [*over, "model.n_prototypes=[40]"])
+    launcher.check_pretrain("tiny", [*over, "data.num_workers=0"])  # the same run (a resumable change)
+    with pytest.raises(ConfigConflict, match="not a supervised run"):
+        launcher.check_pretrain("cpu-small", ["epochs=1"], method="supervised")
