@@ -12,6 +12,11 @@ from swavbench.core.data_root import add_data_root_argument, data_root
 EXECUTORS = ["auto", "slurm", "local", "debug"]
 
 
+def _site_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--account", default="", help="SLURM account of every job (default: the cluster file's)")
+    p.add_argument("--qos", default="", help="SLURM QOS of every job (default: the cluster file's)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--suite", default="cpu-small", help="suite preset (configs/suites/) or YAML path (default cpu-small)"
@@ -23,6 +28,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: SLURM when sbatch exists, else local processes; debug runs in this process",
     )
+    _site_arguments(p)
     p.add_argument("--force", action="store_true", help="re-run jobs whose record already says ok")
     p.add_argument("--dry-run", action="store_true", help="print the job graph and resources; submit nothing")
     p.add_argument("--wait", action="store_true", help="block until every submitted job ended")
@@ -91,6 +97,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--executor", choices=EXECUTORS, help="override the preset's executor (cpu-small: local)")
     r.add_argument("--out", help="run folder (default runs/main-<config>)")
+    _site_arguments(r)
     add_data_root_argument(r)
     r.add_argument("--seeds", type=int, help="number of seeds (0..N-1) instead of the preset's list")
     r.add_argument("--force", action="store_true", help="re-run jobs that already finished")
@@ -134,7 +141,7 @@ def pretraining_overrides(args: argparse.Namespace, overrides: list[str]) -> lis
     return [*overrides, *PRETRAIN]
 
 
-def preflight_launch(args: argparse.Namespace, plan) -> tuple:
+def preflight_launch(args: argparse.Namespace, plan, site) -> tuple:
     """(suite, sweep variants) of a launch after checking every job it plans, resolving each job's config
     into ``plan`` (slurm.plan) for the launcher; PreflightError lists every problem (nothing is submitted)."""
     from slurm.preflight import Preflight, cluster_of
@@ -160,6 +167,7 @@ def preflight_launch(args: argparse.Namespace, plan) -> tuple:
         for name, overrides in variants:
             check.pretraining(args.config, overrides, pretrain, name=f"pretrain-{name}")
     check.cluster_fit()
+    check.accounts(site)
     check.finish()
     return suite, variants
 
@@ -168,6 +176,7 @@ def run_launch(args: argparse.Namespace) -> int:
 
     from slurm.launch import LaunchBusy, Launcher, SchedulerUnavailable, SubmissionFailed
     from slurm.plan import Plan
+    from slurm.site import load_site
     from swavbench.core.config import ConfigError
 
     try:
@@ -177,9 +186,11 @@ def run_launch(args: argparse.Namespace) -> int:
 
             set_data_root(str(write_all(Path(args.run_dir) / "rehearsal-data")))
             args.wait = True
-        plan = Plan()
-        suite, variants = preflight_launch(args, plan)
-        launcher = Launcher(args.run_dir, args.executor, force=args.force, dry_run=args.dry_run, plan=plan)
+        plan, site = Plan(), load_site(account=args.account, qos=args.qos)
+        suite, variants = preflight_launch(args, plan, site)
+        launcher = Launcher(
+            args.run_dir, args.executor, force=args.force, dry_run=args.dry_run, plan=plan, site=site
+        )
         if args.kind == "suite":
             planned = launcher.suite(suite, args.checkpoint)
         elif args.kind == "pipeline":
@@ -198,7 +209,9 @@ def run_launch(args: argparse.Namespace) -> int:
                 )
             for name, overrides in variants:
                 folder = Path(args.run_dir) / name
-                sub = Launcher(folder, args.executor, force=args.force, dry_run=args.dry_run, plan=plan)
+                sub = Launcher(
+                    folder, args.executor, force=args.force, dry_run=args.dry_run, plan=plan, site=site
+                )
                 planned += sub.pipeline(
                     args.config,
                     overrides,
@@ -248,6 +261,7 @@ def run_main_job(args: argparse.Namespace) -> int:
     from slurm.launch import LaunchBusy, SchedulerUnavailable, SubmissionFailed
     from slurm.main_job import load_main_config, plan_data, run_main
     from slurm.plan import Plan
+    from slurm.site import load_site
     from swavbench.core.config import ConfigError
     from swavbench.core.state import CheckpointError
 
@@ -257,6 +271,7 @@ def run_main_job(args: argparse.Namespace) -> int:
             cfg.seeds = list(range(args.seeds))
         out = Path(args.out or f"runs/main-{Path(args.config).stem}")
         suite, plan = None, Plan()  # every config resolved once, from the data plan to the jobs
+        site = load_site(account=args.account, qos=args.qos)
         if (args.executor or cfg.executor) == "local" and not args.dry_run:
             data = plan_data(cfg, offline=args.offline, plan=plan)  # the demo data without ../shared/data
             for line in data.lines:
@@ -271,6 +286,7 @@ def run_main_job(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             executor=args.executor,
             plan=plan,
+            site=site,
         )
     except (
         ConfigError,

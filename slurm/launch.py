@@ -31,6 +31,7 @@ from benchmark.trunk import sha256_of
 from pretrain import methods
 from slurm.plan import Plan
 from slurm.scheduler import FINISHED_STATES, Scheduler, SchedulerUnavailable, new_tag, tagged_environment
+from slurm.site import Site, load_site
 from slurm.suite import Resources, Suite, cpus_per_task
 from swavbench.core import durable, interrupt, registry
 from swavbench.core.config import dataclass_from_dict, differences
@@ -382,14 +383,17 @@ class Launcher:
         lock_wait_s: float = 60.0,
         squeue_retry_delays: tuple[float, ...] | None = None,
         plan: Plan | None = None,
+        site: Site | None = None,
     ):
         """``max_parallel``: local / debug executors run at most this many jobs at once (0: no limit);
         ``on_wait()`` is called about once a second while this launcher waits (progress display);
         ``lock_wait_s``: how long to wait for another launcher of ``run_dir`` before LaunchBusy;
         ``squeue_retry_delays``: pauses between squeue attempts (default SQUEUE_RETRY_DELAYS);
-        ``plan``: the launch's resolved configs, shared with its preflight (slurm.plan)."""
+        ``plan``: the launch's resolved configs, shared with its preflight (slurm.plan); ``site``: the
+        cluster's account / qos / extra sbatch options (slurm.site; default: the cluster file's)."""
         self.run_dir = Path(run_dir)
         self.plan = plan or Plan()
+        self.site = site or load_site()
         self.executor_kind, self.force, self.dry_run, self.max_requeues = (
             executor,
             force,
@@ -460,7 +464,7 @@ class Launcher:
         if r.gpus:
             params["gpus_per_node"] = r.gpus
         if cluster == "slurm":
-            extra = {"kill_on_invalid_dep": "yes"}
+            extra = {"kill_on_invalid_dep": "yes", **self.site.slurm_options(r)}
             if tag:  # how a relaunch finds this job if its id was never saved
                 extra["comment"] = tag
             if dependency:
@@ -468,8 +472,8 @@ class Launcher:
             params["slurm_additional_parameters"] = extra
             if tasks_per_node * r.nodes > 1:  # a process that dies ends the step: the others would wait on it
                 params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
-            if r.partition:
-                params["slurm_partition"] = r.partition
+            if r.partition or self.site.partition:
+                params["slurm_partition"] = r.partition or self.site.partition
             if r.constraint:
                 params["slurm_constraint"] = r.constraint
         ex.update_parameters(**params)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from slurm.launch import Launcher, Planned
 from slurm.plan import Plan
 from slurm.preflight import Preflight, cluster_of
+from slurm.site import Site, load_site
 from slurm.suite import Resources, Suite
 from swavbench.core import registry
 from swavbench.core.config import ConfigError, load_dataclass
@@ -154,6 +155,7 @@ def run_main(
     executor: str | None = None,
     suite: Suite | None = None,
     plan: Plan | None = None,
+    site: Site | None = None,
 ) -> dict:
     """Submit (or skip, when done) every job of the main job, wait for them, return {'planned', 'failed',
     'jobs_dir'}. Datasets are read under the data root of this process (``swavbench.core.data_root``)."""
@@ -202,7 +204,9 @@ def run_main(
     for seed in cfg.seeds:  # the jobs as submitted, each trunk's
         for label, its_suite, extra in trunks:
             check.suite(trunk_suite(its_suite, label, seed, extra=extra))
+    site = site or load_site()
     check.cluster_fit()
+    check.accounts(site)
     check.finish()
     bar = Progress(enabled=progress and not dry_run)
     runs = [len(e.seeds) if len(e.seeds) > 1 else 1 for _, its, _ in trunks for e in its.entries]
@@ -215,6 +219,7 @@ def run_main(
         max_parallel=cfg.max_parallel,
         on_wait=bar.update,
         plan=plan,
+        site=site,
     )
     bar.launcher = launcher
     launcher.on_planned = bar.add  # every suite's jobs join the progress line as soon as they are planned

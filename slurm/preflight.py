@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 
 from slurm.plan import Plan
+from slurm.site import Site, associations
 from slurm.suite import Resources, Suite, check_name, cpus_per_task, expand_sweep, load_suite
 from swavbench.core import registry
 from swavbench.core.config import ConfigError
@@ -226,6 +227,35 @@ class Preflight:
                 self.warnings.append(
                     f"{where}: constraint {r.constraint!r} names no feature of partition {p.name} "
                     f"({', '.join(sorted(p.features)) or 'none'})"
+                )
+
+    def accounts(self, site: Site, pairs: set[tuple[str, str]] | None = None) -> None:
+        """Every job's account and QOS (after ``site``) are among this user's associations (SLURM only;
+        ``pairs`` default: from sacctmgr, skipped with a warning when it does not answer)."""
+        asked = {
+            (o.get("account", ""), o.get("qos", "")): where
+            for where, r in self.resources
+            for o in [site.slurm_options(r)]
+            if o.get("account") or o.get("qos")
+        }
+        if self.cluster != "slurm" or not asked:
+            return
+        pairs = pairs if pairs is not None else associations()
+        if pairs is None:
+            self.warnings.append("sacctmgr did not answer: accounts and QOS were not checked")
+            return
+        for (account, qos), where in asked.items():
+            mine = sorted({a for a, _ in pairs})
+            if account and account not in mine:
+                self.errors.append(
+                    f"{where}: account {account!r} is not one of yours ({', '.join(mine) or 'none'}; "
+                    "sacctmgr show assoc): set --account or account: in the cluster file / resources"
+                )
+            elif qos and not any(q == qos for a, q in pairs if not account or a == account):
+                allowed = sorted({q for a, q in pairs if q and (not account or a == account)})
+                self.errors.append(
+                    f"{where}: QOS {qos!r} is not allowed{' for account ' + account if account else ''} "
+                    f"({', '.join(allowed) or 'none'}): set --qos or qos: in the cluster file / resources"
                 )
 
     def finish(self, *, stream=sys.stderr) -> None:

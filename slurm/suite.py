@@ -33,6 +33,9 @@ class Resources:
     tasks_per_node: int = 0  # processes per node of data-parallel jobs (0: one per GPU, or 1); one group
     partition: str = ""
     constraint: str = ""
+    account: str = ""  # SLURM account (default: --account, else the cluster file's; slurm.site)
+    qos: str = ""
+    sbatch: list[str] = field(default_factory=list)  # extra sbatch options: [reservation=paper, exclusive]
 
 
 @dataclass
@@ -67,6 +70,21 @@ def check_name(name: str, what: str) -> None:
             f"{what} {name!r} is not a valid job name: use letters, digits and . _ = , + - "
             "(no spaces, newlines or path separators, not starting with '.')"
         )
+
+
+OPTION = re.compile(r"[a-z][a-z0-9-]*")  # an sbatch long option name
+VALUE = re.compile(r"[^\x00-\x1f\x7f]*")  # one #SBATCH line: no newline or other control character
+
+
+def check_options(items: list[str], where: str) -> None:
+    """ConfigError for an extra sbatch option that is not ``name`` or ``name=value`` on one line."""
+    for item in items:
+        key, _, value = str(item).partition("=")
+        if not OPTION.fullmatch(key.strip().lstrip("-")) or not VALUE.fullmatch(value):
+            raise ConfigError(
+                f"{where}: sbatch option {item!r} must be name or name=value on one line "
+                "(e.g. reservation=paper, exclusive)"
+            )
 
 
 def cpus_per_task(r: Resources, tasks: int) -> int:
@@ -108,6 +126,9 @@ def load_suite(name_or_path: str, *, problems: list[str] | None = None) -> Suite
             _apply(entry, {k: v for k, v in job.items() if k not in ("protocol", "preset")})
             entry.name = entry.name or entry.preset
             check_name(str(entry.name), f"job {i} name")
+            check_options(entry.resources.sbatch, f"job {i} resources")
+            for name in ("account", "qos"):
+                check_options([f"{name}={getattr(entry.resources, name)}"], f"job {i} resources")
         except ConfigError as e:
             found.append(f"job {i}: {e}")
             continue

@@ -10,6 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # ddp_helpers, importable by spawned workers
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# the tests never read the user's own cluster file (~/.config/swavbench/cluster.yaml): accounts, QOS
+os.environ["SWAVBENCH_CLUSTER"] = str(Path(__file__).parent / "no-cluster-file.yaml")
 
 REPO = Path(__file__).resolve().parents[1]
 

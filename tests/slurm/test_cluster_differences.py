@@ -77,3 +77,74 @@ def test_a_checkpoint_without_settings_is_compared_by_its_own_config(tmp_path, g
     launcher.check_pretrain("tiny", [*over, "data.num_workers=0"])  # the same run (a resumable change)
     with pytest.raises(ConfigConflict, match="not a supervised run"):
         launcher.check_pretrain("cpu-small", ["epochs=1"], method="supervised")
+
+
+def test_account_qos_and_extra_options_reach_every_script(tmp_path, monkeypatch):
+    """The cluster file gives defaults, a suite's resources override them, --account / --qos override both;
+    extra options land as #SBATCH lines; preflight checks accounts against the user's associations."""
+    from sbatch_stub import directives, stand_in_sbatch
+
+    from slurm.preflight import Preflight
+    from slurm.site import load_site
+
+    kept = stand_in_sbatch(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    site_file = tmp_path / "cluster.yaml"
+    site_file.write_text(yaml.safe_dump({"account": "lab", "qos": "normal", "sbatch": ["reservation=paper"]}))
+    monkeypatch.setenv("SWAVBENCH_CLUSTER", str(site_file))
+    res = {"cpus": 1, "mem_gb": 1, "time_min": 10}
+    jobs = [
+        {"protocol": "knn", "preset": "knn-cifar10-small", "name": "a", "resources": res},
+        {
+            "protocol": "knn",
+            "preset": "knn-cifar10-small",
+            "name": "b",
+            "seeds": [1],
+            "resources": {**res, "account": "other", "sbatch": ["exclusive"]},
+        },
+    ]
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump({"name": "s", "jobs": jobs}))
+    suite = load_suite(str(suite_file))
+    with Launcher(tmp_path / "run", "slurm") as launcher:
+        launcher.suite(suite, "random")
+    with Launcher(tmp_path / "forced", "slurm", site=load_site(account="mine", qos="high")) as launcher:
+        launcher.suite(suite, "random")
+    got = [directives(p.read_text()) for p in sorted(kept.iterdir(), key=lambda p: int(p.stem))]
+    forced = ("mine", "high", "paper")
+    assert [(d["account"], d["qos"], d.get("reservation")) for d in got] == [
+        ("lab", "normal", "paper"),
+        ("other", "normal", "paper"),
+        forced,
+        forced,
+    ]
+    assert "exclusive" in got[1] and "exclusive" not in got[0]
+    check = Preflight("slurm")
+    check.suite(suite)
+    check.accounts(load_site(), pairs={("lab", "normal"), ("lab", "high")})
+    assert len(check.errors) == 1 and "account 'other' is not one of yours (lab" in check.errors[0]
+    check = Preflight("slurm")
+    check.suite(suite)
+    check.accounts(load_site(account="lab", qos="gold"), pairs={("lab", "normal"), ("lab", "high")})
+    wanted = "QOS 'gold' is not allowed for account lab (high, normal)"
+    assert check.errors and all(wanted in e for e in check.errors)
+    bad = tmp_path / "bad.yaml"
+    job = {**jobs[0], "resources": {"sbatch": ["x=1\nrm -rf ~"]}}
+    bad.write_text(yaml.safe_dump({"name": "s", "jobs": [job]}))
+    with pytest.raises(ConfigError, match="must be name or name=value on one line"):
+        load_suite(str(bad))
+
+
+def test_a_wrong_account_is_refused_on_the_real_cluster_before_submission(slurm_cluster, tmp_path, capsys):
+    """On the local SLURM cluster (accounting on): an account the user has no association with stops the
+    launch with the user's accounts listed; nothing is submitted."""
+    from slurm.site import associations
+
+    mine = associations()
+    assert mine, "the local cluster's sacctmgr lists this user's associations"
+    argv = ["launch", "suite", "--suite", "cpu-small", "--checkpoint", "random", "--executor", "slurm"]
+    run = tmp_path / "run"
+    assert swavbench.main([*argv, "--run-dir", str(run), "--account", "nosuch-lab"]) == 2
+    err = capsys.readouterr().err
+    assert "account 'nosuch-lab' is not one of yours" in err and sorted(mine)[0][0] in err
+    assert not (run / "launch.json").exists()

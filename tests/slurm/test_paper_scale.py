@@ -5,39 +5,17 @@ names and suite keys are checked before anything is submitted."""
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
 import yaml
+from sbatch_stub import directives, stand_in_sbatch
 
 from slurm.launch import Launcher
 from slurm.suite import expand_sweep, load_suite
 from swavbench.core.config import ConfigError
 
 NODE = {"gpus": 8, "cpus": 96}
-
-
-def stand_in_sbatch(bin_dir: Path) -> Path:
-    """``sbatch`` keeping each script it is given; ``squeue`` that lists nothing; ``srun`` (submitit checks it
-    exists)."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    kept = bin_dir / "scripts"
-    kept.mkdir()
-    (bin_dir / "sbatch").write_text(
-        "#!/bin/sh\n"
-        f'n=$(ls {kept} | wc -l)\nfor a in "$@"; do last="$a"; done\ncp "$last" {kept}/$n.sh\n'
-        'echo "Submitted batch job $((5000 + n))"\n'
-    )
-    (bin_dir / "squeue").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
-    for f in ("sbatch", "squeue", "srun"):
-        (bin_dir / f).chmod(0o755)
-    return kept
-
-
-def directives(script: str) -> dict[str, str]:
-    return dict(re.findall(r"^#SBATCH --([\w-]+)(?:=(.*))?$", script, flags=re.M))
 
 
 def test_paper_pipeline_scripts_fit_an_8_gpu_node(tmp_path, monkeypatch):
