@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -163,6 +164,26 @@ def describe(r: Resources) -> str:
     )
 
 
+def retry_requeue(env, delays: tuple[float, ...] = (1.0, 2.0, 4.0)) -> None:
+    """Make submitit's ``scontrol requeue`` (one try) retry with pauses: a controller busy at the moment of
+    a preemption must not lose the job. ``env``: the job environment submitit's signal handler uses."""
+    if env is None or getattr(env, "_requeue_retries", False) or not hasattr(env, "_requeue"):
+        return
+    once = env._requeue
+
+    def requeue(countdown: int) -> None:
+        for delay in (*delays, None):
+            try:
+                return once(countdown)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+                if delay is None:
+                    raise
+                print(f"scontrol requeue failed ({e}); trying again in {delay:g} s", flush=True)
+                time.sleep(delay)
+
+    env._requeue, env._requeue_retries = requeue, True
+
+
 def run_interruptible(job, work, *, cooperative: bool):
     """Run ``work()`` inside a submitit job; every interruption (time limit or preemption) counts
     against ``job.max_requeues``. ``cooperative``: the scheduler's warning signal only asks the loops to
@@ -170,13 +191,17 @@ def run_interruptible(job, work, *, cooperative: bool):
     (its ``checkpoint()``: the same callable, which continues from the saved state); if no loop takes the
     request within ``interrupt`` grace (set-up, feature extraction, evaluation), submitit's handler
     requeues it at once and it restarts from its last saved state. Not cooperative (the protocol keeps no
-    state within an epoch): submitit's handler requeues the job at the signal."""
+    state within an epoch): submitit's handler requeues the job at the signal. On SLURM, SIGTERM (how
+    preemption usually arrives) does the same as the warning signal, and the requeue is retried."""
     try:
         env = submitit.JobEnvironment()
     except RuntimeError:  # not inside a submitit job
         return work()
     sig = env._usr_sig()
     limit = getattr(job, "max_requeues", 3)
+    # on SLURM, preemption often sends only SIGTERM (USR2 needs PreemptParameters=send_user_signal): it
+    # asks for the same save-and-requeue as the time-limit warning
+    also = (signal.SIGTERM,) if env.cluster == "slurm" else ()
 
     def count(e: object) -> None:
         job.interruptions = getattr(job, "interruptions", 0) + 1
@@ -188,6 +213,7 @@ def run_interruptible(job, work, *, cooperative: bool):
         print(f"{e}; requeued ({job.interruptions} of at most {limit})", flush=True)
 
     submitit_handler = signal.getsignal(sig)
+    retry_requeue(getattr(getattr(submitit_handler, "__self__", None), "env", None))
 
     def requeue_now(signum: int, frame) -> None:  # submitit: checkpoint() -> this callable, requeue, exit
         count(f"signal {signal.Signals(signum).name} outside a step boundary")
@@ -195,9 +221,11 @@ def run_interruptible(job, work, *, cooperative: bool):
             submitit_handler(signum, frame)
 
     if not cooperative:
-        signal.signal(sig, requeue_now)
+        for s in (sig, *also):
+            signal.signal(s, requeue_now)
         return work()
-    with interrupt.cooperative(sig, fallback=requeue_now if env.global_rank == 0 else None) as requeue:
+    fallback = requeue_now if env.global_rank == 0 else None
+    with interrupt.cooperative(sig, also=also, fallback=fallback, grace_s=20.0 if also else 45.0) as requeue:
         try:
             return work()
         except interrupt.Interrupted as e:

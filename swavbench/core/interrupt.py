@@ -69,13 +69,15 @@ def check(save: Callable[[], None], where: str) -> None:
 
 @contextmanager
 def cooperative(
-    signum: int, *, fallback: Callable | None = None, grace_s: float = 45.0
+    signum: int, *, also: tuple[int, ...] = (), fallback: Callable | None = None, grace_s: float = 45.0
 ) -> Iterator[Callable | int | None]:
-    """Within: ``signum`` only sets the flag (loops stop at their next boundary). Yields the handler it
-    replaced (submitit's requeue handler inside a submitit job), restored on exit. ``fallback(signum,
-    None)`` runs ``grace_s`` seconds after the signal if no loop has taken the request by then."""
+    """Within: ``signum`` (and the ``also`` signals: SIGTERM, which preemption sends) only sets the flag
+    (loops stop at their next boundary). Yields the handler ``signum`` had (submitit's requeue handler
+    inside a submitit job); every handler is restored on exit. ``fallback(signum, None)`` runs ``grace_s``
+    seconds after the first signal if no loop has taken the request by then."""
     clear()
     previous = signal.signal(signum, request)
+    others = {s: signal.signal(s, request) for s in also}
     old_alarm = None
     if fallback is not None:
         old_alarm = signal.signal(signal.SIGALRM, lambda _s, frame: fallback(signum, frame))
@@ -84,6 +86,8 @@ def cooperative(
         yield previous
     finally:
         signal.signal(signum, previous)
+        for s, handler in others.items():
+            signal.signal(s, handler)
         if fallback is not None:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old_alarm)

@@ -148,3 +148,27 @@ def test_a_wrong_account_is_refused_on_the_real_cluster_before_submission(slurm_
     err = capsys.readouterr().err
     assert "account 'nosuch-lab' is not one of yours" in err and sorted(mine)[0][0] in err
     assert not (run / "launch.json").exists()
+
+
+def test_the_requeue_at_preemption_is_retried(capsys):
+    """``scontrol requeue`` refused by a busy controller is tried again (submitit tries once)."""
+    import subprocess
+
+    from slurm.launch import retry_requeue
+
+    class Env:
+        calls = 0
+
+        def _requeue(self, countdown):
+            self.calls += 1
+            if self.calls < 3:
+                raise subprocess.CalledProcessError(1, ["scontrol", "requeue", "7"])
+
+    env = Env()
+    retry_requeue(env, delays=(0.01, 0.01, 0.01))
+    retry_requeue(env, delays=(0.01,))  # wrapping twice keeps one retry loop
+    env._requeue(3)
+    assert env.calls == 3 and capsys.readouterr().out.count("scontrol requeue failed") == 2
+    env.calls = -10
+    with pytest.raises(subprocess.CalledProcessError):
+        env._requeue(3)  # gives up after its pauses

@@ -122,13 +122,16 @@ def job_logs(run: Path, job_id: str) -> str:
     return "".join(p.read_text(errors="replace") for p in (run / "submitit").glob(f"{job_id}*/*_log.*"))
 
 
+@pytest.mark.parametrize("signals", ["TERM+USR2", "TERM"])
 def test_preempted_pretraining_requeues_and_matches_an_uninterrupted_run(
-    slurm_cluster, tmp_path, generated_data
+    slurm_cluster, tmp_path, generated_data, signals
 ):
-    """On the real cluster. Preemption: SIGTERM then USR2 reach the job's processes; the trainer
-    checkpoints at the next iteration (between the periodic checkpoints), submitit requeues the same
-    callable, and the run ends on the uninterrupted numbers. (DataLoader workers under the same signals:
-    the linear-probe test below, and tests/pretrain/test_resume_safety.py.)"""
+    """On the real cluster. Preemption: SIGTERM then USR2 reach the job's processes (submitit's own
+    preemption), or SIGTERM alone (SLURM's preemption without PreemptParameters=send_user_signal, here
+    ``scancel --signal=TERM``); the trainer checkpoints at the next iteration (between the periodic
+    checkpoints), the job is requeued with the same callable, and the run ends on the uninterrupted
+    numbers. (DataLoader workers under the same signals: the linear-probe test below, and
+    tests/pretrain/test_resume_safety.py.)"""
     overrides = [f"data.path={generated_data}", "optim.epochs=6", "run.checkpoint_every_iters=4"]
     PretrainJob("tiny", overrides, str(tmp_path / "straight"))()  # uninterrupted, in this process
     launcher = Launcher(tmp_path / "requeue", "slurm")
@@ -141,7 +144,10 @@ def test_preempted_pretraining_requeues_and_matches_an_uninterrupted_run(
     deadline = time.time() + 300
     while not (Path(planned[0].out_dir) / "checkpoint.pth").exists() and time.time() < deadline:
         time.sleep(0.2)
-    job._interrupt()  # preemption: scancel --signal SIGTERM, then USR2, to the job's processes
+    if signals == "TERM":
+        subprocess.run(["scancel", "--signal=TERM", planned[0].job_id], check=True)
+    else:
+        job._interrupt()  # submitit's preemption: scancel --signal SIGTERM, then USR2, to the job's processes
     job.result()
     hist = subprocess.run(
         ["sacct", "-n", "-D", "-X", "-P", "-o", "State", "-j", planned[0].job_id],
