@@ -292,13 +292,20 @@ def job_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+GROUP_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
 def export_job_environment() -> None:
-    """Inside a multi-task submitit job: RANK / LOCAL_RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT from
-    submitit's JobEnvironment, so the training code joins the process group as under torchrun."""
+    """Inside a submitit job: the process-group variables are the job's own, never inherited from the
+    shell that launched it (SLURM exports the submitting environment). A multi-task job gets RANK /
+    LOCAL_RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT from submitit's JobEnvironment, so the training code
+    joins the process group as under torchrun; a one-task job gets none (it runs alone)."""
     try:
         env = submitit.JobEnvironment()
     except RuntimeError:  # not inside a submitit job
         return
+    for name in GROUP_VARIABLES:
+        os.environ.pop(name, None)
     if env.num_tasks <= 1:
         return
     os.environ.update(
@@ -310,7 +317,7 @@ def export_job_environment() -> None:
     )
     # SLURM_JOB_ID differs between the tasks of an array (job_id is "<array>_<task>" for all of them)
     job = os.environ.get("SLURM_JOB_ID", "") or str(env.job_id).split("_")[0]
-    os.environ.setdefault("MASTER_PORT", str(20000 + int(job) % 20000 if job.isdigit() else 29500))
+    os.environ["MASTER_PORT"] = str(20000 + int(job) % 20000 if job.isdigit() else 29500)
 
 
 class PretrainJob(submitit.helpers.Checkpointable):

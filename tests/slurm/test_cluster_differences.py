@@ -172,3 +172,31 @@ def test_the_requeue_at_preemption_is_retried(capsys):
     env.calls = -10
     with pytest.raises(subprocess.CalledProcessError):
         env._requeue(3)  # gives up after its pauses
+
+
+def test_a_job_uses_its_own_process_group_variables_not_the_shells(monkeypatch):
+    """SLURM exports the submitting shell's environment: a RANK / WORLD_SIZE / MASTER_PORT left there (an
+    earlier torchrun) must not make a one-task job wait for absent peers, nor two jobs share a port."""
+    import submitit
+
+    from slurm import launch
+    from swavbench.core.distributed import env_dist_info
+
+    class Env:
+        num_tasks, num_nodes, global_rank, local_rank, job_id, hostnames = 1, 1, 0, 0, "4242", ["node7"]
+
+    monkeypatch.setattr(submitit, "JobEnvironment", Env)
+    for name in launch.GROUP_VARIABLES:  # every one the job sets is restored after the test
+        monkeypatch.delenv(name, raising=False)
+    for name, value in dict(RANK="3", WORLD_SIZE="8", LOCAL_RANK="3", MASTER_PORT="1234").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    launch.export_job_environment()
+    assert env_dist_info().world_size == 1 and "MASTER_PORT" not in os.environ
+    Env.num_tasks, Env.global_rank = 2, 1
+    monkeypatch.setenv("MASTER_PORT", "1234")
+    launch.export_job_environment()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["MASTER_ADDR"]) == ("1", "2", "node7")
+    assert os.environ["MASTER_PORT"] == str(20000 + 4242 % 20000)  # the job's, not the shell's 1234
+    assert "LOCAL_WORLD_SIZE" in os.environ  # (and monkeypatch removes it again)
