@@ -439,7 +439,8 @@ class Launcher:
         self.on_planned = (
             None  # called with a suite's planned jobs before they are submitted (progress display)
         )
-        self.adopted: list[tuple[str, str]] = []  # (job id, tag) of live jobs of an earlier launch
+        self.adopted: list[tuple] = []  # (job id, tag, its scheduler) of live jobs of an earlier launch
+        self._others: dict[str, Scheduler] = {}  # schedulers of other executors that ran jobs of this run
         self._lock = None if dry_run else _lock_run_dir(self.run_dir, wait_s=lock_wait_s)
         self.scheduler = Scheduler(self.cluster(), retry_delays=squeue_retry_delays)
         self.state_path = self.run_dir / LAUNCH_STATE
@@ -519,6 +520,14 @@ class Launcher:
         SchedulerUnavailable when SLURM cannot say."""
         return self.scheduler.is_live(job_id, tag=tag)
 
+    def _scheduler_of(self, key: str) -> Scheduler:
+        """The scheduler of the executor that submitted job ``key`` (a run launched locally and relaunched on
+        SLURM must look its local jobs up among processes, not in squeue)."""
+        kind = self.state["jobs"].get(key, {}).get("executor") or self.cluster()
+        if kind == self.scheduler.kind:
+            return self.scheduler
+        return self._others.setdefault(kind, Scheduler(kind, retry_delays=self.scheduler.retry_delays))
+
     def _decide(self, p: Planned, *, done: bool) -> bool:
         """True when the job must be submitted; sets p.action otherwise."""
         prev = self.state["jobs"].get(p.key, {})
@@ -526,15 +535,16 @@ class Launcher:
             p.action, p.job_id = "done", prev.get("job_id", "")
             return False
         job_id, tag = prev.get("job_id", ""), prev.get("tag", "")
+        scheduler = self._scheduler_of(p.key)
         if not job_id and tag:  # recorded before submission, the id never saved: find it by its tag
-            job_id = self.scheduler.find(tag, prev.get("task"))
+            job_id = scheduler.find(tag, prev.get("task"))
             if job_id and not self.dry_run:  # a dry run holds no lock: it writes nothing
                 prev["job_id"] = job_id
                 self._touched.add(p.key)
                 self.save()
-        if self.is_live(job_id, tag=tag):
+        if scheduler.is_live(job_id, tag=tag):
             p.action, p.job_id = "live", job_id
-            self.adopted.append((job_id, tag))
+            self.adopted.append((job_id, tag, scheduler))
             return False
         if self.dry_run:
             p.action = "dry-run"
@@ -559,9 +569,11 @@ class Launcher:
             return
         while (
             sum(not j.done() for j in self.jobs.values())
-            + sum(self.is_live(job_id, tag=tag) for job_id, tag in self.adopted)
+            + sum(sched.is_live(job_id, tag=tag) for job_id, tag, sched in self.adopted)
             >= self.max_parallel
         ):
+            for _, _, sched in self.adopted:
+                sched.refresh()
             self.scheduler.refresh()
             self._tick()
 
@@ -806,9 +818,9 @@ class Launcher:
                 self._tick()
             job.results()  # raises when it failed (one result per task)
         else:
-            tag = self.state["jobs"].get(p.key, {}).get("tag", "")
-            while self.is_live(p.job_id, tag=tag):
-                self.scheduler.refresh()
+            tag, scheduler = self.state["jobs"].get(p.key, {}).get("tag", ""), self._scheduler_of(p.key)
+            while scheduler.is_live(p.job_id, tag=tag):
+                scheduler.refresh()
                 self._tick()
         if p.kind == "pretrain" and p.epochs and not pretraining_done(Path(p.out_dir), p.epochs, p.max_iters):
             raise RuntimeError(

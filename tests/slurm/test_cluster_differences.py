@@ -200,3 +200,49 @@ def test_a_job_uses_its_own_process_group_variables_not_the_shells(monkeypatch):
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["MASTER_ADDR"]) == ("1", "2", "node7")
     assert os.environ["MASTER_PORT"] == str(20000 + 4242 % 20000)  # the job's, not the shell's 1234
     assert "LOCAL_WORLD_SIZE" in os.environ  # (and monkeypatch removes it again)
+
+
+def test_a_live_local_job_is_found_after_switching_to_slurm(tmp_path, monkeypatch, generated_data):
+    """A run launched with the local executor, relaunched with SLURM: its live local job is looked up among
+    processes (by its tag), not in squeue, so it is adopted, not submitted again; once it is gone, it is."""
+    import subprocess
+    import time
+
+    from sbatch_stub import stand_in_sbatch
+
+    from slurm.scheduler import TAG_ENV
+
+    kept = stand_in_sbatch(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    g = generated_data.parent
+    job = {
+        "protocol": "knn",
+        "preset": "knn-cifar10-small",
+        "name": "knn",
+        "overrides": [f"train={g / 'train'}", f"val={g / 'val'}", "num_workers=0"],
+    }
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"name": "s", "jobs": [job]}))
+    suite, run = load_suite(str(tmp_path / "suite.yaml")), tmp_path / "run"
+    (p,) = Launcher(run, "local", dry_run=True).suite(suite, "random")
+    sleeper = subprocess.Popen(["sleep", "60"], env={**os.environ, TAG_ENV: "swavbench-local1"})
+    try:
+        entry = {
+            "name": p.name,
+            "kind": "eval",
+            "out_dir": p.out_dir,
+            "job_id": str(sleeper.pid),
+            "tag": "swavbench-local1",
+            "executor": "local",
+            "submitted_at": time.time(),
+        }
+        run.mkdir()
+        (run / "launch.json").write_text(json.dumps({"jobs": {p.key: entry}}))
+        with Launcher(run, "slurm") as launcher:
+            (again,) = launcher.suite(suite, "random")
+        assert again.action == "live" and again.job_id == str(sleeper.pid) and not list(kept.iterdir())
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with Launcher(run, "slurm") as launcher:
+        (again,) = launcher.suite(suite, "random")
+    assert again.action == "submitted" and len(list(kept.iterdir())) == 1
