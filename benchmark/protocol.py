@@ -143,6 +143,7 @@ def run_and_record(
         pretrain_batch=loaded.pretrain_batch,
         trunk_arch=loaded.spec.name(),
         trunk_provenance=loaded.provenance,
+        trunk_recipe=loaded.recipe,
         world_size=info.world_size,
         devices=ranks.all_gather_objects(device_name(device)),
         global_batch=global_batch,

@@ -21,6 +21,7 @@ import torch
 from pretrain.checkpoint import FORMAT, HEAD_PREFIXES, split_trunk_state
 from pretrain.config import config_from_dict
 from pretrain.model import Trunk, build_trunk, parse_arch
+from swavbench.core.config import flatten
 from swavbench.core.state import CheckpointError, load_checkpoint
 
 
@@ -60,6 +61,7 @@ class LoadedTrunk:
     supervised: bool = False  # trained with labels: `swavbench pretrain --supervised` checkpoints only
     pretrain_batch: int | None = None  # pretraining global batch, from a swav-bench checkpoint
     provenance: dict | None = None  # PROVENANCE file beside a converted trunk: where it came from
+    recipe: str | None = None  # the pretraining that made it, its seed aside (recipe_of)
 
     def label(self) -> str:
         """Row name in reports: random, supervised (``--supervised`` checkpoints), a swav-bench checkpoint's
@@ -133,6 +135,19 @@ def _unwrap(ckpt: dict, path: Path) -> tuple[str, dict[str, torch.Tensor], Trunk
     return "torchvision", state, None
 
 
+def recipe_of(ckpt: dict, sha256: str) -> str:
+    """The identity of the pretraining a checkpoint comes from, its seed aside: a swav-bench checkpoint's
+    stored config without the run settings a resumed run may change and without ``run.seed``; any other
+    file is its own recipe (its sha256)."""
+    if ckpt.get("format") != FORMAT or not isinstance(ckpt.get("config"), dict):
+        return sha256[:16]
+    from pretrain.train import RESUMABLE_CHANGES
+
+    settings = {k: v for k, v in flatten(ckpt["config"]).items() if k not in (*RESUMABLE_CHANGES, "run.seed")}
+    blob = json.dumps([bool(ckpt.get("supervised")), settings], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0) -> LoadedTrunk:
     """Build the trunk and load weights from ``source`` (a file, or 'random'), strictly."""
     spec = spec or TrunkSpec()
@@ -143,6 +158,7 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
             "random",
             "random",
             spec,
+            recipe=f"random:{spec.name()}",
         )
     path = Path(source)
     ckpt = load_checkpoint(path)
@@ -174,15 +190,17 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
         batch = prov.get("pretrain_batch")
     else:
         epochs, supervised, batch = None, False, None
+    sha = sha256_of(path)
     return LoadedTrunk(
         trunk,
         str(path),
         kind,
         spec,
-        sha256_of(path),
+        sha,
         ignored,
         epochs,
         supervised,
         pretrain_batch=batch,
         provenance=prov,
+        recipe=recipe_of(ckpt, sha),
     )

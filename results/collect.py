@@ -48,6 +48,7 @@ COLUMNS = [
     "device",
     "checkpoint",
     "record",
+    "created",
     "config_key",
 ]
 # settings that do not change what is measured: left out of the configuration key
@@ -110,6 +111,9 @@ def configuration(data: dict) -> dict:
         "protocol": data["protocol"],
         "arch": data.get("arch"),
         "trunk_kind": data.get("trunk_kind"),
+        # the pretraining behind the trunk (seed aside; absent in older records): two recipes under one
+        # row name are two configurations, not seeds of one
+        **({"trunk_recipe": data["trunk_recipe"]} if data.get("trunk_recipe") else {}),
         **flat(data["config"]),
     }
 
@@ -171,6 +175,7 @@ def record_rows(data: dict, path: Path) -> list[dict]:
         "device": device,
         "checkpoint": data.get("checkpoint"),
         "record": str(path),
+        "created": str(data.get("created", "")),
         "config_key": config_key(data),
     }
     return [
@@ -239,13 +244,34 @@ def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], li
         except (KeyError, TypeError, ValueError) as e:
             problems.append(Problem(str(path), f"unreadable field ({type(e).__name__}: {e})"))
     df = pd.DataFrame(rows, columns=COLUMNS)
+    df, duplicates = drop_duplicates(df)
     df, conflicts = separate_configurations(df, configs)
-    problems += conflicts
+    problems += duplicates + conflicts
     return (
         df.sort_values(["model", "benchmark", "dataset", "metric", "seed"], ignore_index=True),
         problems,
         failed,
     )
+
+
+def drop_duplicates(df: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
+    """Records of the same run (model, benchmark, dataset, seed, configuration, checkpoint, epochs: a job
+    that ran twice into two folders) count once, the newest kept; each extra one is a Problem."""
+    if df.empty:
+        return df, []
+    same = ["model", "benchmark", "dataset", "metric", "seed", "config_key", "checkpoint", "pretrain_epochs"]
+    df = df.sort_values("created", kind="stable")
+    extra = df.duplicated(subset=same, keep="last")
+    problems = [
+        Problem(
+            path,
+            "the same run as a newer record (model, protocol, dataset, seed, configuration and checkpoint): "
+            "counted once, this one left out",
+            kind="duplicate",
+        )
+        for path in sorted(set(df.loc[extra, "record"]))
+    ]
+    return df[~extra], problems
 
 
 def separate_configurations(df: pd.DataFrame, configs: dict[str, dict]) -> tuple[pd.DataFrame, list[Problem]]:

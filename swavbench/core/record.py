@@ -61,6 +61,9 @@ class ResultRecord:
     trunk_arch: str = ""
     pretrain_batch: int | None = None
     trunk_provenance: dict[str, Any] | None = None
+    # which pretraining made the trunk, its seed aside: runs of one recipe at several seeds are averaged,
+    # runs of different recipes under one row name are not (results.collect)
+    trunk_recipe: str | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 

@@ -394,3 +394,49 @@ def test_a_nan_or_inf_seed_is_shown_counted_flagged_and_ranks_nothing(tmp_path):
     rep = make_report([tmp_path], tmp_path / "report")
     assert "NOT-FINITE" in rep.terminal and "k20_top1=nan" in rep.terminal
     assert "inf (n=3, not finite)" in rep.terminal
+
+
+def test_two_pretrainings_under_one_name_are_not_seeds_and_a_run_counts_once(tmp_path):
+    """Records of one row name from different pretraining recipes are split (a conflict), runs of one
+    recipe at several seeds are averaged, and the same run recorded twice counts once (a duplicate)."""
+    import json
+
+    from handmade_records import record
+
+    from results.tables import aggregate
+
+    def write(folder, seed, recipe, *, value=50.0, created="2026-11-23T00:00:00+00:00"):
+        rec = {**record("knn", "imagenet", {"k20_top1": value}, "pretrain", seed=seed), "created": created}
+        rec.update(trunk_recipe=recipe, checkpoint=f"/runs/{recipe}/s{seed}/checkpoint.pth")
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "result.json").write_text(json.dumps(rec))
+
+    write("a/s0", 0, "recipe-a", value=50.0)
+    write("a/s1", 1, "recipe-a", value=52.0)
+    write("b/s0", 0, "recipe-b", value=40.0)
+    write("a/s1-again", 1, "recipe-a", value=53.0, created="2026-11-24T00:00:00+00:00")  # relaunched
+    df, problems, _ = collect([tmp_path])
+    kinds = sorted(p.kind for p in problems)
+    assert kinds == ["conflict", "duplicate"], problems
+    (dup,) = [p for p in problems if p.kind == "duplicate"]
+    assert dup.path.endswith("a/s1/result.json")  # the older of the two is left out
+    agg = aggregate(df)
+    rows = {r.model: (r["mean"], r["n"]) for _, r in agg.iterrows()}
+    assert len(rows) == 2 and sorted(rows.values()) == [(40.0, 1), (pytest.approx((50 + 53) / 2), 2)]
+    assert all(m.startswith("pretrain [cfg ") for m in rows)
+    (conflict,) = [p for p in problems if p.kind == "conflict"]
+    assert "trunk_recipe: recipe-a vs recipe-b" in conflict.reason
+
+
+def test_a_trunks_recipe_ignores_the_seed_and_what_a_resumed_run_may_change():
+    from benchmark.trunk import recipe_of
+    from pretrain.checkpoint import FORMAT
+    from pretrain.config import load_config
+
+    def recipe(*overrides):
+        cfg = load_config("tiny", list(overrides))
+        return recipe_of({"format": FORMAT, "config": cfg.to_dict()}, "f" * 64)
+
+    assert recipe("run.seed=0") == recipe("run.seed=3") == recipe("run.seed=3", "data.num_workers=4")
+    assert recipe("run.seed=0") != recipe("run.seed=0", "model.n_prototypes=[40]")
+    assert recipe_of({"state_dict": {}}, "ab" * 32) == "ab" * 8  # any other file: its own sha256
