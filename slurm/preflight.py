@@ -33,6 +33,8 @@ class Partition:
     gpus: int  # most GPUs of one node
     features: set[str] = field(default_factory=set)
     default: bool = False
+    max_time_min: int = 0  # MaxTime (0: infinite or not known)
+    mem_mb: int = 0  # most memory of one node (0: not known)
 
 
 def transformers_available() -> bool:
@@ -48,9 +50,24 @@ def detectron2_available() -> bool:
     return available()
 
 
+def slurm_minutes(text: str) -> int:
+    """A SLURM time limit (``infinite``, ``D-HH:MM:SS``, ``HH:MM:SS``, ``MM:SS``, ``MM``) in minutes; 0 for
+    none or unknown."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not m:
+        return 0
+    days, a, b, c = (int(x) if x else 0 for x in m.groups())
+    if m.group(4) is not None:  # [D-]HH:MM:SS
+        return days * 1440 + a * 60 + b + (1 if c else 0)
+    if m.group(3) is not None:  # D-HH:MM or MM:SS
+        return days * 1440 + a * 60 + b if m.group(1) else a + (1 if b else 0)
+    return days * 1440 + a * (60 if m.group(1) else 1)  # D-HH or MM
+
+
 def parse_sinfo(text: str) -> dict[str, Partition]:
-    """``sinfo -h -o '%P|%c|%G|%f'`` lines (one per node shape) -> partitions with their largest node."""
-    shapes: dict[str, list[tuple[int, int, set[str], bool]]] = {}
+    """``sinfo -h -o '%P|%c|%G|%f|%l|%m'`` lines (one per node shape) -> partitions with their largest node,
+    time limit and node memory (the last two optional)."""
+    shapes: dict[str, list[tuple]] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
         if len(parts) < 4 or not parts[0]:
@@ -58,14 +75,20 @@ def parse_sinfo(text: str) -> dict[str, Partition]:
         cpus = 0 if "+" in parts[1] else int(re.sub(r"\D", "", parts[1]) or 0)  # "32+": sizes vary
         gpus = sum(int(n) for n in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", parts[2]))
         features = {f for f in parts[3].split(",") if f and f != "(null)"}
-        shapes.setdefault(parts[0].rstrip("*"), []).append((cpus, gpus, features, parts[0].endswith("*")))
+        limit = slurm_minutes(parts[4]) if len(parts) > 4 else 0
+        mem = 0 if len(parts) < 6 or "+" in parts[5] else int(re.sub(r"\D", "", parts[5]) or 0)
+        shapes.setdefault(parts[0].rstrip("*"), []).append(
+            (cpus, gpus, features, parts[0].endswith("*"), limit, mem)
+        )
     return {
         name: Partition(
             name,
-            0 if any(c == 0 for c, _, _, _ in rows) else max(c for c, _, _, _ in rows),
-            max(g for _, g, _, _ in rows),
-            set().union(*(f for _, _, f, _ in rows)),
-            default=any(d for _, _, _, d in rows),
+            0 if any(r[0] == 0 for r in rows) else max(r[0] for r in rows),
+            max(r[1] for r in rows),
+            set().union(*(r[2] for r in rows)),
+            default=any(r[3] for r in rows),
+            max_time_min=max(r[4] for r in rows),
+            mem_mb=0 if any(r[5] == 0 for r in rows) else max(r[5] for r in rows),
         )
         for name, rows in shapes.items()
     }
@@ -77,7 +100,7 @@ def read_partitions(timeout_s: float = 20.0) -> dict[str, Partition] | None:
         return None
     try:
         res = subprocess.run(
-            ["sinfo", "-h", "-o", "%P|%c|%G|%f"], capture_output=True, text=True, timeout=timeout_s
+            ["sinfo", "-h", "-o", "%P|%c|%G|%f|%l|%m"], capture_output=True, text=True, timeout=timeout_s
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -221,6 +244,17 @@ class Preflight:
                 self.errors.append(
                     f"{where}: asks {r.cpus} CPUs and {r.gpus} GPUs per node; the largest node of partition "
                     f"{p.name} has {p.cpus} CPUs and {p.gpus} GPUs"
+                )
+            if p.max_time_min and r.time_min > p.max_time_min:
+                self.errors.append(
+                    f"{where}: asks {r.time_min} min; partition {p.name} allows at most {p.max_time_min} "
+                    "(MaxTime), so it would stay PENDING: set resources.time_min <= that (jobs save at the "
+                    "time limit's warning and are requeued; each requeue counts against max_requeues)"
+                )
+            if p.mem_mb and r.mem_gb * 1024 > p.mem_mb:
+                self.errors.append(
+                    f"{where}: asks {r.mem_gb} GB per node; the largest node of partition {p.name} has "
+                    f"{p.mem_mb // 1024} GB: set resources.mem_gb"
                 )
             wanted = {f for f in re.split(r"[&|,()\[\]*\d]+", r.constraint) if f}
             if wanted and not wanted & p.features:

@@ -246,3 +246,26 @@ def test_a_live_local_job_is_found_after_switching_to_slurm(tmp_path, monkeypatc
     with Launcher(run, "slurm") as launcher:
         (again,) = launcher.suite(suite, "random")
     assert again.action == "submitted" and len(list(kept.iterdir())) == 1
+
+
+def test_preflight_checks_time_and_memory_against_the_partition():
+    """A job asking more time than the partition's MaxTime (the paper suite asks 48-72 h; many clusters
+    cap at 24-48 h) or more memory than its nodes have would stay PENDING forever: said before submission."""
+    from slurm.preflight import Preflight, parse_sinfo, slurm_minutes
+    from slurm.suite import Resources
+
+    limits = ("infinite", "2-00:00:00", "1:00:00", "30:00", "45", "1-12", "1-12:30")
+    assert [slurm_minutes(t) for t in limits] == [0, 2880, 60, 30, 45, 2160, 2190]
+    parts = parse_sinfo("gpu*|96|gpu:a100:8|(null)|2-00:00:00|512000\ncpu|64|(null)|(null)|infinite|256000\n")
+    assert (parts["gpu"].max_time_min, parts["gpu"].mem_mb, parts["cpu"].max_time_min) == (2880, 512000, 0)
+    check = Preflight("slurm")
+    check.resources = [
+        ("long", Resources(gpus=8, cpus=80, mem_gb=400, time_min=4320)),
+        ("fat", Resources(gpus=8, cpus=80, mem_gb=600, time_min=600)),
+        ("fine", Resources(gpus=8, cpus=80, mem_gb=400, time_min=2880)),
+        ("cpu", Resources(partition="cpu", cpus=8, mem_gb=64, time_min=10000)),
+    ]
+    check.cluster_fit(parts)
+    assert len(check.errors) == 2, check.errors
+    assert check.errors[0].startswith("long: asks 4320 min; partition gpu allows at most 2880 (MaxTime)")
+    assert check.errors[1].startswith("fat: asks 600 GB per node; the largest node of partition gpu has 500")
