@@ -238,6 +238,46 @@ def run_interruptible(job, work, *, cooperative: bool):
             raise
 
 
+class CheckpointMismatch(RuntimeError):
+    """The checkpoint an evaluation job finds is not the one it was launched for."""
+
+
+def check_identity(path: str, expect: dict | None) -> None:
+    """CheckpointMismatch unless ``path`` is the checkpoint the job was launched for: a file's sha256, or a
+    pipeline's pretraining (its folder's key) at the epoch it evaluates (``epochs``: finished, ``epoch``: an
+    intermediate checkpoint). A --force re-run or a replaced file must never be evaluated in its place."""
+    from swavbench.core.state import CheckpointError, load_checkpoint
+
+    if not expect or path == "random":
+        return
+    where = f"{path} is not the checkpoint this evaluation was launched for"
+    if "sha256" in expect and (got := sha256_of(path)) != expect["sha256"]:
+        raise CheckpointMismatch(
+            f"{where}: its sha256 is {got[:12]}..., it was {expect['sha256'][:12]}... at launch (the file "
+            "was replaced); launch again to evaluate the new file"
+        )
+    if "key" not in expect:
+        return
+    settings = Path(path).parent / PRETRAIN_SETTINGS
+    held = json.loads(settings.read_text()).get("key") if settings.is_file() else expect["key"]
+    if held != expect["key"]:
+        raise CheckpointMismatch(f"{where}: {settings} names another pretraining configuration ({held})")
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as e:
+        raise CheckpointMismatch(f"{where}: {e}") from None
+    epoch, iteration = ckpt.get("epoch", -1), ckpt.get("iteration", 0)
+    if "epoch" in expect and epoch != expect["epoch"]:
+        raise CheckpointMismatch(f"{where}: it is from epoch {epoch}, the job evaluates {expect['epoch']}")
+    capped = bool(expect.get("max_iters") and iteration >= expect["max_iters"])
+    done = epoch >= expect.get("epochs", 0) or capped
+    if not done:
+        raise CheckpointMismatch(
+            f"{where}: its pretraining is at epoch {epoch} of {expect['epochs']} (re-run or still running); "
+            "launch again once it has finished"
+        )
+
+
 class EvalJob(submitit.helpers.Checkpointable):
     """One protocol run; what submitit pickles and runs on the node. On timeout or preemption it is
     requeued (at most max_requeues times, both counted): protocols with state (linear, semi-supervised,
@@ -255,11 +295,13 @@ class EvalJob(submitit.helpers.Checkpointable):
         data_root: str = "",
         max_requeues: int = 3,
         config: dict | None = None,
+        expect: dict | None = None,
     ):
         """``config``: the resolved protocol config (``asdict``) frozen at launch: the job and every requeue
-        of it run exactly that, whatever happens to the preset files meanwhile."""
+        of it run exactly that, whatever happens to the preset files meanwhile. ``expect``: the identity of
+        the checkpoint it evaluates (check_identity)."""
         self.protocol, self.preset, self.overrides, self.seed = protocol, preset, overrides, seed
-        self.config = config
+        self.config, self.expect = config, expect
         # not ``self.checkpoint``: that name is submitit's requeue method (Checkpointable.checkpoint)
         self.trunk_checkpoint, self.out_dir, self.data_root = checkpoint, out_dir, data_root
         self.max_requeues, self.interruptions = max_requeues, 0
@@ -271,6 +313,7 @@ class EvalJob(submitit.helpers.Checkpointable):
             set_data_root(self.data_root)
         if isinstance(self.__dict__.get("checkpoint"), str):  # pickled before the rename
             self.trunk_checkpoint = self.__dict__.pop("checkpoint")
+        check_identity(self.trunk_checkpoint, getattr(self, "expect", None))
         entry = registry.get(self.protocol)
         frozen = getattr(self, "config", None)  # jobs pickled before configs were frozen have none
         cfg = (
@@ -619,11 +662,13 @@ class Launcher:
         *,
         after: str = "",
         prefix: str = "",
+        expect: dict | None = None,
     ) -> list[Planned]:
         """One job per (suite entry, seed) on ``checkpoint``; ``after``: SLURM job id to wait for;
         ``prefix``: added to job names (e.g. the trunk's label)."""
         if checkpoint_id is None:
             checkpoint_id = sha256_of(checkpoint) if checkpoint != "random" else "random"
+            expect = expect or ({"sha256": checkpoint_id} if checkpoint != "random" else None)
         planned = []
         todo: list[tuple[Planned, object, int]] = []
         for entry in suite.entries:
@@ -671,7 +716,10 @@ class Launcher:
                 )
                 try:
                     with ex.batch():
-                        jobs = [ex.submit(self._eval_job(e, seed, checkpoint, p=p)) for p, e, seed in items]
+                        jobs = [
+                            ex.submit(self._eval_job(e, seed, checkpoint, p=p, expect=expect))
+                            for p, e, seed in items
+                        ]
                 except Exception as err:  # noqa: BLE001 - sbatch's error, said plainly
                     raise _submission_failed(items[0][0].name, err) from err
                 for (p, _, _), job in zip(items, jobs):
@@ -685,11 +733,11 @@ class Launcher:
                 make_executor=lambda tag, p=p, entry=entry: self.executor(
                     p.name, entry.resources, eval_tasks(entry), dependency=after, tag=tag
                 ),
-                fn=self._eval_job(entry, seed, checkpoint, p=p),
+                fn=self._eval_job(entry, seed, checkpoint, p=p, expect=expect),
             )
         return planned
 
-    def _eval_job(self, entry, seed: int, checkpoint: str, *, p: Planned) -> EvalJob:
+    def _eval_job(self, entry, seed: int, checkpoint: str, *, p: Planned, expect: dict | None) -> EvalJob:
         return EvalJob(
             entry.protocol,
             entry.preset,
@@ -700,6 +748,7 @@ class Launcher:
             data_root=self.data_root,
             max_requeues=self.max_requeues,
             config=asdict(self.plan.entry(entry, seed)),
+            expect=expect,
         )
 
     @staticmethod
@@ -853,12 +902,14 @@ class Launcher:
             after = ""
         ckpt = str(Path(p.out_dir) / CHECKPOINT)
         dep = after if self.cluster() == "slurm" else ""
-        evals = self.suite(suite, ckpt, checkpoint_id=p.key, after=dep, prefix=prefix)
+        final = {"key": p.key, "epochs": p.epochs, "max_iters": p.max_iters}
+        evals = self.suite(suite, ckpt, checkpoint_id=p.key, after=dep, prefix=prefix, expect=final)
         for e in eval_epochs:
             evals += self.suite(
                 suite,
                 str(Path(p.out_dir) / epoch_checkpoint(e)),
                 checkpoint_id=f"{p.key}@{e}",
+                expect={"key": p.key, "epoch": e},
                 after=dep,
                 prefix=f"{prefix}ep{e}-",
             )

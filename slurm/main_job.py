@@ -271,6 +271,7 @@ def run_main(
             trunk_suite(suite, label, seed, extra=[]),
             str(Path(p.out_dir) / CHECKPOINT),
             checkpoint_id=p.key,
+            expect={"key": p.key, "epochs": p.epochs, "max_iters": p.max_iters},
             after=after,
             prefix=f"{label}-",
         )

@@ -269,3 +269,44 @@ def test_preflight_checks_time_and_memory_against_the_partition():
     assert len(check.errors) == 2, check.errors
     assert check.errors[0].startswith("long: asks 4320 min; partition gpu allows at most 2880 (MaxTime)")
     assert check.errors[1].startswith("fat: asks 600 GB per node; the largest node of partition gpu has 500")
+
+
+def test_an_evaluation_refuses_a_checkpoint_other_than_the_one_it_was_launched_for(tmp_path, generated_data):
+    """Each evaluation job carries its checkpoint's identity: a replaced file, a pretraining folder re-run
+    under another configuration, or a pretraining not finished (a --force re-run in flight) is refused
+    before anything is evaluated."""
+    import torch
+
+    from benchmark.trunk import sha256_of
+    from slurm.launch import CheckpointMismatch, EvalJob, check_identity
+
+    trunk = tmp_path / "trunk.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, trunk)
+    launched = {"sha256": sha256_of(trunk)}
+    check_identity(str(trunk), launched)
+    torch.save({"conv1.weight": torch.ones(1)}, trunk)  # replaced after the launch
+    job = EvalJob(
+        "knn",
+        "knn-cifar10-small",
+        [],
+        seed=0,
+        checkpoint=str(trunk),
+        out_dir=str(tmp_path / "e"),
+        expect=launched,
+    )
+    with pytest.raises(CheckpointMismatch, match="the file was replaced"):
+        job()
+    assert not (tmp_path / "e").exists()  # nothing ran
+    run = tmp_path / "pretrain"
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps({"key": "k1", "settings": {}}))
+    torch.save({"epoch": 1, "iteration": 10}, run / "checkpoint.pth")
+    final = {"key": "k1", "epochs": 2, "max_iters": 0}
+    with pytest.raises(CheckpointMismatch, match="at epoch 1 of 2"):
+        check_identity(str(run / "checkpoint.pth"), final)
+    torch.save({"epoch": 2, "iteration": 20}, run / "checkpoint.pth")
+    check_identity(str(run / "checkpoint.pth"), final)
+    with pytest.raises(CheckpointMismatch, match="names another pretraining configuration"):
+        check_identity(str(run / "checkpoint.pth"), {**final, "key": "k0"})
+    with pytest.raises(CheckpointMismatch, match="from epoch 2, the job evaluates 1"):
+        check_identity(str(run / "checkpoint.pth"), {"key": "k1", "epoch": 1})

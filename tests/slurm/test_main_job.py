@@ -141,10 +141,11 @@ def test_dry_run_paper_prints_the_graph_and_gpu_hours(tmp_path):
     assert "swav-s0" in res.stdout and "supervised-s0" in res.stdout and "random-" in res.stdout
     assert "GPU-hours" in res.stdout
     assert not (tmp_path / "p" / "jobs" / "swav-s0").exists()
-    # VOC07+12 detection is published as the mean of 5 runs: each trunk gets the suite's 5, not one
-    for trunk in ("swav", "supervised", "random"):
+    # VOC07+12 detection is published as the mean of 5 runs: each trunk gets the suite's 5, not one (the
+    # random control runs the frozen-feature protocols only at this scale)
+    for trunk, runs in (("swav", 5), ("supervised", 5), ("random", 0)):
         voc = [ln for ln in res.stdout.splitlines() if f" {trunk}-detection-voc0712-c4-p0-s" in ln]
-        assert len(voc) == 5, (trunk, voc)
+        assert len(voc) == runs, (trunk, voc)
 
 
 def test_paper_dry_run_random_control_and_gpu_hours_by_trunk_and_protocol(tmp_path, capsys):
