@@ -44,6 +44,7 @@ class Site:
 
 
 def cluster_file() -> Path:
+    """The per-user cluster file: $SWAVBENCH_CLUSTER, else ~/.config/swavbench/cluster.yaml."""
     return Path(os.environ.get(CLUSTER_FILE_ENV) or Path.home() / ".config" / "swavbench" / "cluster.yaml")
 
 
@@ -57,7 +58,9 @@ def load_site(*, account: str = "", qos: str = "") -> Site:
         try:
             _apply(site, raw)
         except ConfigError as e:
-            raise ConfigError(f"{path}: {e} (the per-user cluster file; ${CLUSTER_FILE_ENV} names another)")
+            raise ConfigError(
+                f"{path}: {e} (the per-user cluster file; ${CLUSTER_FILE_ENV} names another)"
+            ) from None
         check_options(site.sbatch, str(path))
     site.forced = {k: v for k, v in (("account", account), ("qos", qos)) if v}
     for name, value in site.forced.items():
