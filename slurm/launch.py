@@ -31,7 +31,14 @@ import submitit
 from benchmark.trunk import sha256_of
 from pretrain import methods
 from slurm.plan import Plan
-from slurm.scheduler import FINISHED_STATES, Scheduler, SchedulerUnavailable, new_tag, tagged_environment
+from slurm.scheduler import (
+    FINISHED_STATES,
+    Scheduler,
+    SchedulerUnavailable,
+    max_array_size,
+    new_tag,
+    tagged_environment,
+)
 from slurm.site import Site, load_site
 from slurm.suite import Resources, Suite, cpus_per_task
 from swavbench.core import durable, interrupt, registry
@@ -700,7 +707,9 @@ class Launcher:
             for item in todo:
                 shape = [asdict(item[1].resources), eval_tasks(item[1])]
                 groups.setdefault(json.dumps(shape, sort_keys=True), []).append(item)
-            for items in groups.values():
+            size = max_array_size()
+            chunks = [items[i : i + size] for items in groups.values() for i in range(0, len(items), size)]
+            for items in chunks:  # arrays of at most MaxArraySize tasks: sbatch rejects larger ones
                 tag = new_tag()
                 for i, (p, e, seed) in enumerate(items):  # one array: task i is the i-th job
                     self._intend(

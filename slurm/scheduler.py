@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -77,6 +78,17 @@ def tagged_environment(tag: str) -> Iterator[None]:
 
 
 SQUEUE_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)  # pauses (s) between squeue attempts before SchedulerUnavailable
+
+
+def max_array_size(default: int = 1001) -> int:
+    """The cluster's MaxArraySize (``scontrol show config``; SLURM's default 1001 when it does not answer):
+    an array's task indices must stay below it."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return default
+    found = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, flags=re.M) if out.returncode == 0 else None
+    return max(1, int(found.group(1))) if found else default
 
 
 class Scheduler:

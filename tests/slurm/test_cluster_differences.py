@@ -310,3 +310,30 @@ def test_an_evaluation_refuses_a_checkpoint_other_than_the_one_it_was_launched_f
         check_identity(str(run / "checkpoint.pth"), {**final, "key": "k0"})
     with pytest.raises(CheckpointMismatch, match="from epoch 2, the job evaluates 1"):
         check_identity(str(run / "checkpoint.pth"), {"key": "k1", "epoch": 1})
+
+
+def test_arrays_are_split_at_the_clusters_max_array_size(tmp_path, monkeypatch):
+    """A group of jobs asking the same resources is one array, but never more tasks than MaxArraySize
+    (sbatch rejects it): 5 jobs on a cluster of MaxArraySize 3 are arrays of 3 and 2."""
+    from sbatch_stub import directives, stand_in_sbatch
+
+    kept = stand_in_sbatch(tmp_path / "bin")
+    scontrol = tmp_path / "bin" / "scontrol"
+    scontrol.write_text('#!/bin/sh\necho "MaxArraySize            = 3"\necho "MaxJobCount = 10000"\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    job = {
+        "protocol": "knn",
+        "preset": "knn-cifar10-small",
+        "name": "knn",
+        "seeds": [0, 1, 2, 3, 4],
+        "resources": {"cpus": 1, "mem_gb": 1, "time_min": 10},
+    }
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"name": "s", "jobs": [job]}))
+    with Launcher(tmp_path / "run", "slurm") as launcher:
+        planned = launcher.suite(load_suite(str(tmp_path / "suite.yaml")), "random")
+    assert [p.action for p in planned] == ["submitted"] * 5
+    arrays = [directives(p.read_text())["array"] for p in sorted(kept.iterdir(), key=lambda p: int(p.stem))]
+    assert arrays == ["0-2%3", "0-1%2"], arrays
+    state = json.loads((tmp_path / "run" / "launch.json").read_text())["jobs"]
+    assert sorted(j["task"] for j in state.values()) == [0, 0, 1, 1, 2]  # each job's index in its array
