@@ -85,8 +85,9 @@ def provenance_path(path: str | Path) -> Path:
     return Path(f"{path}{PROVENANCE_SUFFIX}")
 
 
-def read_provenance(path: Path) -> dict | None:
-    """The provenance beside a converted file, if it is there and still describes it (same sha256)."""
+def read_provenance(path: Path, sha256: str) -> dict | None:
+    """The provenance beside a converted file, if it is there and still describes it (the file's
+    ``sha256``, hashed once by the caller)."""
     side = provenance_path(path)
     if not side.is_file():
         return None
@@ -94,7 +95,7 @@ def read_provenance(path: Path) -> dict | None:
         data = json.loads(side.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise TrunkLoadError(f"{side}: unreadable provenance ({e}); remove it or convert again") from e
-    if data.get("sha256") != sha256_of(path):
+    if data.get("sha256") != sha256:
         return None  # the file was replaced since: its provenance is unknown
     return data
 
@@ -181,7 +182,8 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
             "Pass the architecture the checkpoint was trained with."
         )
     trunk.load_state_dict(state, strict=True)
-    prov = read_provenance(path) if kind != "swav-bench" else None
+    sha = sha256_of(path)  # once: the record's identity, the provenance check and the recipe
+    prov = read_provenance(path, sha) if kind != "swav-bench" else None
     if kind == "swav-bench":
         epochs, supervised = ckpt.get("epoch"), bool(ckpt.get("supervised"))
         batch = (ckpt.get("batch_plan") or {}).get("global_batch")
@@ -190,7 +192,6 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
         batch = prov.get("pretrain_batch")
     else:
         epochs, supervised, batch = None, False, None
-    sha = sha256_of(path)
     return LoadedTrunk(
         trunk,
         str(path),

@@ -270,7 +270,7 @@ def check_identity(path: str, expect: dict | None) -> None:
     if held != expect["key"]:
         raise CheckpointMismatch(f"{where}: {settings} names another pretraining configuration ({held})")
     try:
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, mmap=True)  # its epoch only: the job reads the weights next
     except CheckpointError as e:
         raise CheckpointMismatch(f"{where}: {e}") from None
     epoch, iteration = ckpt.get("epoch", -1), ckpt.get("iteration", 0)

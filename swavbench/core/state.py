@@ -52,13 +52,16 @@ def save_rotating(obj: Any, path: str | Path) -> Path:
     return durable.torch_save(obj, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint, turning truncation and corruption into a CheckpointError."""
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False
+) -> dict:
+    """Load a checkpoint, turning truncation and corruption into a CheckpointError. ``mmap``: tensors stay
+    on disk until touched (reading a few fields of a large file)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=not _trusted())
+        ckpt = torch.load(path, map_location=map_location, weights_only=not _trusted(), mmap=mmap)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
         if found is None:  # not a refused object: the file is damaged (or not a torch file at all)
