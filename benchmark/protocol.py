@@ -144,6 +144,7 @@ def run_and_record(
         trunk_arch=loaded.spec.name(),
         trunk_provenance=loaded.provenance,
         trunk_recipe=loaded.recipe,
+        pretrain_images_seen=loaded.images_seen,
         world_size=info.world_size,
         devices=ranks.all_gather_objects(device_name(device)),
         global_batch=global_batch,

@@ -62,6 +62,7 @@ class LoadedTrunk:
     pretrain_batch: int | None = None  # pretraining global batch, from a swav-bench checkpoint
     provenance: dict | None = None  # PROVENANCE file beside a converted trunk: where it came from
     recipe: str | None = None  # the pretraining that made it, its seed aside (recipe_of)
+    images_seen: int | None = None  # images its SwAV pretraining trained on (a swav-bench checkpoint's count)
 
     def label(self) -> str:
         """Row name in reports: random, supervised (``--supervised`` checkpoints), a swav-bench checkpoint's
@@ -204,4 +205,5 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
         pretrain_batch=batch,
         provenance=prov,
         recipe=recipe_of(ckpt, sha),
+        images_seen=ckpt.get("images_seen") if kind == "swav-bench" else None,
     )

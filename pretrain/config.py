@@ -154,6 +154,10 @@ class RunConfig:
     collapse_tol: float = 0.01
     deterministic: bool = False
     max_iters: int = 0  # stop after this many iterations in total (0: run all epochs); for smoke runs
+    # data gone mid-run (scratch purge, moved folder, NFS EIO): stop once more than this share of an epoch's
+    # images was unreadable (1.0: never), or after this many batches in a row with nothing readable (0: never)
+    max_unreadable: float = 0.01
+    max_empty_batches: int = 5
 
 
 @dataclass

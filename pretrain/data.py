@@ -2,7 +2,8 @@
 
 Every sample's augmentation is seeded from (seed, epoch, index), so a resumed run sees the
 same crops as an uninterrupted one whatever the number of loader workers. Unreadable images
-are skipped with a warning naming the file; the collate function counts them.
+are skipped with a warning naming the file; the collate function counts them, and DataGuard stops a
+run whose data went away instead of training on nothing.
 """
 
 from __future__ import annotations
@@ -240,6 +241,42 @@ def collate_crops(
     if isinstance(good[0], EncodedImage):
         return EncodedBatch(good), skipped
     return [torch.stack(c) for c in zip(*good)], skipped
+
+
+@dataclass
+class DataGuard:
+    """Counts unreadable images per epoch and says when the data is gone rather than damaged in a few files:
+    more than ``max_unreadable`` of the epoch's ``epoch_images`` unreadable, or ``max_empty`` batches in a
+    row with nothing readable. Fed with counts every process agrees on, so every process stops together."""
+
+    root: Path
+    epoch_images: int  # images one epoch draws, over all processes
+    max_unreadable: float
+    max_empty: int
+    skipped: int = 0  # unreadable so far in this epoch
+    empty_run: int = 0  # consecutive batches with nothing readable
+
+    def new_epoch(self) -> None:
+        self.skipped = 0
+
+    def check(self, skipped: int, *, empty: bool) -> str | None:
+        """None while the data looks present, else why the run must stop (naming the data path)."""
+        self.skipped += skipped
+        self.empty_run = self.empty_run + 1 if empty else 0
+        if self.skipped > self.max_unreadable * self.epoch_images:
+            why = (
+                f"{self.skipped} of the {self.epoch_images} images of this epoch were unreadable, more than "
+                f"run.max_unreadable={self.max_unreadable}"
+            )
+        elif self.max_empty and self.empty_run >= self.max_empty:
+            why = f"{self.empty_run} batches in a row had no readable image (run.max_empty_batches)"
+        else:
+            return None
+        return (
+            f"{why}: the data under {self.root} went missing or is damaged (a scratch purge, a moved folder, "
+            "a network filesystem error; the warnings above name files). Restore it and continue with "
+            "--resume, or raise run.max_unreadable if a few damaged files are expected"
+        )
 
 
 def decode_crops(

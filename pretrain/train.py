@@ -35,6 +35,7 @@ from pretrain.checkpoint import (
 )
 from pretrain.config import DataConfig, PretrainConfig, config_from_dict, plan_batch
 from pretrain.data import (
+    DataGuard,
     EmptyDatasetError,
     EncodedBatch,
     EpochSampler,
@@ -65,11 +66,18 @@ class TrainingStopped(RuntimeError):
     """Training stopped on purpose (NaN/inf loss or collapse); the last good checkpoint is kept."""
 
 
+class DataVanished(TrainingStopped):
+    """The data went away mid-run (pretrain.data.DataGuard): every process stops before training on
+    nothing, and the last checkpoint stays as it was."""
+
+
 @dataclass
 class RunState:
     epoch: int = 0  # epoch in progress
     batch: int = 0  # batches of ``epoch`` already done
     iteration: int = 0  # global optimisation steps done
+    images_seen: int = 0  # images the steps trained on, over all processes
+    images_skipped: int = 0  # images drawn but unreadable, over all processes
 
 
 def resolve_data_path(cfg: DataConfig, out_dir: Path, seed: int = 0) -> Path:
@@ -128,6 +136,8 @@ RESUMABLE_CHANGES = (
     "run.collapse_tol",
     "run.deterministic",
     "run.max_iters",
+    "run.max_unreadable",
+    "run.max_empty_batches",
 )
 
 
@@ -223,6 +233,12 @@ class Trainer:
                 f"{self.data_root} has {len(self.dataset)} images, fewer than one batch of "
                 f"{bs} x {ws} processes: lower optim.batch_size or add images"
             )
+        self.guard = DataGuard(
+            self.data_root,
+            self.iters_per_epoch * bs * ws,
+            cfg.run.max_unreadable,
+            cfg.run.max_empty_batches,
+        )
         workers = cfg.data.num_workers
         self.loader = DataLoader(
             self.dataset,
@@ -363,7 +379,13 @@ class Trainer:
                     f"{path} holds queues of {len(queues)} processes, this run has {self.info.world_size}"
                 )
             self.queue.load_state_dict(queues[self.info.rank])
-        self.state = RunState(ckpt["epoch"], ckpt["batch"], ckpt["iteration"])
+        self.state = RunState(
+            ckpt["epoch"],
+            ckpt["batch"],
+            ckpt["iteration"],
+            ckpt.get("images_seen", 0),
+            ckpt.get("images_skipped", 0),
+        )
         if ckpt.get("rng"):
             _set_rng_state(ckpt["rng"])
         if self.info.is_main:
@@ -401,6 +423,8 @@ class Trainer:
             "epoch": s.epoch,
             "batch": s.batch,
             "iteration": s.iteration,
+            "images_seen": s.images_seen,
+            "images_skipped": s.images_skipped,
             "config": self.cfg.to_dict(),
             "batch_plan": asdict(self.plan),
             "rng": _rng_state(),
@@ -496,20 +520,38 @@ class Trainer:
             dynamic_ncols=True,
         )
         window: list[float] = []
-        skipped_total = 0
+        skipped_before = s.images_skipped
         t_last, n_last = time.perf_counter(), 0
         try:
             while s.iteration < total_iters:
                 epoch = s.epoch
                 self.sampler.set_epoch(epoch, s.batch)
+                self.guard.new_epoch()
                 for crops, skipped in self.loader:
                     if isinstance(crops, EncodedBatch):  # device-decode: decode and cut here
                         crops, lost = decode_crops(crops, self.dataset.specs, self.device)
                         skipped += lost
-                    skipped_total += skipped
-                    if crops:
+                    # every process agrees on what the step saw: a process with nothing readable makes all
+                    # skip the step (none leaves the collectives alone), and all stop together
+                    read, skipped, empty = map(
+                        int, ranks.all_sum([crops[0].shape[0] if crops else 0, skipped, not crops])
+                    )
+                    s.images_skipped += skipped
+                    if why := self.guard.check(skipped, empty=bool(empty)):
+                        raise DataVanished(
+                            f"{why}. Stopped at iteration {s.iteration} (epoch {epoch}) after training on "
+                            f"{s.images_seen} images; "
+                            + (
+                                f"the last checkpoint is {self.ckpt_path}"
+                                if self.ckpt_path.is_file()
+                                else "no checkpoint was saved yet"
+                            )
+                        )
+                    stepped = not empty
+                    if stepped:
                         loss = self.step(crops, epoch)
-                        n_last += crops[0].shape[0] * self.info.world_size
+                        s.images_seen += read
+                        n_last += read
                         window.append(loss)
                         stuck = (
                             stuck + 1
@@ -520,7 +562,7 @@ class Trainer:
                     s.batch += 1
                     s.iteration += 1
                     bar.update(1)
-                    if crops and stuck >= cfg.run.collapse_patience:
+                    if stepped and stuck >= cfg.run.collapse_patience:
                         raise TrainingStopped(
                             f"collapse: loss stayed within {cfg.run.collapse_tol} of ln K = {ln_k:.3f} "
                             f"for {stuck} iterations "
@@ -542,7 +584,7 @@ class Trainer:
                             "lr": self.optimizer.param_groups[0]["lr"],
                             "images_per_s": n_last / dt,
                             "ms_per_step": 1000 * dt / len(window),
-                            "skipped_images": skipped_total,
+                            "skipped_images": s.images_skipped,
                             "time": time.time(),
                         }
                         with open(log_path, "a") as f:
@@ -572,10 +614,10 @@ class Trainer:
                             f"pretraining stopped at iteration {s.iteration} (epoch {s.epoch}, batch "
                             f"{s.batch}) on the scheduler's signal; checkpoint saved in {self.ckpt_path}"
                         )
-                if skipped_total and main:
+                if s.images_skipped > skipped_before and main:
                     log.warning(
                         "%d unreadable images skipped so far (see warnings above for the files)",
-                        skipped_total,
+                        s.images_skipped,
                     )
         finally:
             bar.close()

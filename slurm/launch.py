@@ -4,23 +4,23 @@ pretraining-config hash, protocol, protocol-config hash, seed); a job whose reco
 skipped, a queued or running copy is never submitted twice, failed or missing ones are
 re-submitted. Everything a launch did is in ``RUN_DIR/launch.json``.
 
-Relaunch safety: one launcher at a time per run directory (an fcntl lock; a second one waits, then
-stops with a message); every submission is recorded with a unique tag *before* it is made and found
-again by that tag (SLURM job comment, local process environment) if the launcher died before saving
-the job id; a scheduler that cannot answer stops the launch instead of reading as "nothing runs"; a
-pretraining folder holds one configuration (another one is refused, naming the differences)."""
+Relaunch safety: one launcher at a time per run directory (a lease that holds across hosts; a second
+one waits, then stops with a message); every submission is recorded with a tag derived from (run
+directory, job keys) *before* it is made and found again by that tag (SLURM job comment, local process
+environment) if the launcher died before saving the job id, or launch.json was lost; --force cancels the
+run's live jobs before submitting their replacements; a scheduler that cannot answer stops the launch
+instead of reading as "nothing runs"; a pretraining folder holds one configuration (another one is
+refused, naming the differences)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -30,13 +30,14 @@ import submitit
 
 from benchmark.trunk import sha256_of
 from pretrain import methods
+from slurm import lease
 from slurm.plan import Plan
 from slurm.scheduler import (
     FINISHED_STATES,
     Scheduler,
     SchedulerUnavailable,
+    job_tag,
     max_array_size,
-    new_tag,
     tagged_environment,
 )
 from slurm.site import Site, load_site
@@ -45,6 +46,7 @@ from swavbench.core import durable, interrupt, registry
 from swavbench.core.config import dataclass_from_dict, differences
 from swavbench.core.data_root import data_root, set_data_root
 from swavbench.core.paths import (
+    ARRAYS,
     CHECKPOINT,
     LAUNCH_LOCK,
     LAUNCH_STATE,
@@ -78,43 +80,43 @@ class ConfigConflict(ValueError):
     """A pretraining folder holds a run of another configuration."""
 
 
-_HELD: dict[Path, list] = {}  # run directory -> [open lock file, launchers of this process using it]
+_HELD: dict[Path, list] = {}  # run directory -> [its lease, launchers of this process using it]
 
 
 def _lock_run_dir(run_dir: Path, *, wait_s: float) -> Path:
-    """Hold ``run_dir``'s launch lock (fcntl, released when the process ends). Launchers of one process share
-    it; another process waits up to ``wait_s``, then LaunchBusy names the holder."""
+    """Hold ``run_dir``'s launch lease (slurm.lease: it holds across hosts, on any shared filesystem).
+    Launchers of one process share it; another process waits up to ``wait_s``, then LaunchBusy names the
+    holder."""
     key = run_dir.resolve()
     if key in _HELD:
         _HELD[key][1] += 1
         return key
     run_dir.mkdir(parents=True, exist_ok=True)
-    f = open(run_dir / LAUNCH_LOCK, "a+")  # noqa: SIM115 - held open for the launcher's lifetime
-    deadline, said = time.monotonic() + wait_s, False
-    while True:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            if time.monotonic() >= deadline:
-                f.close()
-                raise LaunchBusy(
-                    f"{run_dir} is being launched by {holder}; two launchers at once could submit the "
-                    "same jobs twice. Wait for it to finish (watch it with: swavbench status "
-                    f"{run_dir}) and launch again: what it submitted is then skipped or adopted"
-                ) from None
-            if not said:
-                print(f"swavbench launch: waiting for {holder} to finish with {run_dir}", flush=True)
-                said = True
-            time.sleep(0.5)
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    f.flush()
-    _HELD[key] = [f, 1]
+
+    def waiting(holder: str) -> None:
+        print(f"swavbench launch: waiting for {holder} to finish with {run_dir}", flush=True)
+
+    try:
+        held = lease.acquire(run_dir / LAUNCH_LOCK, wait_s=wait_s, on_wait=waiting)
+    except lease.LeaseBusy as e:
+        raise LaunchBusy(
+            f"{run_dir} is being launched by {e}; two launchers at once could submit the same jobs twice. "
+            f"Wait for it to finish (watch it with: swavbench status {run_dir}) and launch again: what it "
+            f"submitted is then skipped or adopted. If that launcher is gone, its lease "
+            f"{run_dir / LAUNCH_LOCK} is taken over {lease.STALE_S:.0f} s after its last heartbeat"
+        ) from None
+    _HELD[key] = [held, 1]
     return key
+
+
+def _check_lease(key: Path | None) -> None:
+    """Refuse to submit once another launcher has taken this one's lease over (it looked dead to it)."""
+    held = _HELD.get(key) if key is not None else None
+    if held is not None and held[0].lost:
+        raise LaunchBusy(
+            f"another launcher took over the launch lease of {key} (this one sent no heartbeat for "
+            f"{lease.STALE_S:.0f} s): stopped before submitting more; what was submitted is in launch.json"
+        )
 
 
 def _unlock_run_dir(key: Path) -> None:
@@ -124,9 +126,7 @@ def _unlock_run_dir(key: Path) -> None:
     held[1] -= 1
     if held[1] <= 0:
         del _HELD[key]
-        with contextlib.suppress(OSError):
-            fcntl.flock(held[0], fcntl.LOCK_UN)
-        held[0].close()
+        held[0].release()
 
 
 def read_launch_state(path: Path) -> dict:
@@ -498,6 +498,7 @@ class Launcher:
         durable.remove_stale_temps(self.run_dir)
         self.state = read_launch_state(self.state_path)
         self._touched: set[str] = set()  # keys of launch.json entries this launcher wrote
+        self._arrays: dict[str, list[tuple[str, int]]] | None = None  # key -> (array tag, task), read once
         self.jobs: dict[str, submitit.Job] = {}
 
     def close(self) -> None:
@@ -580,7 +581,7 @@ class Launcher:
 
     def _decide(self, p: Planned, *, done: bool) -> bool:
         """True when the job must be submitted; sets p.action otherwise."""
-        prev = self.state["jobs"].get(p.key, {})
+        prev = self.state["jobs"].get(p.key) or self._recover(p)
         if done and not self.force:
             p.action, p.job_id = "done", prev.get("job_id", "")
             return False
@@ -593,6 +594,11 @@ class Launcher:
                 self._touched.add(p.key)
                 self.save()
         if scheduler.is_live(job_id, tag=tag):
+            if self.force and not self.dry_run:  # a live job of the old run would read the new one's files
+                print(f"swavbench launch: --force: cancelling live job {job_id} ({p.name})", flush=True)
+                scheduler.cancel(job_id, tag=tag)
+                self._set_aside(Path(p.out_dir))
+                return True
             p.action, p.job_id = "live", job_id
             self.adopted.append((job_id, tag, scheduler))
             return False
@@ -602,6 +608,29 @@ class Launcher:
         if done:  # --force on a finished job: its folder is kept aside and the job starts from nothing
             self._set_aside(Path(p.out_dir))
         return True
+
+    def _recover(self, p: Planned) -> dict:
+        """The entry of a live job of ``p`` that launch.json does not list (deleted, or damaged and moved
+        aside), found by its derived tag (slurm.scheduler.job_tag); {} when there is none."""
+        if self._arrays is None:  # SLURM arrays: the keys by task index, written before submitting
+            self._arrays = {}
+            for f in sorted((self.run_dir / ARRAYS).glob("*.json")):
+                with contextlib.suppress(OSError, ValueError, TypeError):
+                    for task, key in enumerate(json.loads(f.read_text())):
+                        self._arrays.setdefault(key, []).append((f.stem, task))
+        for tag, task in [(job_tag(self.run_dir, [p.key]), None), *self._arrays.get(p.key, [])]:
+            job_id = self.scheduler.find(tag, task)
+            if not job_id:
+                continue
+            print(f"swavbench launch: {p.name}: live job {job_id} found by its tag, not in {LAUNCH_STATE}")
+            entry = {**asdict(p), "action": "submitted", "job_id": job_id, "tag": tag, "task": task}
+            entry["executor"] = self.cluster()
+            if not self.dry_run:
+                self.state["jobs"][p.key] = entry
+                self._touched.add(p.key)
+                self.save()
+            return entry
+        return {}
 
     def _set_aside(self, out: Path) -> None:
         if out.exists():
@@ -630,6 +659,7 @@ class Launcher:
     def _intend(self, p: Planned, extra: dict, *, tag: str, task: int | None = None) -> None:
         """Record a submission before making it (``tag``: how a relaunch finds the job if this launcher
         dies before the id is saved; ``task``: its index in a SLURM array)."""
+        _check_lease(self._lock)
         self._touched.add(p.key)
         self.state["jobs"][p.key] = {
             **asdict(p),
@@ -650,7 +680,7 @@ class Launcher:
 
     def _submit_one(self, p: Planned, extra: dict, *, make_executor, fn) -> None:
         """Record, submit and save one job (local processes carry the tag in their environment)."""
-        tag = new_tag()
+        tag = job_tag(self.run_dir, [p.key])
         self._intend(p, extra, tag=tag)
         self.save()
         with tagged_environment(tag):
@@ -710,7 +740,10 @@ class Launcher:
             size = max_array_size()
             chunks = [items[i : i + size] for items in groups.values() for i in range(0, len(items), size)]
             for items in chunks:  # arrays of at most MaxArraySize tasks: sbatch rejects larger ones
-                tag = new_tag()
+                tag = job_tag(self.run_dir, [p.key for p, _, _ in items])
+                if len(items) > 1:
+                    (self.run_dir / ARRAYS).mkdir(exist_ok=True)
+                    durable.write_json(self.run_dir / ARRAYS / f"{tag}.json", [p.key for p, _, _ in items])
                 for i, (p, e, seed) in enumerate(items):  # one array: task i is the i-th job
                     self._intend(
                         p, self._eval_extra(e, seed, checkpoint), tag=tag, task=i if len(items) > 1 else None

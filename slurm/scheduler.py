@@ -8,12 +8,15 @@ jobs a second time. Local executor: processes, recognised by the tag in their en
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import hashlib
+import json
 import os
 import re
+import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,9 +49,11 @@ class SchedulerUnavailable(RuntimeError):
     """The scheduler could not say which jobs are live; nothing may be submitted."""
 
 
-def new_tag() -> str:
-    """A unique tag for one submission (a job, or a SLURM array of jobs)."""
-    return f"swavbench-{uuid.uuid4().hex[:12]}"
+def job_tag(run_dir: Path, keys: list[str]) -> str:
+    """The tag of one submission (a job, or a SLURM array of jobs), derived from the run directory and the
+    job keys: a relaunch that lost launch.json finds the live jobs again by computing it."""
+    blob = json.dumps([str(Path(run_dir).resolve()), sorted(keys)])
+    return f"swavbench-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,27 @@ class Scheduler:
             except (ValueError, ProcessLookupError, PermissionError):
                 return False
         return any(job.tag == tag for job in self.snapshot().values())
+
+    def cancel(self, job_id: str, *, tag: str = "", wait_s: float = 60.0) -> None:
+        """Stop a live job and wait until it is gone (``scancel``; local: SIGTERM, then SIGKILL, to every
+        process carrying its tag). RuntimeError names the job if it outlives ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while self.is_live(job_id, tag=tag):
+            late = time.monotonic() > deadline - wait_s / 2
+            if self.kind == "slurm":
+                subprocess.run(["scancel", job_id], capture_output=True, timeout=60, check=False)
+            else:
+                pids = [j.job_id for j in self.snapshot().values() if j.tag == tag] if tag else [job_id]
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL if late else signal.SIGTERM)
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"job {job_id} ({self.kind}) is still live {wait_s:.0f} s after it was cancelled: stop "
+                    "it (scancel / kill) and launch again"
+                )
+            time.sleep(1.0)
+            self.refresh()
 
     def state(self, job_id: str) -> str:
         """The scheduler's state of a live job ('' when it is not live)."""

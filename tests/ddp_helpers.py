@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from datetime import timedelta
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -18,7 +19,8 @@ def _free_port() -> int:
 
 def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    # a process left alone in a collective fails the test after 5 minutes instead of hanging CI
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timedelta(minutes=5))
     try:
         results[rank] = fn(rank, world_size, *args)
     finally:
@@ -72,3 +74,31 @@ def detection_in_group(rank: int, world_size: int, cases: list) -> list:
 
     torch.set_num_threads(1)
     return [run_detection(cfg, "random", out).metrics for cfg, out in cases]
+
+
+def pretrain_losing_data(rank: int, world_size: int, overrides: list, out: str, lose_after: int) -> tuple:
+    """SwAV pretraining in the group where only process 1's reads fail (EIO) after ``lose_after`` images, as
+    when one node loses its network filesystem; returns (how it ended, message, images seen)."""
+    import errno
+
+    import torch
+
+    from pretrain.config import load_config
+    from pretrain.train import DataVanished, Trainer
+
+    torch.set_num_threads(1)
+    tr = Trainer(load_config("tiny", overrides), out, progress=False)
+    read, calls = tr.dataset._read, [0]
+
+    def failing_read(path):
+        calls[0] += 1
+        if rank == 1 and calls[0] > lose_after:
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return read(path)
+
+    tr.dataset._read = failing_read
+    try:
+        tr.fit()
+    except DataVanished as e:
+        return "stopped", str(e), tr.state.images_seen
+    return "finished", "", tr.state.images_seen

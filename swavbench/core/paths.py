@@ -17,7 +17,8 @@ RUN_CONFIG = "config.yaml"
 RECORD = "result.json"
 # launch run directory (slurm/launch.py)
 LAUNCH_STATE = "launch.json"
-LAUNCH_LOCK = ".launch.lock"  # held (fcntl) by the one launcher working on the run directory
+LAUNCH_LOCK = ".launch.lease"  # held (slurm/lease.py) by the one launcher working on the run directory
+ARRAYS = ".arrays"  # <tag>.json: the job keys of a SLURM array by task index, written before submitting it
 PRETRAIN_SETTINGS = "settings.json"  # in a launched pretraining folder: the configuration it holds
 REPLACED = "replaced"  # --force: finished output folders are moved here (reports skip it)
 

@@ -64,6 +64,8 @@ class ResultRecord:
     # which pretraining made the trunk, its seed aside: runs of one recipe at several seeds are averaged,
     # runs of different recipes under one row name are not (results.collect)
     trunk_recipe: str | None = None
+    # images the trunk's pretraining actually trained on (unreadable ones left out), when its checkpoint says
+    pretrain_images_seen: int | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 

@@ -209,28 +209,24 @@ def test_bad_inputs_through_the_cli(tmp_path, generated_data):
         and "unknown config key 'optim.lrr'" in res.stderr
         and "optim.base_lr" in res.stderr
     )
-    # corrupt images are skipped, counted, and named
+    # corrupt images are skipped, counted, and named; 1 in 32 (3%) is over the default limit of 1%
     data = tmp_path / "withbad" / "x"
     data.mkdir(parents=True)
     for i, p in enumerate(sorted(generated_data.rglob("*.png"))[:40]):
         (data / f"{i}.png").write_bytes(p.read_bytes())
     (data / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     run = tmp_path / "r3"
-    res = cli(
-        "pretrain",
-        "--config",
-        "tiny",
-        "--out",
-        str(run),
-        "--no-progress",
-        "--data",
-        str(data.parent),
-        "optim.epochs=2",
-    )
+    args = ("pretrain", "--config", "tiny", "--out", str(run), "--no-progress", "--data", str(data.parent))
+    res = cli(*args, "optim.epochs=2")
+    assert res.returncode == 2 and "1 of the 32 images of this epoch were unreadable" in res.stderr
+    assert str(data.parent) in res.stderr and "run.max_unreadable" in res.stderr
+    res = cli(*args, "--restart", "optim.epochs=2", "run.max_unreadable=0.05")
     assert res.returncode == 0, res.stderr
     assert "broken.jpg" in res.stderr
     recs = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
-    assert recs[-1]["skipped_images"] >= 1
+    state = load_checkpoint(run / "checkpoint.pth")
+    assert recs[-1]["skipped_images"] == state["images_skipped"] >= 1
+    assert state["images_seen"] + state["images_skipped"] == state["iteration"] * 16  # two epochs of 2 x 16
     # truncated checkpoint: --resume continues from the previous good one and says so
     ckpt = run / "checkpoint.pth"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
@@ -306,3 +302,58 @@ def test_compiled_trunk_gives_the_same_steps_and_checkpoint_keys(tmp_path, gener
     assert keys == set(load_checkpoint(eager.ckpt_path)["state_dict"]) and not any(
         "_orig_mod" in k for k in keys
     )
+
+
+def test_data_removed_mid_run_stops_every_process_and_names_the_path(tmp_path, generated_data):
+    """Issue #34 item 1: the data folder is deleted during epoch 2. The run stops at the first batch that
+    loses more than 1% of the epoch's images, names the folder, keeps the epoch-1 checkpoint, and the
+    checkpoint counts the images actually trained on."""
+    import shutil
+
+    from pretrain.train import DataVanished
+
+    data = tmp_path / "data"
+    shutil.copytree(generated_data, data)
+    n = len(list(data.rglob("*.png")))
+    bs = load_config("tiny").optim.batch_size
+    per_epoch = n // bs * bs
+    cfg = load_config("tiny", [f"data.path={data}", "optim.epochs=3"])
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    read, calls = tr.dataset._read, [0]
+    gone_after = per_epoch + 2 * bs + bs // 2  # halfway through the third batch of epoch 2
+
+    def read_then_purge(path):
+        calls[0] += 1
+        if calls[0] == gone_after + 1:
+            shutil.rmtree(data)  # the scratch purge
+        return read(path)
+
+    tr.dataset._read = read_then_purge
+    with pytest.raises(DataVanished) as stop:
+        tr.fit()
+    msg = str(stop.value)
+    assert f"{bs // 2} of the {per_epoch} images of this epoch were unreadable" in msg, msg
+    assert str(data) in msg and "--resume" in msg
+    assert tr.state.images_seen == per_epoch + 2 * bs  # the half-read batch was not trained on
+    assert tr.state.iteration == per_epoch // bs + 2
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pth")
+    assert (ckpt["epoch"], ckpt["images_seen"], ckpt["images_skipped"]) == (1, per_epoch, 0)
+
+
+def test_one_process_losing_its_data_stops_both_without_hanging(tmp_path, generated_data):
+    """Under DDP only process 1's reads fail: both processes agree, skip nothing alone and stop with the
+    same error (before, process 1 skipped the step's collectives and the job hung)."""
+    from ddp_helpers import pretrain_losing_data, run_ddp
+
+    bs = load_config("tiny").optim.batch_size
+    ends = run_ddp(
+        pretrain_losing_data,
+        2,
+        [f"data.path={generated_data}", "optim.epochs=2"],
+        str(tmp_path / "run"),
+        3 * bs,  # process 1 reads three batches, then every read fails
+    )
+    assert [e[0] for e in ends] == ["stopped", "stopped"], ends
+    assert ends[0] == ends[1]
+    assert f"{bs} of the" in ends[0][1] and str(generated_data) in ends[0][1]
+    assert ends[0][2] == 3 * 2 * bs  # three steps of both processes' batches

@@ -337,3 +337,41 @@ def test_arrays_are_split_at_the_clusters_max_array_size(tmp_path, monkeypatch):
     assert arrays == ["0-2%3", "0-1%2"], arrays
     state = json.loads((tmp_path / "run" / "launch.json").read_text())["jobs"]
     assert sorted(j["task"] for j in state.values()) == [0, 0, 1, 1, 2]  # each job's index in its array
+
+
+def test_the_launch_lease_holds_across_hosts_where_flock_does_not(tmp_path, monkeypatch, capsys):
+    """Issue #34 item 2. flock is node-local on Lustre localflock, BeeGFS and NFS local_lock (simulated: it
+    always succeeds) and raises ENOSYS on Lustre noflock: a launcher on another host still holds the run,
+    a second one is refused naming it, and a lease whose heartbeat stopped is taken over."""
+    import errno
+    import fcntl
+    import socket
+    import time
+
+    from slurm import lease
+    from slurm.launch import LaunchBusy
+
+    monkeypatch.setattr(fcntl, "flock", lambda *a: None)  # every host "gets" the lock
+    run = tmp_path / "run"
+    run.mkdir()
+    with monkeypatch.context() as m:  # the launcher of another login node
+        m.setattr(socket, "gethostname", lambda: "login2")
+        other = lease.acquire(run / ".launch.lease", wait_s=0)
+    busy = rf"launched by pid {os.getpid()} on login2 .*taken over 120 s after"
+    with pytest.raises(LaunchBusy, match=busy):
+        Launcher(run, "local", lock_wait_s=1)
+
+    def noflock(*a):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", noflock)
+    other._stop.set()  # its host crashed: the heartbeat stops; 200 s later it is stale
+    held = json.loads((run / ".launch.lease").read_text())
+    (run / ".launch.lease").write_text(json.dumps({**held, "beat": time.time() - 200}))
+    with Launcher(run, "local", lock_wait_s=1) as mine:
+        assert "took over the stale lease" in capsys.readouterr().out
+        assert not other.renew() and other.lost  # the old holder learns it lost the run
+        assert json.loads((run / ".launch.lease").read_text())["host"] == socket.gethostname()
+        assert mine.state == {"jobs": {}}
+    assert not (run / ".launch.lease").exists()  # released with the launcher
+

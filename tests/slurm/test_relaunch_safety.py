@@ -343,3 +343,52 @@ def test_status_shows_a_running_retry_behind_a_failed_record(tmp_path, knn_suite
         sleeper.kill()
         sleeper.wait()
     assert job_table(run)[0]["state"] == "failed"
+
+
+def test_a_lost_lease_stops_the_launcher_before_it_submits(tmp_path, knn_suite):
+    """A launcher whose lease another one took over (it looked dead) submits nothing more."""
+    from slurm.launch import _HELD, LaunchBusy
+
+    run = tmp_path / "run"
+    with Launcher(run, "local") as launcher:
+        lease_file = run / ".launch.lease"
+        lease_file.write_text(json.dumps({**json.loads(lease_file.read_text()), "token": "someone-else"}))
+        _HELD[run.resolve()][0].renew()
+        with pytest.raises(LaunchBusy, match="took over the launch lease"):
+            launcher.suite(load_suite(str(knn_suite)), "random")
+    assert not (run / "submitit").exists()
+
+
+def test_lost_launch_state_and_force_on_the_real_cluster(slurm_cluster, tmp_path, knn_suite):
+    """Issue #34 items 11 and 3 on the local SLURM cluster. Deleting launch.json while the jobs are queued:
+    the relaunch finds them by their derived tags (one single job, one array) and submits nothing. --force
+    then cancels the live jobs before submitting their replacements, which run once each."""
+    run = tmp_path / "run"
+    suite = yaml.safe_load(knn_suite.read_text())
+    suite["jobs"][2]["resources"]["mem_gb"] = 2  # linear alone: a single job; the two kNN: an array
+    knn_suite.write_text(yaml.safe_dump(suite))
+    suite = load_suite(str(knn_suite))
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 12"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    with Launcher(run, "slurm") as first:
+        ids = {p.key: p.job_id for p in first.suite(suite, "random", after=blocker)}
+    assert sum("_" in i for i in ids.values()) == 2 and len(ids) == 3
+    (run / "launch.json").unlink()
+    with Launcher(run, "slurm") as again:
+        planned = again.suite(suite, "random", after=blocker)
+    assert [p.action for p in planned] == ["live"] * 3
+    assert {p.key: p.job_id for p in planned} == ids  # the same jobs, found by their tags
+    with Launcher(run, "slurm", force=True) as forced:
+        planned = forced.suite(suite, "random", after=blocker)
+        assert [p.action for p in planned] == ["submitted"] * 3
+        new = {p.key: p.job_id for p in planned}
+        assert not set(new.values()) & set(ids.values())
+        assert not any(forced.scheduler.is_live(i) for i in ids.values())  # cancelled
+    recs = wait_records(run, 3, timeout=300)
+    assert sorted(r["status"] for r in recs) == ["ok"] * 3
+    ran = {f.name.split("_")[0] for f in (run / "submitit").glob("*/*_log.out")}
+    assert ran == {i.split("_")[0] for i in new.values()}  # only the replacements ran
