@@ -24,7 +24,12 @@ import torch
 
 from swavbench.core import durable
 from swavbench.core.paths import CHECKPOINT, PREVIOUS_SUFFIX, TRAIN_LOG, previous
-from swavbench.core.state import CheckpointError, UnsafeCheckpointError, load_checkpoint
+from swavbench.core.state import (
+    CheckpointError,
+    CheckpointUnavailable,
+    UnsafeCheckpointError,
+    load_checkpoint,
+)
 
 FORMAT = "swav-bench/1"
 HEAD_PREFIXES = ("projection_head.", "prototypes.")
@@ -102,7 +107,8 @@ def newest_valid_checkpoint(
     """The checkpoint to continue the run in ``out_dir`` from: the latest when it reads as a swav-bench
     training checkpoint, else the newest readable of ``.prev`` and the epoch checkpoints (the skipped
     ones and why are in ``skipped``). None when there is no checkpoint at all; CheckpointError when
-    there are some and none reads (a run is never silently restarted)."""
+    there are some and none reads (a run is never silently restarted); CheckpointUnavailable when a file
+    keeps failing with an I/O error (it is not skipped: it may be the newest, and good)."""
     candidates = resume_candidates(out_dir)
     if not candidates:
         return None
@@ -111,7 +117,7 @@ def newest_valid_checkpoint(
     for path in candidates:
         try:
             ckpt = load_checkpoint(path, map_location=map_location)
-        except UnsafeCheckpointError:
+        except (UnsafeCheckpointError, CheckpointUnavailable):  # not damage: nothing is skipped or set aside
             raise
         except CheckpointError as e:
             skipped[path] = str(e)

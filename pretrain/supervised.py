@@ -110,8 +110,12 @@ def train_supervised(
     per_epoch = len(ds) // cfg.batch_size  # the last, partial batch is dropped
     start = 0
     # the first process picks the checkpoint (setting unreadable ones aside), the others load the same one
-    found = newest_valid_checkpoint(out_dir, map_location="cpu") if resume and not restart and main else None
-    wrong = ""
+    found, wrong = None, ""
+    if resume and not restart and main:
+        try:
+            found = newest_valid_checkpoint(out_dir, map_location="cpu")
+        except CheckpointError as e:  # stops every process, not only this one
+            wrong = str(e)
     if found is not None:
         if not found.ckpt.get("supervised") or found.ckpt.get("config", {}).get("model") != asdict(m):
             wrong = (

@@ -331,8 +331,22 @@ class Trainer:
                     "pass --resume to continue it, --restart to discard it, or another --out"
                 )
             return None
-        # on the CPU: RNG states must stay CPU tensors; the model and optimiser load onto the device
-        found = newest_valid_checkpoint(self.out_dir, map_location="cpu")
+        # the first process chooses (its view of the files decides), every other loads the same file; any
+        # process that cannot read it stops them all. On the CPU: RNG states must stay CPU tensors
+        found, mine = None, None
+        if self.info.is_main:
+            try:
+                found = newest_valid_checkpoint(self.out_dir, map_location="cpu")
+            except CheckpointError as e:
+                mine = e
+        path, error = ranks.all_gather_objects((found and str(found.path), mine and str(mine)))[0]
+        if path is not None and found is None and not error:
+            try:
+                found = Resumable(Path(path), load_checkpoint(path, map_location="cpu"), {})
+            except CheckpointError as e:
+                mine = e
+        if errors := [e for e in ranks.all_gather_objects(mine and str(mine)) if e]:
+            raise mine or CheckpointError(errors[0])
         if found is None and (self.out_dir / TRAIN_LOG).is_file() and self.info.is_main:
             log.info("no checkpoint in %s yet: starting at iteration 0 (logged steps redone)", self.out_dir)
         return found

@@ -41,7 +41,7 @@ from slurm.scheduler import (
     tagged_environment,
 )
 from slurm.site import Site, load_site
-from slurm.suite import Resources, Suite, cpus_per_task
+from slurm.suite import Resources, Suite, cpus_per_task, pieces
 from swavbench.core import durable, interrupt, registry
 from swavbench.core.config import dataclass_from_dict, differences
 from swavbench.core.data_root import data_root, set_data_root
@@ -165,8 +165,9 @@ def max_gpu_hours(r: Resources) -> float:
 
 
 def describe(r: Resources) -> str:
+    split = f" in {pieces(r)} pieces of {r.piece_min}min" if pieces(r) > 1 else ""
     return (
-        f"nodes={r.nodes} gpus/node={r.gpus} cpus={r.cpus} mem={r.mem_gb}G time={r.time_min}min "
+        f"nodes={r.nodes} gpus/node={r.gpus} cpus={r.cpus} mem={r.mem_gb}G time={r.time_min}min{split} "
         f"(<= {max_gpu_hours(r):g} GPU-h)"
     )
 
@@ -538,11 +539,11 @@ class Launcher:
         ex = submitit.AutoExecutor(
             folder=str(self.run_dir / "submitit" / "%j"),
             cluster=cluster,
-            slurm_max_num_timeout=self.max_requeues,
+            slurm_max_num_timeout=self.max_requeues + pieces(r) - 1,  # a job in pieces: requeued between
         )
         params = dict(
             name=name,
-            timeout_min=r.time_min,
+            timeout_min=min(r.time_min, r.piece_min or r.time_min),
             cpus_per_task=cpus_per_task(r, tasks_per_node),
             mem_gb=r.mem_gb,
             nodes=r.nodes,
@@ -551,7 +552,9 @@ class Launcher:
         if r.gpus:
             params["gpus_per_node"] = r.gpus
         if cluster == "slurm":
-            extra = {"kill_on_invalid_dep": "yes", **self.site.slurm_options(r)}
+            # --requeue: SLURM itself requeues the job after a node failure or a preemption in requeue mode,
+            # whatever the site's JobRequeue default; the job continues from its saved state
+            extra = {"kill_on_invalid_dep": "yes", "requeue": True, **self.site.slurm_options(r)}
             if tag:  # how a relaunch finds this job if its id was never saved
                 extra["comment"] = tag
             if dependency:
@@ -788,7 +791,7 @@ class Launcher:
             checkpoint=checkpoint,
             out_dir=p.out_dir,
             data_root=self.data_root,
-            max_requeues=self.max_requeues,
+            max_requeues=self.max_requeues + pieces(entry.resources) - 1,
             config=asdict(self.plan.entry(entry, seed)),
             expect=expect,
         )
@@ -849,7 +852,7 @@ class Launcher:
                     str(out),
                     method=method,
                     data_root=self.data_root,
-                    max_requeues=self.max_requeues,
+                    max_requeues=self.max_requeues + pieces(resources) - 1,
                     settings=settings,
                 ),
             )

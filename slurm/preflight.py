@@ -245,11 +245,12 @@ class Preflight:
                     f"{where}: asks {r.cpus} CPUs and {r.gpus} GPUs per node; the largest node of partition "
                     f"{p.name} has {p.cpus} CPUs and {p.gpus} GPUs"
                 )
-            if p.max_time_min and r.time_min > p.max_time_min:
+            asked = min(r.time_min, r.piece_min or r.time_min)
+            if p.max_time_min and asked > p.max_time_min:
                 self.errors.append(
-                    f"{where}: asks {r.time_min} min; partition {p.name} allows at most {p.max_time_min} "
-                    "(MaxTime), so it would stay PENDING: set resources.time_min <= that (jobs save at the "
-                    "time limit's warning and are requeued; each requeue counts against max_requeues)"
+                    f"{where}: asks {asked} min; partition {p.name} allows at most {p.max_time_min} "
+                    f"(MaxTime), so it would stay PENDING: set resources.piece_min: {p.max_time_min} to run "
+                    "it in pieces (it saves at each limit's warning and is requeued until done)"
                 )
             if p.mem_mb and r.mem_gb * 1024 > p.mem_mb:
                 self.errors.append(
@@ -292,8 +293,10 @@ class Preflight:
                     f"({', '.join(allowed) or 'none'}): set --qos or qos: in the cluster file / resources"
                 )
 
-    def finish(self, *, stream=sys.stderr) -> None:
-        """Print the warnings; raise PreflightError listing every error (nothing was submitted)."""
+    def finish(self, *, stream=None) -> None:
+        """Print the warnings (to ``stream``, default: stderr as it is now, not as it was at import); raise
+        PreflightError listing every error (nothing was submitted)."""
+        stream = stream or sys.stderr
         for w in dict.fromkeys(self.warnings):
             print(f"warning: {w}", file=stream)
         if self.errors:

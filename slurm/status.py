@@ -23,38 +23,59 @@ def headline(record: dict) -> str:
     return wanted[0] if wanted else next(iter(metrics), "")
 
 
-def _sacct(job_id: str) -> list[list[str]]:
-    out = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "JobID,State,Elapsed"], capture_output=True, text=True
-    )
-    return (
-        [(ln.split("|") + ["", ""])[:3] for ln in out.stdout.strip().splitlines()]
-        if out.returncode == 0
-        else []
-    )
+INTERRUPTED = ("PREEMPTED", "NODE_FAIL", "BOOT_FAIL")  # ended by the cluster, not by the job
+
+
+class Accounting:
+    """sacct for every SLURM job of a run at once (a 200-job sweep asks the database once, not hundreds of
+    times): each job's latest state and elapsed time, and the states of its earlier runs (``-D``)."""
+
+    def __init__(self, job_ids: list[str], *, chunk: int = 400):
+        ids = sorted({j for j in job_ids if j} | {j.split("_")[0] for j in job_ids if j})
+        self.rows: list[list[str]] = []
+        for i in range(0, len(ids), chunk):
+            command = [
+                "sacct",
+                "-n",
+                "-D",
+                "-X",
+                "-P",
+                "-o",
+                "JobID,State,Elapsed",
+                "-j",
+                ",".join(ids[i : i + chunk]),
+            ]
+            out = subprocess.run(command, capture_output=True, text=True)
+            if out.returncode == 0:
+                self.rows += [(ln.split("|") + ["", ""])[:3] for ln in out.stdout.strip().splitlines()]
+
+    def _rows(self, job_id: str) -> list[list[str]]:
+        """The job's rows, oldest first: its own, else (an array task that never started) its array's."""
+        return [r for r in self.rows if r[0] == job_id] or [
+            r for r in self.rows if _array_covers(r[0], job_id)
+        ]
+
+    def state(self, job_id: str) -> tuple[str, str]:
+        """(state, elapsed) of the job's latest run, or ('', '') when unknown."""
+        rows = self._rows(job_id)
+        return (rows[-1][1].split()[0], rows[-1][2]) if rows else ("", "")
+
+    def requeued(self, job_id: str) -> bool:
+        """A run of the job was requeued, preempted or lost with its node (asked of a live job: that run was
+        an earlier one)."""
+        return any(r[1].split()[0] in ("REQUEUED", *INTERRUPTED) for r in self._rows(job_id))
 
 
 def _array_covers(sacct_id: str, job_id: str) -> bool:
     """'123_[0-3,7]' (array tasks that never started are one sacct row) covers '123_2'."""
     parent, _, task = job_id.partition("_")
     if not sacct_id.startswith(parent + "_[") or not task.isdigit():
-        return sacct_id == job_id
+        return False
     for part in sacct_id[len(parent) + 2 :].rstrip("]").split("%")[0].split(","):
         lo, _, hi = part.partition("-")
         if lo.isdigit() and int(lo) <= int(task) <= int(hi or lo):
             return True
     return False
-
-
-def _slurm_state(job_id: str) -> tuple[str, str]:
-    """(state, elapsed) from sacct, or ('', '') when unknown. Array tasks: their own row, else the array's."""
-    rows = [r for r in _sacct(job_id) if r[0] == job_id] or _sacct(job_id)
-    if not rows and "_" in job_id:
-        rows = [r for r in _sacct(job_id.split("_")[0]) if _array_covers(r[0], job_id)]
-    if not rows:
-        return "", ""
-    _, state, elapsed = rows[-1]
-    return state.split()[0], elapsed
 
 
 def job_table(run_dir: str | Path) -> list[dict]:
@@ -67,6 +88,8 @@ def job_table(run_dir: str | Path) -> list[dict]:
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a launch run directory")
     state = read_launch_state(path)
     schedulers: dict[str, Scheduler] = {}
+    slurm_ids = [j.get("job_id", "") for j in state["jobs"].values() if j.get("executor") == "slurm"]
+    accounting = Accounting(slurm_ids) if any(slurm_ids) else None
     rows = []
     for key, job in state["jobs"].items():
         kind = job.get("executor", "local")
@@ -93,7 +116,10 @@ def job_table(run_dir: str | Path) -> list[dict]:
             live = "UNKNOWN"
         sacct_state = ""
         if kind == "slurm" and row["job_id"]:
-            sacct_state, row["elapsed"] = _slurm_state(row["job_id"])
+            if accounting is None or row["job_id"] not in slurm_ids:  # found by its tag just now
+                accounting = Accounting([*slurm_ids, row["job_id"]])
+                slurm_ids.append(row["job_id"])
+            sacct_state, row["elapsed"] = accounting.state(row["job_id"])
         rec_path = out / RECORD
         rec = json.loads(rec_path.read_text()) if job["kind"] == "eval" and rec_path.is_file() else None
         if rec is not None:
@@ -112,7 +138,7 @@ def job_table(run_dir: str | Path) -> list[dict]:
                 f"; record: {row['result']}" if row["result"] else ""
             )
         elif live:
-            requeued = live == "REQUEUED" or (kind == "slurm" and _requeued(row["job_id"]))
+            requeued = live == "REQUEUED" or (kind == "slurm" and accounting.requeued(row["job_id"]))
             row["state"] = (
                 "requeued" if requeued else "pending" if live in ("PENDING", "CONFIGURING") else "running"
             )
@@ -122,6 +148,12 @@ def job_table(run_dir: str | Path) -> list[dict]:
                 ) + row["result"]
         elif rec is not None:
             row["state"] = "done" if rec.get("status") == "ok" else "failed"
+        elif sacct_state in INTERRUPTED:
+            row["state"] = "interrupted"
+            row["result"] = (
+                f"SLURM {sacct_state}: ended by the cluster, not by the job; launch again to resubmit it "
+                "(it continues from its saved state)"
+            )
         elif job["kind"] == "pretrain" and (out / CHECKPOINT).is_file():
             epochs = int(job.get("epochs") or 0)
             if not epochs or pretraining_done(out, epochs, int(job.get("max_iters") or 0)):
@@ -152,13 +184,6 @@ def _written_by_this_job(record: dict, job: dict) -> bool:
     except (KeyError, TypeError, ValueError):
         return False
     return created >= float(job.get("submitted_at") or 0) - 1.0  # records keep whole seconds
-
-
-def _requeued(job_id: str) -> bool:
-    out = subprocess.run(
-        ["sacct", "-n", "-D", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True
-    )
-    return "REQUEUED" in out.stdout
 
 
 def _log_tail(run_dir: Path, job_id: str) -> str:

@@ -29,6 +29,9 @@ class Resources:
     cpus: int = 2  # per node
     mem_gb: int = 8  # per node
     time_min: int = 60
+    # ask at most this many minutes per submission (e.g. the partition's MaxTime): a longer job runs in
+    # pieces, saving at each limit's warning and requeued until done (0: all of time_min at once)
+    piece_min: int = 0
     nodes: int = 1
     tasks_per_node: int = 0  # processes per node of data-parallel jobs (0: one per GPU, or 1); one group
     partition: str = ""
@@ -85,6 +88,11 @@ def check_options(items: list[str], where: str) -> None:
                 f"{where}: sbatch option {item!r} must be name or name=value on one line "
                 "(e.g. reservation=paper, exclusive)"
             )
+
+
+def pieces(r: Resources) -> int:
+    """How many submissions a job's time takes: 1, or ceil(time_min / piece_min) with ``piece_min``."""
+    return -(-r.time_min // r.piece_min) if 0 < r.piece_min < r.time_min else 1
 
 
 def cpus_per_task(r: Resources, tasks: int) -> int:

@@ -102,3 +102,25 @@ def pretrain_losing_data(rank: int, world_size: int, overrides: list, out: str, 
     except DataVanished as e:
         return "stopped", str(e), tr.state.images_seen
     return "finished", "", tr.state.images_seen
+
+
+def resume_with_a_different_view(rank: int, world_size: int, overrides: list, out: str) -> int:
+    """A Trainer resuming the run in ``out``, where process 1 cannot read the latest checkpoint (its node's
+    view of the filesystem); returns the iteration it resumes at."""
+    import torch
+
+    import pretrain.checkpoint as checkpoint
+    from pretrain.config import load_config
+    from pretrain.train import Trainer
+    from swavbench.core.state import CheckpointError
+
+    torch.set_num_threads(1)
+    real = checkpoint.load_checkpoint
+
+    def blind(path, *a, **k):
+        if rank == 1 and str(path).endswith("checkpoint.pth"):
+            raise CheckpointError(f"checkpoint {path} is truncated or corrupt (as process 1 sees it)")
+        return real(path, *a, **k)
+
+    checkpoint.load_checkpoint = blind  # what newest_valid_checkpoint reads with
+    return Trainer(load_config("tiny", overrides), out, resume=True, progress=False).state.iteration

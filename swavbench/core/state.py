@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,14 @@ TRUST_ENV = "SWAVBENCH_TRUST_CHECKPOINTS"  # "1": unpickle arbitrary objects (on
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be read or does not fit; the message names the file and the fix."""
+
+
+class CheckpointUnavailable(CheckpointError):
+    """The file could not be read for a reason outside it (EIO, ESTALE, out of memory), even after retries:
+    it is not corrupt, and must not be set aside."""
+
+
+READ_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)  # pauses (s) between reads failing with an I/O error
 
 
 class UnsafeCheckpointError(CheckpointError):
@@ -58,10 +67,39 @@ def load_checkpoint(
     """Load a checkpoint, turning truncation and corruption into a CheckpointError. ``mmap``: tensors stay
     on disk until touched (reading a few fields of a large file)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    for delay in (*READ_RETRY_DELAYS, None):
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist")
+        try:
+            return _load(path, map_location, mmap=mmap)
+        except CheckpointUnavailable:
+            if delay is None:
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _unavailable(path: Path, e: BaseException) -> CheckpointUnavailable:
+    return CheckpointUnavailable(
+        f"checkpoint {path} could not be read after {len(READ_RETRY_DELAYS) + 1} tries ({type(e).__name__}: "
+        f"{str(e)[:200]}): an I/O or memory error, not damage, so the file was left as it is. Check the "
+        "filesystem (or the job's memory) and run again"
+    )
+
+
+def _load(path: Path, map_location: str | torch.device, *, mmap: bool) -> dict:
+    """One read: corruption (the content does not parse) is a CheckpointError, a failure of the
+    filesystem or of memory a CheckpointUnavailable (retried by the caller)."""
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=not _trusted(), mmap=mmap)
+    except FileNotFoundError as e:  # replaced or removed while it was read
+        raise CheckpointError(f"checkpoint {path} does not exist") from e
+    except (OSError, MemoryError) as e:  # EIO, ESTALE, ENOMEM...: the filesystem, not the file
+        raise _unavailable(path, e) from e
+    except RuntimeError as e:
+        if re.search(r"allocate|out of memory", str(e), flags=re.I):  # ENOMEM under torch's allocator
+            raise _unavailable(path, e) from e
+        raise _corrupt(path, e) from e
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
         if found is None:  # not a refused object: the file is damaged (or not a torch file at all)
@@ -72,7 +110,7 @@ def load_checkpoint(
             "file, so it was not loaded. Re-save it as a plain state dict, or, only if you trust where it "
             f"came from, pass --trust-checkpoints (swavbench --trust-checkpoints COMMAND ...; {TRUST_ENV}=1)"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except (EOFError, zipfile.BadZipFile, ValueError) as e:
         raise _corrupt(path, e) from e
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dict of tensors")

@@ -108,6 +108,48 @@ def test_unreadable_latest_is_set_aside_and_the_run_goes_on(tmp_path, generated_
     same_trajectory(uninterrupted, losses(tmp_path))
 
 
+def test_a_transient_read_error_is_retried_and_never_sets_a_good_checkpoint_aside(
+    tmp_path, generated_data, uninterrupted, monkeypatch
+):
+    """Issue #34 item 5: EIO / ESTALE while reading the latest checkpoint is retried; when it passes the run
+    goes on from that checkpoint, when it persists the run stops and every file stays where it was."""
+    import errno
+
+    from swavbench.core import state
+
+    pretrain(load_config("tiny", settings(generated_data, "run.max_iters=12")), tmp_path, progress=False)
+    latest = tmp_path / "checkpoint.pth"
+    monkeypatch.setattr(state, "READ_RETRY_DELAYS", (0.0, 0.0, 0.0))
+    real_load, failures = torch.load, {"left": 2}
+
+    def flaky(path, *a, **k):
+        if Path(path) == latest and failures["left"] > 0:
+            failures["left"] -= 1
+            raise OSError(errno.ESTALE, "Stale file handle", str(path))
+        return real_load(path, *a, **k)
+
+    monkeypatch.setattr(state.torch, "load", flaky)
+    with pytest.raises(state.CheckpointUnavailable, match=r"after 4 tries.*left as it is"):
+        failures["left"] = 4  # every try fails: the run stops, nothing is set aside
+        pretrain(load_config("tiny", settings(generated_data)), tmp_path, resume=True, progress=False)
+    assert latest.is_file() and not list(tmp_path.glob("*.unreadable"))
+    assert load_checkpoint(latest)["iteration"] == 12
+    failures["left"] = 2  # two failures, then the read works: resumed from the latest, as uninterrupted
+    pretrain(load_config("tiny", settings(generated_data)), tmp_path, resume=True, progress=False)
+    assert not list(tmp_path.glob("*.unreadable")) and failures["left"] == 0
+    same_trajectory(uninterrupted, losses(tmp_path))
+
+
+def test_the_first_process_chooses_the_resume_file_for_all(tmp_path, generated_data):
+    """Issue #34 item 5: under DDP the processes resume from one file, the first process' choice, even when
+    another process sees the files differently (before, each chose its own and they diverged)."""
+    from ddp_helpers import resume_with_a_different_view, run_ddp
+
+    pretrain(load_config("tiny", settings(generated_data, "run.max_iters=12")), tmp_path, progress=False)
+    ends = run_ddp(resume_with_a_different_view, 2, settings(generated_data), str(tmp_path))
+    assert ends == [12, 12]  # both at the latest checkpoint's iteration (process 1 alone would take .prev)
+
+
 def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path, generated_data):
     pretrain(load_config("tiny", settings(generated_data, "optim.epochs=1")), tmp_path, progress=False)
     for p in (tmp_path / "checkpoint.pth", tmp_path / "checkpoint.pth.prev"):

@@ -119,6 +119,7 @@ def test_account_qos_and_extra_options_reach_every_script(tmp_path, monkeypatch)
         forced,
     ]
     assert "exclusive" in got[1] and "exclusive" not in got[0]
+    assert all("requeue" in d for d in got)  # SLURM requeues after a node failure, whatever JobRequeue says
     check = Preflight("slurm")
     check.suite(suite)
     check.accounts(load_site(), pairs={("lab", "normal"), ("lab", "high")})
@@ -268,7 +269,38 @@ def test_preflight_checks_time_and_memory_against_the_partition():
     check.cluster_fit(parts)
     assert len(check.errors) == 2, check.errors
     assert check.errors[0].startswith("long: asks 4320 min; partition gpu allows at most 2880 (MaxTime)")
+    assert "set resources.piece_min: 2880 to run it in pieces" in check.errors[0]
     assert check.errors[1].startswith("fat: asks 600 GB per node; the largest node of partition gpu has 500")
+    check = Preflight("slurm")  # the 72 h job in pieces of 24 h: each submission fits
+    check.resources = [("long", Resources(gpus=8, cpus=80, mem_gb=400, time_min=4320, piece_min=1440))]
+    check.cluster_fit(parts)
+    assert check.errors == []
+
+
+def test_a_job_longer_than_the_partition_allows_runs_in_pieces_over_requeues(tmp_path, monkeypatch):
+    """Issue #34 item 7: a 72 h pretraining with piece_min 24 h asks 24 h per submission and may be requeued
+    twice more than max_requeues (the pieces), in its sbatch script and in the job it runs."""
+    import pickle
+
+    from sbatch_stub import directives, stand_in_sbatch
+
+    from slurm.suite import Resources
+
+    kept = stand_in_sbatch(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    run = tmp_path / "run"
+    res = Resources(cpus=1, mem_gb=1, time_min=4320, piece_min=1440)
+    with Launcher(run, "slurm", max_requeues=3) as launcher:
+        (p,) = [
+            j
+            for j in launcher.pipeline("tiny", [], load_suite("cpu-small"), resources=res)
+            if j.kind == "pretrain"
+        ]
+    assert "time=4320min in 3 pieces of 1440min" in p.resources
+    script = (kept / "0.sh").read_text()
+    assert directives(script)["time"] == "1440" and "requeue" in directives(script)
+    submitted = run / "submitit" / p.job_id / f"{p.job_id}_submitted.pkl"
+    assert pickle.loads(submitted.read_bytes()).function.max_requeues == 3 + 2
 
 
 def test_an_evaluation_refuses_a_checkpoint_other_than_the_one_it_was_launched_for(tmp_path, generated_data):
@@ -375,3 +407,42 @@ def test_the_launch_lease_holds_across_hosts_where_flock_does_not(tmp_path, monk
         assert mine.state == {"jobs": {}}
     assert not (run / ".launch.lease").exists()  # released with the launcher
 
+
+def test_status_of_a_200_job_sweep_asks_the_scheduler_once_and_calls_node_failure_interrupted(
+    tmp_path, monkeypatch
+):
+    """Issue #34 item 16: one squeue and one sacct for all 200 jobs (before: one to three sacct calls per
+    job), and a job the cluster ended (NODE_FAIL, PREEMPTED) reads 'interrupted' with the fix."""
+    from slurm.status import job_table
+
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\necho squeue >> {calls}\nexit 0\n")
+    (bin_dir / "sacct").write_text(
+        f"#!/bin/sh\necho sacct >> {calls}\n"
+        "for i in $(seq 6000 6199); do s=COMPLETED\n"
+        "[ $i = 6007 ] && s=NODE_FAIL; [ $i = 6008 ] && s=PREEMPTED\n"
+        'echo "$i|$s|00:01:00"; done\n'
+    )
+    for f in ("squeue", "sacct"):
+        (bin_dir / f).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    run = tmp_path / "run"
+    jobs = {
+        f"k{i}": {
+            "name": f"j{i}",
+            "kind": "eval",
+            "job_id": str(6000 + i),
+            "executor": "slurm",
+            "out_dir": str(run / "evals" / f"j{i}"),
+            "tag": f"t{i}",
+        }
+        for i in range(200)
+    }
+    run.mkdir()
+    (run / "launch.json").write_text(json.dumps({"jobs": jobs}))
+    rows = {r["name"]: r for r in job_table(run)}
+    assert sorted(calls.read_text().split()) == ["sacct", "squeue"]
+    assert rows["j7"]["state"] == rows["j8"]["state"] == "interrupted"
+    assert "SLURM NODE_FAIL" in rows["j7"]["result"] and "launch again" in rows["j7"]["result"]
+    assert rows["j0"]["state"] == "done" and rows["j0"]["elapsed"] == "00:01:00"

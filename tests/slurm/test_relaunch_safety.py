@@ -392,3 +392,37 @@ def test_lost_launch_state_and_force_on_the_real_cluster(slurm_cluster, tmp_path
     assert sorted(r["status"] for r in recs) == ["ok"] * 3
     ran = {f.name.split("_")[0] for f in (run / "submitit").glob("*/*_log.out")}
     assert ran == {i.split("_")[0] for i in new.values()}  # only the replacements ran
+
+
+def test_a_job_lost_with_its_node_is_requeued_and_finishes(slurm_cluster, tmp_path, knn_suite):
+    """Issue #34 item 16 on the local SLURM cluster: the node goes down under a running evaluation
+    (NODE_FAIL); SLURM requeues it (--requeue), status says requeued, and it finishes with its record."""
+    suite = yaml.safe_load(knn_suite.read_text())
+    suite["jobs"] = [{**suite["jobs"][2], "overrides": [*suite["jobs"][2]["overrides"][:-1], "epochs=6"]}]
+    knn_suite.write_text(yaml.safe_dump(suite))
+    run = tmp_path / "run"
+    with Launcher(run, "slurm") as launcher:
+        (p,) = launcher.suite(load_suite(str(knn_suite)), "random")
+    node = subprocess.run(["sinfo", "-h", "-o", "%N"], capture_output=True, text=True).stdout.split()[0]
+    deadline = time.time() + 120
+    while Scheduler("slurm").state(p.job_id) != "RUNNING" and time.time() < deadline:
+        time.sleep(0.5)
+    subprocess.run(
+        ["scontrol", "update", f"nodename={node}", "state=down", "reason=swavbench-test"], check=True
+    )
+    try:
+        deadline = time.time() + 30  # the accounting database hears of the node failure a moment later
+        while (row := job_table(run)[0])["state"] != "requeued" and time.time() < deadline:
+            time.sleep(0.5)
+        assert row["state"] == "requeued", row
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
+    (rec,) = wait_records(run, 1, timeout=300)
+    assert rec["status"] == "ok"
+    deadline = time.time() + 120  # the job leaves the queue a moment after writing its record
+    while Scheduler("slurm").is_live(p.job_id) and time.time() < deadline:
+        time.sleep(0.5)
+    history = subprocess.run(
+        ["sacct", "-n", "-D", "-X", "-P", "-j", p.job_id, "-o", "State"], capture_output=True, text=True
+    ).stdout.split()
+    assert history[0] == "NODE_FAIL" and "COMPLETED" in history, history
