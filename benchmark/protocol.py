@@ -46,6 +46,10 @@ class TrunkConfig:
     label: str = (
         ""  # row name in reports; "" = derived from the checkpoint (random / supervised / run folder)
     )
+    # where the trunk sits in a file of another harness, as DINO's --checkpoint_key (default: found and
+    # logged; benchmark/trunk_formats.py): the dict (teacher, state_dict, ...) and the prefix to strip
+    key: str = ""
+    strip_prefix: str = ""
     # frozen-feature extraction (kNN, SVM, cached linear): fp32 as the reference code, or bf16 autocast on
     # GPUs (faster, opt-in; in the record's config)
     feature_precision: str = "fp32"
@@ -86,7 +90,8 @@ def run_and_record(
     loaded: LoadedTrunk | None = None
     t = cfg.trunk
     try:
-        loaded = load_trunk(checkpoint, TrunkSpec(t.arch, t.small_stem, t.width_multiplier), seed)
+        spec = TrunkSpec(t.arch, t.small_stem, t.width_multiplier)
+        loaded = load_trunk(checkpoint, spec, seed, key=t.key, strip_prefix=t.strip_prefix)
         metrics, splits = body(loaded, device)
     except interrupt.Interrupted:  # state saved at the scheduler's signal: the requeued job continues it
         raise

@@ -2,10 +2,11 @@
 
 Formats: a swav-bench checkpoint (its config names the architecture); the official SwAV
 release (flat or under "state_dict", ``module.`` prefix, head/prototype keys dropped); a
-torchvision state dict (``fc.*`` dropped; labelled by its file name or its conversion provenance, never
-"supervised" by format: ``trunk.label=supervised`` names a supervised baseline); a VISSL checkpoint
-(``classy_state_dict`` ... ``trunk`` with ``_feature_blocks.`` keys); or ``random`` (seeded
-initialisation: the floor of every table). Keys must match the trunk exactly: a checkpoint
+torchvision or timm state dict (``fc.*`` dropped; labelled by its file name or its conversion provenance,
+never "supervised" by format: ``trunk.label=supervised`` names a supervised baseline); a VISSL checkpoint
+(``classy_state_dict`` ... ``trunk`` with ``_feature_blocks.`` keys); DINO, MoCo v2 / v3 and Lightning
+(solo-learn, stable-pretraining) files and ``.safetensors`` (benchmark/trunk_formats.py); or ``random``
+(seeded initialisation: the floor of every table). Keys must match the trunk exactly: a checkpoint
 of another architecture is refused instead of evaluating random weights.
 """
 
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from pretrain.checkpoint import FORMAT, HEAD_PREFIXES, split_trunk_state
+from benchmark.trunk_formats import locate
+from pretrain.checkpoint import FORMAT, split_trunk_state
 from pretrain.config import config_from_dict
 from pretrain.model import Trunk, build_trunk, parse_arch
 from swavbench.core.config import flatten
@@ -109,7 +111,9 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _unwrap(ckpt: dict, path: Path) -> tuple[str, dict[str, torch.Tensor], TrunkSpec | None]:
+def _unwrap(
+    ckpt: dict, path: Path, *, key: str = "", strip_prefix: str = ""
+) -> tuple[str, dict[str, torch.Tensor], TrunkSpec | None]:
     """(kind, raw trunk-ish state dict, spec from the file if it has one)."""
     if ckpt.get("format") == FORMAT:
         m = config_from_dict({"model": ckpt["config"]["model"]}).model
@@ -122,19 +126,11 @@ def _unwrap(ckpt: dict, path: Path) -> tuple[str, dict[str, torch.Tensor], Trunk
                 f"{path}: VISSL checkpoint without classy_state_dict.base_model.model.trunk"
             ) from None
         return "vissl", {k.removeprefix("_feature_blocks."): v for k, v in trunk.items()}, None
-    state = ckpt.get("state_dict", ckpt.get("model", ckpt))
-    if (
-        not isinstance(state, dict)
-        or not state
-        or not all(isinstance(v, torch.Tensor) for v in state.values())
-    ):
-        raise TrunkLoadError(
-            f"{path}: no state dict of tensors found (looked at the top level, 'state_dict' and 'model')"
-        )
-    keys = [k.removeprefix("module.") for k in state]
-    if any(k.startswith(HEAD_PREFIXES) for k in keys) or any(k.startswith("module.") for k in state):
-        return "official-swav", state, None
-    return "torchvision", state, None
+    try:
+        found = locate(ckpt, str(path), key=key, strip_prefix=strip_prefix or None)
+    except KeyError as e:
+        raise TrunkLoadError(e.args[0]) from None
+    return found.harness, found.state, None
 
 
 def recipe_of(ckpt: dict, sha256: str) -> str:
@@ -150,8 +146,25 @@ def recipe_of(ckpt: dict, sha256: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0) -> LoadedTrunk:
-    """Build the trunk and load weights from ``source`` (a file, or 'random'), strictly."""
+def read_weights(path: Path) -> dict:
+    """A checkpoint file as a dict: torch files read weights-only, objects of other libraries as inert
+    stand-ins (a Lightning or DINO file carries some); ``.safetensors`` through safetensors."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"checkpoint {path} is not a readable safetensors file ({e})") from e
+    return load_checkpoint(path, foreign=True)
+
+
+def load_trunk(
+    source: str | Path, spec: TrunkSpec | None = None, seed: int = 0, *, key: str = "", strip_prefix: str = ""
+) -> LoadedTrunk:
+    """Build the trunk and load weights from ``source`` (a file, or 'random'), strictly. ``key`` /
+    ``strip_prefix``: where the trunk sits in a file of another harness (default: found, and logged)."""
     spec = spec or TrunkSpec()
     if str(source) == "random":
         torch.manual_seed(seed)
@@ -163,8 +176,8 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
             recipe=f"random:{spec.name()}",
         )
     path = Path(source)
-    ckpt = load_checkpoint(path)
-    kind, raw, file_spec = _unwrap(ckpt, path)
+    ckpt = read_weights(path)
+    kind, raw, file_spec = _unwrap(ckpt, path, key=key, strip_prefix=strip_prefix)
     spec = file_spec or spec
     state, ignored = split_trunk_state(raw)
     trunk = build_trunk(spec.arch, small_stem=spec.small_stem, width_multiplier=spec.width_multiplier)
@@ -174,9 +187,12 @@ def load_trunk(source: str | Path, spec: TrunkSpec | None = None, seed: int = 0)
     wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
     if missing or unexpected or wrong_shape:
         parts = []
-        for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        shapes = [
+            f"{k} {list(state[k].shape)} in the file, {list(expected[k].shape)} here" for k in wrong_shape
+        ]
+        for name, keys in (("wrong shape", shapes), ("missing", missing), ("unexpected", unexpected)):
             if keys:
-                parts.append(f"{len(keys)} {name} (e.g. {', '.join(keys[:3])})")
+                parts.append(f"{len(keys)} {name} (first: {', '.join(keys[:3])})")
         raise TrunkLoadError(
             f"{path} ({kind}) does not match a {spec.arch} trunk (small_stem={spec.small_stem}, "
             f"width x{spec.width_multiplier}): {'; '.join(parts)}. "

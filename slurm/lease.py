@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swavbench.core import durable
+
 STALE_S = 120.0  # a heartbeat older than this: the holder is gone (clusters keep clocks within a second)
 BEAT_S = 10.0  # how often the holder renews its heartbeat
 
@@ -64,9 +66,7 @@ def _content(token: str) -> str:
 
 def _write(path: Path, token: str) -> None:
     """Renew the heartbeat: a whole new file renamed over the lease, so a reader never sees half of one."""
-    tmp = path.with_name(f"{path.name}.{token}.tmp")
-    tmp.write_text(_content(token))
-    os.replace(tmp, path)
+    durable.write_text(path, _content(token))
 
 
 def _read(path: Path) -> dict:
@@ -111,7 +111,7 @@ def _set_aside(path: Path, seen: dict) -> bool:
     launcher may have set it aside and taken a new one meanwhile: that one is put back)."""
     aside = path.with_name(f"{path.name}.stale-{uuid.uuid4().hex[:8]}")
     try:
-        os.rename(path, aside)
+        durable.move_aside(path, aside)
     except FileNotFoundError:
         return False
     if _read(aside) != seen:

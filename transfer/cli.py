@@ -37,7 +37,8 @@ def add_convert_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
         help="convert a trunk checkpoint to a torchvision .pth or a Detectron2 .pkl",
-        description="Load a trunk from a swav-bench, official SwAV, torchvision or VISSL checkpoint "
+        description="Load a trunk from a swav-bench, official SwAV, torchvision / timm, VISSL, DINO, "
+        "MoCo v2 / v3 or Lightning (solo-learn, stable-pretraining) checkpoint, or a .safetensors file, "
         "and write it as a "
         "torchvision ResNet state dict (no fc) or a Detectron2 weights file. For Detectron2 set "
         "MODEL.RESNETS.STRIDE_IN_1X1=False, INPUT.FORMAT=RGB and torchvision's pixel mean/std "
@@ -51,6 +52,8 @@ def add_convert_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--small-stem", action="store_true")
     p.add_argument("--width-multiplier", type=float, default=1.0)
+    p.add_argument("--key", default="", help="the dict holding the trunk (e.g. teacher); default: found")
+    p.add_argument("--strip-prefix", default="", help="key prefix of the trunk (e.g. module.encoder_q.)")
     p.set_defaults(func=run_convert)
 
 
@@ -60,7 +63,8 @@ def run_convert(args: argparse.Namespace) -> int:
     from transfer.convert import convert
 
     try:
-        loaded = load_trunk(args.checkpoint, TrunkSpec(args.arch, args.small_stem, args.width_multiplier))
+        spec = TrunkSpec(args.arch, args.small_stem, args.width_multiplier)
+        loaded = load_trunk(args.checkpoint, spec, key=args.key, strip_prefix=args.strip_prefix)
         out = convert(loaded, args.to, args.out)
     except (CheckpointError, TrunkLoadError, ValueError) as e:
         print(f"swavbench convert: error: {e}", file=sys.stderr)

@@ -20,8 +20,8 @@ from pretrain.train import DataVanished, Trainer
 
 def seconds_to_stop(workers: int, *, after_s: float = 8.0, images: int = 2000) -> tuple[float, str]:
     """(seconds from the deletion to the stop, the error's first line) for ``workers`` loader workers."""
-    tmp = Path(tempfile.mkdtemp(prefix="vanished-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="vanished-") as name:
+        tmp = Path(name)
         data = generate_dataset(tmp / "gen", n_images=images, size=32, seed=0) / "train"
         overrides = [f"data.path={data}", "optim.epochs=1000", f"data.num_workers={workers}"]
         trainer = Trainer(
@@ -40,8 +40,6 @@ def seconds_to_stop(workers: int, *, after_s: float = 8.0, images: int = 2000) -
         except DataVanished as e:
             return time.perf_counter() - gone[0], str(e).split(":")[0]
         raise RuntimeError("the run finished before the data was deleted: raise optim.epochs")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

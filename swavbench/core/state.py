@@ -1,14 +1,21 @@
 """Reading and writing state files: every file is read with ``torch.load(weights_only=True)`` (tensors and
 plain Python data only, so a file from elsewhere cannot run code while it is read); a file that needs full
 unpickling is refused unless the user vouches for it (``swavbench --trust-checkpoints``, or
-$SWAVBENCH_TRUST_CHECKPOINTS=1). Writes go through the durable writer, so a file is always whole."""
+$SWAVBENCH_TRUST_CHECKPOINTS=1). Weights from other harnesses (``foreign=True``) are read with the same
+allowlist, every other object in the file (Lightning hyper-parameters, an argparse.Namespace, an OmegaConf
+config) replaced by an inert stand-in: nothing from the file runs. Writes go through the durable writer, so a
+file is always whole."""
 
 from __future__ import annotations
 
+import collections
+import functools
+import logging
 import os
 import pickle
 import re
 import time
+import types
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +24,8 @@ import torch
 
 from swavbench.core import durable
 from swavbench.core.paths import previous
+
+log = logging.getLogger("swavbench.state")
 
 TRUST_ENV = "SWAVBENCH_TRUST_CHECKPOINTS"  # "1": unpickle arbitrary objects (only for files you trust)
 
@@ -62,16 +71,22 @@ def save_rotating(obj: Any, path: str | Path) -> Path:
 
 
 def load_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False
+    path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False, foreign: bool = False
 ) -> dict:
     """Load a checkpoint, turning truncation and corruption into a CheckpointError. ``mmap``: tensors stay
-    on disk until touched (reading a few fields of a large file)."""
+    on disk until touched (reading a few fields of a large file). ``foreign``: objects beyond tensors and
+    plain data are read as inert stand-ins (Foreign) instead of refused: for reading weights only."""
     path = Path(path)
     for delay in (*READ_RETRY_DELAYS, None):
         if not path.is_file():
             raise CheckpointError(f"checkpoint {path} does not exist")
         try:
-            return _load(path, map_location, mmap=mmap)
+            try:
+                return _load(path, map_location, mmap=mmap)
+            except UnsafeCheckpointError:
+                if not foreign or _trusted():
+                    raise
+                return _load(path, map_location, mmap=mmap, pickle_module=_foreign_pickle())
         except CheckpointUnavailable:
             if delay is None:
                 raise
@@ -87,11 +102,68 @@ def _unavailable(path: Path, e: BaseException) -> CheckpointUnavailable:
     )
 
 
-def _load(path: Path, map_location: str | torch.device, *, mmap: bool) -> dict:
+class Foreign(dict):
+    """Stands in for an object of another library found in a checkpoint: keeps its name (``foreign_name``)
+    and what the file stores in it, runs none of its code."""
+
+    foreign_name = "?"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.args = args
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<{self.foreign_name} from a checkpoint, not loaded>"
+
+
+SAFE_BUILTINS = {
+    f"builtins.{t.__name__}": t for t in (dict, list, tuple, set, frozenset, int, float, str, bool)
+}
+
+
+@functools.cache
+def _stand_in(name: str) -> type:
+    log.debug("checkpoint object %s read as an inert stand-in (its code is not run)", name)
+    return type(name.rpartition(".")[2], (Foreign,), {"foreign_name": name})
+
+
+@functools.cache
+def _foreign_pickle() -> types.ModuleType:
+    """A pickle module for torch.load whose unpickler resolves the names torch's weights_only loader allows
+    and turns every other name into a Foreign stand-in (logged)."""
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    allowed = {**_get_allowed_globals(), **SAFE_BUILTINS, "collections.defaultdict": collections.defaultdict}
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+            full = f"{module}.{name}"
+            if full in allowed:
+                return allowed[full]
+            return _stand_in(full)
+
+    mod = types.ModuleType("swavbench_foreign_pickle")
+    mod.Unpickler, mod.load, mod.UnpicklingError = (
+        Unpickler,
+        lambda f, **k: Unpickler(f, **k).load(),
+        pickle.UnpicklingError,
+    )
+    return mod
+
+
+def _load(path: Path, map_location: str | torch.device, *, mmap: bool, pickle_module=None) -> dict:
     """One read: corruption (the content does not parse) is a CheckpointError, a failure of the
     filesystem or of memory a CheckpointUnavailable (retried by the caller)."""
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=not _trusted(), mmap=mmap)
+        if pickle_module is not None:  # foreign objects stand in: the allowlist is the unpickler's own
+            ckpt = torch.load(
+                path, map_location=map_location, weights_only=False, mmap=mmap, pickle_module=pickle_module
+            )
+        else:
+            ckpt = torch.load(path, map_location=map_location, weights_only=not _trusted(), mmap=mmap)
     except FileNotFoundError as e:  # replaced or removed while it was read
         raise CheckpointError(f"checkpoint {path} does not exist") from e
     except (OSError, MemoryError) as e:  # EIO, ESTALE, ENOMEM...: the filesystem, not the file

@@ -73,7 +73,7 @@ def test_wrong_architecture_is_refused(tmp_path):
     ):
         load_trunk(tmp_path / "r18.pth")  # default resnet50
     atomic_save({"foo": 1}, tmp_path / "junk.pth")
-    with pytest.raises(TrunkLoadError, match="junk.pth: no state dict"):
+    with pytest.raises(TrunkLoadError, match="junk.pth: no ResNet trunk found"):
         load_trunk(tmp_path / "junk.pth")
 
 
