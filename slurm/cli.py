@@ -241,7 +241,7 @@ def run_launch(args: argparse.Namespace) -> int:
         for key, outcome in launcher.wait().items():
             if outcome != "ok":
                 print(f"job {key}: {outcome}", file=sys.stderr)
-    if args.rehearse:
+    if args.rehearse and not args.dry_run:  # a dry run planned the rehearsal; nothing ran to check
         from swavbench.checks.rehearsal import LABEL, check
 
         problems = check([p.out_dir for p in planned if p.kind == "eval"], suite, model=LABEL)

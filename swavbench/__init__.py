@@ -5,13 +5,52 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a misspelt subcommand or choice (subparsers inherit it)."""
+
+    def error(self, message: str):  # noqa: ANN201 - argparse's signature
+        from swavbench.core.config import did_you_mean
+
+        found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if found:
+            choices = re.findall(r"'?([\w.-]+)'?", found.group(2))
+            message += did_you_mean(found.group(1), choices)
+        super().error(message)
+
+
+def version() -> str:
+    """The installed package version, and the git commit when run from a checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from swavbench.core.record import code_commit
+
+    try:
+        v = installed("swav-bench")
+    except PackageNotFoundError:
+        v = "not installed"
+    commit = code_commit()
+    return f"swavbench {v}" + (f" (commit {commit})" if commit else "")
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: PLR0917 - argparse's
+        print(version())
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="swavbench",
         description="SwAV pretraining and the evaluation / transfer benchmarks around it.",
     )
+    parser.add_argument("--version", action=_Version)
     parser.add_argument(
         "--data-root",
         help="folder the presets' datasets are named under (default $SWAVBENCH_DATA, else ../shared/data "
@@ -35,11 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     transfer_cli.add_parsers(sub)
     results_cli.add_parsers(sub)
     slurm_cli.add_parsers(sub)
-    from swavbench import demo_data
+    from swavbench import demo_data, presets
     from swavbench.checks import gpu_check
 
     gpu_check.add_parser(sub)
     demo_data.add_parser(sub)
+    presets.add_parser(sub)
     return parser
 
 

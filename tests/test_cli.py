@@ -74,3 +74,38 @@ def test_ci_runs_the_readme_commands():
     setup = ("set -euo pipefail", 'cd "$(dirname "$0")/.."', "rm -rf .venv", "export OMP_NUM_THREADS=2")
     lines = [ln.strip() for ln in ci.splitlines()[1:] if ln.strip() and not ln.lstrip().startswith("#")]
     assert [ln for ln in lines if ln not in (*setup, install, test_cmd)] == []
+
+
+def test_a_command_line_that_tells_what_it_has(capsys):
+    """Issue #35: --version, `presets` with every shipped preset and its description, "did you mean" for
+    a misspelt subcommand, protocol, preset or key."""
+    import swavbench
+    from swavbench.core.record import code_commit
+
+    with pytest.raises(SystemExit) as done:
+        swavbench.main(["--version"])
+    assert done.value.code == 0
+    commit = code_commit()
+    out = capsys.readouterr().out
+    assert out.startswith("swavbench 0.") and (commit is None or commit in out)
+    assert swavbench.main(["presets"]) == 0
+    out = capsys.readouterr().out
+    shipped = sorted(p.stem for p in (REPO / "configs").glob("*/*.yaml"))
+    listed = re.findall(r"^  (\S+)  ", out, flags=re.M)
+    assert sorted(listed) == shipped
+    assert re.search(r"rn50-800ep-bs4096 +Paper's main result \(75\.3% linear top-1\)", out)
+    for argv, wanted in (
+        (["pretrian"], "did you mean pretrain"),
+        (["eval", "knnn"], "did you mean knn"),
+        (["pretrain", "--config", "cpu-smal", "--print-config"], "did you mean cpu-small?"),
+        (
+            ["pretrain", "--config", "tiny", "--print-config", "optim.base_lrr=1"],
+            "did you mean optim.base_lr",
+        ),
+        (["eval", "knn", "--print-config", "tempreature=0.1"], "did you mean temperature?"),
+    ):
+        try:
+            code = swavbench.main(argv)
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        assert code == 2 and wanted in capsys.readouterr().err, argv

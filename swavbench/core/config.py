@@ -4,6 +4,7 @@ overrides; unknown keys and values of the wrong type are a ConfigError naming th
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import fields
 from pathlib import Path
@@ -14,6 +15,12 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message says which and what is allowed."""
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """'; did you mean X or Y?' for the close matches of a misspelt ``word`` in ``choices`` ('' if none)."""
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def _valid_keys(cls: type, prefix: str = "") -> list[str]:
@@ -67,8 +74,10 @@ def _apply(obj: Any, updates: dict[str, Any], prefix: str = "", *, root: type | 
     names = {f.name for f in fields(obj)}
     for k, v in updates.items():
         if k not in names:
+            here = [prefix + f.name for f in fields(obj)]  # this level: a section's keys, or the sections
             raise ConfigError(
-                f"unknown config key {prefix + k!r}; valid keys: {', '.join(_valid_keys(root))}"
+                f"unknown config key {prefix + k!r}{did_you_mean(prefix + k, _valid_keys(root))} (here: "
+                f"{', '.join(here)}; --print-config shows every key with its value)"
             )
         t = hints[k]
         if dataclasses.is_dataclass(t):
@@ -104,9 +113,10 @@ def preset_path(name_or_path: str, config_dir: Path) -> Path:
         return p
     cand = config_dir / f"{name_or_path}.yaml"
     if not cand.is_file():
+        names = list_presets(config_dir)
         raise ConfigError(
-            f"unknown preset {name_or_path!r}; available: {', '.join(list_presets(config_dir))} "
-            "(or pass a YAML path)"
+            f"unknown preset {name_or_path!r}{did_you_mean(name_or_path, names)} (available: "
+            f"{', '.join(names)}; or pass a YAML path; `swavbench presets` lists them with what they are)"
         )
     return cand
 
