@@ -218,15 +218,25 @@ def build(
             if scored:
                 max(scored, key=lambda x: x.mean).best = True
     if published_rows:
-        for fam, name in (("swav", "SwAV (published)"), ("supervised", "Supervised (published)")):
-            cells = {}
-            for c in columns:
-                pub = published(ref, fam, c.benchmark, dataset=c.dataset, metric=c.metric)
-                if pub:
-                    cells[c.header] = Cell(pub[0])
-            if cells:
-                table.rows.append((name, cells))
+        add_published_rows(table, ref)
     return table
+
+
+def add_published_rows(table: Table, ref: pd.DataFrame) -> None:
+    """One row per method with published numbers for the table's columns: SwAV, the supervised baseline,
+    then any other (calibration rows, such as DINO Table 2's ResNet-50 kNN of BYOL or MoCo v2)."""
+    wanted = {(c.benchmark, c.dataset, c.metric) for c in table.columns}
+    hit = pd.Series([k in wanted for k in zip(ref.benchmark, ref.dataset, ref.metric)], index=ref.index)
+    rows = ref[hit & ref.arch.eq("resnet50")]
+    for fam in ["swav", "supervised", *sorted(set(rows.model) - {"swav", "supervised"})]:
+        cells = {}
+        for c in table.columns:
+            pub = published(ref, fam, c.benchmark, dataset=c.dataset, metric=c.metric)
+            if pub:
+                cells[c.header] = Cell(pub[0])
+        if cells:
+            name = {"swav": "SwAV", "supervised": "Supervised"}.get(fam, fam)
+            table.rows.append((f"{name} (published)", cells))
 
 
 def columns_for(
@@ -358,16 +368,11 @@ def published_table(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:
     cols = sorted(set((c.benchmark, c.dataset, c.metric) for c in cols))
     if not cols:
         return None
+    dino = any(b == "knn" for b, _, _ in cols)  # ImageNet kNN is published by DINO, not the SwAV paper
     table = Table(
-        "Published — Caron et al. 2020 (ResNet-50, the paper's datasets; not run in this report)",
+        "Published — Caron et al. 2020 (ResNet-50, the paper's datasets; not run in this report)"
+        + (" and DINO, Caron et al. 2021, Table 2 (ImageNet kNN)" if dino else ""),
         [Column(*c) for c in cols],
     )
-    for fam, name in (("swav", "SwAV (published)"), ("supervised", "Supervised (published)")):
-        cells = {}
-        for c in table.columns:
-            value = published(ref, fam, c.benchmark, dataset=c.dataset, metric=c.metric)
-            if value:
-                cells[c.header] = Cell(value[0])
-        if cells:
-            table.rows.append((name, cells))
+    add_published_rows(table, ref)
     return table if table.rows else None

@@ -115,7 +115,7 @@ def test_extra_reference_file(tmp_path):
         "x,knn,cifar10-subset,k20_top1,swav,resnet18,3,33.9,our notes\n"
     )
     ref = load_reference([extra])
-    assert (ref.source == "our notes").sum() == 1 and len(ref) == 34
+    assert (ref.source == "our notes").sum() == 1 and len(ref) == len(load_reference()) + 1
     assert ref[ref.source == "our notes"].pretrain_batch.isna().all()  # optional column
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
@@ -440,3 +440,39 @@ def test_a_trunks_recipe_ignores_the_seed_and_what_a_resumed_run_may_change():
     assert recipe("run.seed=0") == recipe("run.seed=3") == recipe("run.seed=3", "data.num_workers=4")
     assert recipe("run.seed=0") != recipe("run.seed=0", "model.n_prototypes=[40]")
     assert recipe_of({"state_dict": {}}, "ab" * 32) == "ab" * 8  # any other file: its own sha256
+
+
+def test_imagenet_knn_is_judged_against_dinos_published_row_beside_its_calibration_rows(tmp_path):
+    """Issue #36 item 2: DINO's Table 2 numbers for the released SwAV ResNet-50 (65.7 kNN) and its ResNet-50
+    calibration rows (DeepCluster-v2 67.1, BYOL 64.8, MoCo v2 61.9) reach the report with their source."""
+    import json
+
+    from handmade_records import record
+
+    ref = load_reference()
+    knn = ref[(ref.benchmark == "knn") & (ref.dataset == "imagenet") & (ref.metric == "k20_top1")]
+    rows = {(r.model, r.arch): r.value for r in knn.itertuples()}
+    assert rows == {
+        ("swav", "resnet50"): 65.7,
+        ("swav", "resnet50w2"): 67.3,
+        ("swav", "resnet50w5"): 67.1,
+        ("deepcluster-v2", "resnet50"): 67.1,
+        ("byol", "resnet50"): 64.8,
+        ("moco-v2", "resnet50"): 61.9,
+    }
+    assert all("DINO (Caron et al. 2021) Table 2" in s for s in knn.source)
+    d = tmp_path / "swav-a"
+    d.mkdir()
+    rec = record("knn", "imagenet", {"k20_top1": 64.9, "k10_top1": 64.5}, "swav-a")
+    rec.update(pretrain_epochs=800, pretrain_batch=4096)
+    (d / "result.json").write_text(json.dumps(rec))
+    md = make_report([tmp_path], tmp_path / "report").files["markdown"].read_text()
+    t1 = md.split("Table 1")[1].split("###")[0]
+    assert "64.90 (-0.8" in t1 or "64.9 (-0.8" in t1, t1  # beside DINO's 65.7 for the same schedule
+    for name, value in (
+        ("byol (published)", "64.8"),
+        ("moco-v2 (published)", "61.9"),
+        ("SwAV (published)", "65.7"),
+    ):
+        (line,) = [ln for ln in t1.splitlines() if name in ln]
+        assert value in line
