@@ -10,14 +10,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("pretrain", "benchmark", "transfer", "results", "slurm")  # in data-flow order: pretrain lowest
 TOP = len(STAGES) + 1
-TOP_FILES = {"swavbench/__init__.py", "swavbench/__main__.py", "swavbench/demo_data.py", "slurm/main_job.py"}
+TOP_FILES = {"slurm/main_job.py"}  # besides the front door: every module directly under swavbench/
 
 
 def floor(rel: str) -> int:
     """0: swavbench/core; 1..5: the stages; TOP: command lines, the front door, self-checks."""
     if rel.startswith("swavbench/core/"):
         return 0
-    if rel.endswith("/cli.py") or rel.startswith("swavbench/checks/") or rel in TOP_FILES:
+    front_door = rel.startswith("swavbench/") and rel.count("/") == 1  # __init__, presets, dashboard, ...
+    if rel.endswith("/cli.py") or rel.startswith("swavbench/checks/") or front_door or rel in TOP_FILES:
         return TOP
     return STAGES.index(rel.split("/")[0]) + 1
 
