@@ -96,7 +96,7 @@ def latex(table: Table) -> str:
     return "\n".join(out)
 
 
-def _html_table(table: Table) -> str:
+def html_table(table: Table) -> str:
     headers, body, best = _grid(table)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     rows = "".join(
@@ -124,7 +124,7 @@ def html_report(
         "td:first-child,th:first-child{text-align:left}img{max-width:100%}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p>{html.escape(LEGEND)}</p>",
     ]
-    parts += [_html_table(t) for t in tables]
+    parts += [html_table(t) for t in tables]
     for p in plots:
         data = base64.b64encode(p.read_bytes()).decode()
         parts.append(

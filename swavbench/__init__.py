@@ -74,12 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     transfer_cli.add_parsers(sub)
     results_cli.add_parsers(sub)
     slurm_cli.add_parsers(sub)
-    from swavbench import demo_data, presets
+    from swavbench import dashboard, demo_data, presets
     from swavbench.checks import gpu_check
 
     gpu_check.add_parser(sub)
     demo_data.add_parser(sub)
     presets.add_parser(sub)
+    dashboard.add_parser(sub)
     return parser
 
 

@@ -1,6 +1,6 @@
 """Every example command in README.md and in the command line's --help runs as written (issue #35): each
 parses, and each runs to exit 0 with --print-config (pretrain, eval, transfer) or --dry-run (run, launch)
-where it would train; gpu-check only parses (it needs a GPU)."""
+where it would train; gpu-check (it needs a GPU) and dashboard (it serves until stopped) only parse."""
 
 from __future__ import annotations
 
@@ -47,7 +47,10 @@ def help_examples() -> list[str]:
 def runnable(line: str) -> list[str] | None:
     """The example's argv with --print-config / --dry-run where it would train; None: parse only."""
     argv = shlex.split(line, comments=True)[1:]
-    if argv[0] == "gpu-check":
+    if argv[0] in (
+        "gpu-check",
+        "dashboard",
+    ):  # a GPU; a server until Ctrl-C (tests/test_dashboard.py runs it)
         return None
     if argv[0] in ("pretrain", "eval", "transfer"):
         return (
