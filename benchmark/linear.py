@@ -27,7 +27,7 @@ from tqdm import tqdm
 from benchmark.features import eval_transform, extract_features, image_folder
 from benchmark.protocol import ImageFolderSplits, TrunkConfig, run_and_record
 from pretrain.data import labelled_train_transform
-from swavbench.core import interrupt, ranks
+from swavbench.core import interrupt, ranks, tracking
 from swavbench.core.data_root import resolve_fields
 from swavbench.core.order import epoch_batches, epoch_loader
 from swavbench.core.record import ResultRecord
@@ -156,6 +156,7 @@ def train_heads(
     for epoch in range(start, cfg.epochs):
         heads.train()
         first = start_batch if epoch == start else 0
+        epoch_loss, steps = 0.0, 0
         for b, (feats, y, n_global) in enumerate(train_batches(epoch, first), start=first):
             for g, (lr, _) in zip(opt.param_groups, pairs):
                 g["lr"] = lr_at(lr, step, total, epoch=epoch, cfg=cfg)
@@ -169,6 +170,7 @@ def train_heads(
                     torch.distributed.all_reduce(p.grad)
             opt.step()
             step += 1
+            epoch_loss, steps = epoch_loss + float(loss.detach()), steps + 1
             bar.update(1)
             if state_path is not None and b + 1 < batches_per_epoch:
                 interrupt.check(lambda e=epoch, n=b + 1: save(e, n), f"epoch {epoch}, batch {b + 1}")
@@ -179,6 +181,11 @@ def train_heads(
                 if top1 > r["top1_best"]:
                     r["top1_best"], r["top5_best"], r["best_epoch"] = top1, top5, epoch + 1
             bar.set_postfix(top1=f"{max(r['top1_last'] for r in results):.2f}")
+        (total_loss,) = ranks.all_sum([epoch_loss])  # each process' share of each step's global mean
+        curve = {"train/loss_per_head": total_loss / max(steps, 1) / len(pairs)}
+        if "top1_last" in results[0]:
+            curve["val/top1_best_head"] = max(r["top1_last"] for r in results)
+        tracking.log(curve, epoch + 1)
         save(epoch + 1, 0)
         if state_path is not None and epoch + 1 < cfg.epochs:
             interrupt.check(lambda: None, f"the end of epoch {epoch + 1}")

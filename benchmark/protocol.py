@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from benchmark.trunk import LoadedTrunk, TrunkSpec, load_trunk
-from swavbench.core import durable, interrupt, ranks
+from swavbench.core import durable, interrupt, ranks, tracking
 from swavbench.core.data_root import missing_dataset_hint
 from swavbench.core.distributed import init_distributed
 from swavbench.core.paths import RECORD
@@ -92,7 +92,10 @@ def run_and_record(
     try:
         spec = TrunkSpec(t.arch, t.small_stem, t.width_multiplier)
         loaded = load_trunk(checkpoint, spec, seed, key=t.key, strip_prefix=t.strip_prefix)
-        metrics, splits = body(loaded, device)
+        name = f"{protocol} {dataset} {t.label or loaded.label()} s{seed}"
+        with tracking.evaluation(out_dir, name=name, kind=protocol, config=asdict(cfg)) as tracker:
+            metrics, splits = body(loaded, device)  # its loops log their curves into the tracker
+            tracker.summary(metrics)
     except interrupt.Interrupted:  # state saved at the scheduler's signal: the requeued job continues it
         raise
     except Exception as e:

@@ -23,7 +23,7 @@ from benchmark.linear import topk_hits
 from benchmark.protocol import ImageFolderSplits, TrunkConfig, run_and_record
 from benchmark.subsets import make_balanced_subset, select
 from pretrain.data import labelled_train_transform
-from swavbench.core import interrupt, ranks
+from swavbench.core import interrupt, ranks, tracking
 from swavbench.core.data_root import resolve_fields
 from swavbench.core.order import epoch_loader
 from swavbench.core.record import ResultRecord
@@ -173,6 +173,7 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
                 drop_last=False,
                 share=True,
             )
+            epoch_loss, steps = 0.0, 0
             for b, ((x, y), n_global) in enumerate(zip(loader, loader.global_sizes), start=first):
                 # the mean over the global batch: DistributedDataParallel averages the processes' gradients
                 out = ddp(x.to(device))
@@ -181,6 +182,7 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                epoch_loss, steps = epoch_loss + float(loss.detach()), steps + 1
                 bar.update(1)
                 if b + 1 < per_epoch:
                     interrupt.check(lambda e=epoch, n=b + 1: save(e, n), f"epoch {epoch}, batch {b + 1}")
@@ -189,6 +191,9 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
             if top1 > best[0]:
                 best = (top1, top5, epoch + 1)
             bar.set_postfix(top1=f"{top1:.2f}")
+            (total,) = ranks.all_sum([epoch_loss])  # the processes' losses average to the global batch's
+            train_loss = total / ranks.world_size() / max(steps, 1)
+            tracking.log({"train/loss": train_loss, "val/top1": top1, "val/top5": top5}, epoch + 1)
             save(epoch + 1, 0)
             if epoch + 1 < cfg.epochs:
                 interrupt.check(lambda: None, f"the end of epoch {epoch + 1}")

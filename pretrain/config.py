@@ -158,6 +158,7 @@ class RunConfig:
     # images was unreadable (1.0: never), or after this many batches in a row with nothing readable (0: never)
     max_unreadable: float = 0.01
     max_empty_batches: int = 5
+    wandb: str = ""  # a W&B project to log into besides TensorBoard (pip install -e '.[wandb]')
 
 
 @dataclass

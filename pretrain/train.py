@@ -56,6 +56,7 @@ from swavbench.core.data_root import existing, resolve
 from swavbench.core.distributed import DistInfo, cleanup, init_distributed
 from swavbench.core.paths import CHECKPOINT, RUN_CONFIG, TRAIN_LOG, epoch_checkpoint
 from swavbench.core.state import CheckpointError, load_checkpoint, save_rotating
+from swavbench.core.tracking import Tracker
 
 log = logging.getLogger("swavbench.pretrain")
 
@@ -138,6 +139,7 @@ RESUMABLE_CHANGES = (
     "run.max_iters",
     "run.max_unreadable",
     "run.max_empty_batches",
+    "run.wandb",
 )
 
 
@@ -299,6 +301,7 @@ class Trainer:
         if self.info.is_main:
             log.info("multi-crop pipeline: %s", describe_pipeline(cfg.data, self.color_on, self.device))
         self.state = RunState()
+        self.wandb_id = ""  # the W&B run of this training run (swavbench.core.tracking), kept in checkpoints
         if resuming is not None:
             self._load(resuming)
         elif self.info.is_main:
@@ -402,6 +405,7 @@ class Trainer:
         )
         if ckpt.get("rng"):
             _set_rng_state(ckpt["rng"])
+        self.wandb_id = str(ckpt.get("wandb_id") or "")
         if self.info.is_main:
             moved = found.set_aside_unreadable()
             if path.resolve() != self.ckpt_path.resolve():  # the run's latest is the one it goes on from
@@ -439,6 +443,7 @@ class Trainer:
             "iteration": s.iteration,
             "images_seen": s.images_seen,
             "images_skipped": s.images_skipped,
+            "wandb_id": self.wandb_id,
             "config": self.cfg.to_dict(),
             "batch_plan": asdict(self.plan),
             "rng": _rng_state(),
@@ -517,11 +522,17 @@ class Trainer:
             log.info("run in %s is already complete (%d iterations)", self.out_dir, s.iteration)
             return self.ckpt_path
         main = self.info.is_main
-        writer = None
-        if main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=s.iteration)
+        # TensorBoard, and W&B with run.wandb: a resumed or requeued run continues its W&B run
+        tracker = Tracker(
+            self.out_dir,
+            name=self.out_dir.name,
+            kind="pretrain",
+            project=cfg.run.wandb,
+            run_id=self.wandb_id,
+            config=cfg.to_dict(),
+            purge_step=s.iteration,
+        )
+        self.wandb_id = tracker.id or self.wandb_id
         log_path = self.out_dir / TRAIN_LOG
         ln_k = sum(math.log(k) for k in cfg.model.n_prototypes) / len(cfg.model.n_prototypes)
         stuck = 0
@@ -603,8 +614,8 @@ class Trainer:
                         }
                         with open(log_path, "a") as f:
                             f.write(json.dumps(rec) + "\n")
-                        for k in ("loss", "lr", "images_per_s", "ms_per_step"):
-                            writer.add_scalar(f"train/{k}", rec[k], s.iteration)
+                        keys = ("loss", "lr", "images_per_s", "ms_per_step")
+                        tracker.log({f"train/{k}": rec[k] for k in keys}, s.iteration)
                         bar.set_postfix(
                             loss=f"{rec['loss']:.3f}",
                             lr=f"{rec['lr']:.3g}",
@@ -635,8 +646,7 @@ class Trainer:
                     )
         finally:
             bar.close()
-            if writer is not None:
-                writer.close()
+            tracker.close()
         return self.ckpt_path
 
 

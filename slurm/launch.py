@@ -42,7 +42,7 @@ from slurm.scheduler import (
 )
 from slurm.site import Site, load_site
 from slurm.suite import Resources, Suite, cpus_per_task, pieces
-from swavbench.core import durable, interrupt, registry
+from swavbench.core import durable, interrupt, registry, tracking
 from swavbench.core.config import dataclass_from_dict, differences
 from swavbench.core.data_root import data_root, set_data_root
 from swavbench.core.paths import (
@@ -496,6 +496,8 @@ class Launcher:
         self.scheduler = Scheduler(self.cluster(), retry_delays=squeue_retry_delays)
         self.state_path = self.run_dir / LAUNCH_STATE
         self.data_root = str(data_root()[0].resolve())  # jobs read their datasets under the launcher's root
+        if os.environ.get(tracking.PROJECT_ENV) and not dry_run:  # one W&B group per run directory or sweep
+            os.environ.setdefault(tracking.GROUP_ENV, self.run_dir.resolve().name)
         durable.remove_stale_temps(self.run_dir)
         self.state = read_launch_state(self.state_path)
         self._touched: set[str] = set()  # keys of launch.json entries this launcher wrote

@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         "beside the repository checkout)",
     )
     parser.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="also log pretraining and every evaluation this command starts into this Weights & Biases "
+        "project (pip install -e '.[wandb]'; WANDB_MODE=offline works without an account)",
+    )
+    parser.add_argument(
         "--trust-checkpoints",
         action="store_true",
         help="unpickle checkpoints that hold arbitrary Python objects (this can run code from the file: "
@@ -92,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         from swavbench.core.data_root import set_data_root
 
         set_data_root(args.data_root)
+    if args.wandb:  # the jobs this command starts inherit it (swavbench.core.tracking)
+        import os
+
+        from swavbench.core.tracking import PROJECT_ENV
+
+        os.environ[PROJECT_ENV] = args.wandb
     if args.trust_checkpoints:
         from swavbench.core.state import trust_checkpoints
 

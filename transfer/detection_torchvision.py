@@ -31,7 +31,7 @@ from tqdm import tqdm
 from benchmark.protocol import state_key
 from benchmark.trunk import LoadedTrunk
 from pretrain.model import Trunk
-from swavbench.core import interrupt, ranks
+from swavbench.core import interrupt, ranks, tracking
 from swavbench.core.state import atomic_save, load_checkpoint
 from transfer.coco_eval import encode_masks
 from transfer.detection_config import RESUMABLE_CHANGES, DetectionConfig, DetectionSet, load_sets, score
@@ -301,6 +301,7 @@ def train(
             v / ranks.world_size() for v in ranks.all_sum([float(loss), *(float(v) for v in losses.values())])
         ]
         history.append({"iteration": it, "loss": mean[0], **dict(zip(losses, mean[1:]))})
+        tracking.log({f"train/{k}": v for k, v in history[-1].items() if k != "iteration"}, it)
         bar.update(1)
         bar.set_postfix(loss=f"{mean[0]:.3f}")
         if (cfg.checkpoint_every and it % cfg.checkpoint_every == 0) or it == cfg.iterations:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from benchmark.protocol import TrunkConfig, run_and_record, state_key
 from benchmark.trunk import LoadedTrunk
 from pretrain.model import Trunk
-from swavbench.core import durable, interrupt, ranks
+from swavbench.core import durable, interrupt, ranks, tracking
 from swavbench.core.data_root import resolve_fields
 from swavbench.core.record import ResultRecord
 from swavbench.core.state import atomic_save, load_checkpoint
@@ -469,6 +469,7 @@ def train(
         names = list(losses)
         mean = [v / ranks.world_size() for v in ranks.all_sum([float(losses[k].detach()) for k in names])]
         history.append({"iteration": it, **dict(zip(names, mean))})
+        tracking.log({f"train/{k}": v for k, v in history[-1].items() if k != "iteration"}, it)
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
         if (cfg.checkpoint_every and it % cfg.checkpoint_every == 0) or it == total:
