@@ -138,6 +138,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_supervised(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
     from pathlib import Path
 
     import yaml
@@ -146,10 +147,10 @@ def run_supervised(args: argparse.Namespace) -> int:
     from swavbench.core.config import load_dataclass
 
     try:
-        overrides = list(args.overrides) + data_override("data", args.data)
+        overrides = list(args.overrides) + data_override("data.path", args.data)
         cfg = load_dataclass(SupervisedConfig, CONFIG_DIR, args.config, overrides=overrides)
         if args.print_config:
-            print(yaml.safe_dump(cfg.__dict__ | {"model": vars(cfg.model)}, sort_keys=False))
+            print(yaml.safe_dump(asdict(cfg), sort_keys=False))
             return 0
         out = Path(args.out or f"runs/supervised-{Path(args.config).stem}")
         ckpt = train_supervised(

@@ -30,6 +30,10 @@ class Method:
     def from_settings(self, settings: dict) -> Any:
         raise NotImplementedError
 
+    def upgrade(self, settings: dict) -> dict:
+        """Settings frozen by an older version (a run folder's settings.json) in today's layout."""
+        return settings
+
     def schedule(self, cfg: Any) -> tuple[int, int]:
         """(epochs, iteration cap or 0): when the run's final checkpoint is done."""
         raise NotImplementedError
@@ -120,18 +124,27 @@ class Supervised(Method):
         from pretrain.supervised import SupervisedConfig
         from swavbench.core.config import dataclass_from_dict
 
-        return dataclass_from_dict(SupervisedConfig, settings["supervised"])
+        return dataclass_from_dict(SupervisedConfig, self.upgrade(settings)["supervised"])
+
+    def upgrade(self, settings):
+        from pretrain.supervised import upgrade
+
+        return (
+            {**settings, "supervised": upgrade(settings["supervised"])}
+            if "supervised" in settings
+            else settings
+        )
 
     def schedule(self, cfg):
-        return cfg.epochs, 0
+        return cfg.optim.epochs, 0
 
     def data(self, cfg):
-        return cfg.data
+        return cfg.data.path
 
     def check_world(self, cfg, world_size):
-        if cfg.batch_size % world_size:
+        if cfg.optim.global_batch % world_size:
             raise ConfigError(
-                f"batch_size={cfg.batch_size} is the global batch and must split over the job's "
+                f"optim.global_batch={cfg.optim.global_batch} must split over the job's "
                 f"{world_size} processes"
             )
 

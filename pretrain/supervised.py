@@ -2,7 +2,7 @@
 wd 1e-4, cosine lr; RandomResizedCrop + flip), so small-scale tables have a supervised row
 measured on the same data. Writes a swav-bench checkpoint (``"supervised": True``, trunk keys
 plus ``fc.*``) that every protocol loads like a SwAV one. Data-parallel like SwAV pretraining (torchrun or
-SLURM tasks, DistributedDataParallel): ``batch_size`` is the global batch, each process takes every
+SLURM tasks, DistributedDataParallel): ``optim.global_batch`` is the global batch, each process takes every
 world_size-th image of each batch, BatchNorm statistics over the global batch (``sync_bn``), so N processes
 train what one does; the first process writes the checkpoint."""
 
@@ -31,28 +31,75 @@ from swavbench.core.distributed import init_distributed
 from swavbench.core.order import epoch_loader
 from swavbench.core.paths import CHECKPOINT, CONFIGS
 from swavbench.core.state import CheckpointError, load_checkpoint, save_rotating
+from swavbench.core.tracking import Tracker
 
 CONFIG_DIR = CONFIGS / "supervised"
 
 
 @dataclass
-class SupervisedConfig:
-    """Defaults: the standard torchvision ImageNet recipe (90 epochs, batch 256, lr 0.1)."""
+class SupervisedData:
+    path: str = "auto"  # labelled ImageFolder; 'auto' = shared CIFAR-10 subset, else the generated set
+    num_workers: int = 8
+    crop: int = 224  # RandomResizedCrop size and smallest area
+    min_scale: float = 0.08
 
-    data: str = "auto"  # labelled ImageFolder; 'auto' = shared CIFAR-10 subset, else the generated set
-    model: ModelConfig = field(default_factory=ModelConfig)
+
+@dataclass
+class SupervisedOptim:
     epochs: int = 90
-    batch_size: int = 256  # global: all processes together (torchvision's recipe: 32 per GPU x 8)
-    lr: float = 0.1
+    global_batch: int = 256  # all processes together (torchvision's recipe: 32 per GPU x 8)
+    base_lr: float = 0.1  # cosine to 0
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    crop: int = 224
-    min_scale: float = 0.08
-    num_workers: int = 8
+
+
+@dataclass
+class SupervisedRun:
     seed: int = 0
     # statistics over the global batch, so the numbers do not depend on the number of processes (torchvision's
     # recipe normalised over each GPU's 32 images: set false for that)
     sync_bn: bool = True
+    wandb: str = ""  # a W&B project besides TensorBoard (swavbench.core.tracking)
+
+
+@dataclass
+class SupervisedConfig:
+    """Defaults: the standard torchvision ImageNet recipe (90 epochs, batch 256, lr 0.1). The sections and
+    the keys they share with SwAV pretraining mean the same (data.path, model.*, optim.epochs, optim.base_lr,
+    run.seed, ...), so one override works for both."""
+
+    data: SupervisedData = field(default_factory=SupervisedData)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: SupervisedOptim = field(default_factory=SupervisedOptim)
+    run: SupervisedRun = field(default_factory=SupervisedRun)
+
+
+# the flat layout of configs before the shared schema -> its key now (settings.json of older run folders)
+FLAT_KEYS = {
+    "data": "data.path",
+    "num_workers": "data.num_workers",
+    "crop": "data.crop",
+    "min_scale": "data.min_scale",
+    "epochs": "optim.epochs",
+    "batch_size": "optim.global_batch",
+    "lr": "optim.base_lr",
+    "momentum": "optim.momentum",
+    "weight_decay": "optim.weight_decay",
+    "seed": "run.seed",
+    "sync_bn": "run.sync_bn",
+}
+
+
+def upgrade(flat: dict) -> dict:
+    """A supervised config dict of the flat layout in the sectioned one (unchanged if it is already)."""
+    if not isinstance(flat.get("data"), str):
+        return flat
+    out: dict = {"model": flat.get("model", {})}
+    for old, new in FLAT_KEYS.items():
+        if old in flat:
+            section, key = new.split(".")
+            out.setdefault(section, {})[key] = flat[old]
+    return out
 
 
 def train_supervised(
@@ -78,25 +125,25 @@ def train_supervised(
             f"{ckpt_path} already exists: pass --resume to continue it, --restart to discard it, "
             "or another --out"
         )
-    if cfg.data == "auto":
+    if cfg.data.path == "auto":
         auto = resolve(AUTO_DATASET)
         if not auto.is_dir() and main:
             generate_dataset(out_dir / "generated-data")
         ranks.barrier()  # the other processes read what the first generated
         root = auto if auto.is_dir() else out_dir / "generated-data" / "train"
     else:
-        root = existing(cfg.data, "labelled data (data)")
+        root = existing(cfg.data.path, "labelled data (data.path)")
     device = ranks.local_device(info.local_rank)
-    ranks.per_process_batch(cfg.batch_size)  # checks it splits evenly
-    torch.manual_seed(cfg.seed)
-    tf = labelled_train_transform(cfg.crop, cfg.min_scale)
+    ranks.per_process_batch(cfg.optim.global_batch)  # checks it splits evenly
+    torch.manual_seed(cfg.run.seed)
+    tf = labelled_train_transform(cfg.data.crop, cfg.data.min_scale)
     if not root.is_dir():
         raise FileNotFoundError(f"labelled data {root} is not a directory (expected root/<class>/<image>)")
     ds = datasets.ImageFolder(str(root), transform=tf)
     m = cfg.model
     trunk = build_trunk(m.arch, small_stem=m.small_stem, width_multiplier=m.width_multiplier)
     trunk.fc = nn.Linear(trunk.num_features, len(ds.classes))
-    if info.world_size > 1 and cfg.sync_bn:
+    if info.world_size > 1 and cfg.run.sync_bn:
         trunk = ranks.sync_batchnorm(trunk)
     model = trunk.to(device)
     ddp = (
@@ -104,10 +151,17 @@ def train_supervised(
         if info.world_size > 1
         else model
     )
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if len(ds) < cfg.batch_size:
-        raise ValueError(f"{root}: {len(ds)} images, fewer than one batch of batch_size={cfg.batch_size}")
-    per_epoch = len(ds) // cfg.batch_size  # the last, partial batch is dropped
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.optim.base_lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+    )
+    if len(ds) < cfg.optim.global_batch:
+        raise ValueError(
+            f"{root}: {len(ds)} images, fewer than one batch of optim.global_batch={cfg.optim.global_batch}"
+        )
+    per_epoch = len(ds) // cfg.optim.global_batch  # the last, partial batch is dropped
     start = 0
     # the first process picks the checkpoint (setting unreadable ones aside), the others load the same one
     found, wrong = None, ""
@@ -133,7 +187,10 @@ def train_supervised(
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
         start = ckpt["epoch"]
-    total = cfg.epochs * per_epoch
+    # TensorBoard, and W&B with run.wandb: a resumed run continues its W&B run (its id is in the checkpoint)
+    run_id = str(ckpt.get("wandb_id") or "") if path is not None else ""
+    tracker = Tracker(out_dir, name=out_dir.name, kind="supervised", project=cfg.run.wandb, run_id=run_id)
+    total = cfg.optim.epochs * per_epoch
     bar = tqdm(
         total=total,
         initial=start * per_epoch,
@@ -141,28 +198,31 @@ def train_supervised(
         unit="it",
         disable=not (progress and main),
     )
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(start, cfg.optim.epochs):
         model.train()
         loader = epoch_loader(
             ds,
-            cfg.batch_size,
-            seed=cfg.seed,
+            cfg.optim.global_batch,
+            seed=cfg.run.seed,
             epoch=epoch,
-            num_workers=cfg.num_workers,
+            num_workers=cfg.data.num_workers,
             pin=device.type == "cuda",
             drop_last=True,
             share=True,
         )
+        epoch_loss = 0.0
         for i, (x, y) in enumerate(loader):
             step = epoch * per_epoch + i
             for group in opt.param_groups:
-                group["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * step / total))
+                group["lr"] = 0.5 * cfg.optim.base_lr * (1 + math.cos(math.pi * step / total))
             loss = F.cross_entropy(ddp(x.to(device)), y.to(device))  # equal shares: DDP's mean is the batch's
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            epoch_loss += loss.item()
+        tracker.log({"train/loss": epoch_loss / per_epoch, "train/lr": opt.param_groups[0]["lr"]}, epoch + 1)
         if not main:
             continue
         save_rotating(
@@ -174,9 +234,11 @@ def train_supervised(
                 "epoch": epoch + 1,
                 "config": {"model": asdict(m)},
                 "supervised_config": asdict(cfg),
+                "wandb_id": tracker.id or run_id,
                 "classes": ds.classes,
             },
             ckpt_path,
         )
     bar.close()
+    tracker.close()
     return ckpt_path

@@ -876,7 +876,7 @@ class Launcher:
         held = json.loads(path.read_text())
         if held.get("key") == key:
             return key, settings, epochs, max_iters
-        diffs = differences(held.get("settings", {}), settings)
+        diffs = differences(methods.get(method).upgrade(held.get("settings", {})), settings)
         if not diffs:  # written before some settings existed: the same run, under the folder's key
             return held["key"], settings, epochs, max_iters
         shown = "; ".join(diffs[:6]) + (" ..." if len(diffs) > 6 else "")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pretrain import methods
 from slurm.launch import Launcher, Planned
 from slurm.plan import Plan
 from slurm.preflight import Preflight, cluster_of
@@ -171,7 +172,7 @@ def run_main(
         if trained_sup:
             check.pretraining(
                 cfg.supervised,
-                [*cfg.supervised_overrides, f"seed={seed}"],
+                [*cfg.supervised_overrides, f"run.seed={seed}"],
                 cfg.supervised_resources,
                 name=f"supervised-s{seed}",
                 method="supervised",
@@ -232,7 +233,7 @@ def run_main(
         if trained_sup:
             launcher.check_pretrain(
                 cfg.supervised,
-                [*cfg.supervised_overrides, f"seed={seed}"],
+                [*cfg.supervised_overrides, f"run.seed={seed}"],
                 name=f"supervised-s{seed}",
                 method="supervised",
             )
@@ -242,7 +243,7 @@ def run_main(
         pretrains.append((p, "swav", seed))
         bar.add([p], {p.name: swav.optim.epochs})
         if trained_sup:
-            sover = [*cfg.supervised_overrides, f"seed={seed}"]  # pretrain_job loads and checks it
+            sover = [*cfg.supervised_overrides, f"run.seed={seed}"]  # pretrain_job loads and checks it
             res, name = cfg.supervised_resources, f"supervised-s{seed}"
             q = launcher.pretrain_job(cfg.supervised, sover, res, name=name, method="supervised")
             pretrains.append((q, "supervised", seed))
@@ -328,7 +329,8 @@ def plan_data(
         from pretrain.train import AUTO_DATASET
 
         sup = plan.pretraining("supervised", cfg.supervised, cfg.supervised_overrides)
-        data = AUTO_DATASET if sup.data == "auto" else sup.data  # auto without it: generated, unlabelled-like
+        data = methods.get("supervised").data(sup)
+        data = AUTO_DATASET if data == "auto" else data  # auto without it: generated, unlabelled-like
         if data != "generated" and not Path(data).expanduser().is_absolute():
             sup_needs = {Path(data).parts[0]}
     wanted = set().union(*needs.values(), sup_needs)

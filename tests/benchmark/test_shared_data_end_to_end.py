@@ -41,7 +41,10 @@ def knn_runs(tmp_path_factory, pretrained) -> Path:
     """kNN records of the SwAV trunk, a random trunk and a supervised trunk trained on the same data."""
     runs = tmp_path_factory.mktemp("cifar-evals")
     sup_cfg = load_dataclass(
-        SupervisedConfig, SUPERVISED_CONFIGS, "cpu-small", overrides=[f"data={CIFAR / 'train'}", "epochs=1"]
+        SupervisedConfig,
+        SUPERVISED_CONFIGS,
+        "cpu-small",
+        overrides=[f"data.path={CIFAR / 'train'}", "optim.epochs=1"],
     )
     supervised = train_supervised(sup_cfg, runs / "supervised-run", progress=False)
     cfg = KnnConfig(

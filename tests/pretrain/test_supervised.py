@@ -4,20 +4,21 @@ import torch
 from benchmark.trunk import load_trunk
 from pretrain.config import ModelConfig
 from pretrain.model import build_trunk
-from pretrain.supervised import SupervisedConfig, train_supervised
+from pretrain.supervised import (
+    SupervisedConfig,
+    SupervisedData,
+    SupervisedOptim,
+    SupervisedRun,
+    train_supervised,
+)
 from swavbench.core.state import CheckpointError, load_checkpoint
 
 
 def tiny(data, **kw):
     return SupervisedConfig(
-        data=str(data),
+        data=SupervisedData(str(data), num_workers=0, crop=32, min_scale=0.5),
         model=ModelConfig(arch="resnet18", small_stem=True, width_multiplier=0.125),
-        epochs=2,
-        batch_size=32,
-        lr=0.1,
-        crop=32,
-        min_scale=0.5,
-        num_workers=0,
+        optim=SupervisedOptim(epochs=2, global_batch=32, base_lr=0.1),
         **kw,
     )
 
@@ -34,7 +35,7 @@ def test_supervised_baseline_learns_and_loads_as_a_trunk(tmp_path, generated_dat
         train_supervised(tiny(generated_data), tmp_path, progress=False)
     # resuming a finished run trains nothing more; a longer schedule continues from epoch 2
     more = tiny(generated_data)
-    more.epochs = 3
+    more.optim.epochs = 3
     train_supervised(more, tmp_path, resume=True, progress=False)
     assert load_checkpoint(ckpt)["epoch"] == 3
 
@@ -47,9 +48,9 @@ def test_two_processes_train_what_one_does(tmp_path, generated_data):
     processes training apart (each on its half) would differ by tens of percent."""
     from ddp_helpers import run_ddp, train_supervised_in_group
 
-    cfg = tiny(generated_data, seed=4)
-    cfg.epochs, cfg.lr = 1, 0.001
-    torch.manual_seed(cfg.seed)  # the initial weights, as train_supervised draws them
+    cfg = tiny(generated_data, run=SupervisedRun(seed=4))
+    cfg.optim.epochs, cfg.optim.base_lr = 1, 0.001
+    torch.manual_seed(cfg.run.seed)  # the initial weights, as train_supervised draws them
     init = build_trunk("resnet18", small_stem=True, width_multiplier=0.125)
     init.fc = torch.nn.Linear(init.num_features, len(list(generated_data.iterdir())))
     init = init.state_dict()

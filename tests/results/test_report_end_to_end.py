@@ -8,7 +8,7 @@ from pathlib import Path
 from benchmark.knn import KnnConfig, run_knn
 from benchmark.protocol import TrunkConfig
 from pretrain.config import ModelConfig, load_config
-from pretrain.supervised import SupervisedConfig, train_supervised
+from pretrain.supervised import SupervisedConfig, SupervisedData, SupervisedOptim, train_supervised
 from pretrain.train import pretrain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,12 +22,9 @@ def test_report_shows_swav_random_and_supervised_rows(tmp_path, generated_data):
     )
     sup = train_supervised(
         SupervisedConfig(
-            data=str(generated_data),
+            data=SupervisedData(str(generated_data), num_workers=0, crop=32),
             model=ModelConfig("resnet18", 0.125, True),
-            epochs=2,
-            batch_size=32,
-            crop=32,
-            num_workers=0,
+            optim=SupervisedOptim(epochs=2, global_batch=32),
         ),
         tmp_path / "sup",
         progress=False,

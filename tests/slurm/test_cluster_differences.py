@@ -76,7 +76,7 @@ def test_a_checkpoint_without_settings_is_compared_by_its_own_config(tmp_path, g
         launcher.check_pretrain("tiny", [*over, "model.n_prototypes=[40]"])
     launcher.check_pretrain("tiny", [*over, "data.num_workers=0"])  # the same run (a resumable change)
     with pytest.raises(ConfigConflict, match="not a supervised run"):
-        launcher.check_pretrain("cpu-small", ["epochs=1"], method="supervised")
+        launcher.check_pretrain("cpu-small", ["optim.epochs=1"], method="supervised")
 
 
 def test_account_qos_and_extra_options_reach_every_script(tmp_path, monkeypatch):
