@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmark.features import TORCHVISION_STD, eval_transform, extract_features, image_folder
+from benchmark import feature_cache
+from benchmark.features import TORCHVISION_STD, eval_transform, image_folder
 from benchmark.protocol import ImageFolderSplits, TrunkConfig, run_and_record
 from swavbench.core import ranks
 from swavbench.core.data_root import resolve_fields
@@ -134,8 +135,8 @@ def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
         train, val = image_folder(cfg.train, tf), image_folder(cfg.val, tf)
         if train.classes != val.classes:
             raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
-        ftr, ytr = extract_features(
-            loaded.trunk,
+        ftr, ytr = feature_cache.extract(
+            loaded,
             train,
             device,
             batch_size=max(1, cfg.batch_size // ranks.world_size()),
@@ -143,8 +144,8 @@ def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
             desc="train features",
             precision=cfg.trunk.feature_precision,
         )
-        fva, yva = extract_features(
-            loaded.trunk,
+        fva, yva = feature_cache.extract(
+            loaded,
             val,
             device,
             batch_size=max(1, cfg.batch_size // ranks.world_size()),

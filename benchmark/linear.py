@@ -24,7 +24,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 from tqdm import tqdm
 
-from benchmark.features import eval_transform, extract_features, image_folder
+from benchmark import feature_cache
+from benchmark.features import eval_transform, image_folder
 from benchmark.protocol import ImageFolderSplits, TrunkConfig, run_and_record
 from pretrain.data import labelled_train_transform
 from swavbench.core import interrupt, ranks, tracking
@@ -212,7 +213,7 @@ def evaluate_heads(heads: LinearHeads, batches, device: torch.device) -> list[tu
 
 
 def cached_features(
-    trunk: nn.Module, ds, source: str, *, cfg: LinearConfig, device: torch.device, path: Path, trunk_key: dict
+    loaded, ds, source: str, *, cfg: LinearConfig, device: torch.device, path: Path, trunk_key: dict
 ):
     """Features + labels of an un-augmented split (``ds``, read from ``source``), loaded from ``path`` when
     it was made by the same trunk (``trunk_key``: checkpoint sha256, or arch + seed for a random trunk) on
@@ -228,8 +229,8 @@ def cached_features(
     cache = load_checkpoint(path) if path.is_file() else None
     if ranks.all_ranks(cache is not None and cache.get("key") == key):  # every process, or none extracts
         return cache["features"], cache["labels"]
-    feats, labels = extract_features(
-        trunk,
+    feats, labels = feature_cache.extract(  # or from the features the run's other protocols extracted
+        loaded,
         ds,
         device,
         batch_size=max(1, cfg.batch_size // ranks.world_size()),
@@ -300,7 +301,7 @@ def run_linear(
                 "seed": cfg.seed,
             }
             ftr, ytr = cached_features(
-                trunk,
+                loaded,
                 train_ds,
                 cfg.train,
                 cfg=cfg,
@@ -309,7 +310,7 @@ def run_linear(
                 trunk_key=key,
             )
             fva, yva = cached_features(
-                trunk,
+                loaded,
                 val_ds,
                 cfg.val,
                 cfg=cfg,

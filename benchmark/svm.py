@@ -21,7 +21,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 
-from benchmark.features import TORCHVISION_STD, eval_transform, extract_features
+from benchmark import feature_cache
+from benchmark.features import TORCHVISION_STD, eval_transform
 from benchmark.protocol import TrunkConfig, run_and_record
 from benchmark.voc import (
     VOC07_CLASSES,
@@ -234,8 +235,8 @@ def run_svm(cfg: SvmConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
         tf = eval_transform(cfg.resize, cfg.crop, std=tuple(cfg.std))
         feats = []
         for ids, name in ((train_ids, cfg.train_split), (test_ids, cfg.test_split)):
-            f, _ = extract_features(
-                loaded.trunk,
+            f, _ = feature_cache.extract(
+                loaded,
                 VOCImages(root, ids, tf),
                 device,
                 batch_size=max(1, cfg.batch_size // ranks.world_size()),

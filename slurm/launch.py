@@ -28,6 +28,7 @@ from pathlib import Path
 
 import submitit
 
+from benchmark.feature_cache import CACHE_ENV
 from benchmark.trunk import sha256_of
 from pretrain import methods
 from slurm import lease
@@ -329,12 +330,30 @@ class EvalJob(submitit.helpers.Checkpointable):
             if frozen
             else Plan().protocol(self.protocol, self.preset, self.overrides, seed=self.seed)
         )
-        record = run_interruptible(
-            self,
-            lambda: entry.runner()(cfg, self.trunk_checkpoint, self.out_dir),
-            cooperative=entry.resumable,
-        )
+        # the run's frozen-feature protocols share their features (benchmark/feature_cache.py)
+        shared = {CACHE_ENV: os.environ.get(CACHE_ENV) or str(Path(self.out_dir).parents[1] / "features")}
+        with temporary_environment(shared):
+            record = run_interruptible(
+                self,
+                lambda: entry.runner()(cfg, self.trunk_checkpoint, self.out_dir),
+                cooperative=entry.resumable,
+            )
         return record.metrics
+
+
+@contextlib.contextmanager
+def temporary_environment(values: dict[str, str]):
+    """``values`` in os.environ for the duration (a debug-executor job runs in the launcher's process)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def job_logging() -> None:

@@ -1,0 +1,99 @@
+"""One feature cache for the frozen-feature protocols (kNN, the cached linear probe, the SVMs): the features
+of one trunk on one split through one view are extracted once and shared by every protocol and retry that
+asks for them. Enabled by ``$SWAVBENCH_FEATURE_CACHE`` (a folder; launches set it to ``RUN_DIR/features`` for
+their jobs).
+
+A file's key hashes what made it: the trunk (the checkpoint's sha256, or a random trunk's weights), the
+split's images (their paths and labels, in order), the view (the transform's parameters) and the precision.
+Files are written whole and atomically (the durable writer), so readers never see a partial one; a file
+that vanishes or does not read (evicted, damaged) is a miss. The folder is bounded
+(``$SWAVBENCH_FEATURE_CACHE_GB``, 20 by default): after each write the least recently used files go first."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from benchmark import features
+from swavbench.core import durable, ranks
+from swavbench.core.state import CheckpointError, load_checkpoint
+
+log = logging.getLogger("swavbench.features")
+
+CACHE_ENV = "SWAVBENCH_FEATURE_CACHE"
+SIZE_ENV = "SWAVBENCH_FEATURE_CACHE_GB"
+SUFFIX = ".features.pt"
+
+
+def trunk_identity(loaded) -> str:  # noqa: ANN001 - benchmark.trunk.LoadedTrunk
+    """The file's sha256, or for a random trunk the hash of its weights (its seed decides them)."""
+    if loaded.sha256:
+        return loaded.sha256
+    h = hashlib.sha256()
+    for name, t in sorted(loaded.trunk.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return "weights:" + h.hexdigest()
+
+
+def split_identity(dataset) -> str | None:  # noqa: ANN001 - an ImageFolder or a VOCImages split
+    """The images of a split in order (paths and labels), hashed; None for a dataset without a list."""
+    items = getattr(dataset, "samples", None) or [
+        (str(p), i) for i, p in enumerate(getattr(dataset, "paths", []))
+    ]
+    if not items:
+        return None
+    return hashlib.sha256(json.dumps([[str(p), int(y)] for p, y in items]).encode()).hexdigest()
+
+
+def evict(folder: Path, max_bytes: float, *, keep: Path) -> list[Path]:
+    """Remove the least recently used cache files until the folder holds at most ``max_bytes``."""
+    files = []
+    for p in folder.glob(f"*{SUFFIX}"):
+        try:
+            files.append((p.stat().st_mtime, p.stat().st_size, p))
+        except FileNotFoundError:  # removed by another job meanwhile
+            continue
+    total, gone = sum(size for _, size, _ in files), []
+    for _, size, p in sorted(files):
+        if total <= max_bytes:
+            break
+        if p != keep:
+            p.unlink(missing_ok=True)
+            total -= size
+            gone.append(p)
+    return gone
+
+
+def extract(loaded, dataset, device: torch.device, *, precision: str = "fp32", **kw) -> tuple:  # noqa: ANN001
+    """``features.extract_features`` of ``loaded.trunk`` on ``dataset``, through the cache when one is set:
+    every process of the job loads the file, or every process extracts (rank 0 then writes it)."""
+    folder = os.environ.get(CACHE_ENV, "")
+    split = split_identity(dataset) if folder else None
+    if not split:
+        return features.extract_features(loaded.trunk, dataset, device, precision=precision, **kw)
+    view = repr(getattr(dataset, "transform", None))
+    blob = json.dumps([trunk_identity(loaded), split, view, precision])
+    path = Path(folder) / (hashlib.sha256(blob.encode()).hexdigest()[:32] + SUFFIX)
+    try:
+        hit = load_checkpoint(path) if path.is_file() else None
+    except CheckpointError:  # evicted while read, or damaged: extracted again
+        hit = None
+    if ranks.all_ranks(hit is not None and hit.get("key") == blob):
+        if ranks.is_main():
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(path)  # recently used: evicted last
+        log.info("features of %s from the cache (%s)", kw.get("desc", "a split"), path.name)
+        return hit["features"], hit["labels"]
+    feats, labels = features.extract_features(loaded.trunk, dataset, device, precision=precision, **kw)
+    if ranks.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        durable.torch_save({"key": blob, "features": feats, "labels": labels}, path)
+        evict(path.parent, float(os.environ.get(SIZE_ENV, "20")) * 2**30, keep=path)
+    return feats, labels
