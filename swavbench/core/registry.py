@@ -120,6 +120,22 @@ PROTOCOLS: dict[str, Protocol] = {
             data_parallel=True,
         ),
         Protocol(
+            name="transfer-logreg",
+            command=("transfer", "logreg"),
+            module="transfer.logreg_suite",
+            config_class="LogregConfig",
+            run_function="run_logreg",
+            paper_presets=("logreg-12",),
+            small_preset="logreg-shared-small",
+            help="linear transfer over many datasets: L-BFGS logistic regression on frozen features, C "
+            "chosen on a validation split (Kornblith et al. 2019; DINOv2)",
+            benchmarks=("transfer-logreg",),
+            tables=(),  # beyond the paper's tables
+            headline=("mean_top1",),
+            resumable=False,
+            data_parallel=True,
+        ),
+        Protocol(
             name="svm",
             command=("eval", "svm"),
             module="benchmark.svm",

@@ -103,6 +103,29 @@ PUBLISHED = {
         interpolation="bicubic",
         std=[0.229, 0.224, 0.225],
     ),
+    # Kornblith et al. 2019 sec. 3: L-BFGS logistic regression, C among 45 log-spaced values in [1e-6, 1e5]
+    # chosen on a validation split of train, 224 px center crops; their Table 1's 12 datasets
+    "logreg-12": dict(
+        c_min=1e-6,
+        c_max=1e5,
+        c_steps=45,
+        resize=224,
+        crop=224,
+        names=[
+            "food101",
+            "cifar10",
+            "cifar100",
+            "birdsnap",
+            "sun397",
+            "cars",
+            "aircraft",
+            "voc2007",
+            "dtd",
+            "pets",
+            "caltech101",
+            "flowers",
+        ],
+    ),
 }
 
 # detection: paper A.5 on MoCo's C4 recipe (VOC) / the 1x R50-FPN recipe (COCO); torchvision pixel statistics
