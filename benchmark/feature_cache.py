@@ -1,7 +1,7 @@
 """One feature cache for the frozen-feature protocols (kNN, the cached linear probe, the SVMs): the features
 of one trunk on one split through one view are extracted once and shared by every protocol and retry that
-asks for them. Enabled by ``$SWAVBENCH_FEATURE_CACHE`` (a folder; launches set it to ``RUN_DIR/features`` for
-their jobs).
+asks for them. Enabled by ``$SWAVBENCH_FEATURE_CACHE`` (a folder; launched jobs use ``RUN_DIR/features``
+unless it is set; ``off`` turns the cache off, also for launches).
 
 A file's key hashes what made it: the trunk (the checkpoint's sha256, or a random trunk's weights), the
 split's images (their paths and labels, in order), the view (the transform's parameters) and the precision.
@@ -29,6 +29,7 @@ log = logging.getLogger("swavbench.features")
 CACHE_ENV = "SWAVBENCH_FEATURE_CACHE"
 SIZE_ENV = "SWAVBENCH_FEATURE_CACHE_GB"
 SUFFIX = ".features.pt"
+OFF = "off"  # $SWAVBENCH_FEATURE_CACHE=off: every protocol extracts its own features
 
 
 def trunk_identity(loaded) -> str:  # noqa: ANN001 - benchmark.trunk.LoadedTrunk
@@ -75,7 +76,7 @@ def extract(loaded, dataset, device: torch.device, *, precision: str = "fp32", *
     """``features.extract_features`` of ``loaded.trunk`` on ``dataset``, through the cache when one is set:
     every process of the job loads the file, or every process extracts (rank 0 then writes it)."""
     folder = os.environ.get(CACHE_ENV, "")
-    split = split_identity(dataset) if folder else None
+    split = split_identity(dataset) if folder and folder != OFF else None
     if not split:
         return features.extract_features(loaded.trunk, dataset, device, precision=precision, **kw)
     view = repr(getattr(dataset, "transform", None))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 
 
@@ -98,14 +99,20 @@ def main(argv: list[str] | None = None) -> int:
         from swavbench.core.data_root import set_data_root
 
         set_data_root(args.data_root)
-    if args.wandb:  # the jobs this command starts inherit it (swavbench.core.tracking)
-        import os
-
-        from swavbench.core.tracking import PROJECT_ENV
-
-        os.environ[PROJECT_ENV] = args.wandb
     if args.trust_checkpoints:
         from swavbench.core.state import trust_checkpoints
 
         trust_checkpoints()
-    return int(args.func(args) or 0)
+    if not args.wandb:
+        return int(args.func(args) or 0)
+    from swavbench.core.tracking import PROJECT_ENV
+
+    before = os.environ.get(PROJECT_ENV)
+    os.environ[PROJECT_ENV] = args.wandb  # for this command and the jobs it starts (swavbench.core.tracking)
+    try:
+        return int(args.func(args) or 0)
+    finally:  # an in-process caller (a test, a notebook) does not keep logging into W&B afterwards
+        if before is None:
+            os.environ.pop(PROJECT_ENV, None)
+        else:
+            os.environ[PROJECT_ENV] = before

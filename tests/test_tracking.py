@@ -6,6 +6,7 @@ TensorBoard. The offline run files are read back here with a reader of their rec
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -62,8 +63,9 @@ def offline_runs(folder: Path) -> list[dict]:
 def offline(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv(PROJECT_ENV, raising=False)
-    monkeypatch.delenv(GROUP_ENV, raising=False)
+    for name in (PROJECT_ENV, GROUP_ENV):  # set then removed: whatever a test sets is undone after it
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 def test_pretraining_logs_to_wandb_and_a_resumed_run_continues_the_same_run(
@@ -105,3 +107,4 @@ def test_an_evaluation_logs_its_curves_and_metrics_and_keeps_its_run_id(tmp_path
     # the job again into the same folder (as a requeued job): the same W&B run
     assert swavbench.main([*argv, "linear-cifar10-small", "--out", str(out), *overrides, "epochs=3"]) == 0
     assert [r["id"] for r in offline_runs(out)] == [run["id"]] * 2
+    assert PROJECT_ENV not in os.environ  # the command's --wandb ended with it

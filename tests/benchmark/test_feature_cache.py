@@ -58,6 +58,9 @@ def test_a_second_protocol_on_the_same_features_extracts_nothing(tmp_path, gener
     cfg.seed = 1  # another random trunk (its weights come from the seed)
     run(cfg, "random", out)
     assert len(counted) == 6
+    os.environ[feature_cache.CACHE_ENV] = feature_cache.OFF  # (restored by monkeypatch) the cache off
+    run(*knn(generated_data, tmp_path / "e", "ks=[5]"))
+    assert len(counted) == 8
 
 
 def test_readers_see_whole_files_while_a_writer_replaces_them_and_the_size_stays_bounded(tmp_path):
