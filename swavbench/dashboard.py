@@ -114,7 +114,7 @@ def run_view(run: Path, root: Path) -> str:
     try:
         rows = job_table(run)
         pretrains = [r for r in rows if r["kind"] == "pretrain"]
-        kind = "sweep" if len(pretrains) > 1 else "run"
+        kind = "sweep" if sum("=" in r["name"] for r in pretrains) > 1 else "run"  # variants: key=value names
         states = {s: sum(r["state"] == s for r in rows) for s in dict.fromkeys(r["state"] for r in rows)}
         summary = ", ".join(f"{n} {s}" for s, n in states.items()) or "no jobs yet"
         parts.append(f"<h2>{kind} {html.escape(rel)} <small>({html.escape(summary)})</small></h2>")
@@ -135,7 +135,8 @@ def run_view(run: Path, root: Path) -> str:
         )
         if svgs:
             parts.append(f"<div class='curves'><h3>{html.escape(log.parent.name)}</h3>{svgs}</div>")
-    for report in sorted(run.glob("**/report.html"))[:3]:
+    beside = [run.parent / "report" / "report.html"] if run.name == "jobs" else []  # a main job's OUT/report
+    for report in [*sorted(run.glob("**/report.html")), *(p for p in beside if p.is_file())][:3]:
         link = "/files/" + report.relative_to(root).as_posix()
         parts.append(
             f"<p><a class='report' href='{html.escape(link)}'>report: {html.escape(link[7:])}</a></p>"
