@@ -72,13 +72,21 @@ def evict(folder: Path, max_bytes: float, *, keep: Path) -> list[Path]:
     return gone
 
 
-def extract(loaded, dataset, device: torch.device, *, precision: str = "fp32", **kw) -> tuple:  # noqa: ANN001
-    """``features.extract_features`` of ``loaded.trunk`` on ``dataset``, through the cache when one is set:
+def extract(loaded, dataset, device: torch.device, *, cfg, desc: str) -> tuple:  # noqa: ANN001
+    """``features.extract_features`` of ``loaded.trunk`` on ``dataset`` as a protocol's ``cfg`` asks (its
+    global ``batch_size``, ``num_workers``, ``trunk.feature_precision``), through the cache when one is set:
     every process of the job loads the file, or every process extracts (rank 0 then writes it)."""
+    precision = cfg.trunk.feature_precision
+    kw = {
+        "batch_size": max(1, cfg.batch_size // ranks.world_size()),  # this process' share
+        "num_workers": cfg.num_workers,
+        "desc": desc,
+        "precision": precision,
+    }
     folder = os.environ.get(CACHE_ENV, "")
     split = split_identity(dataset) if folder and folder != OFF else None
     if not split:
-        return features.extract_features(loaded.trunk, dataset, device, precision=precision, **kw)
+        return features.extract_features(loaded.trunk, dataset, device, **kw)
     view = repr(getattr(dataset, "transform", None))
     blob = json.dumps([trunk_identity(loaded), split, view, precision])
     path = Path(folder) / (hashlib.sha256(blob.encode()).hexdigest()[:32] + SUFFIX)
@@ -90,9 +98,9 @@ def extract(loaded, dataset, device: torch.device, *, precision: str = "fp32", *
         if ranks.is_main():
             with contextlib.suppress(FileNotFoundError):
                 os.utime(path)  # recently used: evicted last
-        log.info("features of %s from the cache (%s)", kw.get("desc", "a split"), path.name)
+        log.info("features of %s from the cache (%s)", desc, path.name)
         return hit["features"], hit["labels"]
-    feats, labels = features.extract_features(loaded.trunk, dataset, device, precision=precision, **kw)
+    feats, labels = features.extract_features(loaded.trunk, dataset, device, **kw)
     if ranks.is_main():
         path.parent.mkdir(parents=True, exist_ok=True)
         durable.torch_save({"key": blob, "features": feats, "labels": labels}, path)

@@ -135,24 +135,8 @@ def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
         train, val = image_folder(cfg.train, tf), image_folder(cfg.val, tf)
         if train.classes != val.classes:
             raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
-        ftr, ytr = feature_cache.extract(
-            loaded,
-            train,
-            device,
-            batch_size=max(1, cfg.batch_size // ranks.world_size()),
-            num_workers=cfg.num_workers,
-            desc="train features",
-            precision=cfg.trunk.feature_precision,
-        )
-        fva, yva = feature_cache.extract(
-            loaded,
-            val,
-            device,
-            batch_size=max(1, cfg.batch_size // ranks.world_size()),
-            num_workers=cfg.num_workers,
-            desc="val features",
-            precision=cfg.trunk.feature_precision,
-        )
+        ftr, ytr = feature_cache.extract(loaded, train, device, cfg=cfg, desc="train features")
+        fva, yva = feature_cache.extract(loaded, val, device, cfg=cfg, desc="val features")
         metrics = knn_accuracy(
             ftr, ytr, fva, test_labels=yva, ks=cfg.ks, temperature=cfg.temperature, backend=cfg.backend
         )

@@ -230,13 +230,7 @@ def cached_features(
     if ranks.all_ranks(cache is not None and cache.get("key") == key):  # every process, or none extracts
         return cache["features"], cache["labels"]
     feats, labels = feature_cache.extract(  # or from the features the run's other protocols extracted
-        loaded,
-        ds,
-        device,
-        batch_size=max(1, cfg.batch_size // ranks.world_size()),
-        num_workers=cfg.num_workers,
-        desc=f"features {Path(source).name}",
-        precision=cfg.trunk.feature_precision,
+        loaded, ds, device, cfg=cfg, desc=f"features {Path(source).name}"
     )
     if ranks.is_main():
         atomic_save({"key": key, "features": feats, "labels": labels}, path)

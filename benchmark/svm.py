@@ -235,15 +235,7 @@ def run_svm(cfg: SvmConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
         tf = eval_transform(cfg.resize, cfg.crop, std=tuple(cfg.std))
         feats = []
         for ids, name in ((train_ids, cfg.train_split), (test_ids, cfg.test_split)):
-            f, _ = feature_cache.extract(
-                loaded,
-                VOCImages(root, ids, tf),
-                device,
-                batch_size=max(1, cfg.batch_size // ranks.world_size()),
-                num_workers=cfg.num_workers,
-                desc=name,
-                precision=cfg.trunk.feature_precision,
-            )
+            f, _ = feature_cache.extract(loaded, VOCImages(root, ids, tf), device, cfg=cfg, desc=name)
             feats.append((F.normalize(f, dim=1) if cfg.normalize else f).numpy().astype(np.float64))
         xtr, xte = feats
         aps = svm_aps(xtr, ytr, xte, yte=yte, cfg=cfg)

@@ -23,7 +23,6 @@ from sklearn.preprocessing import StandardScaler
 from benchmark import feature_cache
 from benchmark.features import eval_transform, image_folder
 from benchmark.protocol import TrunkConfig, run_and_record
-from swavbench.core import ranks
 from swavbench.core.data_root import resolve_fields
 from swavbench.core.record import ResultRecord
 
@@ -111,15 +110,7 @@ def run_logreg(cfg: LogregConfig, checkpoint: str, out_dir) -> ResultRecord:  # 
             if sets[0].classes != sets[1].classes:
                 raise ValueError(f"{name}: class folders differ between {train_dir} and {test_dir}")
             (xtr, ytr), (xte, yte) = [
-                feature_cache.extract(
-                    loaded,
-                    ds,
-                    device,
-                    batch_size=max(1, cfg.batch_size // ranks.world_size()),
-                    num_workers=cfg.num_workers,
-                    desc=f"{name} {part}",
-                    precision=cfg.trunk.feature_precision,
-                )
+                feature_cache.extract(loaded, ds, device, cfg=cfg, desc=f"{name} {part}")
                 for ds, part in zip(sets, ("train", "test"))
             ]
             as_np = [(x.double().numpy(), y.numpy()) for x, y in ((xtr, ytr), (xte, yte))]
