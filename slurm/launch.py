@@ -46,6 +46,7 @@ from slurm.suite import Resources, Suite, cpus_per_task, pieces
 from swavbench.core import durable, interrupt, registry, tracking
 from swavbench.core.config import dataclass_from_dict, differences
 from swavbench.core.data_root import data_root, set_data_root
+from swavbench.core.environment import temporary_environment
 from swavbench.core.paths import (
     ARRAYS,
     CHECKPOINT,
@@ -339,21 +340,6 @@ class EvalJob(submitit.helpers.Checkpointable):
                 cooperative=entry.resumable,
             )
         return record.metrics
-
-
-@contextlib.contextmanager
-def temporary_environment(values: dict[str, str]):
-    """``values`` in os.environ for the duration (a debug-executor job runs in the launcher's process)."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def job_logging() -> None:

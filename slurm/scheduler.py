@@ -17,10 +17,11 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+
+from swavbench.core.environment import temporary_environment
 
 # squeue keeps finished jobs for a while (MinJobAge); every other state (PENDING, RUNNING, REQUEUED,
 # COMPLETING, SUSPENDED, STOPPED, SIGNALING, REQUEUE_HOLD, SPECIAL_EXIT, ...) means the job may still run
@@ -68,18 +69,9 @@ class LiveJob:
         return self.state not in FINISHED_STATES
 
 
-@contextmanager
-def tagged_environment(tag: str) -> Iterator[None]:
+def tagged_environment(tag: str) -> AbstractContextManager[None]:
     """Local executor: processes started inside carry ``tag`` in their environment."""
-    old = os.environ.get(TAG_ENV)
-    os.environ[TAG_ENV] = tag
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(TAG_ENV, None)
-        else:
-            os.environ[TAG_ENV] = old
+    return temporary_environment({TAG_ENV: tag})
 
 
 SQUEUE_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)  # pauses (s) between squeue attempts before SchedulerUnavailable

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 
 
@@ -103,16 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         from swavbench.core.state import trust_checkpoints
 
         trust_checkpoints()
-    if not args.wandb:
-        return int(args.func(args) or 0)
+    from swavbench.core.environment import temporary_environment
     from swavbench.core.tracking import PROJECT_ENV
 
-    before = os.environ.get(PROJECT_ENV)
-    os.environ[PROJECT_ENV] = args.wandb  # for this command and the jobs it starts (swavbench.core.tracking)
-    try:
+    # --wandb: for this command and the jobs it starts, not for an in-process caller afterwards
+    with temporary_environment({PROJECT_ENV: args.wandb} if args.wandb else {}):
         return int(args.func(args) or 0)
-    finally:  # an in-process caller (a test, a notebook) does not keep logging into W&B afterwards
-        if before is None:
-            os.environ.pop(PROJECT_ENV, None)
-        else:
-            os.environ[PROJECT_ENV] = before
