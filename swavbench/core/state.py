@@ -187,17 +187,26 @@ def _load(path: Path, map_location: str | torch.device, *, mmap: bool, pickle_mo
         found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
         if found is None:  # not a refused object: the file is damaged (or not a torch file at all)
             raise _corrupt(path, e) from e
-        raise UnsafeCheckpointError(
-            f"{path} holds pickled Python objects, not only tensors and plain data "
-            f"(it asks for {found.group(1)}); reading it could run code from the "
-            "file, so it was not loaded. Re-save it as a plain state dict, or, only if you trust where it "
-            f"came from, pass --trust-checkpoints (swavbench --trust-checkpoints COMMAND ...; {TRUST_ENV}=1)"
-        ) from None
+        raise _unsafe(path, f"it asks for {found.group(1)}") from None
+    except TypeError as e:
+        if pickle_module is None:
+            raise
+        # the pickle calls what it loaded (getattr(cls, name)(...)): code, which no inert stand-in replaces
+        raise _unsafe(path, f"its objects call code: {e}") from None
     except (EOFError, zipfile.BadZipFile, ValueError) as e:
         raise _corrupt(path, e) from e
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dict of tensors")
     return ckpt
+
+
+def _unsafe(path: Path, what: str) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f"{path} holds pickled Python objects, not only tensors and plain data ({what}); reading it "
+        "could run code from the file, so it was not loaded. Re-save it as a plain state dict, or, only if "
+        "you trust where it came from, pass --trust-checkpoints (swavbench --trust-checkpoints COMMAND ...; "
+        f"{TRUST_ENV}=1)"
+    )
 
 
 def _corrupt(path: Path, e: Exception) -> CheckpointError:
