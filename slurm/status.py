@@ -28,12 +28,20 @@ INTERRUPTED = ("PREEMPTED", "NODE_FAIL", "BOOT_FAIL")  # ended by the cluster, n
 
 class Accounting:
     """sacct for every SLURM job of a run at once (a 200-job sweep asks the database once, not hundreds of
-    times): each job's latest state and elapsed time, and the states of its earlier runs (``-D``)."""
+    times): each job's latest state and elapsed time, and the states of its earlier runs (``-D``). A job
+    asked about later (found by its tag) is looked up alone."""
 
     def __init__(self, job_ids: list[str], *, chunk: int = 400):
-        ids = sorted({j for j in job_ids if j} | {j.split("_")[0] for j in job_ids if j})
         self.rows: list[list[str]] = []
-        for i in range(0, len(ids), chunk):
+        self.asked: set[str] = set()
+        self.chunk = chunk
+        self._query(job_ids)
+
+    def _query(self, job_ids: list[str]) -> None:
+        ids = sorted({j for j in job_ids if j} | {j.split("_")[0] for j in job_ids if j})
+        ids = [j for j in ids if j not in self.asked]
+        self.asked.update(ids)
+        for i in range(0, len(ids), self.chunk):
             command = [
                 "sacct",
                 "-n",
@@ -43,7 +51,7 @@ class Accounting:
                 "-o",
                 "JobID,State,Elapsed",
                 "-j",
-                ",".join(ids[i : i + chunk]),
+                ",".join(ids[i : i + self.chunk]),
             ]
             out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode == 0:
@@ -51,6 +59,7 @@ class Accounting:
 
     def _rows(self, job_id: str) -> list[list[str]]:
         """The job's rows, oldest first: its own, else (an array task that never started) its array's."""
+        self._query([job_id])
         return [r for r in self.rows if r[0] == job_id] or [
             r for r in self.rows if _array_covers(r[0], job_id)
         ]
@@ -88,8 +97,9 @@ def job_table(run_dir: str | Path) -> list[dict]:
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a launch run directory")
     state = read_launch_state(path)
     schedulers: dict[str, Scheduler] = {}
-    slurm_ids = [j.get("job_id", "") for j in state["jobs"].values() if j.get("executor") == "slurm"]
-    accounting = Accounting(slurm_ids) if any(slurm_ids) else None
+    accounting = Accounting(
+        [j.get("job_id", "") for j in state["jobs"].values() if j.get("executor") == "slurm"]
+    )
     rows = []
     for key, job in state["jobs"].items():
         kind = job.get("executor", "local")
@@ -116,9 +126,6 @@ def job_table(run_dir: str | Path) -> list[dict]:
             live = "UNKNOWN"
         sacct_state = ""
         if kind == "slurm" and row["job_id"]:
-            if accounting is None or row["job_id"] not in slurm_ids:  # found by its tag just now
-                accounting = Accounting([*slurm_ids, row["job_id"]])
-                slurm_ids.append(row["job_id"])
             sacct_state, row["elapsed"] = accounting.state(row["job_id"])
         rec_path = out / RECORD
         rec = json.loads(rec_path.read_text()) if job["kind"] == "eval" and rec_path.is_file() else None

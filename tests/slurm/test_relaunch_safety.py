@@ -419,10 +419,12 @@ def test_a_job_lost_with_its_node_is_requeued_and_finishes(slurm_cluster, tmp_pa
         subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
     (rec,) = wait_records(run, 1, timeout=300)
     assert rec["status"] == "ok"
-    deadline = time.time() + 120  # the job leaves the queue a moment after writing its record
-    while Scheduler("slurm").is_live(p.job_id) and time.time() < deadline:
+    deadline = time.time() + 120  # the accounting database hears of the end a moment after the record
+    while True:
+        history = subprocess.run(
+            ["sacct", "-n", "-D", "-X", "-P", "-j", p.job_id, "-o", "State"], capture_output=True, text=True
+        ).stdout.split()
+        if "COMPLETED" in history or time.time() > deadline:
+            break
         time.sleep(0.5)
-    history = subprocess.run(
-        ["sacct", "-n", "-D", "-X", "-P", "-j", p.job_id, "-o", "State"], capture_output=True, text=True
-    ).stdout.split()
     assert history[0] == "NODE_FAIL" and "COMPLETED" in history, history
