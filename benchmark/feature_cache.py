@@ -72,36 +72,57 @@ def evict(folder: Path, max_bytes: float, *, keep: Path) -> list[Path]:
     return gone
 
 
-def extract(loaded, dataset, device: torch.device, *, cfg, desc: str) -> tuple:  # noqa: ANN001
-    """``features.extract_features`` of ``loaded.trunk`` on ``dataset`` as a protocol's ``cfg`` asks (its
-    global ``batch_size``, ``num_workers``, ``trunk.feature_precision``), through the cache when one is set:
-    every process of the job loads the file, or every process extracts (rank 0 then writes it)."""
-    precision = cfg.trunk.feature_precision
-    kw = {
-        "batch_size": max(1, cfg.batch_size // ranks.world_size()),  # this process' share
-        "num_workers": cfg.num_workers,
-        "desc": desc,
-        "precision": precision,
-    }
+def _entry(loaded, dataset, cfg) -> tuple[Path, str] | None:  # noqa: ANN001
+    """(file, key) of ``dataset``'s features through ``cfg``'s view and precision; None without a cache."""
     folder = os.environ.get(CACHE_ENV, "")
     split = split_identity(dataset) if folder and folder != OFF else None
     if not split:
-        return features.extract_features(loaded.trunk, dataset, device, **kw)
+        return None
     view = repr(getattr(dataset, "transform", None))
-    blob = json.dumps([trunk_identity(loaded), split, view, precision])
-    path = Path(folder) / (hashlib.sha256(blob.encode()).hexdigest()[:32] + SUFFIX)
+    blob = json.dumps([trunk_identity(loaded), split, view, cfg.trunk.feature_precision])
+    return Path(folder) / (hashlib.sha256(blob.encode()).hexdigest()[:32] + SUFFIX), blob
+
+
+def lookup(loaded, dataset, *, cfg, desc: str) -> tuple | None:  # noqa: ANN001
+    """The cached (features, labels) of ``dataset`` when every process finds them, else None (nothing is
+    extracted): a protocol that needs a few images can take them from a whole split another one cached."""
+    return _read(_entry(loaded, dataset, cfg), desc)
+
+
+def _read(entry: tuple[Path, str] | None, desc: str) -> tuple | None:
+    if entry is None:
+        return None
+    path, blob = entry
     try:
         hit = load_checkpoint(path) if path.is_file() else None
     except CheckpointError:  # evicted while read, or damaged: extracted again
         hit = None
-    if ranks.all_ranks(hit is not None and hit.get("key") == blob):
-        if ranks.is_main():
-            with contextlib.suppress(FileNotFoundError):
-                os.utime(path)  # recently used: evicted last
-        log.info("features of %s from the cache (%s)", desc, path.name)
-        return hit["features"], hit["labels"]
-    feats, labels = features.extract_features(loaded.trunk, dataset, device, **kw)
+    if not ranks.all_ranks(hit is not None and hit.get("key") == blob):
+        return None
     if ranks.is_main():
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(path)  # recently used: evicted last
+    log.info("features of %s from the cache (%s)", desc, path.name)
+    return hit["features"], hit["labels"]
+
+
+def extract(loaded, dataset, device: torch.device, *, cfg, desc: str) -> tuple:  # noqa: ANN001
+    """``features.extract_features`` of ``loaded.trunk`` on ``dataset`` as a protocol's ``cfg`` asks (its
+    global ``batch_size``, ``num_workers``, ``trunk.feature_precision``), through the cache when one is set:
+    every process of the job loads the file, or every process extracts (rank 0 then writes it)."""
+    entry = _entry(loaded, dataset, cfg)  # the trunk hashed once
+    hit = _read(entry, desc)
+    if hit is not None:
+        return hit
+    kw = {
+        "batch_size": max(1, cfg.batch_size // ranks.world_size()),  # this process' share
+        "num_workers": cfg.num_workers,
+        "desc": desc,
+        "precision": cfg.trunk.feature_precision,
+    }
+    feats, labels = features.extract_features(loaded.trunk, dataset, device, **kw)
+    if entry is not None and ranks.is_main():
+        path, blob = entry
         path.parent.mkdir(parents=True, exist_ok=True)
         durable.torch_save({"key": blob, "features": feats, "labels": labels}, path)
         evict(path.parent, float(os.environ.get(SIZE_ENV, "20")) * 2**30, keep=path)

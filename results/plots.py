@@ -14,9 +14,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from results.tables import aggregate, ci95_halfwidth, headline_metrics, ranked_only  # noqa: E402
+from results.tables import aggregate, headline_metrics, ranked_only  # noqa: E402
 from swavbench.core import durable
 from swavbench.core.paths import TRAIN_LOG, file_part
+from swavbench.core.stats import ci95_halfwidth  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

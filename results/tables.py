@@ -9,11 +9,11 @@ import math
 from dataclasses import dataclass, field
 
 import pandas as pd
-from scipy import stats
 
 from results.reference import published
 from swavbench.core import registry
-from swavbench.core.registry import all_benchmarks, benchmarks_of_table
+from swavbench.core.registry import all_benchmarks, benchmarks_of_table, beyond_paper_benchmarks
+from swavbench.core.stats import ci95_halfwidth
 
 # the implementation the published numbers of a protocol family come from; results of another backend are
 # shown without a verdict (a record without a backend is not judged by this)
@@ -24,12 +24,6 @@ REFERENCE_BACKENDS = {
     "detection-detr": ("transformers",),
 }
 TRANSFER_DATASETS = {"places205", "inat18", "voc07", "voc0712", "coco", "scene15", "bccd"}
-
-
-def ci95_halfwidth(std: float, n: int) -> float:
-    """t_{0.975, n-1} x std / sqrt(n): the mean of n runs (sample std) lies within this of the true mean
-    95% of the time."""
-    return float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
 
 
 @dataclass
@@ -286,6 +280,9 @@ def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) ->
     t3 = columns_for(agg, ref, benchmarks_of_table(3), transfer=True)
     if t3:
         tables.append(build("Table 3 — transfer", agg, ref, columns=t3, tolerance=tolerance))
+    beyond = beyond_paper(agg, ref, tolerance)
+    if beyond is not None:
+        tables.append(beyond)
     variants = sorted(set(agg.model) - {"random"} - {m for m in agg.model if m.startswith("supervised")})
     if len(variants) > 1:
         cols = [
@@ -311,6 +308,28 @@ def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) ->
     if length is not None:
         tables.append(length)
     return tables
+
+
+def beyond_paper(agg: pd.DataFrame, ref: pd.DataFrame, tolerance: float) -> Table | None:
+    """The protocols beyond the paper's tables, with the published number where one exists and "no
+    published reference" in a row of its own where none does."""
+    cols = columns_for(agg, ref, beyond_paper_benchmarks(), transfer=None)
+    if not cols:
+        return None
+    table = build(
+        "Beyond the paper — low-shot, ImageNet variants, many-dataset linear transfer",
+        agg,
+        ref,
+        columns=cols,
+        tolerance=tolerance,
+    )
+    published_cells = {h for _, cells in table.rows for h, c in cells.items() if c.published is not None}
+    published_cells |= {h for name, cells in table.rows if name.endswith("(published)") for h in cells}
+    missing = {c.header: Cell(math.nan, label="no published reference") for c in cols}
+    missing = {h: c for h, c in missing.items() if h not in published_cells}
+    if missing:
+        table.rows.append(("published reference", missing))
+    return table
 
 
 def training_length(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:

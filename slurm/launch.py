@@ -716,80 +716,109 @@ class Launcher:
         if checkpoint_id is None:
             checkpoint_id = sha256_of(checkpoint) if checkpoint != "random" else "random"
             expect = expect or ({"sha256": checkpoint_id} if checkpoint != "random" else None)
-        planned = []
-        todo: list[tuple[Planned, object, int]] = []
-        for entry in suite.entries:
-            for seed in entry.seeds:
-                cfg = self.plan.entry(entry, seed)
-                key = stable_hash([checkpoint_id, entry.protocol, asdict(cfg), seed])
-                name = f"{prefix}{entry.name}-s{seed}"
-                out = self.run_dir / "evals" / f"{name}-{key[:8]}"
-                p = Planned(
-                    name,
-                    key,
-                    "eval",
-                    str(out),
-                    depends_on=after,
-                    resources=describe(entry.resources),
-                    gpu_hours=max_gpu_hours(entry.resources),
-                    protocol=entry.protocol,
-                )
-                planned.append(p)
-                rec = out / RECORD
-                done = rec.is_file() and json.loads(rec.read_text()).get("status") == "ok"
-                if self._decide(p, done=done):
-                    todo.append((p, entry, seed))
-        if self.on_planned is not None:
-            self.on_planned(planned)
+        planned: list[Planned] = []
+        by_job: dict[tuple[str, int], Planned] = {}
+        # an entry with ``after`` waits for that entry's job of its seed, whose folder fills its config
+        for stage in ([e for e in suite.entries if not e.after], [e for e in suite.entries if e.after]):
+            todo: list[tuple[Planned, object, int, object]] = []
+            staged: list[Planned] = []
+            for entry in stage:
+                for seed in entry.seeds:
+                    cfg, dep = self.plan.entry(entry, seed), after
+                    if entry.after:
+                        first = by_job.get((entry.after, seed)) or by_job[entry.after, 0]
+                        setattr(cfg, registry.get(entry.protocol).after_field, first.out_dir)
+                        dep = self._after(first, default=after)
+                    key = stable_hash([checkpoint_id, entry.protocol, asdict(cfg), seed])
+                    name = f"{prefix}{entry.name}-s{seed}"
+                    out = self.run_dir / "evals" / f"{name}-{key[:8]}"
+                    p = Planned(
+                        name,
+                        key,
+                        "eval",
+                        str(out),
+                        depends_on=dep,
+                        resources=describe(entry.resources),
+                        gpu_hours=max_gpu_hours(entry.resources),
+                        protocol=entry.protocol,
+                    )
+                    staged.append(p)
+                    by_job[entry.name, seed] = p
+                    rec = out / RECORD
+                    done = rec.is_file() and json.loads(rec.read_text()).get("status") == "ok"
+                    if self._decide(p, done=done):
+                        todo.append((p, entry, seed, cfg))
+            planned += staged
+            if self.on_planned is not None and staged:
+                self.on_planned(staged)
+            self._submit_evals(todo, f"{prefix}{suite.name}", checkpoint, expect=expect)
+        return planned
+
+    def _after(self, first: Planned, *, default: str) -> str:
+        """The dependency of a job that needs ``first``'s output: its SLURM id while it is queued or running
+        (local executors: wait here until it ended), else ``default``."""
+        if first.action == "dry-run":
+            return first.name
+        if first.action not in ("submitted", "live"):
+            return default
         if self.cluster() == "slurm":
-            # one SLURM job array per group of jobs asking for the same resources
-            groups: dict[str, list[tuple[Planned, object, int]]] = {}
+            return first.job_id
+        self.finished(first)
+        return default
+
+    def _submit_evals(self, todo: list, array_name: str, checkpoint: str, *, expect: dict | None) -> None:
+        """Submit (planned, entry, seed, config) jobs: on SLURM one array per group of jobs asking for the
+        same resources after the same job; locally one by one."""
+        if self.cluster() == "slurm":
+            groups: dict[str, list] = {}
             for item in todo:
-                shape = [asdict(item[1].resources), eval_tasks(item[1])]
+                shape = [asdict(item[1].resources), eval_tasks(item[1]), item[0].depends_on]
                 groups.setdefault(json.dumps(shape, sort_keys=True), []).append(item)
             size = max_array_size()
             chunks = [items[i : i + size] for items in groups.values() for i in range(0, len(items), size)]
             for items in chunks:  # arrays of at most MaxArraySize tasks: sbatch rejects larger ones
-                tag = job_tag(self.run_dir, [p.key for p, _, _ in items])
+                tag = job_tag(self.run_dir, [p.key for p, *_ in items])
                 if len(items) > 1:
                     (self.run_dir / ARRAYS).mkdir(exist_ok=True)
-                    durable.write_json(self.run_dir / ARRAYS / f"{tag}.json", [p.key for p, _, _ in items])
-                for i, (p, e, seed) in enumerate(items):  # one array: task i is the i-th job
+                    durable.write_json(self.run_dir / ARRAYS / f"{tag}.json", [p.key for p, *_ in items])
+                for i, (p, e, seed, _) in enumerate(items):  # one array: task i is the i-th job
                     self._intend(
                         p, self._eval_extra(e, seed, checkpoint), tag=tag, task=i if len(items) > 1 else None
                     )
                 self.save()
+                first, entry = items[0][0], items[0][1]
                 ex = self.executor(
-                    f"{prefix}{suite.name}" if len(items) > 1 else items[0][0].name,
-                    items[0][1].resources,
-                    eval_tasks(items[0][1]),
-                    dependency=after,
+                    array_name if len(items) > 1 else first.name,
+                    entry.resources,
+                    eval_tasks(entry),
+                    dependency=first.depends_on,
                     tag=tag,
                 )
                 try:
                     with ex.batch():
                         jobs = [
-                            ex.submit(self._eval_job(e, seed, checkpoint, p=p, expect=expect))
-                            for p, e, seed in items
+                            ex.submit(self._eval_job(e, seed, checkpoint, p=p, cfg=cfg, expect=expect))
+                            for p, e, seed, cfg in items
                         ]
                 except Exception as err:  # noqa: BLE001 - sbatch's error, said plainly
-                    raise _submission_failed(items[0][0].name, err) from err
-                for (p, _, _), job in zip(items, jobs):
+                    raise _submission_failed(first.name, err) from err
+                for (p, *_), job in zip(items, jobs):
                     self._record(p, job)
-            return planned
-        for p, entry, seed in todo:
+            return
+        for p, entry, seed, cfg in todo:
             self.throttle()
             self._submit_one(
                 p,
                 self._eval_extra(entry, seed, checkpoint),
                 make_executor=lambda tag, p=p, entry=entry: self.executor(
-                    p.name, entry.resources, eval_tasks(entry), dependency=after, tag=tag
+                    p.name, entry.resources, eval_tasks(entry), dependency=p.depends_on, tag=tag
                 ),
-                fn=self._eval_job(entry, seed, checkpoint, p=p, expect=expect),
+                fn=self._eval_job(entry, seed, checkpoint, p=p, cfg=cfg, expect=expect),
             )
-        return planned
 
-    def _eval_job(self, entry, seed: int, checkpoint: str, *, p: Planned, expect: dict | None) -> EvalJob:
+    def _eval_job(
+        self, entry, seed: int, checkpoint: str, *, p: Planned, cfg, expect: dict | None
+    ) -> EvalJob:
         return EvalJob(
             entry.protocol,
             entry.preset,
@@ -799,7 +828,7 @@ class Launcher:
             out_dir=p.out_dir,
             data_root=self.data_root,
             max_requeues=self.max_requeues + pieces(entry.resources) - 1,
-            config=asdict(self.plan.entry(entry, seed)),
+            config=asdict(cfg),
             expect=expect,
         )
 

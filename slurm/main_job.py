@@ -68,13 +68,30 @@ def trunk_suite(suite: Suite, label: str, seed: int, *, extra: list[str]) -> Sui
     return dataclasses.replace(suite, entries=entries)
 
 
-def control_suite(suite: Suite, protocols: str) -> Suite:
-    """The random control's suite: every entry, or (``frozen``) those whose protocol does not fine-tune the
-    trunk."""
-    if protocols == "all":
-        return suite
-    keep = [e for e in suite.entries if not registry.get(e.protocol).fine_tunes]
-    return dataclasses.replace(suite, entries=keep)
+def control_suite(suite: Suite, protocols: str, *, smoke: set[str]) -> Suite:
+    """A control trunk's suite (random, supervised): every entry, or (``frozen``) those whose protocol does
+    not fine-tune the trunk; never the ``smoke`` checks, which rank nothing (the SwAV trunk runs them)."""
+    keep = [e for e in suite.entries if e.name not in smoke]
+    if protocols == "frozen":
+        keep = [e for e in keep if not registry.get(e.protocol).fine_tunes]
+    kept: list = []  # an entry after one left out goes too (suite order: the earlier first)
+    for e in keep:
+        if not e.after or e.after in {k.name for k in kept}:
+            kept.append(e)
+    return dataclasses.replace(suite, entries=kept)
+
+
+def smoke_checks(suite: Suite, plan: Plan, seed: int) -> set[str]:
+    """Names of the suite's smoke checks (``smoke: true`` presets), read from the SwAV trunk's own resolved
+    configs (no resolution of their own); an entry that does not resolve is preflight's to report."""
+    names = set()
+    for e, job in zip(suite.entries, trunk_suite(suite, "swav", seed, extra=[]).entries):
+        try:
+            if getattr(plan.entry(job, job.seeds[0]), "smoke", False):
+                names.add(e.name)
+        except (ConfigError, ValueError, KeyError, FileNotFoundError):
+            continue
+    return names
 
 
 class Progress:
@@ -197,11 +214,14 @@ def run_main(
     )
     trunks = []  # (label, its suite, its overrides): what each trunk is evaluated on
     if suite is not None:
+        smoke = smoke_checks(suite, plan, cfg.seeds[0])
         trunks.append(("swav", suite, []))
         if cfg.supervised or cfg.supervised_checkpoint:
-            trunks.append(("supervised", suite, [] if trained_sup else arch))
+            trunks.append(
+                ("supervised", control_suite(suite, "all", smoke=smoke), [] if trained_sup else arch)
+            )
         if cfg.random:
-            trunks.append(("random", control_suite(suite, cfg.random_protocols), arch))
+            trunks.append(("random", control_suite(suite, cfg.random_protocols, smoke=smoke), arch))
     for seed in cfg.seeds:  # the jobs as submitted, each trunk's
         for label, its_suite, extra in trunks:
             check.suite(trunk_suite(its_suite, label, seed, extra=extra))
@@ -256,6 +276,7 @@ def run_main(
                 its = trunk_suite(its_suite, label, seed, extra=extra)
                 planned += launcher.suite(its, files[label], prefix=f"{label}-")
     failed: list[str] = []
+    suites = {label: its_suite for label, its_suite, _ in trunks}
     slurm = launcher.cluster() == "slurm"
     for p, label, seed in pretrains:
         after = p.job_id if slurm and p.action in ("submitted", "live") else ""
@@ -269,7 +290,7 @@ def run_main(
                 )
                 continue
         planned += launcher.suite(
-            trunk_suite(suite, label, seed, extra=[]),
+            trunk_suite(suites[label], label, seed, extra=[]),
             str(Path(p.out_dir) / CHECKPOINT),
             checkpoint_id=p.key,
             expect={"key": p.key, "epochs": p.epochs, "max_iters": p.max_iters},

@@ -49,6 +49,9 @@ class SuiteEntry:
     overrides: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     resources: Resources = field(default_factory=Resources)
+    # an earlier job of the suite whose output this one reads (its job of the same seed, or of seed 0):
+    # submitted after it (SLURM afterok), its folder in the protocol's ``after_field`` (registry)
+    after: str = ""
 
 
 @dataclass
@@ -102,6 +105,23 @@ def cpus_per_task(r: Resources, tasks: int) -> int:
     return r.cpus // tasks
 
 
+def after_problems(entry: SuiteEntry, earlier: list[SuiteEntry]) -> list[str]:
+    """What is wrong with ``entry.after``: it must name an earlier job that has the entry's seeds (or only
+    seed 0), of a protocol that reads another job's output."""
+    if not entry.after:
+        return []
+    field_name = PROTOCOLS[entry.protocol].after_field
+    if not field_name:
+        return [f"job {entry.name}: after: protocol {entry.protocol} reads no other job's output"]
+    first = next((e for e in earlier if e.name == entry.after), None)
+    if first is None:
+        names = ", ".join(e.name for e in earlier) or "none"
+        return [f"job {entry.name}: after: {entry.after!r} is not an earlier job of the suite ({names})"]
+    if first.seeds != [0] and not set(entry.seeds) <= set(first.seeds):
+        return [f"job {entry.name}: seeds {entry.seeds} are not all seeds of {first.name} ({first.seeds})"]
+    return []
+
+
 def load_suite(name_or_path: str, *, problems: list[str] | None = None) -> Suite:
     """A suite preset name (configs/suites/<name>.yaml) or a YAML path. Every problem of the file is raised
     in one ConfigError, or, given a ``problems`` list, added to it and the valid jobs returned (preflight
@@ -141,6 +161,8 @@ def load_suite(name_or_path: str, *, problems: list[str] | None = None) -> Suite
             found.append(f"job {i}: {e}")
             continue
         entries.append(entry)
+    for i, e in enumerate(entries):
+        found += after_problems(e, entries[:i])
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         found.append(f"job names must be unique, got {names}")

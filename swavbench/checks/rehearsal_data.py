@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from benchmark.subsets import SHIPPED, read_subset
 from benchmark.voc import VOC07_CLASSES
-from swavbench.core import durable
+from swavbench.core import durable, registry
 
 IMAGENET_CLASSES = 4
 SUBSETS = {"1pct": "imagenet-1pct", "10pct": "imagenet-10pct"}
@@ -71,6 +71,37 @@ def imagenet(
     for short, key in SUBSETS.items():
         listed = [n for n in read_subset(SHIPPED[key]) if n in files]
         durable.write_text(root / "imagenet" / "subsets" / f"{short}.txt", "\n".join(listed) + "\n")
+
+
+def imagenet_variants(root: Path, *, per_class: int = 2) -> None:
+    """For the ImageNet tree of ``imagenet``: imagenet/real.json (a label set per val file, in file-name
+    order; some empty, some of two labels, as ReaL's), imagenetv2-matched-frequency/<class index>/,
+    imagenet-a/ and imagenet-r/ (class folders of a subset of the wnids)."""
+    wnids = sorted(p.name for p in (root / "imagenet" / "train").iterdir())
+    n_val = len(list((root / "imagenet" / "val").rglob("*.JPEG")))
+    real = [[] if j % 5 == 4 else sorted({(j // 3) % len(wnids), j % len(wnids)}) for j in range(n_val)]
+    durable.write_json(root / "imagenet" / "real.json", real)
+    sets = {
+        "imagenetv2-matched-frequency": [(str(c), c) for c in range(len(wnids))],
+        "imagenet-a": [(w, c) for c, w in enumerate(wnids) if c % 2 == 0],
+        "imagenet-r": [(w, c) for c, w in enumerate(wnids) if c > 0],
+    }
+    for name, folders in sets.items():
+        for folder, c in folders:
+            for i in range(per_class):
+                _image(root / name / folder / f"{i}.jpg", (48, 40), colour_key=c, seed=_seed((name, c, i)))
+
+
+def transfer_12(root: Path, *, classes: int = 2, train_per_class: int = 5, test_per_class: int = 2) -> None:
+    """The 12 datasets of the logistic-regression transfer (configs/transfer/logreg-12.yaml) as tiny class
+    folders, under the split names the preset reads."""
+    cfg = registry.get("transfer-logreg").load_config("logreg-12")
+    for k, (train, test) in enumerate(zip(cfg.trains, cfg.tests)):
+        for split, count in ((train, train_per_class), (test, test_per_class)):
+            for c in range(classes):
+                for i in range(count):
+                    path = root / split / f"class{c}" / f"{i}.jpg"
+                    _image(path, (48, 40), colour_key=400 + 10 * k + c, seed=_seed((split, c, i)))
 
 
 def _voc_xml(objects: list[tuple[str, list[int]]], size: tuple[int, int]) -> str:
@@ -186,7 +217,7 @@ def coco(root: Path, *, size: tuple[int, int] = (160, 128)) -> None:
         durable.write_json(root / "coco" / "annotations" / f"instances_{split}.json", data)
 
 
-VERSION = "2"  # of the generated trees: a tree of another version is written again
+VERSION = "3"  # of the generated trees: a tree of another version is written again
 
 
 def write_all(root: str | Path) -> Path:
@@ -195,7 +226,7 @@ def write_all(root: str | Path) -> Path:
     root = Path(root)
     done = root / ".rehearsal-data-complete"
     if not done.is_file() or done.read_text().strip() != VERSION:
-        for make in (imagenet, voc, places205, inat18, coco):
+        for make in (imagenet, imagenet_variants, voc, places205, inat18, coco, transfer_12):
             make(root)
         durable.write_text(done, f"{VERSION}\n")
     return root

@@ -32,6 +32,9 @@ class Protocol:
     resumable: bool  # continues from its own state in the output folder when requeued
     data_parallel: bool  # one process per GPU of its job, joined in one group (torchrun / SLURM tasks)
     fine_tunes: bool = False  # trains the trunk (BatchNorm in train mode) instead of probing it frozen
+    # the config field a suite entry's ``after`` job fills with that job's output folder (the probe whose
+    # head it measures); "" for a protocol that needs no other job's output
+    after_field: str = ""
 
     @property
     def config_dir(self) -> Path:
@@ -103,6 +106,39 @@ PROTOCOLS: dict[str, Protocol] = {
             resumable=True,
             data_parallel=True,
             fine_tunes=True,
+        ),
+        Protocol(
+            name="lowshot",
+            command=("eval", "lowshot"),
+            module="benchmark.lowshot",
+            config_class="LowshotConfig",
+            run_function="run_lowshot",
+            paper_presets=("lowshot-imagenet",),
+            small_preset="lowshot-cifar10-small",
+            help="low-shot ImageNet: logistic regression on frozen features of 1 / 2 / 5 / 13 images per "
+            "class, fixed-seed draws, mean ± CI (MSN, Assran et al. 2022)",
+            benchmarks=("lowshot",),
+            tables=(),  # beyond the paper's tables
+            headline=("1shot_top1", "2shot_top1", "5shot_top1", "13shot_top1"),
+            resumable=False,
+            data_parallel=True,
+        ),
+        Protocol(
+            name="variants",
+            command=("eval", "variants"),
+            module="benchmark.variants",
+            config_class="VariantsConfig",
+            run_function="run_variants",
+            paper_presets=("variants-imagenet",),
+            small_preset="variants-cifar10-small",
+            help="ImageNet-ReaL, -V2 (matched frequency), -A and -R (200-class mask) top-1 with a trained "
+            "linear head (this harness' probe or the official eval_linear checkpoint), no retraining",
+            benchmarks=("variants",),
+            tables=(),  # beyond the paper's tables
+            headline=("val_top1", "real_top1", "v2_top1", "a_top1", "r_top1"),
+            resumable=False,
+            data_parallel=True,
+            after_field="head",
         ),
         Protocol(
             name="transfer-linear",
@@ -230,6 +266,12 @@ def benchmarks_of_table(table: int) -> list[str]:
         if table in p.tables:
             out += [b for b in p.benchmarks if b not in out]
     return out
+
+
+def beyond_paper_benchmarks() -> list[str]:
+    """Report keys of the protocols the paper's tables do not hold (low-shot, ImageNet variants, the
+    many-dataset transfer), in registry order: the report's "beyond the paper" table."""
+    return list(dict.fromkeys(b for p in PROTOCOLS.values() if not p.tables for b in p.benchmarks))
 
 
 def all_benchmarks() -> list[str]:

@@ -476,3 +476,48 @@ def test_imagenet_knn_is_judged_against_dinos_published_row_beside_its_calibrati
     ):
         (line,) = [ln for ln in t1.splitlines() if name in ln]
         assert value in line
+
+
+def test_protocols_beyond_the_paper_get_their_own_table_saying_no_published_reference(tmp_path):
+    """Issue #36: low-shot, ImageNet variants and the many-dataset transfer are not in the paper's tables;
+    the report shows them in a table of their own, mean ± CI over seeds, and says where nothing published
+    exists to compare with."""
+    import json
+    import statistics
+
+    from handmade_records import record
+
+    lowshot = [61.0, 62.5, 60.2]
+    for seed, v in enumerate(lowshot):
+        rec = record("lowshot", "imagenet", {"1shot_top1": v - 20, "13shot_top1": v}, "swav-a", seed)
+        (tmp_path / f"lowshot-s{seed}").mkdir()
+        (tmp_path / f"lowshot-s{seed}" / "result.json").write_text(json.dumps(rec))
+    recs = {
+        "variants": record("variants", "imagenet", {"real_top1": 81.0, "v2_top1": 62.0}, "swav-a"),
+        "logreg": record("transfer-logreg", "transfer-12", {"mean_top1": 80.5}, "swav-a"),
+        "linear": record("linear", "imagenet", {"top1": 75.0, "top1_best_epoch": 75.1}, "swav-a"),
+    }
+    for name, rec in recs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(rec))
+    df, _, _ = collect([tmp_path])
+    tables = paper_tables(df, load_reference())
+    (beyond,) = [t for t in tables if t.title.startswith("Beyond the paper")]
+    assert not any("lowshot" in c.header for t in tables if t.title.startswith("Table") for c in t.columns)
+    headers = [c.header for c in beyond.columns]
+    assert headers == [
+        "lowshot imagenet 1shot_top1",
+        "lowshot imagenet 13shot_top1",
+        "variants imagenet real_top1",
+        "variants imagenet v2_top1",
+        "transfer-logreg transfer-12 mean_top1",
+    ]
+    rows = dict(beyond.rows)
+    cell = rows["swav-a"]["lowshot imagenet 13shot_top1"]
+    half = 4.3027 * statistics.stdev(lowshot) / 3**0.5  # t_{0.975, 2} = 4.3027 (t table)
+    assert cell.n == 3 and cell.mean == pytest.approx(statistics.mean(lowshot))
+    assert cell.ci95 == pytest.approx(half, abs=1e-3)
+    assert rows["swav-a"]["variants imagenet real_top1"].mean == 81.0
+    assert {c.text() for c in rows["published reference"].values()} == {"no published reference"}
+    assert set(rows["published reference"]) == set(headers)
+    assert "no published reference" in markdown(beyond)

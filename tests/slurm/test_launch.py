@@ -314,3 +314,46 @@ def test_pipeline_evaluates_intermediate_epochs(tmp_path, generated_data):
         json.loads((Path(p.out_dir) / "result.json").read_text())["pretrain_epochs"] for p in planned[1:]
     )
     assert epochs == [1, 2]
+
+
+def test_a_job_after_another_reads_its_output_and_follows_its_identity(tmp_path, generated_data):
+    """A suite entry with ``after`` (ImageNet-variants after the probe whose head it measures): submitted once
+    the probe ended (local executor; SLURM: afterok, rehearsed in test_rehearsal), its config names the
+    probe's folder, and a changed probe changes both jobs' keys, so a relaunch redoes both."""
+    g = generated_data.parent
+    common = [f"train={g / 'train'}", f"val={g / 'val'}", "num_workers=0", "trunk.width_multiplier=0.125"]
+    res = {"cpus": 1, "mem_gb": 1, "time_min": 10}
+
+    def suite(epochs: int):
+        jobs = [
+            {"protocol": "variants", "preset": "variants-cifar10-small", "after": "probe", "resources": res}
+            | {"overrides": common},
+            {"protocol": "linear", "preset": "linear-cifar10-small", "name": "probe", "resources": res}
+            | {"overrides": [*common, f"epochs={epochs}"]},
+        ]
+        jobs = jobs[::-1]  # the probe first: an entry may only follow an earlier one
+        path = tmp_path / f"after-{epochs}.yaml"
+        path.write_text(yaml.safe_dump({"name": "after", "jobs": jobs}))
+        return load_suite(str(path))
+
+    run = tmp_path / "run"
+    launcher = Launcher(run, "local")
+    probe, variants = launcher.suite(suite(2), "random")
+    assert (probe.action, variants.action) == ("submitted", "submitted")
+    assert set(launcher.wait().values()) == {"ok"}
+    rec = json.loads((Path(variants.out_dir) / "result.json").read_text())
+    linear = json.loads((Path(probe.out_dir) / "result.json").read_text())
+    assert rec["config"]["head"] == probe.out_dir
+    # the probe's head on the same val images: its top-1 (one image of float noise between extractions)
+    assert rec["metrics"]["val_top1"] == pytest.approx(linear["metrics"]["top1"], abs=100 / 40 + 1e-9)
+    assert [p.action for p in Launcher(run, "local").suite(suite(2), "random")] == ["done", "done"]
+    again = Launcher(run, "local")
+    changed = again.suite(suite(3), "random")
+    assert [p.action for p in changed] == ["submitted", "submitted"]
+    assert (
+        changed[1].key != variants.key
+        and json.loads((Path(changed[1].out_dir) / "result.json").read_text() if again.wait() else "{}")[
+            "config"
+        ]["head"]
+        == changed[0].out_dir
+    )

@@ -89,7 +89,10 @@ def test_run_end_to_end_resume_and_idempotence(mini_shared, tmp_path):
     res = swavbench(*args, cwd=elsewhere, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     after = records(out / "jobs")
-    assert len(after) == 3 * 6  # 3 trunks x 6 protocols
+    # 3 trunks x 5 ranking protocols, and the detection smoke check on the SwAV trunk only (it ranks nothing)
+    assert len(after) == 3 * 5 + 1
+    smoke = [json.loads(Path(p).read_text()) for p in after if "detection" in p]
+    assert [r["model"] for r in smoke] == ["swav"]
     assert all(after[p] == t for p, t in before.items())  # records written before the kill were kept
     for table_row in ("swav", "supervised", "random"):
         assert (
@@ -164,7 +167,8 @@ def test_paper_dry_run_random_control_and_gpu_hours_by_trunk_and_protocol(tmp_pa
         for ln in text.splitlines()
         if ln.startswith("dry-run") and " random-" in ln
     }
-    assert random_jobs == frozen and len(frozen) == 6, random_jobs
+    assert random_jobs == frozen and len(frozen) == 9, random_jobs  # 6 of the paper's, 3 beyond it
+    assert "random-variants-imagenet" in text  # after the random trunk's own linear probe
     line = text.split("GPU-hours by trunk: ")[1].splitlines()[0]
     by_trunk = dict(kv.rsplit(" ", 1) for kv in line.split(", "))
     # the random trunk's bound, summed here from the suite's resources (gpus x nodes x time limit per run)

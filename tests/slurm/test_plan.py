@@ -50,5 +50,6 @@ def test_pipeline_and_main_job_dry_runs_resolve_each_job_once(tmp_path, capsys, 
     resolutions.clear()
     assert swavbench.main(["run", "--dry-run", "--seeds", "2", "--out", str(tmp_path / "main")]) == 0
     jobs = planned_lines(capsys.readouterr().out)
-    # per seed: SwAV and supervised pretraining, and the suite's 6 jobs on each of the 3 trunks
-    assert len(jobs) == 2 * (2 + 3 * 6) and len(resolutions) == len(jobs), sorted(resolutions)
+    # per seed: SwAV and supervised pretraining, the suite's 6 jobs on SwAV, its 5 that rank (not the
+    # detection smoke check) on each control trunk
+    assert len(jobs) == 2 * (2 + 6 + 2 * 5) and len(resolutions) == len(jobs), sorted(resolutions)

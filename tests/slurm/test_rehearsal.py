@@ -47,8 +47,19 @@ def test_paper_pipeline_rehearsal_on_the_local_cluster(slurm_cluster, tmp_path):
         "detection-frcnn-c4",
         "detection-maskrcnn-fpn",
         "detection-detr",
+        "lowshot",
+        "variants",
+        "transfer-logreg",
     }
-    assert {r["dataset"] for r in records} == {"imagenet", "voc07", "places205", "inat18", "voc0712", "coco"}
+    datasets = {"imagenet", "voc07", "places205", "inat18", "voc0712", "coco", "transfer-12"}
+    assert {r["dataset"] for r in records} == datasets
+    # ImageNet-ReaL / V2 / A / R read the head of the probe of this pipeline, submitted after it
+    (variants,) = [r for r in records if r["protocol"] == "variants"]
+    assert (
+        Path(variants["config"]["head"]).parent == run / "evals"
+        and "linear-imagenet" in variants["config"]["head"]
+    )
+    assert set(variants["metrics"]) == {"val_top1", "real_top1", "v2_top1", "a_top1", "r_top1"}
     # the rehearsal rehearses the detection backend this host has, and says so when it is not the preset's
     backend = "detectron2" if detectron2_available() else "torchvision"
     detection = [r for r in records if r["protocol"] in ("detection-frcnn-c4", "detection-maskrcnn-fpn")]

@@ -9,7 +9,8 @@ def test_shipped_suites_load_with_resources():
     small, paper = load_suite("cpu-small"), load_suite("paper")
     every = ["knn", "linear", "semisup", "svm", "transfer-linear", "detection"]
     assert [e.protocol for e in small.entries] == every
-    assert {e.protocol for e in paper.entries} == {*every, "detr"}  # COCO DETR: paper scale only
+    beyond = {"lowshot", "variants", "transfer-logreg"}  # the protocols beyond the paper, at paper scale
+    assert {e.protocol for e in paper.entries} == {*every, "detr", *beyond}  # COCO DETR: paper scale only
     assert {e.preset for e in paper.entries} >= {"linear-places205", "linear-inat18", "detection-voc0712-c4"}
     linear = next(e for e in paper.entries if e.preset == "linear-imagenet")
     assert linear.resources.gpus == 8 and linear.seeds == [0]
@@ -89,3 +90,21 @@ def test_sweep_dry_run_plans_one_pipeline_per_variant(tmp_path):
     assert not (tmp_path / "launch.json").exists()  # a dry run submits and records nothing
     paper = load_suite("paper")
     assert (paper.pretrain.nodes, paper.pretrain.gpus) == (8, 8)
+
+
+def test_after_names_an_earlier_job_of_a_protocol_that_reads_one(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    probe = {"protocol": "linear", "preset": "linear-imagenet", "name": "probe"}
+    variants = {"protocol": "variants", "preset": "variants-imagenet", "after": "probe"}
+    for jobs, message in (
+        ([variants, probe], r"after: 'probe' is not an earlier job of the suite \(none\)"),
+        ([probe, {**variants, "after": "prob"}], r"'prob' is not an earlier job of the suite \(probe\)"),
+        ([probe, {"protocol": "knn", "preset": "knn-imagenet", "after": "probe"}], "knn reads no other job"),
+        ([{**probe, "seeds": [0, 1]}, {**variants, "seeds": [2]}], r"seeds \[2\] are not all seeds of probe"),
+    ):
+        bad.write_text(yaml.safe_dump({"jobs": jobs}))
+        with pytest.raises(ConfigError, match=message):
+            load_suite(str(bad))
+    paper = load_suite("paper")
+    (entry,) = [e for e in paper.entries if e.after]
+    assert (entry.protocol, entry.after) == ("variants", "linear-imagenet")

@@ -103,6 +103,27 @@ PUBLISHED = {
         interpolation="bicubic",
         std=[0.229, 0.224, 0.225],
     ),
+    # MSN (Assran et al. 2022) Sec. 5.1 / logistic_eval.py: 1, 2, 5 images per class and 1% (~13), three
+    # subsets each, cyanure lambd 0.0025; the view of DINO's eval_knn.py, whose features it shares
+    "lowshot-imagenet": dict(
+        shots=[1, 2, 5, 13],
+        draws=3,
+        lambd=0.0025,
+        resize=256,
+        crop=224,
+        interpolation="bicubic",
+        std=[0.229, 0.224, 0.225],
+    ),
+    # the official eval_linear.py val view (Resize 256, CenterCrop 224) under the trained head; the four sets
+    "variants-imagenet": dict(
+        resize=256,
+        crop=224,
+        val="imagenet/val",
+        real_labels="imagenet/real.json",
+        v2="imagenetv2-matched-frequency",
+        a="imagenet-a",
+        r="imagenet-r",
+    ),
     # Kornblith et al. 2019 sec. 3: L-BFGS logistic regression, C among 45 log-spaced values in [1e-6, 1e5]
     # chosen on a validation split of train, 224 px center crops; their Table 1's 12 datasets
     "logreg-12": dict(
