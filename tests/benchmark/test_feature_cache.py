@@ -106,3 +106,17 @@ def test_the_processes_of_a_job_agree_and_share_one_file(tmp_path, generated_dat
     assert [r.metrics for r in two[0]] == [r.metrics for r in two[1]]
     assert two[0][0].metrics == two[0][1].metrics  # the second run read what the first extracted
     assert len(list((tmp_path / "features").glob("*.features.pt"))) == 2
+
+
+def test_the_small_storys_knn_and_cached_probe_share_one_extraction(tmp_path, generated_data, counted):
+    """The small presets use one frozen view: in the main job the probe (and low-shot) read what kNN
+    extracted, once per trunk and split."""
+    registry.get("knn").runner()(*knn(generated_data, tmp_path / "knn"))
+    assert counted == ["train features", "val features"]
+    g = generated_data.parent
+    over = [f"train={g / 'train'}", f"val={g / 'val'}", "num_workers=0", "trunk.width_multiplier=0.125"]
+    linear = registry.get("linear")
+    linear.runner()(
+        linear.load_config("linear-cifar10-small", [*over, "epochs=1"]), "random", tmp_path / "lin"
+    )
+    assert counted == ["train features", "val features"]  # nothing more extracted

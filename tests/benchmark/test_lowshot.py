@@ -15,7 +15,7 @@ from scipy import stats
 from sklearn.linear_model import LogisticRegression
 
 from benchmark import feature_cache, features
-from benchmark.features import TORCHVISION_STD, eval_transform, extract_features, image_folder
+from benchmark.features import eval_transform, extract_features, image_folder
 from benchmark.lowshot import draw_splits
 from benchmark.trunk import TrunkSpec, load_trunk
 from swavbench.core import registry
@@ -47,7 +47,7 @@ def test_each_draw_matches_scikit_learn_on_the_recorded_images(tmp_path, generat
     out = tmp_path / "out"
     rec = registry.get("lowshot").runner()(lowshot(generated_data), "random", out)
     g = generated_data.parent
-    tf = eval_transform(32, 32, interpolation="bicubic", std=TORCHVISION_STD)
+    tf = eval_transform(32, 32)  # the small presets' one frozen view (the probe's)
     trunk = load_trunk("random", TrunkSpec("resnet18", small_stem=True, width_multiplier=0.125), 0).trunk
     train = image_folder(g / "train", tf)
     (xtr, ytr), (xva, yva) = [
