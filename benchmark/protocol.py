@@ -100,29 +100,11 @@ def run_and_record(
         raise
     except Exception as e:
         hint = missing_dataset_hint(cfg)  # a missing dataset: say which data root was used and how to set one
-        record = ResultRecord(
-            protocol=protocol,
-            status="failed",
-            metrics={},
-            checkpoint=str(checkpoint),
-            checkpoint_sha256=loaded.sha256 if loaded else None,
-            trunk_kind=loaded.kind if loaded else "unknown",
-            arch=loaded.spec.arch if loaded else t.arch,
-            dataset=dataset,
-            splits={},
-            config=asdict(cfg),
-            seed=seed,
-            wall_time_s=time.perf_counter() - t0,
-            device=device_name(device),
-            error=f"{type(e).__name__}: {e}{hint}" + (f" (process {info.rank})" if info.rank else ""),
-            model=t.label or (loaded.label() if loaded else Path(str(checkpoint)).stem),
-            world_size=info.world_size,
-            devices=[device_name(device)],
-            global_batch=global_batch,
-            trunk_arch=(
-                loaded.spec if loaded else TrunkSpec(t.arch, t.small_stem, t.width_multiplier)
-            ).name(),
+        error = f"{type(e).__name__}: {e}{hint}" + (f" (process {info.rank})" if info.rank else "")
+        record = _record(
+            protocol, cfg, checkpoint, loaded=loaded, t0=t0, device=device, global_batch=global_batch
         )
+        record.status, record.error, record.checkpoint = "failed", error, str(checkpoint)
         # by every process that failed (the others may wait on it), unless one already said why this run
         # failed: a process that then times out in a collective would hide the cause
         first = Path(out_dir) / RECORD
@@ -132,32 +114,58 @@ def run_and_record(
         if hint and isinstance(e, FileNotFoundError):
             raise FileNotFoundError(f"{e}{hint}") from e
         raise
-    record = ResultRecord(
-        protocol=protocol,
-        status="ok",
-        metrics=metrics,
-        checkpoint=loaded.source,
-        checkpoint_sha256=loaded.sha256,
-        trunk_kind=loaded.kind,
-        arch=loaded.spec.arch,
-        dataset=dataset,
-        splits=splits,
-        config=asdict(cfg),
-        seed=seed,
-        wall_time_s=time.perf_counter() - t0,
-        device=device_name(device),
-        model=t.label or loaded.label(),
-        pretrain_epochs=loaded.pretrain_epochs,
-        pretrain_batch=loaded.pretrain_batch,
-        trunk_arch=loaded.spec.name(),
-        trunk_provenance=loaded.provenance,
-        trunk_recipe=loaded.recipe,
-        pretrain_images_seen=loaded.images_seen,
-        world_size=info.world_size,
-        devices=ranks.all_gather_objects(device_name(device)),
-        global_batch=global_batch,
+    record = _record(
+        protocol, cfg, checkpoint, loaded=loaded, t0=t0, device=device, global_batch=global_batch
     )
+    record.metrics, record.splits = metrics, splits
+    record.devices = ranks.all_gather_objects(device_name(device))
     record.gpu_hours = record.wall_time_s * allocation_gpus(info.world_size, device) / 3600
     if ranks.is_main():
         write_record(record, out_dir)
     return record
+
+
+def _record(
+    protocol: str,
+    cfg: Any,
+    checkpoint: str,
+    *,
+    loaded: LoadedTrunk | None,
+    t0: float,
+    device: torch.device,
+    global_batch: int | None,
+) -> ResultRecord:
+    """An ok record of no metrics yet: the protocol's settings, how it ran (since ``t0``, on ``device``)
+    and the trunk (what its config says when it did not load)."""
+    t = cfg.trunk
+    spec = loaded.spec if loaded else TrunkSpec(t.arch, t.small_stem, t.width_multiplier)
+    trunk = {}
+    if loaded is not None:
+        trunk = dict(
+            pretrain_epochs=loaded.pretrain_epochs,
+            pretrain_batch=loaded.pretrain_batch,
+            trunk_provenance=loaded.provenance,
+            trunk_recipe=loaded.recipe,
+            pretrain_images_seen=loaded.images_seen,
+        )
+    return ResultRecord(
+        protocol=protocol,
+        status="ok",
+        metrics={},
+        checkpoint=loaded.source if loaded else str(checkpoint),
+        checkpoint_sha256=loaded.sha256 if loaded else None,
+        trunk_kind=loaded.kind if loaded else "unknown",
+        arch=spec.arch,
+        dataset=cfg.dataset,
+        splits={},
+        config=asdict(cfg),
+        seed=cfg.seed,
+        wall_time_s=time.perf_counter() - t0,
+        device=device_name(device),
+        model=t.label or (loaded.label() if loaded else Path(str(checkpoint)).stem),
+        world_size=ranks.world_size(),
+        devices=[device_name(device)],
+        global_batch=global_batch,
+        trunk_arch=spec.name(),
+        **trunk,
+    )
