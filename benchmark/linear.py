@@ -264,6 +264,68 @@ def image_folder_splits(cfg: LinearConfig, transform) -> tuple:
     return train_ds, val_ds
 
 
+def cached_batches(loaded, splits: tuple, *, cfg: LinearConfig, device: torch.device, out_dir: Path) -> tuple:
+    """``mode: cached``: (batches per epoch, train_batches, eval_fn) on features of the un-augmented
+    (train, val) ``splits`` extracted once (the run's cache file, or the feature cache)."""
+    key = {"sha256": loaded.sha256, "source": loaded.source, "spec": vars(loaded.spec), "seed": cfg.seed}
+    (ftr, ytr), (fva, yva) = (
+        cached_features(
+            loaded, ds, src, cfg=cfg, device=device, path=out_dir / "cache" / f"{name}.pt", trunk_key=key
+        )
+        for ds, src, name in zip(splits, (cfg.train, cfg.val), ("train", "val"))
+    )
+
+    def train_batches(epoch, start):
+        for idx in epoch_batches(len(ytr), cfg.batch_size, seed=cfg.seed, epoch=epoch, start=start):
+            mine = ranks.my_part(idx)
+            yield ftr[mine], ytr[mine], len(idx)
+
+    def eval_fn(heads):
+        mine = ranks.shard(len(yva))
+        return evaluate_heads(heads, DataLoader(TensorDataset(fva[mine], yva[mine]), batch_size=1024), device)
+
+    return math.ceil(len(ytr) / cfg.batch_size), train_batches, eval_fn
+
+
+def augmented_batches(trunk: nn.Module, splits: tuple, *, cfg: LinearConfig, device: torch.device) -> tuple:
+    """``mode: augmented`` (the paper's): (batches per epoch, train_batches, eval_fn) with the frozen trunk
+    run every step on RandomResizedCrop + flip views of train, and on the center crops of val."""
+    train_ds, val_ds = splits
+    train_ds.transform = labelled_train_transform(cfg.crop, cfg.min_scale)
+    val_loader = DataLoader(
+        Subset(val_ds, ranks.shard(len(val_ds))),
+        batch_size=ranks.per_process_batch(cfg.batch_size),
+        num_workers=cfg.num_workers,
+        worker_init_fn=interrupt.quiet_worker,
+    )
+
+    def frozen(batches):
+        trunk.eval()  # every epoch: BN statistics stay frozen
+        for x, y in batches:
+            with torch.no_grad():
+                feats = trunk(x.to(device)).float()
+            yield feats, y  # outside no_grad: the heads train on them
+
+    def train_batches(epoch, start):
+        loader = epoch_loader(
+            train_ds,
+            cfg.batch_size,
+            seed=cfg.seed,
+            epoch=epoch,
+            start=start,
+            num_workers=cfg.num_workers,
+            pin=device.type == "cuda",
+            share=True,
+        )
+        for (feats, y), n_global in zip(frozen(loader), loader.global_sizes):
+            yield feats, y, n_global
+
+    def eval_fn(heads):
+        return evaluate_heads(heads, frozen(val_loader), device)
+
+    return math.ceil(len(train_ds) / cfg.batch_size), train_batches, eval_fn
+
+
 def run_linear(
     cfg: LinearConfig, checkpoint: str, out_dir: str | Path, *, make_splits=image_folder_splits
 ) -> ResultRecord:
@@ -281,103 +343,29 @@ def run_linear(
     out_dir = Path(out_dir)
 
     def body(loaded, device):
-        per_process = ranks.per_process_batch(cfg.batch_size)
+        ranks.per_process_batch(cfg.batch_size)  # a batch that does not split over the processes stops here
         trunk = loaded.trunk.to(device).eval()
         for p in trunk.parameters():
             p.requires_grad_(False)
-        train_ds, val_ds = make_splits(cfg, eval_transform(cfg.resize, cfg.crop))
-        n_classes, dim = len(train_ds.classes), trunk.num_features
+        splits = make_splits(cfg, eval_transform(cfg.resize, cfg.crop))
         if cfg.mode == "cached":
-            key = {
-                "sha256": loaded.sha256,
-                "source": loaded.source,
-                "spec": vars(loaded.spec),
-                "seed": cfg.seed,
-            }
-            ftr, ytr = cached_features(
-                loaded,
-                train_ds,
-                cfg.train,
-                cfg=cfg,
-                device=device,
-                path=out_dir / "cache" / "train.pt",
-                trunk_key=key,
+            n_batches, train_batches, eval_fn = cached_batches(
+                loaded, splits, cfg=cfg, device=device, out_dir=out_dir
             )
-            fva, yva = cached_features(
-                loaded,
-                val_ds,
-                cfg.val,
-                cfg=cfg,
-                device=device,
-                path=out_dir / "cache" / "val.pt",
-                trunk_key=key,
-            )
-
-            def train_batches(epoch, start):
-                for idx in epoch_batches(len(ytr), cfg.batch_size, seed=cfg.seed, epoch=epoch, start=start):
-                    mine = ranks.my_part(idx)
-                    yield ftr[mine], ytr[mine], len(idx)
-
-            def eval_fn(heads):
-                mine = ranks.shard(len(yva))
-                return evaluate_heads(
-                    heads, DataLoader(TensorDataset(fva[mine], yva[mine]), batch_size=1024), device
-                )
-
-            n_batches = math.ceil(len(ytr) / cfg.batch_size)
         else:
-            train_ds.transform = labelled_train_transform(cfg.crop, cfg.min_scale)
-            val_loader = DataLoader(
-                Subset(val_ds, ranks.shard(len(val_ds))),
-                batch_size=per_process,
-                num_workers=cfg.num_workers,
-                worker_init_fn=interrupt.quiet_worker,
-            )
-
-            def frozen(batches):
-                trunk.eval()  # every epoch: BN statistics stay frozen
-                for x, y in batches:
-                    with torch.no_grad():
-                        feats = trunk(x.to(device)).float()
-                    yield feats, y  # outside no_grad: the heads train on them
-
-            def train_batches(epoch, start):
-                loader = epoch_loader(
-                    train_ds,
-                    cfg.batch_size,
-                    seed=cfg.seed,
-                    epoch=epoch,
-                    start=start,
-                    num_workers=cfg.num_workers,
-                    pin=device.type == "cuda",
-                    share=True,
-                )
-                for (feats, y), n_global in zip(frozen(loader), loader.global_sizes):
-                    yield feats, y, n_global
-
-            def eval_fn(heads):
-                return evaluate_heads(heads, frozen(val_loader), device)
-
-            n_batches = math.ceil(len(train_ds) / cfg.batch_size)
+            n_batches, train_batches, eval_fn = augmented_batches(trunk, splits, cfg=cfg, device=device)
         key = {"sha256": loaded.sha256, "source": loaded.source, "config": asdict(cfg)}
         results = train_heads(
             n_batches,
             train_batches,
             eval_fn,
-            dim=dim,
-            n_classes=n_classes,
+            dim=trunk.num_features,
+            n_classes=len(splits[0].classes),
             cfg=cfg,
             device=device,
             state_path=out_dir / "linear_state.pt",
             state_key=key,
         )
-        return summarize(results), {"train": len(train_ds), "val": len(val_ds)}
+        return summarize(results), {"train": len(splits[0]), "val": len(splits[1])}
 
-    return run_and_record(
-        "linear",
-        cfg,
-        checkpoint,
-        out_dir=out_dir,
-        body=body,
-        global_batch=cfg.batch_size,
-    )
+    return run_and_record("linear", cfg, checkpoint, out_dir=out_dir, body=body, global_batch=cfg.batch_size)
