@@ -23,7 +23,7 @@ SHRINK: dict[str, list[str]] = {  # appended to each job's own overrides: size, 
     "semisup": [*FROZEN, "epochs=1", f"batch_size={2 * TASKS}"],
     "svm": ["num_workers=0", "crop=32", "resize=32", f"batch_size={4 * TASKS}"],
     "lowshot": [*FROZEN, "shots=[1,2]", "draws=2", f"batch_size={4 * TASKS}"],
-    "variants": [*FROZEN, f"batch_size={4 * TASKS}"],
+    "imagenet-variants": [*FROZEN, f"batch_size={4 * TASKS}"],
     "transfer-logreg": [*FROZEN, "c_steps=3", "max_iter=100", f"batch_size={4 * TASKS}"],
     "detection": [
         "num_workers=0",

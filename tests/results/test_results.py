@@ -493,7 +493,7 @@ def test_protocols_beyond_the_paper_get_their_own_table_saying_no_published_refe
         (tmp_path / f"lowshot-s{seed}").mkdir()
         (tmp_path / f"lowshot-s{seed}" / "result.json").write_text(json.dumps(rec))
     recs = {
-        "variants": record("variants", "imagenet", {"real_top1": 81.0, "v2_top1": 62.0}, "swav-a"),
+        "variants": record("imagenet-variants", "imagenet", {"real_top1": 81.0, "v2_top1": 62.0}, "swav-a"),
         "logreg": record("transfer-logreg", "transfer-12", {"mean_top1": 80.5}, "swav-a"),
         "linear": record("linear", "imagenet", {"top1": 75.0, "top1_best_epoch": 75.1}, "swav-a"),
     }
@@ -508,8 +508,8 @@ def test_protocols_beyond_the_paper_get_their_own_table_saying_no_published_refe
     assert headers == [
         "lowshot imagenet 1shot_top1",
         "lowshot imagenet 13shot_top1",
-        "variants imagenet real_top1",
-        "variants imagenet v2_top1",
+        "imagenet-variants imagenet real_top1",
+        "imagenet-variants imagenet v2_top1",
         "transfer-logreg transfer-12 mean_top1",
     ]
     rows = dict(beyond.rows)
@@ -517,7 +517,7 @@ def test_protocols_beyond_the_paper_get_their_own_table_saying_no_published_refe
     half = 4.3027 * statistics.stdev(lowshot) / 3**0.5  # t_{0.975, 2} = 4.3027 (t table)
     assert cell.n == 3 and cell.mean == pytest.approx(statistics.mean(lowshot))
     assert cell.ci95 == pytest.approx(half, abs=1e-3)
-    assert rows["swav-a"]["variants imagenet real_top1"].mean == 81.0
+    assert rows["swav-a"]["imagenet-variants imagenet real_top1"].mean == 81.0
     assert {c.text() for c in rows["published reference"].values()} == {"no published reference"}
     assert set(rows["published reference"]) == set(headers)
     assert "no published reference" in markdown(beyond)

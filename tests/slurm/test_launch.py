@@ -326,7 +326,12 @@ def test_a_job_after_another_reads_its_output_and_follows_its_identity(tmp_path,
 
     def suite(epochs: int):
         jobs = [
-            {"protocol": "variants", "preset": "variants-cifar10-small", "after": "probe", "resources": res}
+            {
+                "protocol": "imagenet-variants",
+                "preset": "imagenet-variants-cifar10-small",
+                "after": "probe",
+                "resources": res,
+            }
             | {"overrides": common},
             {"protocol": "linear", "preset": "linear-cifar10-small", "name": "probe", "resources": res}
             | {"overrides": [*common, f"epochs={epochs}"]},

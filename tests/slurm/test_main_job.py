@@ -168,7 +168,7 @@ def test_paper_dry_run_random_control_and_gpu_hours_by_trunk_and_protocol(tmp_pa
         if ln.startswith("dry-run") and " random-" in ln
     }
     assert random_jobs == frozen and len(frozen) == 9, random_jobs  # 6 of the paper's, 3 beyond it
-    assert "random-variants-imagenet" in text  # after the random trunk's own linear probe
+    assert "random-imagenet-variants" in text  # after the random trunk's own linear probe
     line = text.split("GPU-hours by trunk: ")[1].splitlines()[0]
     by_trunk = dict(kv.rsplit(" ", 1) for kv in line.split(", "))
     # the random trunk's bound, summed here from the suite's resources (gpus x nodes x time limit per run)

@@ -48,13 +48,13 @@ def test_paper_pipeline_rehearsal_on_the_local_cluster(slurm_cluster, tmp_path):
         "detection-maskrcnn-fpn",
         "detection-detr",
         "lowshot",
-        "variants",
+        "imagenet-variants",
         "transfer-logreg",
     }
     datasets = {"imagenet", "voc07", "places205", "inat18", "voc0712", "coco", "transfer-12"}
     assert {r["dataset"] for r in records} == datasets
     # ImageNet-ReaL / V2 / A / R read the head of the probe of this pipeline, submitted after it
-    (variants,) = [r for r in records if r["protocol"] == "variants"]
+    (variants,) = [r for r in records if r["protocol"] == "imagenet-variants"]
     assert (
         Path(variants["config"]["head"]).parent == run / "evals"
         and "linear-imagenet" in variants["config"]["head"]

@@ -9,7 +9,11 @@ def test_shipped_suites_load_with_resources():
     small, paper = load_suite("cpu-small"), load_suite("paper")
     every = ["knn", "linear", "semisup", "svm", "transfer-linear", "detection"]
     assert [e.protocol for e in small.entries] == every
-    beyond = {"lowshot", "variants", "transfer-logreg"}  # the protocols beyond the paper, at paper scale
+    beyond = {
+        "lowshot",
+        "imagenet-variants",
+        "transfer-logreg",
+    }  # the protocols beyond the paper, at paper scale
     assert {e.protocol for e in paper.entries} == {*every, "detr", *beyond}  # COCO DETR: paper scale only
     assert {e.preset for e in paper.entries} >= {"linear-places205", "linear-inat18", "detection-voc0712-c4"}
     linear = next(e for e in paper.entries if e.preset == "linear-imagenet")
@@ -95,7 +99,7 @@ def test_sweep_dry_run_plans_one_pipeline_per_variant(tmp_path):
 def test_after_names_an_earlier_job_of_a_protocol_that_reads_one(tmp_path):
     bad = tmp_path / "bad.yaml"
     probe = {"protocol": "linear", "preset": "linear-imagenet", "name": "probe"}
-    variants = {"protocol": "variants", "preset": "variants-imagenet", "after": "probe"}
+    variants = {"protocol": "imagenet-variants", "preset": "imagenet-variants", "after": "probe"}
     for jobs, message in (
         ([variants, probe], r"after: 'probe' is not an earlier job of the suite \(none\)"),
         ([probe, {**variants, "after": "prob"}], r"'prob' is not an earlier job of the suite \(probe\)"),
@@ -107,4 +111,4 @@ def test_after_names_an_earlier_job_of_a_protocol_that_reads_one(tmp_path):
             load_suite(str(bad))
     paper = load_suite("paper")
     (entry,) = [e for e in paper.entries if e.after]
-    assert (entry.protocol, entry.after) == ("variants", "linear-imagenet")
+    assert (entry.protocol, entry.after) == ("imagenet-variants", "linear-imagenet")

@@ -115,7 +115,7 @@ PUBLISHED = {
         std=[0.229, 0.224, 0.225],
     ),
     # the official eval_linear.py val view (Resize 256, CenterCrop 224) under the trained head; the four sets
-    "variants-imagenet": dict(
+    "imagenet-variants": dict(
         resize=256,
         crop=224,
         val="imagenet/val",

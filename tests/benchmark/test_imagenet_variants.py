@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from benchmark.features import eval_transform, extract_features, image_folder
+from benchmark.imagenet_variants import real_accuracy
 from benchmark.trunk import TrunkSpec, load_trunk
-from benchmark.variants import real_accuracy
 from swavbench.core import registry
 
 SPEC = ["trunk.arch=resnet18", "trunk.small_stem=true", "trunk.width_multiplier=0.125", "num_workers=0"]
@@ -58,10 +58,11 @@ def head():
 
 def run(sets, tmp_path, head_path):
     over = [f"{f}={sets / f}" for f in ("train", "val", "v2", "a", "r")]
-    cfg = registry.get("variants").load_config(
-        "variants-cifar10-small", [*over, f"real_labels={sets / 'real.json'}", f"head={head_path}", *SPEC]
+    cfg = registry.get("imagenet-variants").load_config(
+        "imagenet-variants-cifar10-small",
+        [*over, f"real_labels={sets / 'real.json'}", f"head={head_path}", *SPEC],
     )
-    return registry.get("variants").runner()(cfg, "random", tmp_path / "out")
+    return registry.get("imagenet-variants").runner()(cfg, "random", tmp_path / "out")
 
 
 def test_every_set_against_an_independent_computation(tmp_path, sets, head):
@@ -130,8 +131,10 @@ def test_the_probes_own_head_gives_the_probes_top1(tmp_path, generated_data):
     probe = linear.runner()(
         linear.load_config("linear-cifar10-small", [*over, "epochs=3"]), "random", tmp_path / "p"
     )
-    cfg = registry.get("variants").load_config("variants-cifar10-small", [*over, f"head={tmp_path / 'p'}"])
-    rec = registry.get("variants").runner()(cfg, "random", tmp_path / "v")
+    cfg = registry.get("imagenet-variants").load_config(
+        "imagenet-variants-cifar10-small", [*over, f"head={tmp_path / 'p'}"]
+    )
+    rec = registry.get("imagenet-variants").runner()(cfg, "random", tmp_path / "v")
     # the same images' features, extracted in other batches: float noise may move one borderline image
     assert rec.metrics["val_top1"] == pytest.approx(probe.metrics["top1"], abs=100 / rec.splits["val"] + 1e-9)
     assert set(rec.metrics) == {"val_top1"}

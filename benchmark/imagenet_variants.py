@@ -35,7 +35,7 @@ VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
 
 
 @dataclass
-class VariantsConfig:
+class ImagenetVariantsConfig:
     """The head, the class folders it was trained on, and the sets (an empty field skips that set);
     the view is the linear probe's (resize 256, center crop 224, bilinear)."""
 
@@ -100,7 +100,7 @@ def class_folders(root: str) -> list[str]:
     return sorted(e.name for e in os.scandir(root) if e.is_dir())
 
 
-def run_variants(cfg: VariantsConfig, checkpoint: str, out_dir: str | Path) -> ResultRecord:
+def run_imagenet_variants(cfg: ImagenetVariantsConfig, checkpoint: str, out_dir: str | Path) -> ResultRecord:
     """Features of each set through the frozen trunk, the head's predictions, one record for all sets."""
     if not cfg.head:
         raise ValueError("head is empty: set head= a linear probe's output folder or eval_linear checkpoint")
@@ -141,7 +141,7 @@ def run_variants(cfg: VariantsConfig, checkpoint: str, out_dir: str | Path) -> R
                 splits[name] = len(ds)
         return metrics, splits
 
-    return run_and_record("variants", cfg, checkpoint, out_dir=out_dir, body=body)
+    return run_and_record("imagenet-variants", cfg, checkpoint, out_dir=out_dir, body=body)
 
 
 def real_top1(predictions: torch.Tensor, ds, labels_file: str) -> tuple[float, int]:  # noqa: ANN001
