@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
-from tqdm import tqdm
 
 from benchmark import feature_cache
 from benchmark.features import eval_transform, image_folder
@@ -30,6 +29,7 @@ from benchmark.protocol import ImageFolderSplits, TrunkConfig, run_and_record
 from pretrain.data import labelled_train_transform
 from swavbench.core import interrupt, ranks, tracking
 from swavbench.core.data_root import resolve_fields
+from swavbench.core.epochs import EpochLoop
 from swavbench.core.order import epoch_batches, epoch_loader
 from swavbench.core.record import ResultRecord
 from swavbench.core.state import atomic_save, load_checkpoint
@@ -128,35 +128,19 @@ def train_heads(
         nesterov=cfg.nesterov,
     )
     total = cfg.epochs * batches_per_epoch
-    step, start, start_batch = 0, 0, 0
-    results = [{"lr": lr, "weight_decay": wd, "top1_best": -1.0, "best_epoch": 0} for lr, wd in pairs]
-    state = load_checkpoint(state_path) if state_path is not None and state_path.is_file() else None
-    if ranks.all_ranks(state is not None and state.get("key") == state_key):  # every process, or none
-        heads.load_state_dict(state["heads"])
-        opt.load_state_dict(state["optimizer"])
-        step, start, results = state["step"], state["epoch"], state["results"]
-        start_batch = state.get("batch", 0)
-
-    def save(epoch: int, batch: int) -> None:
-        """``epoch`` epochs and ``batch`` batches of the next one are done."""
-        if state_path is not None and ranks.is_main():
-            atomic_save(
-                {
-                    "key": state_key,
-                    "heads": heads.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "step": step,
-                    "epoch": epoch,
-                    "batch": batch,
-                    "results": results,
-                },
-                state_path,
-            )
-
-    bar = tqdm(total=total, initial=step, desc=desc, unit="it", leave=False, disable=not ranks.is_main())
-    for epoch in range(start, cfg.epochs):
+    loop = EpochLoop(
+        state_path,
+        state_key,
+        epochs=cfg.epochs,
+        per_epoch=batches_per_epoch,
+        parts={"heads": heads, "optimizer": opt},
+        desc=desc,
+    )
+    first_results = [{"lr": lr, "weight_decay": wd, "top1_best": -1.0, "best_epoch": 0} for lr, wd in pairs]
+    v = loop.resume(step=0, results=first_results)
+    step, results = v["step"], v["results"]
+    for epoch, first in loop:
         heads.train()
-        first = start_batch if epoch == start else 0
         epoch_loss, steps = 0.0, 0
         for b, (feats, y, n_global) in enumerate(train_batches(epoch, first), start=first):
             for g, (lr, _) in zip(opt.param_groups, pairs):
@@ -172,25 +156,20 @@ def train_heads(
             opt.step()
             step += 1
             epoch_loss, steps = epoch_loss + float(loss.detach()), steps + 1
-            bar.update(1)
-            if state_path is not None and b + 1 < batches_per_epoch:
-                interrupt.check(lambda e=epoch, n=b + 1: save(e, n), f"epoch {epoch}, batch {b + 1}")
+            loop.stepped(epoch, b, lambda: {"step": step, "results": results})
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             heads.eval()
             for r, (top1, top5) in zip(results, eval_fn(heads)):
                 r["top1_last"], r["top5_last"] = top1, top5
                 if top1 > r["top1_best"]:
                     r["top1_best"], r["top5_best"], r["best_epoch"] = top1, top5, epoch + 1
-            bar.set_postfix(top1=f"{max(r['top1_last'] for r in results):.2f}")
+            loop.bar.set_postfix(top1=f"{max(r['top1_last'] for r in results):.2f}")
         (total_loss,) = ranks.all_sum([epoch_loss])  # each process' share of each step's global mean
         curve = {"train/loss_per_head": total_loss / max(steps, 1) / len(pairs)}
         if "top1_last" in results[0]:
             curve["val/top1_best_head"] = max(r["top1_last"] for r in results)
         tracking.log(curve, epoch + 1)
-        save(epoch + 1, 0)
-        if state_path is not None and epoch + 1 < cfg.epochs:
-            interrupt.check(lambda: None, f"the end of epoch {epoch + 1}")
-    bar.close()
+        loop.epoch_done(epoch, {"step": step, "results": results})
     return results
 
 

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from benchmark.features import eval_transform, image_folder
 from benchmark.linear import topk_hits
@@ -25,9 +24,9 @@ from benchmark.subsets import make_balanced_subset, select
 from pretrain.data import labelled_train_transform
 from swavbench.core import interrupt, ranks, tracking
 from swavbench.core.data_root import resolve_fields
+from swavbench.core.epochs import EpochLoop
 from swavbench.core.order import epoch_loader
 from swavbench.core.record import ResultRecord
-from swavbench.core.state import atomic_save, load_checkpoint
 
 
 @dataclass
@@ -122,46 +121,19 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
             num_workers=cfg.num_workers,
             worker_init_fn=interrupt.quiet_worker,
         )
-        best, start, start_batch, top1, top5 = (-1.0, 0.0, 0), 0, 0, 0.0, 0.0
-        state_path = Path(out_dir) / "semisup_state.pt"
-        key = {"sha256": loaded.sha256, "source": loaded.source, "config": asdict(cfg)}
-        state = load_checkpoint(state_path, map_location=device) if state_path.is_file() else None
-        if ranks.all_ranks(state is not None and state.get("key") == key):  # continued by every process
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            best, start, (top1, top5) = tuple(state["best"]), state["epoch"], state["last"]
-            start_batch = state.get("batch", 0)
-
-        def save(epoch: int, batch: int) -> None:
-            """``epoch`` epochs and ``batch`` batches of the next one are done."""
-            if not ranks.is_main():
-                return
-            atomic_save(
-                {
-                    "key": key,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "best": list(best),
-                    "epoch": epoch,
-                    "batch": batch,
-                    "last": (top1, top5),
-                },
-                state_path,
-            )
-
-        bar = tqdm(
-            total=cfg.epochs * per_epoch,
-            initial=start * per_epoch + start_batch,
+        loop = EpochLoop(
+            Path(out_dir) / "semisup_state.pt",
+            {"sha256": loaded.sha256, "source": loaded.source, "config": asdict(cfg)},
+            epochs=cfg.epochs,
+            per_epoch=per_epoch,
+            parts={"model": model, "optimizer": opt, "scheduler": sched},
             desc="semisup",
-            unit="it",
-            leave=False,
-            disable=not ranks.is_main(),
+            map_location=device,
         )
-        for epoch in range(start, cfg.epochs):
+        v = loop.resume(best=[-1.0, 0.0, 0], last=(0.0, 0.0))
+        best, (top1, top5) = tuple(v["best"]), v["last"]
+        for epoch, first in loop:
             model.train()  # fine-tuning: BatchNorm statistics update
-            first = start_batch if epoch == start else 0
             loader = epoch_loader(
                 train,
                 cfg.batch_size,
@@ -183,21 +155,16 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
                 loss.backward()
                 opt.step()
                 epoch_loss, steps = epoch_loss + float(loss.detach()), steps + 1
-                bar.update(1)
-                if b + 1 < per_epoch:
-                    interrupt.check(lambda e=epoch, n=b + 1: save(e, n), f"epoch {epoch}, batch {b + 1}")
+                loop.stepped(epoch, b, lambda: {"best": list(best), "last": (top1, top5)})
             sched.step()
             top1, top5 = evaluate(model, val_loader, device)
             if top1 > best[0]:
                 best = (top1, top5, epoch + 1)
-            bar.set_postfix(top1=f"{top1:.2f}")
+            loop.bar.set_postfix(top1=f"{top1:.2f}")
             (total,) = ranks.all_sum([epoch_loss])  # the processes' losses average to the global batch's
             train_loss = total / ranks.world_size() / max(steps, 1)
             tracking.log({"train/loss": train_loss, "val/top1": top1, "val/top5": top5}, epoch + 1)
-            save(epoch + 1, 0)
-            if epoch + 1 < cfg.epochs:
-                interrupt.check(lambda: None, f"the end of epoch {epoch + 1}")
-        bar.close()
+            loop.epoch_done(epoch, {"best": list(best), "last": (top1, top5)})
         metrics = {
             "top1": top1,
             "top5": top5,

@@ -131,7 +131,6 @@ def test_failed_run_writes_a_failed_record(tmp_path, tiny_ckpt):
 
 
 def test_interrupted_probe_resumes_to_the_same_result(generated_data, tmp_path, monkeypatch):
-    import benchmark.linear as linear_mod
 
     g = generated_data.parent
     cfg = LinearConfig(
@@ -148,7 +147,9 @@ def test_interrupted_probe_resumes_to_the_same_result(generated_data, tmp_path, 
     cfg.trunk.arch, cfg.trunk.small_stem, cfg.trunk.width_multiplier = "resnet18", True, 0.125
     straight = run_linear(cfg, "random", tmp_path / "straight").metrics
 
-    real_save, saves = linear_mod.atomic_save, []
+    import swavbench.core.epochs as epochs_mod  # the one resumable loop writes every protocol's state
+
+    real_save, saves = epochs_mod.atomic_save, []
 
     def save_then_die(obj, path):
         real_save(obj, path)
@@ -157,10 +158,10 @@ def test_interrupted_probe_resumes_to_the_same_result(generated_data, tmp_path, 
             if len(saves) == 2:
                 raise KeyboardInterrupt("preempted")
 
-    monkeypatch.setattr(linear_mod, "atomic_save", save_then_die)
+    monkeypatch.setattr(epochs_mod, "atomic_save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_linear(cfg, "random", tmp_path / "cut")
-    monkeypatch.setattr(linear_mod, "atomic_save", real_save)
+    monkeypatch.setattr(epochs_mod, "atomic_save", real_save)
     resumed = run_linear(cfg, "random", tmp_path / "cut").metrics
     assert saves == [1, 2] and resumed == pytest.approx(straight)
 

@@ -77,7 +77,6 @@ def test_finetuning_changes_trunk_and_bn_statistics(tmp_path, generated_data, mo
 
 
 def test_interrupted_finetuning_resumes_to_the_same_result(generated_data, tmp_path, monkeypatch):
-    import benchmark.semisup as semisup_mod
 
     g = generated_data.parent
     cfg = SemisupConfig(
@@ -93,15 +92,17 @@ def test_interrupted_finetuning_resumes_to_the_same_result(generated_data, tmp_p
     )
     cfg.trunk.arch, cfg.trunk.small_stem, cfg.trunk.width_multiplier = "resnet18", True, 0.125
     straight = run_semisup(cfg, "random", tmp_path / "straight").metrics
-    real_save = semisup_mod.atomic_save
+    import swavbench.core.epochs as epochs_mod  # the one resumable loop writes every protocol's state
+
+    real_save = epochs_mod.atomic_save
 
     def save_then_die(obj, path):
         real_save(obj, path)
         if obj["epoch"] == 1:
             raise KeyboardInterrupt("preempted")
 
-    monkeypatch.setattr(semisup_mod, "atomic_save", save_then_die)
+    monkeypatch.setattr(epochs_mod, "atomic_save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_semisup(cfg, "random", tmp_path / "cut")
-    monkeypatch.setattr(semisup_mod, "atomic_save", real_save)
+    monkeypatch.setattr(epochs_mod, "atomic_save", real_save)
     assert run_semisup(cfg, "random", tmp_path / "cut").metrics == pytest.approx(straight)
