@@ -66,6 +66,47 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tupl
     return 100.0 * h1 / n, 100.0 * h5 / n
 
 
+def labelled_splits(cfg: SemisupConfig, out_dir: Path) -> tuple:
+    """(the labelled train subset, val) as ImageFolders: ``cfg.subset``'s list, or a balanced subset drawn
+    from the seed (``balanced:N``, written to out_dir/subset.txt)."""
+    train = image_folder(cfg.train, labelled_train_transform(cfg.crop, cfg.min_scale))
+    val = image_folder(cfg.val, eval_transform(cfg.resize, cfg.crop))
+    if train.classes != val.classes:
+        raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
+    subset = cfg.subset
+    if subset.startswith("balanced:"):
+        per_class = int(subset.removeprefix("balanced:"))
+        subset = str(
+            make_balanced_subset(cfg.train, out_dir / "subset.txt", per_class=per_class, seed=cfg.seed)
+        )
+    train.samples = select(train.samples, cfg.train, subset)
+    train.targets = [c for _, c in train.samples]
+    return train, val
+
+
+def finetuning(trunk: nn.Module, n_classes: int, *, cfg: SemisupConfig, device: torch.device) -> tuple:
+    """(model, what trains it: DistributedDataParallel across processes or the model, optimiser, schedule):
+    the trunk and a linear head initialised from the seed, BatchNorm synchronised across processes."""
+    with torch.random.fork_rng(devices=[]):  # PyTorch's default init, as the official eval_semisup.py,
+        torch.manual_seed(cfg.seed)  # drawn from the run's seed (the same head in every process)
+        head = nn.Linear(trunk.num_features, n_classes)
+    model = nn.Sequential(trunk, head)
+    if ranks.active():  # BatchNorm statistics over the global batch, as one process would see them
+        model = ranks.sync_batchnorm(model)
+    model = model.to(device)
+    ddp = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if ranks.active()
+        else model
+    )
+    groups = [
+        {"params": trunk.parameters(), "lr": cfg.trunk_lr},
+        {"params": head.parameters(), "lr": cfg.head_lr},
+    ]
+    opt = torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return model, ddp, opt, torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones, cfg.gamma)
+
+
 def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> ResultRecord:
     """Fine-tune on the labelled subset, evaluate on val each epoch, write the record."""
     cfg = resolve_fields(cfg)
@@ -73,45 +114,8 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
     def body(loaded, device):
         per_process = ranks.per_process_batch(cfg.batch_size)
         torch.manual_seed(cfg.seed)
-        train_tf = labelled_train_transform(cfg.crop, cfg.min_scale)
-        train = image_folder(cfg.train, train_tf)
-        val = image_folder(cfg.val, eval_transform(cfg.resize, cfg.crop))
-        if train.classes != val.classes:
-            raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
-        subset = cfg.subset
-        if subset.startswith("balanced:"):
-            subset = str(
-                make_balanced_subset(
-                    cfg.train,
-                    Path(out_dir) / "subset.txt",
-                    per_class=int(subset.removeprefix("balanced:")),
-                    seed=cfg.seed,
-                )
-            )
-        train.samples = select(train.samples, cfg.train, subset)
-        train.targets = [c for _, c in train.samples]
-        trunk = loaded.trunk
-        with torch.random.fork_rng(devices=[]):  # PyTorch's default init, as the official eval_semisup.py,
-            torch.manual_seed(cfg.seed)  # drawn from the run's seed (the same head in every process)
-            head = nn.Linear(trunk.num_features, len(train.classes))
-        model = nn.Sequential(trunk, head)
-        if ranks.active():  # BatchNorm statistics over the global batch, as one process would see them
-            model = ranks.sync_batchnorm(model)
-        model = model.to(device)
-        ddp = (
-            DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-            if ranks.active()
-            else model
-        )
-        opt = torch.optim.SGD(
-            [
-                {"params": trunk.parameters(), "lr": cfg.trunk_lr},
-                {"params": head.parameters(), "lr": cfg.head_lr},
-            ],
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-        )
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones, cfg.gamma)
+        train, val = labelled_splits(cfg, Path(out_dir))
+        model, ddp, opt, sched = finetuning(loaded.trunk, len(train.classes), cfg=cfg, device=device)
         # every labelled image every epoch, the last batch smaller, as the official eval_semisup.py (no
         # drop_last); a process left without an image of that batch takes an empty share
         per_epoch = math.ceil(len(train) / cfg.batch_size)
