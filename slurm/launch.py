@@ -82,6 +82,22 @@ class ConfigConflict(ValueError):
     """A pretraining folder holds a run of another configuration."""
 
 
+def read_settings(path: Path) -> dict:
+    """A pretraining folder's settings.json, or ConfigConflict naming it and the fix when it does not parse
+    (it is written atomically: a damaged one was edited or copied by hand)."""
+    try:
+        held = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        held = e
+    if isinstance(held, dict):
+        return held
+    why = held if isinstance(held, Exception) else "not a mapping"
+    raise ConfigConflict(
+        f"{path} is not the settings of a pretraining ({why}). Nothing was submitted. Restore it, or "
+        "remove it: the folder's checkpoint is then checked against the configuration instead"
+    )
+
+
 _HELD: dict[Path, list] = {}  # run directory -> [its lease, launchers of this process using it]
 
 
@@ -269,7 +285,7 @@ def check_identity(path: str, expect: dict | None) -> None:
     if "key" not in expect:
         return
     settings = Path(path).parent / PRETRAIN_SETTINGS
-    held = json.loads(settings.read_text()).get("key") if settings.is_file() else expect["key"]
+    held = read_settings(settings).get("key") if settings.is_file() else expect["key"]
     if held != expect["key"]:
         raise CheckpointMismatch(f"{where}: {settings} names another pretraining configuration ({held})")
     try:
@@ -907,7 +923,7 @@ class Launcher:
         if not path.is_file():  # no settings written (an older or hand-made folder): its checkpoint says
             self._check_held_checkpoint(out, method, self.plan.pretraining(method, preset, overrides))
             return key, settings, epochs, max_iters
-        held = json.loads(path.read_text())
+        held = read_settings(path)
         if held.get("key") == key:
             return key, settings, epochs, max_iters
         diffs = differences(methods.get(method).upgrade(held.get("settings", {})), settings)

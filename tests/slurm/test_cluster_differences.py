@@ -77,6 +77,13 @@ def test_a_checkpoint_without_settings_is_compared_by_its_own_config(tmp_path, g
     launcher.check_pretrain("tiny", [*over, "data.num_workers=0"])  # the same run (a resumable change)
     with pytest.raises(ConfigConflict, match="not a supervised run"):
         launcher.check_pretrain("cpu-small", ["optim.epochs=1"], method="supervised")
+    # a settings.json damaged by hand: its path and the fix, before anything is submitted
+    for damaged in ("{not json", "[1, 2]"):
+        (run / "pretrain" / "settings.json").write_text(damaged)
+        with pytest.raises(ConfigConflict, match=r"pretrain/settings.json is not the settings.*or remove it"):
+            launcher.check_pretrain("tiny", over)
+    (run / "pretrain" / "settings.json").unlink()
+    launcher.check_pretrain("tiny", over)  # removed, as the message says: the checkpoint decides again
 
 
 def test_account_qos_and_extra_options_reach_every_script(tmp_path, monkeypatch):
