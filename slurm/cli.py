@@ -166,7 +166,7 @@ def preflight_launch(args: argparse.Namespace, plan, site) -> tuple:
         variants = [(name, pretraining_overrides(args, overrides)) for name, overrides in variants]
         for name, overrides in variants:
             check.pretraining(args.config, overrides, pretrain, name=f"pretrain-{name}")
-    check.cluster_fit()
+    check.cluster_fit(site_partition=site.partition)
     check.accounts(site)
     check.finish()
     return suite, variants

@@ -226,7 +226,7 @@ def run_main(
         for label, its_suite, extra in trunks:
             check.suite(trunk_suite(its_suite, label, seed, extra=extra))
     site = site or load_site()
-    check.cluster_fit()
+    check.cluster_fit(site_partition=site.partition)
     check.accounts(site)
     check.finish()
     bar = Progress(enabled=progress and not dry_run)

@@ -216,9 +216,12 @@ class Preflight:
                 "nodes mount it)"
             )
 
-    def cluster_fit(self, partitions: dict[str, Partition] | None = None) -> None:
-        """Every job's partition exists and one of its nodes has the CPUs and GPUs the job asks per node
-        (SLURM only; ``partitions`` default: from sinfo, skipped with a warning when it does not answer)."""
+    def cluster_fit(
+        self, partitions: dict[str, Partition] | None = None, *, site_partition: str = ""
+    ) -> None:
+        """Every job's partition (its own, else the cluster file's ``site_partition``, as it is submitted)
+        exists and one of its nodes has the CPUs and GPUs the job asks per node (SLURM only; ``partitions``
+        default: from sinfo, skipped with a warning when it does not answer)."""
         if self.cluster != "slurm" or not self.resources:
             return
         parts = partitions if partitions is not None else read_partitions()
@@ -227,12 +230,18 @@ class Preflight:
             return
         default = next((p for p in parts.values() if p.default), None)
         for where, r in self.resources:
-            names = [n for n in r.partition.split(",") if n]  # sbatch takes a list of partitions
+            asked = r.partition or site_partition
+            names = [n for n in asked.split(",") if n]  # sbatch takes a list of partitions
             unknown = [n for n in names if n not in parts]
             if unknown:
+                fix = (
+                    "set resources.partition"
+                    if r.partition
+                    else "fix partition in the cluster file (slurm.site)"
+                )
                 self.errors.append(
                     f"{where}: partition {', '.join(unknown)} not found; the cluster has "
-                    f"{', '.join(sorted(parts)) or 'none'} (set resources.partition)"
+                    f"{', '.join(sorted(parts)) or 'none'} ({fix})"
                 )
                 continue
             if not names and default is None:

@@ -278,6 +278,17 @@ def test_preflight_checks_time_and_memory_against_the_partition():
     assert check.errors[0].startswith("long: asks 4320 min; partition gpu allows at most 2880 (MaxTime)")
     assert "set resources.piece_min: 2880 to run it in pieces" in check.errors[0]
     assert check.errors[1].startswith("fat: asks 600 GB per node; the largest node of partition gpu has 500")
+    check = Preflight("slurm")  # the cluster file's partition is checked as the job would be submitted
+    check.resources = [("site", Resources(cpus=8, mem_gb=64)), ("own", Resources(partition="cpu", cpus=8))]
+    check.cluster_fit(parts, site_partition="gpu-old")
+    assert check.errors == [
+        "site: partition gpu-old not found; the cluster has cpu, gpu (fix partition in the cluster file "
+        "(slurm.site))"
+    ]
+    check = Preflight("slurm")
+    check.resources = [("site", Resources(cpus=80, gpus=8, mem_gb=64))]
+    check.cluster_fit(parts, site_partition="cpu")  # not the default gpu partition: cpu has no GPUs
+    assert check.errors and check.errors[0].startswith("site: asks 80 CPUs and 8 GPUs per node")
     check = Preflight("slurm")  # the 72 h job in pieces of 24 h: each submission fits
     check.resources = [("long", Resources(gpus=8, cpus=80, mem_gb=400, time_min=4320, piece_min=1440))]
     check.cluster_fit(parts)
