@@ -348,7 +348,8 @@ class EvalJob(submitit.helpers.Checkpointable):
             else Plan().protocol(self.protocol, self.preset, self.overrides, seed=self.seed)
         )
         # the run's frozen-feature protocols share their features (benchmark/feature_cache.py)
-        shared = {CACHE_ENV: os.environ.get(CACHE_ENV) or str(Path(self.out_dir).parents[1] / "features")}
+        run_dir = Path(self.out_dir).resolve().parents[1]
+        shared = {CACHE_ENV: os.environ.get(CACHE_ENV) or str(run_dir / "features"), **wandb_group(run_dir)}
         with temporary_environment(shared):
             record = run_interruptible(
                 self,
@@ -392,6 +393,12 @@ def export_job_environment() -> None:
     os.environ["MASTER_PORT"] = str(20000 + int(job) % 20000 if job.isdigit() else 29500)
 
 
+def wandb_group(run_dir: Path) -> dict[str, str]:
+    """A job's W&B group (with W&B on): the one its environment names, else its run directory's name, so
+    a run directory or a sweep is one group whichever launcher in whichever process submitted its jobs."""
+    return {tracking.GROUP_ENV: os.environ.get(tracking.GROUP_ENV) or run_dir.name}
+
+
 class PretrainJob(submitit.helpers.Checkpointable):
     """A pretraining of one method (``pretrain.methods``: SwAV or the supervised baseline) that resumes from
     its own checkpoint. A cooperative method (SwAV) saves at the scheduler's signal (next iteration
@@ -426,7 +433,8 @@ class PretrainJob(submitit.helpers.Checkpointable):
         frozen = getattr(self, "settings", None)
         cfg = method.from_settings(frozen) if frozen else method.load(self.preset, self.overrides)
         work = lambda: str(method.run(cfg, self.out_dir))  # noqa: E731
-        return run_interruptible(self, work, cooperative=method.cooperative)
+        with temporary_environment(wandb_group(Path(self.out_dir).resolve().parent)):
+            return run_interruptible(self, work, cooperative=method.cooperative)
 
 
 def pretrain_settings(plan: Plan, preset: str, overrides: list[str], *, method: str) -> tuple[dict, int, int]:
@@ -517,8 +525,6 @@ class Launcher:
         self.scheduler = Scheduler(self.cluster(), retry_delays=squeue_retry_delays)
         self.state_path = self.run_dir / LAUNCH_STATE
         self.data_root = str(data_root()[0].resolve())  # jobs read their datasets under the launcher's root
-        if os.environ.get(tracking.PROJECT_ENV) and not dry_run:  # one W&B group per run directory or sweep
-            os.environ.setdefault(tracking.GROUP_ENV, self.run_dir.resolve().name)
         durable.remove_stale_temps(self.run_dir)
         self.state = read_launch_state(self.state_path)
         self._touched: set[str] = set()  # keys of launch.json entries this launcher wrote

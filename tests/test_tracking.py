@@ -108,3 +108,31 @@ def test_an_evaluation_logs_its_curves_and_metrics_and_keeps_its_run_id(tmp_path
     assert swavbench.main([*argv, "linear-cifar10-small", "--out", str(out), *overrides, "epochs=3"]) == 0
     assert [r["id"] for r in offline_runs(out)] == [run["id"]] * 2
     assert PROJECT_ENV not in os.environ  # the command's --wandb ended with it
+
+
+def test_launched_jobs_join_the_group_of_their_own_run_directory(
+    tmp_path, generated_data, offline, monkeypatch
+):
+    """Two launches from one process (as a notebook or a sweep script makes them): each run directory is its
+    own W&B group, and nothing is left in this process' environment."""
+    from slurm.launch import Launcher
+    from slurm.suite import Resources, Suite, SuiteEntry
+
+    g = generated_data.parent
+    monkeypatch.setenv(PROJECT_ENV, "swav-bench-tests")
+    over = [
+        f"train={g / 'train'}",
+        f"val={g / 'val'}",
+        "num_workers=0",
+        "trunk.width_multiplier=0.125",
+        "ks=[5]",
+    ]
+    entry = SuiteEntry("knn", "knn-cifar10-small", name="knn", overrides=over, resources=Resources(cpus=1))
+    for run in ("sweep-a", "sweep-b"):
+        launcher = Launcher(tmp_path / run, "debug")  # the debug executor runs the job in this process
+        (planned,) = launcher.suite(Suite("one", "", [entry]), "random")
+        assert set(launcher.wait().values()) == {"ok"}
+        launcher.close()
+        (wandb_run,) = offline_runs(Path(planned.out_dir))
+        assert wandb_run["group"] == run
+    assert GROUP_ENV not in os.environ
