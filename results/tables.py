@@ -15,14 +15,6 @@ from swavbench.core import registry
 from swavbench.core.registry import all_benchmarks, benchmarks_of_table, beyond_paper_benchmarks
 from swavbench.core.stats import ci95_halfwidth
 
-# the implementation the published numbers of a protocol family come from; results of another backend are
-# shown without a verdict (a record without a backend is not judged by this)
-REFERENCE_BACKENDS = {
-    "detection": ("detectron2", ""),
-    # transformers' DETR is a port of the official code; transfer/detr.py restores the official
-    # initialisation, auxiliary losses and loss normalisation around it
-    "detection-detr": ("transformers",),
-}
 TRANSFER_DATASETS = {"places205", "inat18", "voc07", "voc0712", "coco", "scene15", "bccd"}
 
 
@@ -188,8 +180,8 @@ def build(
                 if fam
                 else None
             )
-            family_ref = REFERENCE_BACKENDS.get(c.benchmark.split("-")[0])
-            reference = REFERENCE_BACKENDS.get(c.benchmark) or family_ref
+            entry = registry.for_benchmark(c.benchmark)
+            reference = entry.reference_backends if entry else ()
             if pub and r["backend"] not in (reference or (r["backend"],)):
                 cell.footnote = "†"  # another implementation than the published numbers': no verdict
                 pub = None

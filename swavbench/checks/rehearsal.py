@@ -15,47 +15,6 @@ from swavbench.core import registry
 
 TASKS = 2  # processes per job
 RESOURCES = Resources(gpus=0, cpus=TASKS, mem_gb=4, time_min=30, nodes=1, tasks_per_node=TASKS)
-FROZEN = ["num_workers=0", "crop=32", "resize=40"]
-SHRINK: dict[str, list[str]] = {  # appended to each job's own overrides: size, not protocol
-    "linear": [*FROZEN, "epochs=1", f"batch_size={4 * TASKS}"],
-    "transfer-linear": [*FROZEN, "epochs=1", f"batch_size={4 * TASKS}"],
-    "knn": [*FROZEN, f"batch_size={4 * TASKS}"],
-    "semisup": [*FROZEN, "epochs=1", f"batch_size={2 * TASKS}"],
-    "svm": ["num_workers=0", "crop=32", "resize=32", f"batch_size={4 * TASKS}"],
-    "lowshot": [*FROZEN, "shots=[1,2]", "draws=2", f"batch_size={4 * TASKS}"],
-    "imagenet-variants": [*FROZEN, f"batch_size={4 * TASKS}"],
-    "transfer-logreg": [*FROZEN, "c_steps=3", "max_iter=100", f"batch_size={4 * TASKS}"],
-    "detection": [
-        "num_workers=0",
-        "iterations=2",
-        f"batch_size={TASKS}",
-        "min_size_train=[96]",
-        "max_size_train=160",
-        "min_size_test=96",
-        "max_size_test=160",
-        "rois_per_image=16",
-        "proposals_test=50",
-        "warmup_iters=1",
-        "steps=[1]",
-        "checkpoint_every=1",
-    ],
-}
-SHRINK["detr"] = [
-    "num_workers=0",
-    "epochs=1",
-    f"batch_size={TASKS}",
-    "hidden_dim=32",
-    "enc_layers=1",
-    "dec_layers=2",
-    "ffn_dim=64",
-    "num_queries=10",
-    "scales=[96]",
-    "max_size=160",
-    "crop_scales=[96]",
-    "crop_size=[64,96]",
-    "test_size=96",
-    "checkpoint_every=1",
-]
 PRETRAIN = [  # the preset's recipe at a size two CPU processes run in seconds
     "data.path=imagenet/train",
     "data.num_workers=0",
@@ -79,7 +38,7 @@ def _entry_overrides(entry, data_root: Path) -> list[str]:
     """The entry's overrides plus the rehearsal's (subset lists restricted to the generated tree, a few
     low-shot draws, Detectron2's precise-BN pass cut to two batches, or, where Detectron2 is not installed,
     the torchvision backend of the same recipe, said on stdout)."""
-    out = [*entry.overrides, *SHRINK.get(entry.protocol, [])]
+    out = [*entry.overrides, *registry.get(entry.protocol).rehearsal]  # its size at the rehearsal's scale
     cfg = registry.get(entry.protocol).load_config(entry.preset, entry.overrides)
     if entry.protocol == "detection" and cfg.backend == "detectron2":
         from transfer.detection_config import detectron2_available

@@ -35,6 +35,12 @@ class Protocol:
     # the config field a suite entry's ``after`` job fills with that job's output folder (the probe whose
     # head it measures); "" for a protocol that needs no other job's output
     after_field: str = ""
+    # the implementations the published numbers come from: a record of another backend is shown without a
+    # verdict ("": a record that names none); () for a protocol with one implementation
+    reference_backends: tuple[str, ...] = ()
+    # overrides that scale a job to the paper rehearsal (swavbench/checks/rehearsal.py: two CPU processes,
+    # so global batches split in two; tiny data in the real formats): size, never protocol
+    rehearsal: tuple[str, ...] = ()
 
     @property
     def config_dir(self) -> Path:
@@ -74,6 +80,7 @@ PROTOCOLS: dict[str, Protocol] = {
             headline=("top1_best_epoch", "top1", "top5"),  # best epoch: as the official eval_linear.py
             resumable=True,
             data_parallel=True,
+            rehearsal=("num_workers=0", "crop=32", "resize=40", "epochs=1", "batch_size=8"),
         ),
         Protocol(
             name="knn",
@@ -89,6 +96,7 @@ PROTOCOLS: dict[str, Protocol] = {
             headline=("k20_top1",),
             resumable=False,
             data_parallel=True,
+            rehearsal=("num_workers=0", "crop=32", "resize=40", "batch_size=8"),
         ),
         Protocol(
             name="semisup",
@@ -106,6 +114,7 @@ PROTOCOLS: dict[str, Protocol] = {
             resumable=True,
             data_parallel=True,
             fine_tunes=True,
+            rehearsal=("num_workers=0", "crop=32", "resize=40", "epochs=1", "batch_size=4"),
         ),
         Protocol(
             name="lowshot",
@@ -122,6 +131,7 @@ PROTOCOLS: dict[str, Protocol] = {
             headline=("1shot_top1", "2shot_top1", "5shot_top1", "13shot_top1"),
             resumable=False,
             data_parallel=True,
+            rehearsal=("num_workers=0", "crop=32", "resize=40", "shots=[1,2]", "draws=2", "batch_size=8"),
         ),
         Protocol(
             name="imagenet-variants",
@@ -139,6 +149,7 @@ PROTOCOLS: dict[str, Protocol] = {
             resumable=False,
             data_parallel=True,
             after_field="head",
+            rehearsal=("num_workers=0", "crop=32", "resize=40", "batch_size=8"),
         ),
         Protocol(
             name="transfer-linear",
@@ -154,6 +165,7 @@ PROTOCOLS: dict[str, Protocol] = {
             headline=("top1_best_epoch", "top1", "top5"),
             resumable=True,
             data_parallel=True,
+            rehearsal=("num_workers=0", "crop=32", "resize=40", "epochs=1", "batch_size=8"),
         ),
         Protocol(
             name="transfer-logreg",
@@ -170,6 +182,7 @@ PROTOCOLS: dict[str, Protocol] = {
             headline=("mean_top1",),
             resumable=False,
             data_parallel=True,
+            rehearsal=("num_workers=0", "crop=32", "resize=40", "c_steps=3", "max_iter=100", "batch_size=8"),
         ),
         Protocol(
             name="svm",
@@ -186,6 +199,7 @@ PROTOCOLS: dict[str, Protocol] = {
             headline=("mAP",),
             resumable=False,
             data_parallel=True,
+            rehearsal=("num_workers=0", "crop=32", "resize=32", "batch_size=8"),
         ),
         Protocol(
             name="detection",
@@ -203,6 +217,21 @@ PROTOCOLS: dict[str, Protocol] = {
             resumable=True,
             data_parallel=True,
             fine_tunes=True,
+            reference_backends=("detectron2", ""),
+            rehearsal=(
+                "num_workers=0",
+                "iterations=2",
+                "batch_size=2",
+                "min_size_train=[96]",
+                "max_size_train=160",
+                "min_size_test=96",
+                "max_size_test=160",
+                "rois_per_image=16",
+                "proposals_test=50",
+                "warmup_iters=1",
+                "steps=[1]",
+                "checkpoint_every=1",
+            ),
         ),
         Protocol(
             name="detr",
@@ -219,6 +248,25 @@ PROTOCOLS: dict[str, Protocol] = {
             resumable=True,
             data_parallel=True,
             fine_tunes=True,
+            # transformers' DETR is a port of the official code; transfer/detr.py restores the official
+            # initialisation, auxiliary losses and loss normalisation around it
+            reference_backends=("transformers",),
+            rehearsal=(
+                "num_workers=0",
+                "epochs=1",
+                "batch_size=2",
+                "hidden_dim=32",
+                "enc_layers=1",
+                "dec_layers=2",
+                "ffn_dim=64",
+                "num_queries=10",
+                "scales=[96]",
+                "max_size=160",
+                "crop_scales=[96]",
+                "crop_size=[64,96]",
+                "test_size=96",
+                "checkpoint_every=1",
+            ),
         ),
     )
 }
