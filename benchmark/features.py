@@ -58,6 +58,15 @@ def image_folder(root: str | Path, transform: transforms.Compose) -> datasets.Im
         raise FileNotFoundError(f"{root}: {e} (every class folder needs at least one image)") from None
 
 
+def image_folder_splits(cfg, transform: transforms.Compose) -> tuple:  # noqa: ANN001 - ImageFolderSplits
+    """(train, val) ImageFolder datasets of a config's ``train`` / ``val`` folders through ``transform``,
+    with the same class folders."""
+    train, val = image_folder(cfg.train, transform), image_folder(cfg.val, transform)
+    if train.classes != val.classes:
+        raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
+    return train, val
+
+
 @torch.inference_mode()
 def extract_features(
     trunk: nn.Module,

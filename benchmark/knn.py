@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark import feature_cache
-from benchmark.features import TORCHVISION_STD, eval_transform, image_folder
+from benchmark.features import TORCHVISION_STD, eval_transform, image_folder_splits
 from benchmark.protocol import ImageFolderSplits, TrunkConfig, run_and_record
 from swavbench.core import ranks
 from swavbench.core.data_root import resolve_fields
@@ -132,9 +132,7 @@ def run_knn(cfg: KnnConfig, checkpoint: str, out_dir: str | Path) -> ResultRecor
 
     def body(loaded, device):
         tf = eval_transform(cfg.resize, cfg.crop, interpolation=cfg.interpolation, std=tuple(cfg.std))
-        train, val = image_folder(cfg.train, tf), image_folder(cfg.val, tf)
-        if train.classes != val.classes:
-            raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
+        train, val = image_folder_splits(cfg, tf)
         ftr, ytr = feature_cache.extract(loaded, train, device, cfg=cfg, desc="train features")
         fva, yva = feature_cache.extract(loaded, val, device, cfg=cfg, desc="val features")
         metrics = knn_accuracy(

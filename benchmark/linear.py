@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from benchmark import feature_cache
-from benchmark.features import eval_transform, image_folder
+from benchmark.features import eval_transform, image_folder_splits
 from benchmark.protocol import ImageFolderSplits, TrunkConfig, run_and_record
 from pretrain.data import labelled_train_transform
 from swavbench.core import interrupt, ranks, tracking
@@ -139,7 +139,7 @@ def train_heads(
     first_results = [{"lr": lr, "weight_decay": wd, "top1_best": -1.0, "best_epoch": 0} for lr, wd in pairs]
     v = loop.resume(step=0, results=first_results)
     step, results = v["step"], v["results"]
-    for epoch, first in loop:
+    for epoch, first in loop.run(saving=lambda: {"step": step, "results": results}):
         heads.train()
         epoch_loss, steps = 0.0, 0
         for b, (feats, y, n_global) in enumerate(train_batches(epoch, first), start=first):
@@ -156,7 +156,7 @@ def train_heads(
             opt.step()
             step += 1
             epoch_loss, steps = epoch_loss + float(loss.detach()), steps + 1
-            loop.stepped(epoch, b, lambda: {"step": step, "results": results})
+            loop.stepped(epoch, b)
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             heads.eval()
             for r, (top1, top5) in zip(results, eval_fn(heads)):
@@ -169,7 +169,7 @@ def train_heads(
         if "top1_last" in results[0]:
             curve["val/top1_best_head"] = max(r["top1_last"] for r in results)
         tracking.log(curve, epoch + 1)
-        loop.epoch_done(epoch, {"step": step, "results": results})
+        loop.epoch_done(epoch)
     return results
 
 
@@ -233,14 +233,6 @@ def summarize(results: list[dict[str, float]]) -> dict[str, float]:
         out[f"{tag}_top1"] = r["top1_last"]
         out[f"{tag}_top1_best_epoch"] = r["top1_best"]
     return out
-
-
-def image_folder_splits(cfg: LinearConfig, transform) -> tuple:
-    """(train, val) ImageFolder datasets with the same class folders."""
-    train_ds, val_ds = image_folder(cfg.train, transform), image_folder(cfg.val, transform)
-    if train_ds.classes != val_ds.classes:
-        raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
-    return train_ds, val_ds
 
 
 def cached_batches(loaded, splits: tuple, *, cfg: LinearConfig, device: torch.device, out_dir: Path) -> tuple:

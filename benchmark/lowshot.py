@@ -25,7 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from benchmark import feature_cache
-from benchmark.features import TORCHVISION_STD, eval_transform, image_folder
+from benchmark.features import TORCHVISION_STD, eval_transform, image_folder_splits
 from benchmark.protocol import ImageFolderSplits, TrunkConfig, run_and_record
 from swavbench.core import durable, ranks
 from swavbench.core.data_root import resolve_fields
@@ -114,9 +114,7 @@ def run_lowshot(cfg: LowshotConfig, checkpoint: str, out_dir: str | Path) -> Res
 
     def body(loaded, device):
         tf = eval_transform(cfg.resize, cfg.crop, interpolation=cfg.interpolation, std=tuple(cfg.std))
-        train, val = image_folder(cfg.train, tf), image_folder(cfg.val, tf)
-        if train.classes != val.classes:
-            raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
+        train, val = image_folder_splits(cfg, tf)
         draws = draw_splits(train.targets, shots=cfg.shots, draws=cfg.draws, seed=cfg.seed)
         if ranks.is_main():
             write_splits(draws, train, out_dir)

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
-from benchmark.features import eval_transform, image_folder
+from benchmark.features import eval_transform, image_folder_splits
 from benchmark.linear import topk_hits
 from benchmark.protocol import ImageFolderSplits, TrunkConfig, run_and_record
 from benchmark.subsets import make_balanced_subset, select
@@ -69,10 +69,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tupl
 def labelled_splits(cfg: SemisupConfig, out_dir: Path) -> tuple:
     """(the labelled train subset, val) as ImageFolders: ``cfg.subset``'s list, or a balanced subset drawn
     from the seed (``balanced:N``, written to out_dir/subset.txt)."""
-    train = image_folder(cfg.train, labelled_train_transform(cfg.crop, cfg.min_scale))
-    val = image_folder(cfg.val, eval_transform(cfg.resize, cfg.crop))
-    if train.classes != val.classes:
-        raise ValueError(f"class folders differ between {cfg.train} and {cfg.val}")
+    train, val = image_folder_splits(cfg, eval_transform(cfg.resize, cfg.crop))
+    train.transform = labelled_train_transform(cfg.crop, cfg.min_scale)
     subset = cfg.subset
     if subset.startswith("balanced:"):
         per_class = int(subset.removeprefix("balanced:"))
@@ -136,7 +134,7 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
         )
         v = loop.resume(best=[-1.0, 0.0, 0], last=(0.0, 0.0))
         best, (top1, top5) = tuple(v["best"]), v["last"]
-        for epoch, first in loop:
+        for epoch, first in loop.run(saving=lambda: {"best": list(best), "last": (top1, top5)}):
             model.train()  # fine-tuning: BatchNorm statistics update
             loader = epoch_loader(
                 train,
@@ -159,7 +157,7 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
                 loss.backward()
                 opt.step()
                 epoch_loss, steps = epoch_loss + float(loss.detach()), steps + 1
-                loop.stepped(epoch, b, lambda: {"best": list(best), "last": (top1, top5)})
+                loop.stepped(epoch, b)
             sched.step()
             top1, top5 = evaluate(model, val_loader, device)
             if top1 > best[0]:
@@ -168,7 +166,7 @@ def run_semisup(cfg: SemisupConfig, checkpoint: str, out_dir: str | Path) -> Res
             (total,) = ranks.all_sum([epoch_loss])  # the processes' losses average to the global batch's
             train_loss = total / ranks.world_size() / max(steps, 1)
             tracking.log({"train/loss": train_loss, "val/top1": top1, "val/top5": top5}, epoch + 1)
-            loop.epoch_done(epoch, {"best": list(best), "last": (top1, top5)})
+            loop.epoch_done(epoch)
         metrics = {
             "top1": top1,
             "top5": top5,

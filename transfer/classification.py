@@ -21,7 +21,8 @@ from typing import ClassVar
 from PIL import Image
 from torch.utils.data import Dataset
 
-from benchmark.linear import LinearConfig, image_folder_splits, run_linear
+from benchmark.features import image_folder_splits
+from benchmark.linear import LinearConfig, run_linear
 from swavbench.core.record import ResultRecord
 
 

@@ -23,8 +23,9 @@ from swavbench.core.state import atomic_save, load_checkpoint
 
 
 class EpochLoop:
-    """``for epoch, first in loop`` over the epochs left, ``loop.stepped`` after each step and
-    ``loop.epoch_done`` after each epoch. Without a ``path`` nothing is saved or resumed."""
+    """``for epoch, first in loop.run(saving)`` over the epochs left, ``loop.stepped`` after each step and
+    ``loop.epoch_done`` after each epoch; ``saving()`` gives the protocol's values whenever the state is
+    saved. Without a ``path`` nothing is saved or resumed."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class EpochLoop:
         self.epochs, self.per_epoch, self.desc = epochs, per_epoch, desc
         self.start, self.start_batch = 0, 0
         self.bar: tqdm | None = None
+        self._saving: Callable[[], dict[str, Any]] = dict
 
     def resume(self, **defaults: Any) -> dict[str, Any]:
         """The protocol's values (named as in ``defaults``): those an earlier run of the same key saved, its
@@ -61,8 +63,9 @@ class EpochLoop:
         parts = {name: part.state_dict() for name, part in self.parts.items()}
         atomic_save({"key": self.key, **parts, "epoch": epoch, "batch": batch, **values}, self.path)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        """(epoch, its first batch) from where the run stands."""
+    def run(self, saving: Callable[[], dict[str, Any]]) -> Iterator[tuple[int, int]]:
+        """(epoch, its first batch) from where the run stands; ``saving()``: the values each save holds."""
+        self._saving = saving
         done = self.start * self.per_epoch + self.start_batch
         total = self.epochs * self.per_epoch
         self.bar = tqdm(
@@ -74,15 +77,15 @@ class EpochLoop:
         finally:
             self.bar.close()
 
-    def stepped(self, epoch: int, batch: int, values: Callable[[], dict[str, Any]]) -> None:
+    def stepped(self, epoch: int, batch: int) -> None:
         """After batch ``batch`` of ``epoch``: progress and, at the scheduler's signal, save and stop."""
         self.bar.update(1)
         if self.path is not None and batch + 1 < self.per_epoch:
             where = f"epoch {epoch}, batch {batch + 1}"
-            interrupt.check(lambda: self.save(epoch, batch + 1, values()), where)
+            interrupt.check(lambda: self.save(epoch, batch + 1, self._saving()), where)
 
-    def epoch_done(self, epoch: int, values: dict[str, Any]) -> None:
+    def epoch_done(self, epoch: int) -> None:
         """After ``epoch``: save and, at the scheduler's signal, stop (not after the last)."""
-        self.save(epoch + 1, 0, values)
+        self.save(epoch + 1, 0, self._saving())
         if self.path is not None and epoch + 1 < self.epochs:
             interrupt.check(lambda: None, f"the end of epoch {epoch + 1}")
