@@ -315,10 +315,14 @@ def beyond_paper(agg: pd.DataFrame, ref: pd.DataFrame, tolerance: float) -> Tabl
         columns=cols,
         tolerance=tolerance,
     )
-    published_cells = {h for _, cells in table.rows for h, c in cells.items() if c.published is not None}
-    published_cells |= {h for name, cells in table.rows if name.endswith("(published)") for h in cells}
-    missing = {c.header: Cell(math.nan, label="no published reference") for c in cols}
-    missing = {h: c for h, c in missing.items() if h not in published_cells}
+    published = {  # a cell judged against a published number, or a published row's
+        h
+        for name, cells in table.rows
+        for h, c in cells.items()
+        if c.published is not None or name.endswith("(published)")
+    }
+    label = "no published reference"
+    missing = {c.header: Cell(math.nan, label=label) for c in cols if c.header not in published}
     if missing:
         table.rows.append(("published reference", missing))
     return table
