@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torchvision import datasets
-from tqdm import tqdm
 
 from pretrain.checkpoint import FORMAT, discard_run, newest_valid_checkpoint, run_files
 from pretrain.config import ModelConfig
@@ -28,6 +27,7 @@ from pretrain.train import AUTO_DATASET
 from swavbench.core import ranks
 from swavbench.core.data_root import existing, resolve
 from swavbench.core.distributed import init_distributed
+from swavbench.core.epochs import EpochLoop
 from swavbench.core.order import epoch_loader
 from swavbench.core.paths import CHECKPOINT, CONFIGS
 from swavbench.core.state import CheckpointError, load_checkpoint, save_rotating
@@ -102,6 +102,48 @@ def upgrade(flat: dict) -> dict:
     return out
 
 
+def _labelled_root(cfg: SupervisedConfig, out_dir: Path) -> Path:
+    """The labelled ImageFolder: data.path, or for 'auto' the shared subset (else one generated here)."""
+    if cfg.data.path != "auto":
+        root = existing(cfg.data.path, "labelled data (data.path)")
+    else:
+        auto = resolve(AUTO_DATASET)
+        if not auto.is_dir() and ranks.is_main():
+            generate_dataset(out_dir / "generated-data")
+        ranks.barrier()  # the other processes read what the first generated
+        root = auto if auto.is_dir() else out_dir / "generated-data" / "train"
+    if not root.is_dir():
+        raise FileNotFoundError(f"labelled data {root} is not a directory (expected root/<class>/<image>)")
+    return root
+
+
+def _resumed(out_dir: Path, model: ModelConfig) -> dict | None:
+    """The checkpoint a resumed run goes on from (the first process picks it, setting unreadable ones aside;
+    the others load the same one), or None; one of another model stops every process."""
+    ckpt_path, found, wrong = out_dir / CHECKPOINT, None, ""
+    if ranks.is_main():
+        try:
+            found = newest_valid_checkpoint(out_dir, map_location="cpu")
+        except CheckpointError as e:  # stops every process, not only this one
+            wrong = str(e)
+    if found is not None:
+        if not found.ckpt.get("supervised") or found.ckpt.get("config", {}).get("model") != asdict(model):
+            wrong = (
+                f"{found.path} is not a supervised run of model {asdict(model)}: "
+                "use another --out or --restart"
+            )
+        else:
+            found.set_aside_unreadable()
+            if found.path.resolve() != ckpt_path.resolve():  # the run's latest: the one it goes on from
+                save_rotating(found.ckpt, ckpt_path)
+    path, wrong = ranks.all_gather_objects((str(ckpt_path) if found is not None else None, wrong))[0]
+    if wrong:  # on every process
+        raise CheckpointError(wrong)
+    if path is None:
+        return None
+    return found.ckpt if found is not None else load_checkpoint(path, map_location="cpu")
+
+
 def train_supervised(
     cfg: SupervisedConfig,
     out_dir: str | Path,
@@ -114,33 +156,24 @@ def train_supervised(
     continues from the newest readable checkpoint in ``out_dir``; ``restart`` discards the run there."""
     out_dir = Path(out_dir)
     info = init_distributed()
-    main = info.is_main
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
     if restart:
-        if main:
+        if info.is_main:
             discard_run(out_dir)
     elif run_files(out_dir) and not resume:
         raise CheckpointError(
             f"{ckpt_path} already exists: pass --resume to continue it, --restart to discard it, "
             "or another --out"
         )
-    if cfg.data.path == "auto":
-        auto = resolve(AUTO_DATASET)
-        if not auto.is_dir() and main:
-            generate_dataset(out_dir / "generated-data")
-        ranks.barrier()  # the other processes read what the first generated
-        root = auto if auto.is_dir() else out_dir / "generated-data" / "train"
-    else:
-        root = existing(cfg.data.path, "labelled data (data.path)")
+    root = _labelled_root(cfg, out_dir)
     device = ranks.local_device(info.local_rank)
     ranks.per_process_batch(cfg.optim.global_batch)  # checks it splits evenly
     torch.manual_seed(cfg.run.seed)
-    tf = labelled_train_transform(cfg.data.crop, cfg.data.min_scale)
-    if not root.is_dir():
-        raise FileNotFoundError(f"labelled data {root} is not a directory (expected root/<class>/<image>)")
-    ds = datasets.ImageFolder(str(root), transform=tf)
-    m = cfg.model
+    ds = datasets.ImageFolder(
+        str(root), transform=labelled_train_transform(cfg.data.crop, cfg.data.min_scale)
+    )
+    m, o = cfg.model, cfg.optim
     trunk = build_trunk(m.arch, small_stem=m.small_stem, width_multiplier=m.width_multiplier)
     trunk.fc = nn.Linear(trunk.num_features, len(ds.classes))
     if info.world_size > 1 and cfg.run.sync_bn:
@@ -151,94 +184,68 @@ def train_supervised(
         if info.world_size > 1
         else model
     )
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.optim.base_lr,
-        momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay,
-    )
-    if len(ds) < cfg.optim.global_batch:
+    opt = torch.optim.SGD(model.parameters(), lr=o.base_lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    if len(ds) < o.global_batch:
         raise ValueError(
-            f"{root}: {len(ds)} images, fewer than one batch of optim.global_batch={cfg.optim.global_batch}"
+            f"{root}: {len(ds)} images, fewer than one batch of optim.global_batch={o.global_batch}"
         )
-    per_epoch = len(ds) // cfg.optim.global_batch  # the last, partial batch is dropped
-    start = 0
-    # the first process picks the checkpoint (setting unreadable ones aside), the others load the same one
-    found, wrong = None, ""
-    if resume and not restart and main:
-        try:
-            found = newest_valid_checkpoint(out_dir, map_location="cpu")
-        except CheckpointError as e:  # stops every process, not only this one
-            wrong = str(e)
-    if found is not None:
-        if not found.ckpt.get("supervised") or found.ckpt.get("config", {}).get("model") != asdict(m):
-            wrong = (
-                f"{found.path} is not a supervised run of model {asdict(m)}: use another --out or --restart"
-            )
-        else:
-            found.set_aside_unreadable()
-            if found.path.resolve() != ckpt_path.resolve():  # the run's latest: the one it goes on from
-                save_rotating(found.ckpt, ckpt_path)
-    path, wrong = ranks.all_gather_objects((str(ckpt_path) if found is not None else None, wrong))[0]
-    if wrong:  # on every process
-        raise CheckpointError(wrong)
-    if path is not None:
-        ckpt = found.ckpt if found is not None else load_checkpoint(path, map_location="cpu")
+    per_epoch = len(ds) // o.global_batch  # the last, partial batch is dropped
+    ckpt = _resumed(out_dir, m) if resume and not restart else None
+    if ckpt is not None:
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
-        start = ckpt["epoch"]
     # TensorBoard, and W&B with run.wandb: a resumed run continues its W&B run (its id is in the checkpoint)
-    run_id = str(ckpt.get("wandb_id") or "") if path is not None else ""
+    run_id = str(ckpt.get("wandb_id") or "") if ckpt is not None else ""
     tracker = Tracker(out_dir, name=out_dir.name, kind="supervised", project=cfg.run.wandb, run_id=run_id)
-    total = cfg.optim.epochs * per_epoch
-    bar = tqdm(
-        total=total,
-        initial=start * per_epoch,
+    epoch_loss = ckpt.get("epoch_loss", 0.0) if ckpt is not None else 0.0
+
+    def write(epoch: int, batch: int) -> None:
+        if info.is_main:
+            state = {"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch}
+            config = {"config": {"model": asdict(m)}, "supervised_config": asdict(cfg)}
+            extra = {"batch": batch, "epoch_loss": epoch_loss, "wandb_id": tracker.id or run_id}
+            save_rotating(
+                {"format": FORMAT, "supervised": True, **state, **config, **extra, "classes": ds.classes},
+                ckpt_path,
+            )
+
+    loop = EpochLoop(
+        None,
+        None,
+        epochs=o.epochs,
+        per_epoch=per_epoch,
         desc=f"supervised {m.arch}",
-        unit="it",
-        disable=not (progress and main),
+        writer=write,
+        progress=progress,
     )
-    for epoch in range(start, cfg.optim.epochs):
+    if ckpt is not None:
+        loop.start, loop.start_batch = ckpt["epoch"], ckpt.get("batch", 0)
+    for epoch, first in loop.run():
         model.train()
         loader = epoch_loader(
             ds,
-            cfg.optim.global_batch,
+            o.global_batch,
             seed=cfg.run.seed,
             epoch=epoch,
+            start=first,
             num_workers=cfg.data.num_workers,
             pin=device.type == "cuda",
             drop_last=True,
             share=True,
         )
-        epoch_loss = 0.0
-        for i, (x, y) in enumerate(loader):
-            step = epoch * per_epoch + i
+        for i, (x, y) in enumerate(loader, start=first):
             for group in opt.param_groups:
-                group["lr"] = 0.5 * cfg.optim.base_lr * (1 + math.cos(math.pi * step / total))
+                group["lr"] = 0.5 * o.base_lr * (1 + math.cos(math.pi * (epoch * per_epoch + i) / loop.total))
             loss = F.cross_entropy(ddp(x.to(device)), y.to(device))  # equal shares: DDP's mean is the batch's
+            loop.finite(loss.item(), f"epoch {epoch}, batch {i}", f"lower optim.base_lr (now {o.base_lr})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            loop.bar.set_postfix(loss=f"{loss.item():.3f}")
             epoch_loss += loss.item()
+            loop.stepped(epoch, i)
         tracker.log({"train/loss": epoch_loss / per_epoch, "train/lr": opt.param_groups[0]["lr"]}, epoch + 1)
-        if not main:
-            continue
-        save_rotating(
-            {
-                "format": FORMAT,
-                "supervised": True,
-                "state_dict": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "epoch": epoch + 1,
-                "config": {"model": asdict(m)},
-                "supervised_config": asdict(cfg),
-                "wandb_id": tracker.id or run_id,
-                "classes": ds.classes,
-            },
-            ckpt_path,
-        )
-    bar.close()
+        epoch_loss = 0.0
+        loop.epoch_done(epoch)
     tracker.close()
     return ckpt_path

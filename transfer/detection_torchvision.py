@@ -8,7 +8,6 @@ transfer/voc_eval.py or transfer/coco_eval.py. Resumable: the state is saved ato
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from pathlib import Path
 
@@ -31,8 +30,8 @@ from tqdm import tqdm
 from benchmark.protocol import state_key
 from benchmark.trunk import LoadedTrunk
 from pretrain.model import Trunk
-from swavbench.core import interrupt, ranks, tracking
-from swavbench.core.state import atomic_save, load_checkpoint
+from swavbench.core import interrupt, ranks
+from swavbench.core.epochs import EpochLoop
 from transfer.coco_eval import encode_masks
 from transfer.detection_config import RESUMABLE_CHANGES, DetectionConfig, DetectionSet, load_sets, score
 from transfer.voc_eval import Detections
@@ -230,12 +229,16 @@ def train(
         if ranks.active()
         else model
     )
-    start, history = 0, []
-    state = load_checkpoint(state_path) if state_path.is_file() else None
-    if state is not None and state.get("key", "") == key:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, history = state["iteration"], state["history"]
+    loop = EpochLoop(
+        state_path,
+        key,
+        iterations=cfg.iterations,
+        desc="detection",
+        parts={"model": model, "optimizer": opt},
+        every=cfg.checkpoint_every,
+    )
+    history = loop.resume(history=[])["history"]
+    start = loop.start_batch
     loader = DataLoader(
         TrainStream(
             data,
@@ -253,63 +256,26 @@ def train(
         worker_init_fn=interrupt.quiet_worker,
     )
     model.train()
-
-    def save(iteration: int) -> None:
-        if not ranks.is_main():
-            return
-        atomic_save(
-            {
-                "key": key,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "iteration": iteration,
-                "history": history,
-            },
-            state_path,
-        )
-
-    bar = tqdm(
-        total=cfg.iterations,
-        initial=start,
-        desc="detection",
-        unit="it",
-        leave=False,
-        disable=not ranks.is_main(),
-    )
-    it = start
-    for images, targets in loader:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(it, cfg)
-        images = [x.to(device) for x in images]
-        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        losses = ddp(images, targets)
-        loss = sum(losses.values())
-        if not ranks.all_ranks(math.isfinite(float(loss.detach()))):
-            raise FloatingPointError(
-                f"detection loss is {float(loss)} at iteration {it} "
-                f"({ {k: float(v) for k, v in losses.items()} }): "
-                f"lower lr (now {cfg.lr}) or set clip_grad_norm; the last good state is kept in {state_path}"
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-        opt.step()
-        it += 1
-        # the mean over processes (every process logs the same numbers)
-        mean = [
-            v / ranks.world_size() for v in ranks.all_sum([float(loss), *(float(v) for v in losses.values())])
-        ]
-        history.append({"iteration": it, "loss": mean[0], **dict(zip(losses, mean[1:]))})
-        tracking.log({f"train/{k}": v for k, v in history[-1].items() if k != "iteration"}, it)
-        bar.update(1)
-        bar.set_postfix(loss=f"{mean[0]:.3f}")
-        if (cfg.checkpoint_every and it % cfg.checkpoint_every == 0) or it == cfg.iterations:
-            save(it)
-        elif it < cfg.iterations:
-            interrupt.check(lambda i=it: save(i), f"iteration {it}")
-    bar.close()
-    return {"iterations": it, "final_loss": history[-1]["loss"] if history else float("nan")}
+    for epoch, first in loop.run(saving=lambda: {"history": history}):
+        for it, (images, targets) in enumerate(loader, start=first):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(it, cfg)
+            images = [x.to(device) for x in images]
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            losses = ddp(images, targets)
+            loss = sum(losses.values())
+            values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+            fix = f"({values}): lower lr (now {cfg.lr}) or set clip_grad_norm"
+            loop.finite(values["loss"], f"iteration {it}", fix)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+            opt.step()
+            mean = loop.logged(it + 1, values)
+            history.append({"iteration": it + 1, **mean})
+            loop.stepped(epoch, it)
+    return {"iterations": cfg.iterations, "final_loss": history[-1]["loss"] if history else float("nan")}
 
 
 @torch.inference_mode()

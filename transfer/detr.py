@@ -15,7 +15,6 @@ clipping and one lr drop. Resumable like the detection protocol: the state is sa
 from __future__ import annotations
 
 import importlib.util
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -31,10 +30,10 @@ from tqdm import tqdm
 from benchmark.protocol import TrunkConfig, run_and_record, state_key
 from benchmark.trunk import LoadedTrunk
 from pretrain.model import Trunk
-from swavbench.core import durable, interrupt, ranks, tracking
+from swavbench.core import durable, interrupt, ranks
 from swavbench.core.data_root import resolve_fields
+from swavbench.core.epochs import EpochLoop
 from swavbench.core.record import ResultRecord
-from swavbench.core.state import atomic_save, load_checkpoint
 from transfer.coco_detection import COCODetectionSet, coco_from_voc
 from transfer.coco_eval import coco_metrics
 from transfer.detection_config import DetectionSet, load_sets
@@ -426,59 +425,43 @@ def train(
         if ranks.active()
         else model
     )
-    start, history = 0, []
-    state = load_checkpoint(state_path) if state_path.is_file() else None
-    if state is not None and state.get("key", "") == key:
-        detr.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, history = state["iteration"], state["history"]
+    loop = EpochLoop(
+        state_path,
+        key,
+        iterations=total,
+        desc="detr",
+        parts={"model": detr, "optimizer": opt},
+        every=cfg.checkpoint_every,
+    )
+    history = loop.resume(history=[])["history"]
     loader = DataLoader(
-        DetrStream(data, cfg, start, total=total),
+        DetrStream(data, cfg, loop.start_batch, total=total),
         batch_size=per,
         num_workers=cfg.num_workers,
         collate_fn=_collate,
         worker_init_fn=interrupt.quiet_worker,
     )
     detr.train()
-
-    def save(iteration: int) -> None:
-        if ranks.is_main():
-            state = {"key": key, "model": detr.state_dict(), "optimizer": opt.state_dict()}
-            atomic_save({**state, "iteration": iteration, "history": history}, state_path)
-
-    bar = tqdm(total=total, initial=start, desc="detr", unit="it", leave=False, disable=not ranks.is_main())
-    it = start
-    for pixels, mask, targets in loader:
-        for group in opt.param_groups:
-            group["lr"] = group["base"] * lr_factor(it, ipe, cfg)
-        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        logits, boxes = ddp(pixels.to(device), mask.to(device))
-        losses = criterion(logits, boxes, targets)
-        loss = losses["loss"]
-        if not ranks.all_ranks(math.isfinite(float(loss.detach()))):
-            raise FloatingPointError(
-                f"DETR loss is {float(loss)} at iteration {it}: lower lr (now {cfg.lr}, backbone "
-                f"{cfg.lr_backbone}); the last good state is kept in {state_path}"
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip_max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(detr.parameters(), cfg.clip_max_norm)
-        opt.step()
-        it += 1
-        names = list(losses)
-        mean = [v / ranks.world_size() for v in ranks.all_sum([float(losses[k].detach()) for k in names])]
-        history.append({"iteration": it, **dict(zip(names, mean))})
-        tracking.log({f"train/{k}": v for k, v in history[-1].items() if k != "iteration"}, it)
-        bar.update(1)
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
-        if (cfg.checkpoint_every and it % cfg.checkpoint_every == 0) or it == total:
-            save(it)
-        elif it < total:
-            interrupt.check(lambda i=it: save(i), f"iteration {it}")
-    bar.close()
+    for epoch, first in loop.run(saving=lambda: {"history": history}):
+        for it, (pixels, mask, targets) in enumerate(loader, start=first):
+            for group in opt.param_groups:
+                group["lr"] = group["base"] * lr_factor(it, ipe, cfg)
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            logits, boxes = ddp(pixels.to(device), mask.to(device))
+            losses = criterion(logits, boxes, targets)
+            loss = losses["loss"]
+            fix = f"lower lr (now {cfg.lr}, backbone {cfg.lr_backbone})"
+            loop.finite(float(loss.detach()), f"iteration {it}", fix)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_max_norm > 0:
+                torch.nn.utils.clip_grad_norm_(detr.parameters(), cfg.clip_max_norm)
+            opt.step()
+            mean = loop.logged(it + 1, {k: float(v.detach()) for k, v in losses.items()})
+            history.append({"iteration": it + 1, **mean})
+            loop.stepped(epoch, it)
     return {
-        "iterations": it,
+        "iterations": total,
         "final_loss": history[-1]["loss"] if history else float("nan"),
         "history": history,
     }

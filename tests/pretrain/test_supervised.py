@@ -63,3 +63,36 @@ def test_two_processes_train_what_one_does(tmp_path, generated_data):
     u1 = torch.cat([(one[k] - init[k]).flatten() for k in learned])
     u2 = torch.cat([(two[k] - init[k]).flatten() for k in learned])
     assert u1.norm() > 0 and float((u2 - u1).norm() / u1.norm()) < 0.05
+
+
+def test_stopped_at_the_signal_mid_epoch_resumes_to_the_weights_of_a_run_never_stopped(
+    tmp_path, generated_data, monkeypatch
+):
+    """The scheduler's signal during batch 2 of epoch 0: the state is saved at that position and the
+    requeued run goes on from batch 2 (not from the epoch's start), ending with the same weights."""
+    import pretrain.supervised as supervised
+    from swavbench.core import interrupt
+
+    cfg = tiny(generated_data)
+    full = load_checkpoint(train_supervised(cfg, tmp_path / "full", progress=False))
+    original = supervised.epoch_loader
+
+    def signalled(*args, **kwargs):
+        for i, batch in enumerate(original(*args, **kwargs)):
+            if i == 1 and kwargs["epoch"] == 0:
+                interrupt.request()
+            yield batch
+
+    monkeypatch.setattr(supervised, "epoch_loader", signalled)
+    try:
+        with pytest.raises(interrupt.Interrupted, match="epoch 0, batch 2"):
+            train_supervised(cfg, tmp_path / "stopped", progress=False)
+    finally:
+        interrupt.clear()
+    saved = load_checkpoint(tmp_path / "stopped" / "checkpoint.pth")
+    assert (saved["epoch"], saved["batch"]) == (0, 2)
+    monkeypatch.setattr(supervised, "epoch_loader", original)
+    resumed = load_checkpoint(train_supervised(cfg, tmp_path / "stopped", resume=True, progress=False))
+    assert (resumed["epoch"], resumed["batch"]) == (2, 0)
+    for name, value in full["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], value), name

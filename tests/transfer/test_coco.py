@@ -281,7 +281,7 @@ def test_torchvision_mask_rcnn_end_to_end(bccd_coco, tmp_path):
     run_detection(cfg, "random", out)
     check_record(out, "torchvision")
     state = torch.load(out / "detection_state.pth", weights_only=False)
-    assert state["iteration"] == 3 and all(math.isfinite(h["loss_mask"]) for h in state["history"])
+    assert state["batch"] == 3 and all(math.isfinite(h["loss_mask"]) for h in state["history"])
 
 
 def test_torchvision_mask_rcnn_heads():

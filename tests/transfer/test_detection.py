@@ -54,7 +54,7 @@ def test_torchvision_smoke_and_resume(bccd_mini, tmp_path):
     cfg = smoke_config(bccd_mini, "iterations=2")
     run_detection(cfg, "random", out)
     state = torch.load(out / "detection_state.pth", weights_only=False)
-    assert state["iteration"] == 2 and len(state["history"]) == 2
+    assert state["batch"] == 2 and len(state["history"]) == 2
     first = state["history"]
     # the same run asked for 4 iterations continues from its state instead of starting over
     run_detection(smoke_config(bccd_mini), "random", out)
@@ -77,7 +77,7 @@ def test_reused_out_with_another_checkpoint_does_not_continue_its_fine_tuning(bc
     cfg = smoke_config(bccd_mini, "iterations=2")
     run_detection(cfg, str(files[0]), out)
     first = torch.load(out / "detection_state.pth", weights_only=True)
-    assert first["iteration"] == 2
+    assert first["batch"] == 2
     run_detection(smoke_config(bccd_mini), str(files[1]), out)  # same --out, 4 iterations, another trunk
     second = torch.load(out / "detection_state.pth", weights_only=True)
     # started over from the second trunk: all 4 iterations ran on it, none continued the first model
@@ -86,7 +86,7 @@ def test_reused_out_with_another_checkpoint_does_not_continue_its_fine_tuning(bc
     # the same trunk asked for more iterations still continues its own state
     run_detection(smoke_config(bccd_mini, "iterations=6"), str(files[1]), out)
     third = torch.load(out / "detection_state.pth", weights_only=True)
-    assert third["history"][:4] == second["history"] and third["iteration"] == 6
+    assert third["history"][:4] == second["history"] and third["batch"] == 6
 
 
 def test_torchvision_model_uses_the_trunk_weights():
@@ -135,7 +135,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_state(bccd_mini, tmp_pa
         )
     rec = json.loads((out / "result.json").read_text())
     assert rec["status"] == "failed" and "FloatingPointError" in rec["error"]
-    assert torch.load(out / "detection_state.pth", weights_only=False)["iteration"] >= 2
+    assert torch.load(out / "detection_state.pth", weights_only=False)["batch"] >= 2
 
 
 def test_detectron2_smoke(bccd_mini, tmp_path):
@@ -210,4 +210,4 @@ def test_two_processes_fine_tune_as_one_data_parallel_job(bccd_mini, tmp_path):
         rec = check_record(Path(out), cfg.backend)
         assert rec["world_size"] == 2 and len(rec["devices"]) == 2 and rec["metrics"] == metrics
     state = torch.load(tmp_path / "tv" / "detection_state.pth", weights_only=False)
-    assert state["iteration"] == 4 and len(state["history"]) == 4
+    assert state["batch"] == 4 and len(state["history"]) == 4

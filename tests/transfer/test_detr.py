@@ -196,7 +196,7 @@ def test_smoke_on_a_coco_tree_resumes_at_the_signal_as_if_never_stopped(bccd_coc
     with pytest.warns(UserWarning, match="no area"):
         run_detr(cfg, "random", tmp_path / "full")
     full = torch.load(tmp_path / "full" / "detr_state.pth", weights_only=True)
-    assert full["iteration"] == 6 and len(full["history"]) == 6
+    assert full["batch"] == 6 and len(full["history"]) == 6
     rec = check_record(tmp_path / "full", train=6, test=4)
     assert (
         rec["metrics"]["skipped_boxes"] == 1.0 and rec["metrics"]["final_loss"] == full["history"][-1]["loss"]
@@ -215,7 +215,7 @@ def test_smoke_on_a_coco_tree_resumes_at_the_signal_as_if_never_stopped(bccd_coc
             run_detr(cfg, "random", tmp_path / "stopped")
     finally:
         interrupt.clear()
-    assert torch.load(tmp_path / "stopped" / "detr_state.pth", weights_only=True)["iteration"] == 3
+    assert torch.load(tmp_path / "stopped" / "detr_state.pth", weights_only=True)["batch"] == 3
     monkeypatch.setattr(detr_module, "lr_factor", original)
     with pytest.warns(UserWarning):
         run_detr(cfg, "random", tmp_path / "stopped")
