@@ -54,6 +54,7 @@ from swavbench.core import durable, interrupt, ranks
 from swavbench.core.config import differences
 from swavbench.core.data_root import existing, resolve
 from swavbench.core.distributed import DistInfo, cleanup, init_distributed
+from swavbench.core.epochs import EpochLoop
 from swavbench.core.paths import CHECKPOINT, RUN_CONFIG, TRAIN_LOG, epoch_checkpoint
 from swavbench.core.state import CheckpointError, load_checkpoint, save_rotating
 from swavbench.core.tracking import Tracker
@@ -301,6 +302,7 @@ class Trainer:
         if self.info.is_main:
             log.info("multi-crop pipeline: %s", describe_pipeline(cfg.data, self.color_on, self.device))
         self.state = RunState()
+        self._stuck = 0  # steps in a row near ln K (the collapse check)
         self.wandb_id = ""  # the W&B run of this training run (swavbench.core.tracking), kept in checkpoints
         if resuming is not None:
             self._load(resuming)
@@ -514,14 +516,25 @@ class Trainer:
         return loss.item()
 
     def fit(self) -> Path:
+        """Train from where the run stands to ``optim.epochs`` (or ``run.max_iters``) on the one step loop:
+        its writer is the rotating checkpoint, its hooks the vanished-data guard, the collapse check and
+        the training log."""
         cfg, s = self.cfg, self.state
-        total_iters = cfg.optim.epochs * self.iters_per_epoch
-        if cfg.run.max_iters:
-            total_iters = min(total_iters, cfg.run.max_iters)
-        if s.iteration >= total_iters:
+        loop = EpochLoop(
+            None,
+            None,
+            epochs=cfg.optim.epochs,
+            per_epoch=self.iters_per_epoch,
+            total=cfg.run.max_iters,
+            every=cfg.run.checkpoint_every_iters,
+            writer=self._write,
+            desc=f"SwAV {cfg.model.arch}",
+            progress=self.progress,
+        )
+        if s.iteration >= loop.total:
             log.info("run in %s is already complete (%d iterations)", self.out_dir, s.iteration)
             return self.ckpt_path
-        main = self.info.is_main
+        loop.start, loop.start_batch = s.epoch, s.batch
         # TensorBoard, and W&B with run.wandb: a resumed or requeued run continues its W&B run
         tracker = Tracker(
             self.out_dir,
@@ -533,121 +546,125 @@ class Trainer:
             purge_step=s.iteration,
         )
         self.wandb_id = tracker.id or self.wandb_id
-        log_path = self.out_dir / TRAIN_LOG
-        ln_k = sum(math.log(k) for k in cfg.model.n_prototypes) / len(cfg.model.n_prototypes)
-        stuck = 0
-        bar = tqdm(
-            total=total_iters,
-            initial=s.iteration,
-            disable=not (main and self.progress),
-            unit="it",
-            desc=f"SwAV {cfg.model.arch}",
-            dynamic_ncols=True,
+        steps = StepLog(
+            self.out_dir / TRAIN_LOG, tracker, every=cfg.run.log_every_iters, main=self.info.is_main
         )
-        window: list[float] = []
         skipped_before = s.images_skipped
-        t_last, n_last = time.perf_counter(), 0
         try:
-            while s.iteration < total_iters:
-                epoch = s.epoch
-                self.sampler.set_epoch(epoch, s.batch)
+            for epoch, first in loop.run():
+                self.sampler.set_epoch(epoch, first)
                 self.guard.new_epoch()
-                for crops, skipped in self.loader:
-                    if isinstance(crops, EncodedBatch):  # device-decode: decode and cut here
-                        crops, lost = decode_crops(crops, self.dataset.specs, self.device)
-                        skipped += lost
-                    # every process agrees on what the step saw: a process with nothing readable makes all
-                    # skip the step (none leaves the collectives alone), and all stop together
-                    read, skipped, empty = map(
-                        int, ranks.all_sum([crops[0].shape[0] if crops else 0, skipped, not crops])
-                    )
-                    s.images_skipped += skipped
-                    if why := self.guard.check(skipped, empty=bool(empty)):
-                        raise DataVanished(
-                            f"{why}. Stopped at iteration {s.iteration} (epoch {epoch}) after training on "
-                            f"{s.images_seen} images; "
-                            + (
-                                f"the last checkpoint is {self.ckpt_path}"
-                                if self.ckpt_path.is_file()
-                                else "no checkpoint was saved yet"
-                            )
-                        )
-                    stepped = not empty
-                    if stepped:
+                for b, (crops, skipped) in enumerate(self.loader, start=first):
+                    crops, read = self._guarded(crops, skipped, epoch)
+                    if crops:
                         loss = self.step(crops, epoch)
                         s.images_seen += read
-                        n_last += read
-                        window.append(loss)
-                        stuck = (
-                            stuck + 1
-                            if abs(loss - ln_k) < cfg.run.collapse_tol
-                            and s.iteration >= self.plan.freeze_prototypes_niters
-                            else 0
-                        )
-                    s.batch += 1
-                    s.iteration += 1
-                    bar.update(1)
-                    if stepped and stuck >= cfg.run.collapse_patience:
-                        raise TrainingStopped(
-                            f"collapse: loss stayed within {cfg.run.collapse_tol} of ln K = {ln_k:.3f} "
-                            f"for {stuck} iterations "
-                            "(every sample gets the uniform code). "
-                            f"Last good checkpoint: {self.ckpt_path}. Try a lower "
-                            "optim.base_lr, a longer swav.freeze_prototypes_niters, "
-                            "a larger swav.epsilon or a queue."
-                        )
-                    if (
-                        main
-                        and window
-                        and (s.iteration % cfg.run.log_every_iters == 0 or s.iteration == total_iters)
-                    ):
-                        dt = time.perf_counter() - t_last
-                        rec = {
-                            "iteration": s.iteration,
-                            "epoch": epoch + s.batch / self.iters_per_epoch,
-                            "loss": sum(window) / len(window),
-                            "lr": self.optimizer.param_groups[0]["lr"],
-                            "images_per_s": n_last / dt,
-                            "ms_per_step": 1000 * dt / len(window),
-                            "skipped_images": s.images_skipped,
-                            "time": time.time(),
-                        }
-                        with open(log_path, "a") as f:
-                            f.write(json.dumps(rec) + "\n")
-                        keys = ("loss", "lr", "images_per_s", "ms_per_step")
-                        tracker.log({f"train/{k}": rec[k] for k in keys}, s.iteration)
-                        bar.set_postfix(
-                            loss=f"{rec['loss']:.3f}",
-                            lr=f"{rec['lr']:.3g}",
-                            img_s=f"{rec['images_per_s']:.0f}",
-                        )
-                        window, t_last, n_last = [], time.perf_counter(), 0
-                    every = cfg.run.checkpoint_every_iters
-                    end_of_epoch = s.batch == self.iters_per_epoch
-                    if end_of_epoch:
-                        s.epoch, s.batch = s.epoch + 1, 0
-                    saved = end_of_epoch or s.iteration == total_iters or (every and s.iteration % every == 0)
-                    if saved:
-                        self.save()
-                    if s.iteration >= total_iters:
+                        self._collapse_check(loss)
+                        steps.add(loss, read)
+                    s.batch, s.iteration = b + 1, s.iteration + 1
+                    last = loop.finished(epoch, b)
+                    steps.write(
+                        s,
+                        epoch + s.batch / self.iters_per_epoch,
+                        lr=self.optimizer.param_groups[0]["lr"],
+                        bar=loop.bar,
+                        last=last,
+                    )
+                    loop.stepped(epoch, b)
+                    if last:
                         break
-                    if ranks.any_rank(interrupt.requested()):  # the scheduler's warning
-                        interrupt.taken()
-                        if not saved:
-                            self.save()
-                        raise interrupt.Interrupted(
-                            f"pretraining stopped at iteration {s.iteration} (epoch {s.epoch}, batch "
-                            f"{s.batch}) on the scheduler's signal; checkpoint saved in {self.ckpt_path}"
-                        )
-                if s.images_skipped > skipped_before and main:
+                if s.batch == self.iters_per_epoch:
+                    loop.epoch_done(epoch)
+                if s.images_skipped > skipped_before and self.info.is_main:
                     log.warning(
                         "%d unreadable images skipped so far (see warnings above for the files)",
                         s.images_skipped,
                     )
         finally:
-            bar.close()
             tracker.close()
         return self.ckpt_path
+
+    def _write(self, epoch: int, batch: int) -> None:
+        """The step loop's writer: the position, then the rotating checkpoint (``save``)."""
+        self.state.epoch, self.state.batch = epoch, batch
+        self.save()
+
+    def _guarded(self, crops: list, skipped: int, epoch: int) -> tuple[list, int]:
+        """The batch's crops (decoded here with device-decode; none when any process has nothing readable:
+        every process skips the step together) and the images read over all processes. Stops the run when
+        the data vanished (``DataGuard``)."""
+        s = self.state
+        if isinstance(crops, EncodedBatch):  # device-decode: decode and cut here
+            crops, lost = decode_crops(crops, self.dataset.specs, self.device)
+            skipped += lost
+        read, skipped, empty = map(
+            int, ranks.all_sum([crops[0].shape[0] if crops else 0, skipped, not crops])
+        )
+        s.images_skipped += skipped
+        if why := self.guard.check(skipped, empty=bool(empty)):
+            kept = (
+                f"the last checkpoint is {self.ckpt_path}"
+                if self.ckpt_path.is_file()
+                else "no checkpoint yet"
+            )
+            raise DataVanished(
+                f"{why}. Stopped at iteration {s.iteration} (epoch {epoch}) after training on "
+                f"{s.images_seen} images; {kept}"
+            )
+        return ([] if empty else crops), read
+
+    def _collapse_check(self, loss: float) -> None:
+        """Stops the run when the loss stays within ``run.collapse_tol`` of ln K for ``run.collapse_patience``
+        steps past the frozen prototypes (every sample gets the uniform code)."""
+        cfg = self.cfg
+        ln_k = sum(math.log(k) for k in cfg.model.n_prototypes) / len(cfg.model.n_prototypes)
+        near = abs(loss - ln_k) < cfg.run.collapse_tol
+        self._stuck = (
+            self._stuck + 1 if near and self.state.iteration >= self.plan.freeze_prototypes_niters else 0
+        )
+        if self._stuck >= cfg.run.collapse_patience:
+            raise TrainingStopped(
+                f"collapse: loss stayed within {cfg.run.collapse_tol} of ln K = {ln_k:.3f} "
+                f"for {self._stuck} iterations (every sample gets the uniform code). "
+                f"Last good checkpoint: {self.ckpt_path}. Try a lower optim.base_lr, a longer "
+                "swav.freeze_prototypes_niters, a larger swav.epsilon or a queue."
+            )
+
+
+class StepLog:
+    """The training log of the first process: every ``every`` iterations and at the last, the mean loss of
+    the steps since, lr, speed and skipped images to train_log.jsonl, the tracker and the progress bar."""
+
+    def __init__(self, path: Path, tracker: Tracker, *, every: int, main: bool):
+        self.path, self.tracker, self.every, self.main = path, tracker, every, main
+        self.window: list[float] = []
+        self.since, self.images = time.perf_counter(), 0
+
+    def add(self, loss: float, images: int) -> None:
+        self.window.append(loss)
+        self.images += images
+
+    def write(self, s: RunState, epoch: float, *, lr: float, bar: tqdm, last: bool) -> None:
+        if not (self.main and self.window and (s.iteration % self.every == 0 or last)):
+            return
+        dt = time.perf_counter() - self.since
+        rec = {
+            "iteration": s.iteration,
+            "epoch": epoch,
+            "loss": sum(self.window) / len(self.window),
+            "lr": lr,
+            "images_per_s": self.images / dt,
+            "ms_per_step": 1000 * dt / len(self.window),
+            "skipped_images": s.images_skipped,
+            "time": time.time(),
+        }
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        self.tracker.log(
+            {f"train/{k}": rec[k] for k in ("loss", "lr", "images_per_s", "ms_per_step")}, s.iteration
+        )
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.3g}", img_s=f"{rec['images_per_s']:.0f}")
+        self.window, self.since, self.images = [], time.perf_counter(), 0
 
 
 def pretrain(

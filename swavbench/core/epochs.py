@@ -136,15 +136,13 @@ class EpochLoop:
         if self.finished(epoch, batch):  # a run capped mid-epoch
             self.save(epoch, after)
             return
-        saved = self.every > 0 and (epoch * self.per_epoch + after) % self.every == 0
+        done = epoch * self.per_epoch + after
+        saved = self.every > 0 and done % self.every == 0
         if saved:
             self.save(epoch, after)
         if self.saves:
-            where = (
-                f"{self.desc} iteration {after}"
-                if self.by_iteration
-                else f"{self.desc} epoch {epoch}, batch {after}"
-            )
+            where = f"{self.desc} iteration {done}"
+            where += "" if self.by_iteration else f" (epoch {epoch}, batch {after})"
             interrupt.check(lambda: None if saved else self.save(epoch, after), where)
 
     def epoch_done(self, epoch: int) -> None:

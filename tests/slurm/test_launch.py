@@ -156,7 +156,7 @@ def test_preempted_pretraining_requeues_and_matches_an_uninterrupted_run(
     ).stdout
     assert "REQUEUED" in hist
     logs = job_logs(tmp_path / "requeue", planned[0].job_id)
-    assert "on the scheduler's signal; checkpoint saved" in logs, logs[-3000:]
+    assert "on the scheduler's signal; state saved" in logs, logs[-3000:]
     assert "requeued (1 of at most 3)" in logs, logs[-3000:]
     assert "resumed from" in logs, logs[-3000:]
     a = [json.loads(x)["loss"] for x in (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()]
