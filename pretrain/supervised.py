@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim import SGD
 from torchvision import datasets
 
 from pretrain.checkpoint import FORMAT, discard_run, newest_valid_checkpoint, run_files
@@ -117,6 +118,55 @@ def _labelled_root(cfg: SupervisedConfig, out_dir: Path) -> Path:
     return root
 
 
+def _claim(out_dir: Path, *, resume: bool, restart: bool) -> Path:
+    """The run's checkpoint path in ``out_dir``: a run there is discarded with ``restart``, an error
+    without ``resume``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT
+    if restart and ranks.is_main():
+        discard_run(out_dir)
+    elif run_files(out_dir) and not (resume or restart):
+        raise CheckpointError(
+            f"{ckpt_path} already exists: pass --resume to continue it, --restart to discard it, "
+            "or another --out"
+        )
+    return ckpt_path
+
+
+def _labelled_set(cfg: SupervisedConfig, out_dir: Path) -> tuple[datasets.ImageFolder, int]:
+    """The augmented labelled ImageFolder and its batches per epoch (the last, partial one dropped)."""
+    root = _labelled_root(cfg, out_dir)
+    ranks.per_process_batch(cfg.optim.global_batch)  # checks it splits evenly
+    torch.manual_seed(cfg.run.seed)
+    ds = datasets.ImageFolder(
+        str(root), transform=labelled_train_transform(cfg.data.crop, cfg.data.min_scale)
+    )
+    if len(ds) < cfg.optim.global_batch:
+        raise ValueError(
+            f"{root}: {len(ds)} images, fewer than one batch of optim.global_batch={cfg.optim.global_batch}"
+        )
+    return ds, len(ds) // cfg.optim.global_batch
+
+
+def _classifier(
+    cfg: SupervisedConfig, n_classes: int, device: torch.device
+) -> tuple[nn.Module, nn.Module, SGD]:
+    """The trunk with its linear classifier on ``device`` (SyncBN and DDP across processes) and its SGD."""
+    m, o = cfg.model, cfg.optim
+    trunk = build_trunk(m.arch, small_stem=m.small_stem, width_multiplier=m.width_multiplier)
+    trunk.fc = nn.Linear(trunk.num_features, n_classes)
+    if ranks.world_size() > 1 and cfg.run.sync_bn:
+        trunk = ranks.sync_batchnorm(trunk)
+    model = trunk.to(device)
+    ddp = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if ranks.world_size() > 1
+        else model
+    )
+    opt = SGD(model.parameters(), lr=o.base_lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return model, ddp, opt
+
+
 def _resumed(out_dir: Path, model: ModelConfig) -> dict | None:
     """The checkpoint a resumed run goes on from (the first process picks it, setting unreadable ones aside;
     the others load the same one), or None; one of another model stops every process."""
@@ -156,40 +206,11 @@ def train_supervised(
     continues from the newest readable checkpoint in ``out_dir``; ``restart`` discards the run there."""
     out_dir = Path(out_dir)
     info = init_distributed()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out_dir / CHECKPOINT
-    if restart:
-        if info.is_main:
-            discard_run(out_dir)
-    elif run_files(out_dir) and not resume:
-        raise CheckpointError(
-            f"{ckpt_path} already exists: pass --resume to continue it, --restart to discard it, "
-            "or another --out"
-        )
-    root = _labelled_root(cfg, out_dir)
+    ckpt_path = _claim(out_dir, resume=resume, restart=restart)
+    ds, per_epoch = _labelled_set(cfg, out_dir)
     device = ranks.local_device(info.local_rank)
-    ranks.per_process_batch(cfg.optim.global_batch)  # checks it splits evenly
-    torch.manual_seed(cfg.run.seed)
-    ds = datasets.ImageFolder(
-        str(root), transform=labelled_train_transform(cfg.data.crop, cfg.data.min_scale)
-    )
     m, o = cfg.model, cfg.optim
-    trunk = build_trunk(m.arch, small_stem=m.small_stem, width_multiplier=m.width_multiplier)
-    trunk.fc = nn.Linear(trunk.num_features, len(ds.classes))
-    if info.world_size > 1 and cfg.run.sync_bn:
-        trunk = ranks.sync_batchnorm(trunk)
-    model = trunk.to(device)
-    ddp = (
-        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if info.world_size > 1
-        else model
-    )
-    opt = torch.optim.SGD(model.parameters(), lr=o.base_lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    if len(ds) < o.global_batch:
-        raise ValueError(
-            f"{root}: {len(ds)} images, fewer than one batch of optim.global_batch={o.global_batch}"
-        )
-    per_epoch = len(ds) // o.global_batch  # the last, partial batch is dropped
+    model, ddp, opt = _classifier(cfg, len(ds.classes), device)
     ckpt = _resumed(out_dir, m) if resume and not restart else None
     if ckpt is not None:
         model.load_state_dict(ckpt["state_dict"])

@@ -209,6 +209,22 @@ class Trainer:
         np.random.seed(cfg.run.seed)
         random.seed(cfg.run.seed)
 
+        self._build_data()
+        self._build_model()
+        self.state = RunState()
+        self._stuck = 0  # steps in a row near ln K (the collapse check)
+        self.wandb_id = ""  # the W&B run of this training run (swavbench.core.tracking), kept in checkpoints
+        if resuming is not None:
+            self._load(resuming)
+        elif self.info.is_main:
+            _truncate_log(self.out_dir / TRAIN_LOG, 0)
+        if self.info.is_main:
+            resolved = {**cfg.to_dict(), "resolved": asdict(self.plan)}  # what this run trains with
+            durable.write_text(self.out_dir / RUN_CONFIG, yaml.safe_dump(resolved, sort_keys=False))
+
+    def _build_data(self) -> None:
+        """The multi-crop dataset, its batch plan and sampler, the vanished-data guard and the loader."""
+        cfg = self.cfg
         self.data_root = resolve_data_path(cfg.data, self.out_dir, cfg.run.seed)
         self.color_on = color_placement(cfg.data, self.device)
         self.dataset = MultiCropDataset(
@@ -256,6 +272,9 @@ class Trainer:
             worker_init_fn=interrupt.quiet_worker,
         )
 
+    def _build_model(self) -> None:
+        """The model (SyncBN and DDP in a group), its optimiser, AMP scaler, queue and batch augmentation."""
+        cfg, bs, ws = self.cfg, self.cfg.optim.batch_size, self.info.world_size
         model = build_model(cfg)
         grouped = ws > 1 or (dist.is_available() and dist.is_initialized())  # a group of one: the GPU check
         if grouped and cfg.run.sync_bn:  # statistics over the global batch, on GPUs and on CPU (gloo)
@@ -301,16 +320,6 @@ class Trainer:
         )
         if self.info.is_main:
             log.info("multi-crop pipeline: %s", describe_pipeline(cfg.data, self.color_on, self.device))
-        self.state = RunState()
-        self._stuck = 0  # steps in a row near ln K (the collapse check)
-        self.wandb_id = ""  # the W&B run of this training run (swavbench.core.tracking), kept in checkpoints
-        if resuming is not None:
-            self._load(resuming)
-        elif self.info.is_main:
-            _truncate_log(self.out_dir / TRAIN_LOG, 0)
-        if self.info.is_main:
-            resolved = {**cfg.to_dict(), "resolved": asdict(self.plan)}  # what this run trains with
-            durable.write_text(self.out_dir / RUN_CONFIG, yaml.safe_dump(resolved, sort_keys=False))
 
     # -- checkpoints -------------------------------------------------------------------
     def _find_resume(self, *, resume: str | Path | bool, restart: bool) -> Resumable | None:

@@ -163,6 +163,77 @@ class Progress:
         self.bar.close()
 
 
+@dataclass(frozen=True)
+class Pretraining:
+    """A trunk the main job pretrains: the method, its preset and overrides, resources, job name, seed."""
+
+    method: str
+    preset: str
+    overrides: list[str]
+    resources: Resources
+    name: str
+    seed: int
+
+
+def pretrainings(cfg: MainConfig, suite: Suite | None) -> list[Pretraining]:
+    """SwAV for each seed and, unless a supervised checkpoint is given, the supervised baseline."""
+    out = []
+    for seed in cfg.seeds:
+        swav = suite.pretrain if suite is not None else Resources()
+        over = [*cfg.pretrain_overrides, f"run.seed={seed}"]
+        out.append(Pretraining("swav", cfg.pretrain, over, swav, f"swav-s{seed}", seed))
+        if cfg.supervised and not cfg.supervised_checkpoint:
+            over = [*cfg.supervised_overrides, f"run.seed={seed}"]
+            res = cfg.supervised_resources
+            out.append(Pretraining("supervised", cfg.supervised, over, res, f"supervised-s{seed}", seed))
+    return out
+
+
+def evaluated_trunks(cfg: MainConfig, suite: Suite | None, plan: Plan) -> list[tuple[str, Suite, list[str]]]:
+    """(label, its suite, its overrides) of each trunk evaluated: SwAV's, the supervised and random
+    controls'. The trunks not pretrained here take the SwAV trunk's architecture."""
+    if suite is None:
+        return []
+    try:
+        m = plan.pretraining(
+            "swav", cfg.pretrain, [*cfg.pretrain_overrides, f"run.seed={cfg.seeds[0]}"]
+        ).model
+        arch = [
+            f"trunk.arch={m.arch}",
+            f"trunk.small_stem={str(m.small_stem).lower()}",
+            f"trunk.width_multiplier={m.width_multiplier}",
+        ]
+    except (ConfigError, ValueError, KeyError, FileNotFoundError):
+        arch = []  # the preflight says why
+    smoke = smoke_checks(suite, plan, cfg.seeds[0])
+    trunks = [("swav", suite, [])]
+    if cfg.supervised or cfg.supervised_checkpoint:
+        trained_here = bool(cfg.supervised) and not cfg.supervised_checkpoint
+        trunks.append(("supervised", control_suite(suite, "all", smoke=smoke), [] if trained_here else arch))
+    if cfg.random:
+        trunks.append(("random", control_suite(suite, cfg.random_protocols, smoke=smoke), arch))
+    return trunks
+
+
+def preflight(
+    cfg: MainConfig, check: Preflight, pretrains: list[Pretraining], *, trunks: list, site: Site
+) -> None:
+    """Every job as it will be submitted, before any submission (``Preflight.finish`` raises)."""
+    for p in pretrains:
+        check.pretraining(p.preset, p.overrides, p.resources, name=p.name, method=p.method)
+    if cfg.supervised_checkpoint and not Path(cfg.supervised_checkpoint).expanduser().is_file():
+        check.errors.append(
+            f"supervised_checkpoint {cfg.supervised_checkpoint} is not a file: give the supervised trunk's "
+            "weights (e.g. torchvision's resnet50 .pth), or leave it empty to pretrain the baseline"
+        )
+    for seed in cfg.seeds:
+        for label, its_suite, extra in trunks:
+            check.suite(trunk_suite(its_suite, label, seed, extra=extra))
+    check.cluster_fit(site_partition=site.partition)
+    check.accounts(site)
+    check.finish()
+
+
 def run_main(
     cfg: MainConfig,
     out: str | Path,
@@ -181,54 +252,12 @@ def run_main(
     plan = plan or Plan()  # every config resolved once: preflight, keys and jobs read the same
     check = Preflight(cluster_of(executor or cfg.executor), plan=plan)  # every job, before any submission
     suite = check.load(suite if suite is not None else cfg.suite)
-    seeds = [(seed, [*cfg.pretrain_overrides, f"run.seed={seed}"]) for seed in cfg.seeds]
-    trained_sup = bool(cfg.supervised) and not cfg.supervised_checkpoint  # the baseline is pretrained here
-    for seed, over in seeds:
-        pretrain = suite.pretrain if suite is not None else Resources()
-        check.pretraining(cfg.pretrain, over, pretrain, name=f"swav-s{seed}")
-        if trained_sup:
-            check.pretraining(
-                cfg.supervised,
-                [*cfg.supervised_overrides, f"run.seed={seed}"],
-                cfg.supervised_resources,
-                name=f"supervised-s{seed}",
-                method="supervised",
-            )
-    if cfg.supervised_checkpoint and not Path(cfg.supervised_checkpoint).expanduser().is_file():
-        check.errors.append(
-            f"supervised_checkpoint {cfg.supervised_checkpoint} is not a file: give the supervised trunk's "
-            "weights (e.g. torchvision's resnet50 .pth), or leave it empty to pretrain the baseline"
-        )
-    try:
-        m = plan.pretraining("swav", cfg.pretrain, seeds[0][1]).model
-    except (ConfigError, ValueError, KeyError, FileNotFoundError):
-        m = None  # check.pretraining has said why
-    arch = (
-        [  # the architecture of the trunks that are not pretrained here: the SwAV trunk's
-            f"trunk.arch={m.arch}",
-            f"trunk.small_stem={str(m.small_stem).lower()}",
-            f"trunk.width_multiplier={m.width_multiplier}",
-        ]
-        if m is not None
-        else []
+    pretrains, trunks, site = (
+        pretrainings(cfg, suite),
+        evaluated_trunks(cfg, suite, plan),
+        site or load_site(),
     )
-    trunks = []  # (label, its suite, its overrides): what each trunk is evaluated on
-    if suite is not None:
-        smoke = smoke_checks(suite, plan, cfg.seeds[0])
-        trunks.append(("swav", suite, []))
-        if cfg.supervised or cfg.supervised_checkpoint:
-            trunks.append(
-                ("supervised", control_suite(suite, "all", smoke=smoke), [] if trained_sup else arch)
-            )
-        if cfg.random:
-            trunks.append(("random", control_suite(suite, cfg.random_protocols, smoke=smoke), arch))
-    for seed in cfg.seeds:  # the jobs as submitted, each trunk's
-        for label, its_suite, extra in trunks:
-            check.suite(trunk_suite(its_suite, label, seed, extra=extra))
-    site = site or load_site()
-    check.cluster_fit(site_partition=site.partition)
-    check.accounts(site)
-    check.finish()
+    preflight(cfg, check, pretrains, trunks=trunks, site=site)
     bar = Progress(enabled=progress and not dry_run)
     runs = [len(e.seeds) if len(e.seeds) > 1 else 1 for _, its, _ in trunks for e in its.entries]
     bar.expected_evals = len(cfg.seeds) * sum(runs)
@@ -244,59 +273,25 @@ def run_main(
     )
     bar.launcher = launcher
     launcher.on_planned = bar.add  # every suite's jobs join the progress line as soon as they are planned
-    pretrains: list[tuple[Planned, str, int]] = []
-    planned: list[Planned] = []
-    for seed in cfg.seeds:  # a folder holding another configuration stops the run before any submission
-        launcher.check_pretrain(
-            cfg.pretrain, [*cfg.pretrain_overrides, f"run.seed={seed}"], name=f"swav-s{seed}"
-        )
-        if trained_sup:
-            launcher.check_pretrain(
-                cfg.supervised,
-                [*cfg.supervised_overrides, f"run.seed={seed}"],
-                name=f"supervised-s{seed}",
-                method="supervised",
-            )
-    for seed, over in seeds:
-        swav = plan.pretraining("swav", cfg.pretrain, over)
-        p = launcher.pretrain_job(cfg.pretrain, over, suite.pretrain, name=f"swav-s{seed}")
-        pretrains.append((p, "swav", seed))
-        bar.add([p], {p.name: swav.optim.epochs})
-        if trained_sup:
-            sover = [*cfg.supervised_overrides, f"run.seed={seed}"]  # pretrain_job loads and checks it
-            res, name = cfg.supervised_resources, f"supervised-s{seed}"
-            q = launcher.pretrain_job(cfg.supervised, sover, res, name=name, method="supervised")
-            pretrains.append((q, "supervised", seed))
-            bar.add([q])
-    planned += [p for p, _, _ in pretrains]
-    files = {"random": "random", "supervised": str(Path(cfg.supervised_checkpoint).expanduser().resolve())}
+    for p in pretrains:  # a folder holding another configuration stops the run before any submission
+        launcher.check_pretrain(p.preset, p.overrides, name=p.name, method=p.method)
+    jobs = []
+    for p in pretrains:
+        job = launcher.pretrain_job(p.preset, p.overrides, p.resources, name=p.name, method=p.method)
+        epochs = plan.pretraining("swav", p.preset, p.overrides).optim.epochs if p.method == "swav" else None
+        bar.add([job], {job.name: epochs} if epochs is not None else None)
+        jobs.append((job, p))
+    planned = [job for job, _ in jobs]
+    given = {"random": "random", "supervised": str(Path(cfg.supervised_checkpoint).expanduser().resolve())}
+    trained = {p.method for p in pretrains}
     for label, its_suite, extra in trunks:  # the trunks not pretrained here need no waiting
-        if label == "random" or (label == "supervised" and not trained_sup):
+        if label != "swav" and label not in trained:
             for seed in cfg.seeds:
-                its = trunk_suite(its_suite, label, seed, extra=extra)
-                planned += launcher.suite(its, files[label], prefix=f"{label}-")
-    failed: list[str] = []
-    suites = {label: its_suite for label, its_suite, _ in trunks}
-    slurm = launcher.cluster() == "slurm"
-    for p, label, seed in pretrains:
-        after = p.job_id if slurm and p.action in ("submitted", "live") else ""
-        if not slurm and not dry_run and p.action in ("submitted", "live"):
-            try:
-                launcher.finished(p)
-            except Exception as e:  # noqa: BLE001 - report it, evaluate the other trunks
-                failed.append(
-                    f"{p.name}: {type(e).__name__}: "
-                    f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+                planned += launcher.suite(
+                    trunk_suite(its_suite, label, seed, extra=extra), given[label], prefix=f"{label}-"
                 )
-                continue
-        planned += launcher.suite(
-            trunk_suite(suites[label], label, seed, extra=[]),
-            str(Path(p.out_dir) / CHECKPOINT),
-            checkpoint_id=p.key,
-            expect={"key": p.key, "epochs": p.epochs, "max_iters": p.max_iters},
-            after=after,
-            prefix=f"{label}-",
-        )
+    failed: list[str] = []
+    planned += evaluate_pretrained(launcher, jobs, trunks, failed=failed, dry_run=dry_run)
     if not dry_run:
         for key, outcome in launcher.wait().items():
             if outcome != "ok":
@@ -309,6 +304,38 @@ def run_main(
         "gpu_hours": sum(p.gpu_hours for p in planned),
         "elapsed_s": time.time() - bar.t0,
     }
+
+
+def evaluate_pretrained(
+    launcher: Launcher,
+    jobs: list[tuple[Planned, Pretraining]],
+    trunks: list,
+    *,
+    failed: list[str],
+    dry_run: bool,
+) -> list[Planned]:
+    """Each pretrained trunk's evaluations: on SLURM after its job (afterok), elsewhere once it finished
+    (a failed pretraining is added to ``failed`` and its evaluations left out)."""
+    planned, suites = [], {label: its_suite for label, its_suite, _ in trunks}
+    slurm = launcher.cluster() == "slurm"
+    for job, p in jobs:
+        after = job.job_id if slurm and job.action in ("submitted", "live") else ""
+        if not slurm and not dry_run and job.action in ("submitted", "live"):
+            try:
+                launcher.finished(job)
+            except Exception as e:  # noqa: BLE001 - report it, evaluate the other trunks
+                last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+                failed.append(f"{job.name}: {type(e).__name__}: {last}")
+                continue
+        planned += launcher.suite(
+            trunk_suite(suites[p.method], p.method, p.seed, extra=[]),
+            str(Path(job.out_dir) / CHECKPOINT),
+            checkpoint_id=job.key,
+            expect={"key": job.key, "epochs": job.epochs, "max_iters": job.max_iters},
+            after=after,
+            prefix=f"{p.method}-",
+        )
+    return planned
 
 
 def datasets_of(cfg) -> set[str]:
