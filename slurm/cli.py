@@ -75,6 +75,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     _common(w)
     w.set_defaults(func=run_launch)
+    _add_run_parser(sub)
+    st = sub.add_parser(
+        "status",
+        help="state of every job of a launch run directory",
+        description="One row per job: state (pending/running/requeued/done/failed/missing), SLURM id, "
+        "elapsed time, and the headline metric or the end of the error.",
+    )
+    st.add_argument("run_dir")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=run_status)
+
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+    """``swavbench run``: the main job."""
     r = sub.add_parser(
         "run",
         help="the main job: pretrain SwAV + a supervised baseline, evaluate them and a random trunk, report",
@@ -86,7 +100,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "Re-running skips what is done and continues what was "
         "interrupted.",
         epilog="examples:\n"
-        "  swavbench run                                   # cpu-small, local processes, ~15 min on 2 cores\n"
+        "  swavbench run                # cpu-small, local processes, 6-9 min per seed on 2 cores\n"
         "  swavbench run --config paper --executor slurm --data-root /datasets --dry-run",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -114,15 +128,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "overrides", nargs="*", metavar="key=value", help="main-config overrides, e.g. max_parallel=1"
     )
     r.set_defaults(func=run_main_job)
-    st = sub.add_parser(
-        "status",
-        help="state of every job of a launch run directory",
-        description="One row per job: state (pending/running/requeued/done/failed/missing), SLURM id, "
-        "elapsed time, and the headline metric or the end of the error.",
-    )
-    st.add_argument("run_dir")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
-    st.set_defaults(func=run_status)
 
 
 def epochs_list(text: str) -> list[int]:

@@ -105,83 +105,88 @@ def job_table(run_dir: str | Path) -> list[dict]:
         kind = job.get("executor", "local")
         sched = schedulers.setdefault(kind, Scheduler(kind, retry_delays=(1, 2)))
         out = Path(job["out_dir"])
-        row = {
-            "name": job["name"],
-            "kind": job["kind"],
-            "job_id": job.get("job_id", ""),
-            "state": "",
-            "elapsed": "",
-            "result": "",
-            "key": key,
-            "out_dir": str(out),
-        }
-        tag = job.get("tag", "")
-        try:
-            if not row["job_id"] and tag:  # the launcher died before saving the id
-                row["job_id"] = sched.find(tag, job.get("task"))
-            live = sched.state(row["job_id"]) if kind == "slurm" else ""
-            if kind != "slurm" and sched.is_live(row["job_id"], tag=tag):
-                live = "RUNNING"
-        except SchedulerUnavailable:
-            live = "UNKNOWN"
-        sacct_state = ""
+        row = {"name": job["name"], "kind": job["kind"], "job_id": job.get("job_id", ""), "state": ""}
+        row.update({"elapsed": "", "result": "", "key": key, "out_dir": str(out)})
+        live = _scheduler_state(sched, row, job)
+        sacct = ""
         if kind == "slurm" and row["job_id"]:
-            sacct_state, row["elapsed"] = accounting.state(row["job_id"])
+            sacct, row["elapsed"] = accounting.state(row["job_id"])
         rec_path = out / RECORD
         rec = json.loads(rec_path.read_text()) if job["kind"] == "eval" and rec_path.is_file() else None
         if rec is not None:
-            if rec.get("status") == "ok":
-                metric = headline(rec)
-                row["result"] = f"{metric} {rec['metrics'].get(metric, float('nan')):.2f}"
-            else:
-                row["result"] = str(rec.get("error", ""))[-160:]
-            if not row["elapsed"]:
-                row["elapsed"] = f"{rec.get('wall_time_s', 0):.0f}s"
+            row["result"] = _record_result(rec)
+            row["elapsed"] = row["elapsed"] or f"{rec.get('wall_time_s', 0):.0f}s"
         if live and live != "UNKNOWN" and rec is not None and _written_by_this_job(rec, job):
             live = ""  # the job wrote its record and is leaving the queue (COMPLETING)
-        if live == "UNKNOWN":
-            row["state"] = "unknown"
-            row["result"] = "the scheduler did not answer" + (
-                f"; record: {row['result']}" if row["result"] else ""
-            )
-        elif live:
+        if live and live != "UNKNOWN":
             requeued = live == "REQUEUED" or (kind == "slurm" and accounting.requeued(row["job_id"]))
-            row["state"] = (
-                "requeued" if requeued else "pending" if live in ("PENDING", "CONFIGURING") else "running"
-            )
-            if rec is not None:
-                row["result"] = (
-                    "retrying after: " if rec.get("status") != "ok" else "re-running; was: "
-                ) + row["result"]
-        elif rec is not None:
-            row["state"] = "done" if rec.get("status") == "ok" else "failed"
-        elif sacct_state in INTERRUPTED:
-            row["state"] = "interrupted"
-            row["result"] = (
-                f"SLURM {sacct_state}: ended by the cluster, not by the job; launch again to resubmit it "
-                "(it continues from its saved state)"
-            )
-        elif job["kind"] == "pretrain" and (out / CHECKPOINT).is_file():
-            epochs = int(job.get("epochs") or 0)
-            if not epochs or pretraining_done(out, epochs, int(job.get("max_iters") or 0)):
-                row["state"], row["result"] = "done", str(out / CHECKPOINT)
-            else:
-                row["state"] = "failed"
-                row["result"] = f"stopped before epoch {epochs}: {pretraining_progress(out)}" + (
-                    f" (SLURM {sacct_state})" if sacct_state else ""
-                )
-        elif sacct_state:
-            row["state"] = "failed" if sacct_state not in ("COMPLETED",) else "done"
-            row["result"] = f"SLURM {sacct_state}" + (
-                f" (dependency {job['depends_on']} failed)"
-                if sacct_state == "CANCELLED" and job.get("depends_on")
-                else ""
-            )
-        else:
-            row["state"] = "missing"
+            live = "REQUEUED" if requeued else live
+        row["state"], row["result"] = _verdict(job, row["result"], live=live, rec=rec, sacct=sacct)
+        if row["state"] == "missing":
             row["result"] = _log_tail(run_dir, row["job_id"])
         rows.append(row)
     return rows
+
+
+def _scheduler_state(sched: Scheduler, row: dict, job: dict) -> str:
+    """The scheduler's state of the job ('' when not live, UNKNOWN when it did not answer); finds the job's
+    id by its tag when the launcher died before saving it."""
+    kind, tag = job.get("executor", "local"), job.get("tag", "")
+    try:
+        if not row["job_id"] and tag:
+            row["job_id"] = sched.find(tag, job.get("task"))
+        live = sched.state(row["job_id"]) if kind == "slurm" else ""
+        if kind != "slurm" and sched.is_live(row["job_id"], tag=tag):
+            live = "RUNNING"
+    except SchedulerUnavailable:
+        live = "UNKNOWN"
+    return live
+
+
+def _record_result(rec: dict) -> str:
+    """An evaluation record in a cell: its headline metric, or the end of its error."""
+    if rec.get("status") != "ok":
+        return str(rec.get("error", ""))[-160:]
+    metric = headline(rec)
+    return f"{metric} {rec['metrics'].get(metric, float('nan')):.2f}"
+
+
+def _verdict(job: dict, result: str, *, live: str, rec: dict | None, sacct: str) -> tuple[str, str]:
+    """(state, result) of a job from the scheduler's word, its record, SLURM's accounting and its folder."""
+    out = Path(job["out_dir"])
+    if live == "UNKNOWN":
+        return "unknown", "the scheduler did not answer" + (f"; record: {result}" if result else "")
+    if live:
+        state = (
+            "requeued"
+            if live == "REQUEUED"
+            else "pending"
+            if live in ("PENDING", "CONFIGURING")
+            else "running"
+        )
+        if rec is not None:
+            result = ("retrying after: " if rec.get("status") != "ok" else "re-running; was: ") + result
+        return state, result
+    if rec is not None:
+        return ("done" if rec.get("status") == "ok" else "failed"), result
+    if sacct in INTERRUPTED:
+        return "interrupted", (
+            f"SLURM {sacct}: ended by the cluster, not by the job; launch again to resubmit it "
+            "(it continues from its saved state)"
+        )
+    if job["kind"] == "pretrain" and (out / CHECKPOINT).is_file():
+        epochs = int(job.get("epochs") or 0)
+        if not epochs or pretraining_done(out, epochs, int(job.get("max_iters") or 0)):
+            return "done", str(out / CHECKPOINT)
+        return "failed", f"stopped before epoch {epochs}: {pretraining_progress(out)}" + (
+            f" (SLURM {sacct})" if sacct else ""
+        )
+    if sacct:
+        failed_dependency = sacct == "CANCELLED" and job.get("depends_on")
+        return ("failed" if sacct != "COMPLETED" else "done"), f"SLURM {sacct}" + (
+            f" (dependency {job['depends_on']} failed)" if failed_dependency else ""
+        )
+    return "missing", ""
 
 
 def _written_by_this_job(record: dict, job: dict) -> bool:

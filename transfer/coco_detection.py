@@ -78,6 +78,33 @@ def _read(path: Path) -> dict:
     return data
 
 
+def _instances(
+    path: Path, im: dict, annotations: list[dict], *, index: dict[int, int], skipped: list[str]
+) -> tuple[list, list, list, int]:
+    """The boxes (x1 y1 x2 y2), labels and segmentations of image ``im``'s non-crowd instances of the kept
+    categories (``index``: category id -> label) and its crowd count; boxes with no area go to ``skipped``."""
+    boxes, labels, segs, crowd = [], [], [], 0
+    for a in annotations:
+        if a["category_id"] not in index:
+            continue
+        if a.get("iscrowd", 0):
+            crowd += 1
+            continue
+        try:
+            x, y, w, h = (float(v) for v in a["bbox"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"{path}: annotation {a.get('id')} has a missing or malformed bbox {a.get('bbox')!r}"
+            ) from None
+        if w <= 0 or h <= 0:
+            skipped.append(f"{path} annotation {a.get('id')} (image {im['id']}) bbox {[x, y, w, h]}")
+            continue
+        boxes.append([x, y, x + w, y + h])
+        labels.append(index[a["category_id"]])
+        segs.append(a.get("segmentation"))
+    return boxes, labels, segs, crowd
+
+
 def load_coco_detection(
     annotation_file: str | Path,
     image_root: str | Path,
@@ -101,6 +128,11 @@ def load_coco_detection(
     all_ids = {c["id"] for c in data["categories"]}
     per_image: dict[int, list[dict]] = {}
     for a in data["annotations"]:
+        if a.get("category_id") not in all_ids:
+            raise ValueError(
+                f"{path}: annotation {a.get('id')} has category_id {a.get('category_id')} "
+                f"that is not in 'categories'"
+            )
         per_image.setdefault(a.get("image_id"), []).append(a)
     known = {im["id"] for im in data["images"]}
     orphans = set(per_image) - known
@@ -112,32 +144,10 @@ def load_coco_detection(
     skipped: list[str] = []
     crowd, has_masks = 0, True
     for im in data["images"]:
-        boxes, labels, segs = [], [], []
-        for a in per_image.get(im["id"], []):
-            if a.get("category_id") not in all_ids:
-                raise ValueError(
-                    f"{path}: annotation {a.get('id')} has category_id {a.get('category_id')} "
-                    f"that is not in 'categories'"
-                )
-            if a["category_id"] not in index:
-                continue
-            if a.get("iscrowd", 0):
-                crowd += 1
-                continue
-            try:
-                x, y, w, h = (float(v) for v in a["bbox"])
-            except (KeyError, TypeError, ValueError):
-                raise ValueError(
-                    f"{path}: annotation {a.get('id')} has a missing or malformed bbox {a.get('bbox')!r}"
-                ) from None
-            if w <= 0 or h <= 0:
-                skipped.append(f"{path} annotation {a.get('id')} (image {im['id']}) bbox {[x, y, w, h]}")
-                continue
-            boxes.append([x, y, x + w, y + h])
-            labels.append(index[a["category_id"]])
-            seg = a.get("segmentation")
-            has_masks &= bool(seg)
-            segs.append(seg)
+        boxes, labels, segs, crowded = _instances(
+            path, im, per_image.get(im["id"], []), index=index, skipped=skipped
+        )
+        crowd, has_masks = crowd + crowded, has_masks and all(bool(seg) for seg in segs)
         if not boxes and not keep_empty:
             continue
         file = root / im["file_name"]

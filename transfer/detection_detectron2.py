@@ -113,6 +113,40 @@ def detectron2_config(
     mask_format: str = "polygon",
 ) -> CfgNode:
     """The Detectron2 config equivalent to ``cfg`` for this trunk (torchvision layout: RGB, stride in 3x3)."""
+    d2 = get_cfg()
+    d2.MODEL.DEVICE = device.type
+    d2.MODEL.WEIGHTS = str(weights)
+    d2.MODEL.PIXEL_MEAN, d2.MODEL.PIXEL_STD = list(cfg.pixel_mean), list(cfg.pixel_std)
+    d2.INPUT.FORMAT = "RGB"
+    _set_trunk(d2, cfg, loaded)
+    _set_heads(d2, cfg, mask_format=mask_format)
+    d2.MODEL.ROI_HEADS.NUM_CLASSES = n_classes
+    d2.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = cfg.rois_per_image
+    d2.TEST.DETECTIONS_PER_IMAGE = cfg.detections_per_image
+    d2.INPUT.MIN_SIZE_TRAIN, d2.INPUT.MAX_SIZE_TRAIN = tuple(cfg.min_size_train), cfg.max_size_train
+    d2.INPUT.MIN_SIZE_TEST, d2.INPUT.MAX_SIZE_TEST = cfg.min_size_test, cfg.max_size_test
+    s = d2.SOLVER
+    s.IMS_PER_BATCH, s.BASE_LR, s.STEPS, s.GAMMA = cfg.batch_size, cfg.lr, tuple(cfg.steps), cfg.gamma
+    s.MAX_ITER, s.WARMUP_ITERS, s.WARMUP_FACTOR = cfg.iterations, cfg.warmup_iters, cfg.warmup_factor
+    s.MOMENTUM, s.WEIGHT_DECAY = cfg.momentum, cfg.weight_decay
+    s.CHECKPOINT_PERIOD = cfg.checkpoint_every or cfg.iterations
+    if (
+        cfg.clip_grad_norm > 0
+    ):  # Detectron2 clips each parameter's gradient norm (torchvision: the global norm)
+        clip = s.CLIP_GRADIENTS
+        clip.ENABLED, clip.CLIP_TYPE, clip.CLIP_VALUE = True, "norm", cfg.clip_grad_norm
+    d2.DATASETS.TRAIN, d2.DATASETS.TEST = (train_name,), (test_name,)
+    d2.DATALOADER.NUM_WORKERS = cfg.num_workers
+    d2.TEST.EVAL_PERIOD = 0
+    d2.SEED = cfg.seed
+    d2.OUTPUT_DIR = str(output_dir)
+    if cfg.detectron2_overrides:
+        d2.merge_from_list(list(cfg.detectron2_overrides))
+    return d2
+
+
+def _set_trunk(d2: CfgNode, cfg: DetectionConfig, loaded: LoadedTrunk) -> None:
+    """Detectron2's ResNet of the trunk's depth and width (refused where Detectron2 has none)."""
     depth, arch_width = parse_arch(loaded.spec.arch)
     width = arch_width * loaded.spec.width_multiplier
     if loaded.spec.small_stem:
@@ -123,76 +157,39 @@ def detectron2_config(
         raise ValueError(
             f"Detectron2 supports resnet{depth} only at width 1 with the FPN head: use backend=torchvision"
         )
-    d2 = get_cfg()
-    d2.MODEL.DEVICE = device.type
-    d2.MODEL.WEIGHTS = str(weights)
-    d2.MODEL.PIXEL_MEAN, d2.MODEL.PIXEL_STD = list(cfg.pixel_mean), list(cfg.pixel_std)
-    d2.INPUT.FORMAT = "RGB"
     r = d2.MODEL.RESNETS
     r.DEPTH, r.STRIDE_IN_1X1, r.NORM = depth, False, _NORMS[cfg.norm]
     r.STEM_OUT_CHANNELS = int(round(64 * width))
     r.RES2_OUT_CHANNELS = int(round(64 * width)) * (4 if depth >= 50 else 1)
     r.WIDTH_PER_GROUP = int(round(64 * width))
     d2.MODEL.BACKBONE.FREEZE_AT = cfg.freeze_at
+
+
+def _set_heads(d2: CfgNode, cfg: DetectionConfig, *, mask_format: str) -> None:
+    """The C4 heads, or the FPN with its box head and (with ``masks``) the mask head."""
     if cfg.head == "c4":
         d2.MODEL.ROI_HEADS.NAME = "Res5ROIHeadsExtraNorm" if cfg.extra_norm else "Res5ROIHeads"
         d2.MODEL.RPN.PRE_NMS_TOPK_TEST, d2.MODEL.RPN.POST_NMS_TOPK_TEST = 6000, cfg.proposals_test
-    else:
-        levels = ["res2", "res3", "res4", "res5"]
-        d2.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
-        r.OUT_FEATURES = d2.MODEL.FPN.IN_FEATURES = levels
-        d2.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]
-        d2.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-        d2.MODEL.RPN.PRE_NMS_TOPK_TRAIN, d2.MODEL.RPN.PRE_NMS_TOPK_TEST = 2000, 1000
-        d2.MODEL.RPN.POST_NMS_TOPK_TRAIN, d2.MODEL.RPN.POST_NMS_TOPK_TEST = 1000, cfg.proposals_test
-        d2.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
-        d2.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
-        box = d2.MODEL.ROI_BOX_HEAD
-        box.NAME, box.POOLER_RESOLUTION = "FastRCNNConvFCHead", 7
-        box.NUM_CONV, box.NUM_FC = (4, 1) if cfg.box_head == "4conv1fc" else (0, 2)
-        head_norm = "" if cfg.head_norm == "none" else _NORMS[cfg.head_norm]
-        d2.MODEL.FPN.NORM = box.NORM = d2.MODEL.ROI_MASK_HEAD.NORM = head_norm
-        if cfg.masks:
-            d2.MODEL.MASK_ON = True
-            m = d2.MODEL.ROI_MASK_HEAD
-            m.NAME, m.NUM_CONV, m.POOLER_RESOLUTION = "MaskRCNNConvUpsampleHead", 4, 14
-            d2.INPUT.MASK_FORMAT = mask_format
-    d2.MODEL.ROI_HEADS.NUM_CLASSES = n_classes
-    d2.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = cfg.rois_per_image
-    d2.TEST.DETECTIONS_PER_IMAGE = cfg.detections_per_image
-    d2.INPUT.MIN_SIZE_TRAIN, d2.INPUT.MAX_SIZE_TRAIN = tuple(cfg.min_size_train), cfg.max_size_train
-    d2.INPUT.MIN_SIZE_TEST, d2.INPUT.MAX_SIZE_TEST = cfg.min_size_test, cfg.max_size_test
-    s = d2.SOLVER
-    s.IMS_PER_BATCH, s.BASE_LR, s.STEPS, s.GAMMA, s.MAX_ITER = (
-        cfg.batch_size,
-        cfg.lr,
-        tuple(cfg.steps),
-        cfg.gamma,
-        cfg.iterations,
-    )
-    s.WARMUP_ITERS, s.WARMUP_FACTOR, s.MOMENTUM, s.WEIGHT_DECAY = (
-        cfg.warmup_iters,
-        cfg.warmup_factor,
-        cfg.momentum,
-        cfg.weight_decay,
-    )
-    s.CHECKPOINT_PERIOD = cfg.checkpoint_every or cfg.iterations
-    if (
-        cfg.clip_grad_norm > 0
-    ):  # Detectron2 clips each parameter's gradient norm (torchvision backend: the global norm)
-        s.CLIP_GRADIENTS.ENABLED, s.CLIP_GRADIENTS.CLIP_TYPE, s.CLIP_GRADIENTS.CLIP_VALUE = (
-            True,
-            "norm",
-            cfg.clip_grad_norm,
-        )
-    d2.DATASETS.TRAIN, d2.DATASETS.TEST = (train_name,), (test_name,)
-    d2.DATALOADER.NUM_WORKERS = cfg.num_workers
-    d2.TEST.EVAL_PERIOD = 0
-    d2.SEED = cfg.seed
-    d2.OUTPUT_DIR = str(output_dir)
-    if cfg.detectron2_overrides:
-        d2.merge_from_list(list(cfg.detectron2_overrides))
-    return d2
+        return
+    levels = ["res2", "res3", "res4", "res5"]
+    d2.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
+    d2.MODEL.RESNETS.OUT_FEATURES = d2.MODEL.FPN.IN_FEATURES = levels
+    d2.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]
+    d2.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    d2.MODEL.RPN.PRE_NMS_TOPK_TRAIN, d2.MODEL.RPN.PRE_NMS_TOPK_TEST = 2000, 1000
+    d2.MODEL.RPN.POST_NMS_TOPK_TRAIN, d2.MODEL.RPN.POST_NMS_TOPK_TEST = 1000, cfg.proposals_test
+    d2.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+    d2.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    box = d2.MODEL.ROI_BOX_HEAD
+    box.NAME, box.POOLER_RESOLUTION = "FastRCNNConvFCHead", 7
+    box.NUM_CONV, box.NUM_FC = (4, 1) if cfg.box_head == "4conv1fc" else (0, 2)
+    head_norm = "" if cfg.head_norm == "none" else _NORMS[cfg.head_norm]
+    d2.MODEL.FPN.NORM = box.NORM = d2.MODEL.ROI_MASK_HEAD.NORM = head_norm
+    if cfg.masks:
+        d2.MODEL.MASK_ON = True
+        m = d2.MODEL.ROI_MASK_HEAD
+        m.NAME, m.NUM_CONV, m.POOLER_RESOLUTION = "MaskRCNNConvUpsampleHead", 4, 14
+        d2.INPUT.MASK_FORMAT = mask_format
 
 
 class Collect(DatasetEvaluator):
