@@ -59,6 +59,12 @@ def add_protocol_parser(protocols: argparse._SubParsersAction, entry: Protocol) 
         metavar="key=value",
         help="config overrides, e.g. epochs=10 trunk.arch=resnet18",
     )
+    if entry.cli_backends:
+        p.add_argument(
+            "--backend",
+            choices=entry.cli_backends,
+            help="override the preset's backend (auto: the best installed)",
+        )
     add_data_root_argument(p)
     p.set_defaults(func=run_protocol, protocol_name=entry.name)
     return p

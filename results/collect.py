@@ -85,8 +85,8 @@ class Failed:
     error: str
 
 
-def _lr(protocol: str, config: dict) -> str:
-    if protocol == "semisup":
+def _lr(config: dict) -> str:
+    if "trunk_lr" in config:  # fine-tuning: the trunk's and the head's
         return f"trunk {config.get('trunk_lr')} / head {config.get('head_lr')}"
     lrs = config.get("lrs")
     return ",".join(f"{x:g}" for x in lrs) if isinstance(lrs, list) else str(config.get("lr", ""))
@@ -95,9 +95,12 @@ def _lr(protocol: str, config: dict) -> str:
 def configuration(data: dict) -> dict:
     """What a record measured, flattened: its protocol config without the NOT_CONFIGURATION fields and the
     dataset locations (the ``dataset`` column names the data), plus architecture and trunk kind."""
-    protocol = data["protocol"]
-    entry = registry.PROTOCOLS.get(protocol) or registry.for_benchmark(benchmark_id(protocol, data["config"]))
-    where = set(getattr(entry.config_type(), "DATASET_FIELDS", ())) if entry is not None else set()
+    bench = benchmark_id(data["protocol"], data["config"])
+    # every protocol writing this key (linear records: the ImageNet probe's and the transfer probe's)
+    entries = [p for p in registry.PROTOCOLS.values() if bench in p.benchmarks] or [
+        registry.for_benchmark(bench)
+    ]
+    where = {f for e in entries if e is not None for f in getattr(e.config_type(), "DATASET_FIELDS", ())}
 
     def flat(d: dict, prefix: str = "") -> dict:
         out = {}
@@ -118,16 +121,15 @@ def configuration(data: dict) -> dict:
     }
 
 
-def _what_ran(protocol: str, cfg: dict, *, fine_tunes: bool, device: str) -> dict:
-    """Layer, BatchNorm mode and feature precision of a record, from its protocol and config: detection
-    fine-tunes the whole backbone with its configured norm; the classification protocols read the pooled
-    res5 features, frozen (probe) or trained (semi-supervised)."""
-    if protocol.startswith("detection"):
+def _what_ran(entry: registry.Protocol | None, cfg: dict, *, device: str) -> dict:
+    """Layer, BatchNorm mode and feature precision of a record, from its protocol's entry and config:
+    detection fine-tunes the whole backbone with its configured norm (else the entry's); the classification
+    protocols read the pooled res5 features, frozen (probe) or trained (semi-supervised)."""
+    if entry is not None and entry.backbone_norm is not None:
         frozen = cfg.get("freeze_at", 0)
         layer = "backbone res2-res5 (fine-tuned)" if frozen == 0 else f"backbone (stages < {frozen} frozen)"
-        # DETR: the official backbone's frozen BatchNorm (no norm setting)
-        norm = cfg.get("norm", "frozen" if protocol == "detection-detr" else "")
-        return {"layer": layer, "bn_mode": str(norm), "precision": "fp32"}
+        return {"layer": layer, "bn_mode": str(cfg.get("norm", entry.backbone_norm)), "precision": "fp32"}
+    fine_tunes = entry is not None and entry.fine_tunes
     trunk = cfg.get("trunk") or {}
     extracted = not fine_tunes and cfg.get("mode") != "augmented"  # features extracted once, then reused
     # records from before trunk.feature_precision extracted with bf16 autocast on GPUs
@@ -165,9 +167,9 @@ def record_rows(data: dict, path: Path) -> list[dict]:
         "mode": cfg.get("mode", ""),
         "backend": cfg.get("backend", ""),
         "smoke": bool(cfg.get("smoke", False)),
-        **_what_ran(protocol, cfg, fine_tunes=entry is not None and entry.fine_tunes, device=device),
+        **_what_ran(entry, cfg, device=device),
         "epochs": cfg.get("epochs"),
-        "lr": _lr(protocol, cfg),
+        "lr": _lr(cfg),
         "crop": cfg.get("crop"),
         "subset": cfg.get("subset", ""),
         "wall_time_s": wall,

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from results.tables import aggregate, headline_metrics, ranked_only  # noqa: E402
+from results.tables import aggregate, headline_metrics, ranked_only, top1_columns  # noqa: E402
 from swavbench.core import durable
 from swavbench.core.paths import TRAIN_LOG, file_part
 from swavbench.core.stats import ci95_halfwidth  # noqa: E402
@@ -59,13 +59,10 @@ def protocol_bars(df: pd.DataFrame, out: Path) -> list[Path]:
 
 def accuracy_vs_epochs(df: pd.DataFrame, out: Path) -> list[Path]:
     agg = aggregate(df, by_epochs=True)
-    sub = agg[
-        agg.pretrain_epochs.notna()
-        & (
-            ((agg.benchmark == "linear") & (agg.metric == "top1"))
-            | ((agg.benchmark == "knn") & (agg.metric == "k20_top1"))
-        )
-    ]
+    measure: dict[str, str] = {}  # each table-1 protocol's top-1 headline, as the training-length table
+    for bench, metric in top1_columns():
+        measure.setdefault(bench, metric)
+    sub = agg[agg.pretrain_epochs.notna() & (agg.benchmark.map(measure) == agg.metric)]
     if sub.empty or sub.pretrain_epochs.nunique() < 2:
         return []
     fig, ax = plt.subplots(figsize=(5.5, 3.5))

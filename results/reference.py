@@ -11,8 +11,6 @@ import pandas as pd
 
 PAPER_CSV = Path(__file__).parent / "data" / "swav_paper.csv"
 COLUMNS = ["table", "protocol", "dataset", "metric", "model", "arch", "pretrain_epochs", "value", "source"]
-# the paper's "linear" VOC07 number is the linear-SVM protocol
-PROTOCOL_ALIASES = {("linear", "voc07"): "svm"}
 
 
 def load_reference(extra: list[str | Path] = ()) -> pd.DataFrame:
@@ -31,7 +29,7 @@ def load_reference(extra: list[str | Path] = ()) -> pd.DataFrame:
             df["pretrain_batch"] = float("nan")
         frames.append(df[[*COLUMNS, "pretrain_batch"]])
     ref = pd.concat(frames, ignore_index=True)
-    ref["benchmark"] = [PROTOCOL_ALIASES.get((p, d), p) for p, d in zip(ref["protocol"], ref["dataset"])]
+    ref["benchmark"] = ref["protocol"]
     return ref
 
 

@@ -328,10 +328,16 @@ def beyond_paper(agg: pd.DataFrame, ref: pd.DataFrame, tolerance: float) -> Tabl
     return table
 
 
+def top1_columns() -> list[tuple[str, str]]:
+    """(report key, metric) of the table-1 protocols' top-1 headlines, first preferred: the training-length
+    table's and curve's measure (the probe's best epoch, as published; its last; kNN)."""
+    return [(b, m) for b in registry.benchmarks_of_table(1) for m in headline_metrics(b) if "top1" in m]
+
+
 def training_length(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:
     """Pretraining epochs -> linear (best epoch, as published; else last; else kNN) top-1, per model, with the
     published schedule rows."""
-    for bench, metric in (("linear", "top1_best_epoch"), ("linear", "top1"), ("knn", "k20_top1")):
+    for bench, metric in top1_columns():
         sub = agg[
             (agg.benchmark == bench)
             & (agg.metric == metric)
@@ -350,13 +356,13 @@ def training_length(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:
             for _, r in grp.iterrows()
         }
         table.rows.append((f"{model} @ {int(epochs)} ep", cells))
-    if not any(c.header == "linear imagenet top1_best_epoch" for c in cols):
+    if not any(c.header == Column(bench, "imagenet", metric).header for c in cols):
         return table  # published schedule rows only beside an ImageNet column (the Published table has them)
     pub = ref[
         (ref.model == "swav")
-        & (ref.benchmark == "linear")
+        & (ref.benchmark == bench)
         & (ref.dataset == "imagenet")
-        & (ref.metric == "top1_best_epoch")
+        & (ref.metric == metric)
         & (ref.arch == "resnet50")
         & ref.table.astype(str).eq("zoo")
     ]
@@ -365,7 +371,7 @@ def training_length(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:
             table.rows.append(
                 (
                     f"SwAV published @ {int(r.pretrain_epochs)} ep (ImageNet, bs 4096)",
-                    {"linear imagenet top1_best_epoch": Cell(float(r.value))},
+                    {Column(bench, "imagenet", metric).header: Cell(float(r.value))},
                 )
             )
     return table
@@ -383,7 +389,11 @@ def published_table(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:
     cols = sorted(set((c.benchmark, c.dataset, c.metric) for c in cols))
     if not cols:
         return None
-    dino = any(b == "knn" for b, _, _ in cols)  # ImageNet kNN is published by DINO, not the SwAV paper
+    # ImageNet kNN is published by DINO (its rows' table is dino-t2), not by the SwAV paper
+    by_dino = ref[ref.table.astype(str).str.startswith("dino")]
+    dino = bool(
+        set(cols) & set(by_dino[["benchmark", "dataset", "metric"]].itertuples(index=False, name=None))
+    )
     table = Table(
         "Published — Caron et al. 2020 (ResNet-50, the paper's datasets; not run in this report)"
         + (" and DINO, Caron et al. 2021, Table 2 (ImageNet kNN)" if dino else ""),

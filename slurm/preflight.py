@@ -169,7 +169,7 @@ class Preflight:
                 self._try(where, lambda e=e, seed=seed: check_name(f"{e.name}-s{seed}", "job name"))
                 n = e.resources.nodes * tasks
                 batch = getattr(cfg, "batch_size", None)
-                if registry.get(e.protocol).data_parallel and e.protocol not in ("knn", "svm") and batch:
+                if registry.get(e.protocol).global_batch and batch:
                     if batch % n:
                         self.errors.append(
                             f"{where}: batch_size={batch} is the global batch and must split over its {n} "

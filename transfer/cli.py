@@ -23,13 +23,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     protocols = tr.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     for entry in registry.in_group("transfer"):
-        p = add_protocol_parser(protocols, entry)
-        if entry.name == "detection":
-            p.add_argument(
-                "--backend",
-                choices=["auto", "detectron2", "torchvision"],
-                help="override the preset's backend (auto: detectron2 when installed)",
-            )
+        add_protocol_parser(protocols, entry)
     add_convert_parser(sub)
 
 

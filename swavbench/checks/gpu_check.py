@@ -279,13 +279,13 @@ def step_detection(ctx: Context) -> dict:
     """The VOC07+12 C4 preset's first iterations on a tiny generated VOC tree with each installed backend:
     seconds per iteration from two runs (few and more iterations; set-up and evaluation cancel out)."""
     from swavbench.checks import rehearsal_data
-    from swavbench.core.registry import get
-    from transfer.detection import run_detection
+    from swavbench.core.registry import for_preset
     from transfer.detection_config import detectron2_available
 
     root = rehearsal_data.write_all(ctx.out / "data")
     voc = root / "VOCdevkit"
-    entry = get("detection")
+    preset = "detection-voc0712-c4"
+    entry = for_preset(preset)
     few, more = (1, 3) if ctx.dry else (5, 25)
     figures: dict = {}
     backends = ["torchvision", *(["detectron2"] if detectron2_available() else [])]
@@ -307,9 +307,9 @@ def step_detection(ctx: Context) -> dict:
                 overrides += ["trunk.arch=resnet50", "trunk.width_multiplier=0.125"]
                 if backend == "detectron2":
                     overrides.append('detectron2_overrides=["TEST.PRECISE_BN.NUM_ITER","1"]')
-            cfg = entry.load_config("detection-voc0712-c4", overrides)
+            cfg = entry.load_config(preset, overrides)
             t0 = time.perf_counter()
-            rec = run_detection(cfg, "random", ctx.out / "detection" / f"{backend}-{iters}")
+            rec = entry.runner()(cfg, "random", ctx.out / entry.name / f"{backend}-{iters}")
             walls[iters] = time.perf_counter() - t0
             if rec.status != "ok":
                 raise RuntimeError(f"{backend}: {rec.error}")
@@ -329,7 +329,7 @@ STEPS: list[tuple[str, Callable[[Context], dict]]] = [
     ("gpu_augment", step_gpu_augment),
     ("torchrun_resume", step_torchrun_resume),
     ("knn_faiss", step_knn_faiss),
-    ("detection", step_detection),
+    ("detection_speed", step_detection),
 ]
 
 

@@ -40,7 +40,7 @@ def _entry_overrides(entry, data_root: Path) -> list[str]:
     the torchvision backend of the same recipe, said on stdout)."""
     out = [*entry.overrides, *registry.get(entry.protocol).rehearsal]  # its size at the rehearsal's scale
     cfg = registry.get(entry.protocol).load_config(entry.preset, entry.overrides)
-    if entry.protocol == "detection" and cfg.backend == "detectron2":
+    if getattr(cfg, "backend", "") == "detectron2":
         from transfer.detection_config import detectron2_available
 
         if not detectron2_available():
@@ -49,12 +49,12 @@ def _entry_overrides(entry, data_root: Path) -> list[str]:
                 "here (the real run needs it; preflight says so)"
             )
             return [*out, "backend=torchvision"]
-    if entry.protocol == "semisup" and str(cfg.subset).startswith("subset:"):
+    if str(getattr(cfg, "subset", "")).startswith("subset:"):
         short = "1pct" if cfg.subset.endswith("1pct") else "10pct"
         out.append(f"subset={data_root / 'imagenet' / 'subsets' / f'{short}.txt'}")
-    if entry.protocol == "svm" and cfg.low_shot_ks:
+    if getattr(cfg, "low_shot_ks", None):
         out += ["low_shot_ks=[1,2]", "low_shot_samples=2"]
-    if entry.protocol == "detection" and cfg.detectron2_overrides:
+    if getattr(cfg, "detectron2_overrides", None):
         extra = [*cfg.detectron2_overrides, "TEST.PRECISE_BN.NUM_ITER", "2"]
         out.append(f"detectron2_overrides={json.dumps(extra)}")
     return out

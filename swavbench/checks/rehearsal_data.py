@@ -95,7 +95,7 @@ def imagenet_variants(root: Path, *, per_class: int = 2) -> None:
 def transfer_12(root: Path, *, classes: int = 2, train_per_class: int = 5, test_per_class: int = 2) -> None:
     """The 12 datasets of the logistic-regression transfer (configs/transfer/logreg-12.yaml) as tiny class
     folders, under the split names the preset reads."""
-    cfg = registry.get("transfer-logreg").load_config("logreg-12")
+    cfg = registry.for_preset("logreg-12").load_config("logreg-12")
     for k, (train, test) in enumerate(zip(cfg.trains, cfg.tests)):
         for split, count in ((train, train_per_class), (test, test_per_class)):
             for c in range(classes):

@@ -32,6 +32,14 @@ class Protocol:
     resumable: bool  # continues from its own state in the output folder when requeued
     data_parallel: bool  # one process per GPU of its job, joined in one group (torchrun / SLURM tasks)
     fine_tunes: bool = False  # trains the trunk (BatchNorm in train mode) instead of probing it frozen
+    # batch_size is the global optimisation batch, split over the processes (so it must divide by them);
+    # False for the protocols that only extract features (each process takes its share of the images)
+    global_batch: bool = True
+    # a detection protocol fine-tuning the backbone: the BatchNorm mode when its config names none (the
+    # report's "what ran"); None for the classification protocols, which read the pooled res5 features
+    backbone_norm: str | None = None
+    # the backends ``--backend`` may choose on its command line (auto: the best installed); () for none
+    cli_backends: tuple[str, ...] = ()
     # the config field a suite entry's ``after`` job fills with that job's output folder (the probe whose
     # head it measures); "" for a protocol that needs no other job's output
     after_field: str = ""
@@ -96,6 +104,7 @@ PROTOCOLS: dict[str, Protocol] = {
             headline=("k20_top1",),
             resumable=False,
             data_parallel=True,
+            global_batch=False,
             rehearsal=("num_workers=0", "crop=32", "resize=40", "batch_size=8"),
         ),
         Protocol(
@@ -131,6 +140,7 @@ PROTOCOLS: dict[str, Protocol] = {
             headline=("1shot_top1", "2shot_top1", "5shot_top1", "13shot_top1"),
             resumable=False,
             data_parallel=True,
+            global_batch=False,
             rehearsal=("num_workers=0", "crop=32", "resize=40", "shots=[1,2]", "draws=2", "batch_size=8"),
         ),
         Protocol(
@@ -148,6 +158,7 @@ PROTOCOLS: dict[str, Protocol] = {
             headline=("val_top1", "real_top1", "v2_top1", "a_top1", "r_top1"),
             resumable=False,
             data_parallel=True,
+            global_batch=False,
             after_field="head",
             rehearsal=("num_workers=0", "crop=32", "resize=40", "batch_size=8"),
         ),
@@ -182,6 +193,7 @@ PROTOCOLS: dict[str, Protocol] = {
             headline=("mean_top1",),
             resumable=False,
             data_parallel=True,
+            global_batch=False,
             rehearsal=("num_workers=0", "crop=32", "resize=40", "c_steps=3", "max_iter=100", "batch_size=8"),
         ),
         Protocol(
@@ -199,6 +211,7 @@ PROTOCOLS: dict[str, Protocol] = {
             headline=("mAP",),
             resumable=False,
             data_parallel=True,
+            global_batch=False,
             rehearsal=("num_workers=0", "crop=32", "resize=32", "batch_size=8"),
         ),
         Protocol(
@@ -217,6 +230,8 @@ PROTOCOLS: dict[str, Protocol] = {
             resumable=True,
             data_parallel=True,
             fine_tunes=True,
+            backbone_norm="",
+            cli_backends=("auto", "detectron2", "torchvision"),
             reference_backends=("detectron2", ""),
             rehearsal=(
                 "num_workers=0",
@@ -248,6 +263,7 @@ PROTOCOLS: dict[str, Protocol] = {
             resumable=True,
             data_parallel=True,
             fine_tunes=True,
+            backbone_norm="frozen",  # the official backbone's frozen BatchNorm (no norm setting)
             # transformers' DETR is a port of the official code; transfer/detr.py restores the official
             # initialisation, auxiliary losses and loss normalisation around it
             reference_backends=("transformers",),
@@ -277,6 +293,14 @@ def get(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise KeyError(f"unknown protocol {name!r}; protocols: {', '.join(PROTOCOLS)}")
     return PROTOCOLS[name]
+
+
+def for_preset(preset: str) -> Protocol:
+    """The entry whose presets include ``preset`` (preset names are unique across protocols)."""
+    found = [p for p in PROTOCOLS.values() if preset in p.presets]
+    if not found:
+        raise KeyError(f"no protocol has a preset {preset!r}")
+    return found[0]
 
 
 def in_group(group: str) -> list[Protocol]:

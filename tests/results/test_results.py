@@ -227,6 +227,38 @@ def test_records_of_two_configurations_under_one_name_are_not_averaged(tmp_path)
     assert by_n["mean"].tolist() == pytest.approx([80.0, 71.0])  # (70 + 72) / 2, never (70 + 72 + 80) / 3
 
 
+def test_transfer_probe_seeds_under_two_data_roots_are_one_configuration(tmp_path):
+    """transfer-linear records carry the ``linear`` key; their dataset location (``root`` of its config,
+    besides train / val) is not configuration, so seeds run under two data roots average."""
+    import json
+
+    from handmade_records import record
+
+    from results.tables import aggregate
+
+    cfg = {
+        "mode": "cached",
+        "epochs": 100,
+        "lrs": [0.3],
+        "root": "/a/places205",
+        "train": "train",
+        "val": "val",
+    }
+    recs = {
+        "s0": record("linear", "places205", {"top1": 50.0}, "swav", 0, config=cfg),
+        "s1": record(
+            "linear", "places205", {"top1": 52.0}, "swav", 1, config={**cfg, "root": "/b/places205"}
+        ),
+    }
+    for name, rec in recs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(rec))
+    df, problems, _ = collect([tmp_path])
+    agg = aggregate(df)
+    top1 = agg[agg.metric == "top1"]
+    assert not problems and top1["n"].tolist() == [2] and top1["mean"].tolist() == pytest.approx([51.0])
+
+
 def test_configurations_filling_different_metrics_do_not_conflict(tmp_path):
     import json
 

@@ -30,8 +30,8 @@ def test_cpu_dry_run_runs_every_step(tmp_path, capsys):
     assert torchrun["backend"] == "gloo" and torchrun["max_loss_difference"] <= 1e-6  # exact resume
     assert steps["knn_faiss"]["figures"]["same_neighbours"] >= 0.999
     # seconds per iteration from the difference of two short runs: a number (at toy size it is noise)
-    assert steps["detection"]["figures"]["torchvision"]["iterations"] == [1, 3]
-    assert math.isfinite(steps["detection"]["figures"]["torchvision"]["s_per_iter"])
+    assert steps["detection_speed"]["figures"]["torchvision"]["iterations"] == [1, 3]
+    assert math.isfinite(steps["detection_speed"]["figures"]["torchvision"]["s_per_iter"])
     md = (tmp_path / "gpu_check.md").read_text()
     assert md.startswith("# GPU check (CPU dry run)") and all(f"| {name} | ok |" in md for name in steps)
     assert "ours_vs_floor" in md
