@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from benchmark.features import eval_transform, image_folder_splits
@@ -92,11 +91,7 @@ def finetuning(trunk: nn.Module, n_classes: int, *, cfg: SemisupConfig, device: 
     if ranks.active():  # BatchNorm statistics over the global batch, as one process would see them
         model = ranks.sync_batchnorm(model)
     model = model.to(device)
-    ddp = (
-        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if ranks.active()
-        else model
-    )
+    ddp = ranks.data_parallel(model, device)
     groups = [
         {"params": trunk.parameters(), "lr": cfg.trunk_lr},
         {"params": head.parameters(), "lr": cfg.head_lr},

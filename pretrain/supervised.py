@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim import SGD
 from torchvision import datasets
 
@@ -158,11 +157,7 @@ def _classifier(
     if ranks.world_size() > 1 and cfg.run.sync_bn:
         trunk = ranks.sync_batchnorm(trunk)
     model = trunk.to(device)
-    ddp = (
-        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if ranks.world_size() > 1
-        else model
-    )
+    ddp = ranks.data_parallel(model, device)
     opt = SGD(model.parameters(), lr=o.base_lr, momentum=o.momentum, weight_decay=o.weight_decay)
     return model, ddp, opt
 

@@ -18,7 +18,6 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -285,13 +284,7 @@ class Trainer:
         )
         if cfg.run.compile:  # in place: state-dict keys stay those of the plain trunk
             self.model.trunk.compile()
-        self.ddp: nn.Module = (
-            DistributedDataParallel(
-                self.model, device_ids=[self.info.local_rank] if self.device.type == "cuda" else None
-            )
-            if grouped
-            else self.model
-        )
+        self.ddp: nn.Module = ranks.data_parallel(self.model, self.device, grouped=grouped)
         o = cfg.optim
         self.optimizer = build_optimizer(
             self.model,

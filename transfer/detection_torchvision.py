@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -34,6 +33,7 @@ from swavbench.core import interrupt, ranks
 from swavbench.core.epochs import EpochLoop
 from transfer.coco_eval import encode_masks
 from transfer.detection_config import RESUMABLE_CHANGES, DetectionConfig, DetectionSet, load_sets, score
+from transfer.fine_tune import fine_tune
 from transfer.voc_eval import Detections
 
 
@@ -224,11 +224,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     per = ranks.per_process_batch(cfg.batch_size)
-    ddp = (
-        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if ranks.active()
-        else model
-    )
+    ddp = ranks.data_parallel(model, device)
     loop = EpochLoop(
         state_path,
         key,
@@ -237,10 +233,9 @@ def train(
         parts={"model": model, "optimizer": opt},
         every=cfg.checkpoint_every,
     )
-    history = loop.resume(history=[])["history"]
-    start = loop.start_batch
-    loader = DataLoader(
-        TrainStream(
+
+    def batches(start: int) -> DataLoader:
+        stream = TrainStream(
             data,
             cfg.seed,
             start,
@@ -249,32 +244,26 @@ def train(
             batch=cfg.batch_size,
             rank=ranks.rank(),
             world=ranks.world_size(),
-        ),
-        batch_size=per,
-        num_workers=cfg.num_workers,
-        collate_fn=_collate,
-        worker_init_fn=interrupt.quiet_worker,
-    )
+        )
+        return DataLoader(
+            stream,
+            batch_size=per,
+            num_workers=cfg.num_workers,
+            collate_fn=_collate,
+            worker_init_fn=interrupt.quiet_worker,
+        )
+
+    def losses_of(it: int, batch: tuple) -> dict[str, torch.Tensor]:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it, cfg)
+        images, targets = batch
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        losses = ddp([x.to(device) for x in images], targets)
+        return {"loss": sum(losses.values()), **losses}
+
     model.train()
-    for epoch, first in loop.run(saving=lambda: {"history": history}):
-        for it, (images, targets) in enumerate(loader, start=first):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(it, cfg)
-            images = [x.to(device) for x in images]
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            losses = ddp(images, targets)
-            loss = sum(losses.values())
-            values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
-            fix = f"({values}): lower lr (now {cfg.lr}) or set clip_grad_norm"
-            loop.finite(values["loss"], f"iteration {it}", fix)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-            opt.step()
-            mean = loop.logged(it + 1, values)
-            history.append({"iteration": it + 1, **mean})
-            loop.stepped(epoch, it)
+    fix = f"lower lr (now {cfg.lr}) or set clip_grad_norm"
+    history = fine_tune(loop, batches, losses_of, opt=opt, clip=cfg.clip_grad_norm, clipped=params, fix=fix)
     return {"iterations": cfg.iterations, "final_loss": history[-1]["loss"] if history else float("nan")}
 
 

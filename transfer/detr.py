@@ -21,7 +21,6 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import box_convert
 from torchvision.transforms.v2.functional import resize
@@ -38,6 +37,7 @@ from transfer.coco_detection import COCODetectionSet, coco_from_voc
 from transfer.coco_eval import coco_metrics
 from transfer.detection_config import DetectionSet, load_sets
 from transfer.detection_torchvision import load_image
+from transfer.fine_tune import fine_tune
 from transfer.voc_eval import Detections
 
 # fields a run may change and still continue from its state (how it runs)
@@ -420,11 +420,7 @@ def train(
     n_classes = detr.class_labels_classifier.out_features - 1
     criterion = SetLoss(cfg, n_classes).to(device)
     model = DetrWithAux(detr, aux=cfg.aux_loss)
-    ddp = (
-        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if ranks.active()
-        else model
-    )
+    ddp = ranks.data_parallel(model, device)
     loop = EpochLoop(
         state_path,
         key,
@@ -433,33 +429,29 @@ def train(
         parts={"model": detr, "optimizer": opt},
         every=cfg.checkpoint_every,
     )
-    history = loop.resume(history=[])["history"]
-    loader = DataLoader(
-        DetrStream(data, cfg, loop.start_batch, total=total),
-        batch_size=per,
-        num_workers=cfg.num_workers,
-        collate_fn=_collate,
-        worker_init_fn=interrupt.quiet_worker,
-    )
+
+    def batches(start: int) -> DataLoader:
+        stream = DetrStream(data, cfg, start, total=total)
+        return DataLoader(
+            stream,
+            batch_size=per,
+            num_workers=cfg.num_workers,
+            collate_fn=_collate,
+            worker_init_fn=interrupt.quiet_worker,
+        )
+
+    def losses_of(it: int, batch: tuple) -> dict[str, torch.Tensor]:
+        for group in opt.param_groups:
+            group["lr"] = group["base"] * lr_factor(it, ipe, cfg)
+        pixels, mask, targets = batch
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        logits, boxes = ddp(pixels.to(device), mask.to(device))
+        return criterion(logits, boxes, targets)
+
     detr.train()
-    for epoch, first in loop.run(saving=lambda: {"history": history}):
-        for it, (pixels, mask, targets) in enumerate(loader, start=first):
-            for group in opt.param_groups:
-                group["lr"] = group["base"] * lr_factor(it, ipe, cfg)
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            logits, boxes = ddp(pixels.to(device), mask.to(device))
-            losses = criterion(logits, boxes, targets)
-            loss = losses["loss"]
-            fix = f"lower lr (now {cfg.lr}, backbone {cfg.lr_backbone})"
-            loop.finite(float(loss.detach()), f"iteration {it}", fix)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_max_norm > 0:
-                torch.nn.utils.clip_grad_norm_(detr.parameters(), cfg.clip_max_norm)
-            opt.step()
-            mean = loop.logged(it + 1, {k: float(v.detach()) for k, v in losses.items()})
-            history.append({"iteration": it + 1, **mean})
-            loop.stepped(epoch, it)
+    fix = f"lower lr (now {cfg.lr}, backbone {cfg.lr_backbone})"
+    clipped = list(detr.parameters())
+    history = fine_tune(loop, batches, losses_of, opt=opt, clip=cfg.clip_max_norm, clipped=clipped, fix=fix)
     return {
         "iterations": total,
         "final_loss": history[-1]["loss"] if history else float("nan"),

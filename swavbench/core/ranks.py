@@ -196,6 +196,16 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         return y
 
 
+def data_parallel(model: nn.Module, device: torch.device, *, grouped: bool | None = None) -> nn.Module:
+    """``model`` in DistributedDataParallel when the processes form a group (``grouped``, by default
+    ``active()``), else ``model`` itself."""
+    if not (active() if grouped is None else grouped):
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def sync_batchnorm(model: nn.Module, *, only_sync: bool = False) -> nn.Module:
     """``model`` with every BatchNorm taking its training statistics over the global batch: torch's
     SyncBatchNorm on GPUs, GlobalBatchNorm on CPU. ``only_sync``: convert only the SyncBatchNorm layers a
