@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import Any, ClassVar, Union
 
 from benchmark.protocol import TrunkConfig
 from benchmark.voc import VOC07_CLASSES
@@ -124,20 +124,10 @@ def validate(cfg: DetectionConfig) -> None:
         raise ValueError(
             f"box_head must be 2fc or 4conv1fc (4conv1fc with head=fpn only), got {cfg.box_head!r}"
         )
-    if cfg.format not in ("voc", "coco"):
-        raise ValueError(f"format must be voc or coco, got {cfg.format!r}")
+    check_data_format(cfg)
     if cfg.masks and (cfg.head != "fpn" or cfg.format != "coco"):
         raise ValueError(
             "masks=true needs head=fpn and format=coco (instance masks come from COCO annotations)"
-        )
-    if cfg.format == "voc" and not cfg.classes:
-        raise ValueError("classes is empty: list the detection classes of the dataset")
-    if cfg.format == "coco" and (
-        len(cfg.train_annotations) != len(cfg.train_roots) or not cfg.test_annotations
-    ):
-        raise ValueError(
-            "format=coco needs train_annotations (one instances json per train_roots entry, the image "
-            "folders) and test_annotations (the json of test_root)"
         )
     if cfg.iterations < 1 or cfg.batch_size < 1:
         raise ValueError("iterations and batch_size must be >= 1")
@@ -147,6 +137,22 @@ def validate(cfg: DetectionConfig) -> None:
         raise ValueError(
             "pixel_mean and pixel_std are three 0-255 RGB values each (std > 0), e.g. "
             "pixel_std=[58.395,57.12,57.375]"
+        )
+
+
+def check_data_format(cfg: Any) -> None:
+    """The data fields of a detection config (this protocol's or DETR's): VOC with its classes, or COCO
+    with one annotation file per train root and the test's."""
+    if cfg.format not in ("voc", "coco"):
+        raise ValueError(f"format must be voc or coco, got {cfg.format!r}")
+    if cfg.format == "voc" and not cfg.classes:
+        raise ValueError("classes is empty: list the detection classes of the VOC-layout dataset")
+    if cfg.format == "coco" and (
+        len(cfg.train_annotations) != len(cfg.train_roots) or not cfg.test_annotations
+    ):
+        raise ValueError(
+            "format=coco needs train_annotations (one instances json per train_roots entry, the image "
+            "folders) and test_annotations (the json of test_root)"
         )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -29,7 +29,7 @@ from tqdm import tqdm
 from benchmark.protocol import state_key
 from benchmark.trunk import LoadedTrunk
 from pretrain.model import Trunk
-from swavbench.core import interrupt, ranks
+from swavbench.core import ranks
 from swavbench.core.epochs import EpochLoop
 from transfer.coco_eval import encode_masks
 from transfer.detection_config import RESUMABLE_CHANGES, DetectionConfig, DetectionSet, load_sets, score
@@ -234,23 +234,11 @@ def train(
         every=cfg.checkpoint_every,
     )
 
-    def batches(start: int) -> DataLoader:
-        stream = TrainStream(
-            data,
-            cfg.seed,
-            start,
-            length=(cfg.iterations - start) * per,
-            masks=cfg.masks,
-            batch=cfg.batch_size,
-            rank=ranks.rank(),
-            world=ranks.world_size(),
-        )
-        return DataLoader(
-            stream,
-            batch_size=per,
-            num_workers=cfg.num_workers,
-            collate_fn=_collate,
-            worker_init_fn=interrupt.quiet_worker,
+    def stream(start: int) -> TrainStream:
+        n = (cfg.iterations - start) * per
+        rank, world = ranks.rank(), ranks.world_size()
+        return TrainStream(
+            data, cfg.seed, start, length=n, masks=cfg.masks, batch=cfg.batch_size, rank=rank, world=world
         )
 
     def losses_of(it: int, batch: tuple) -> dict[str, torch.Tensor]:
@@ -263,7 +251,10 @@ def train(
 
     model.train()
     fix = f"lower lr (now {cfg.lr}) or set clip_grad_norm"
-    history = fine_tune(loop, batches, losses_of, opt=opt, clip=cfg.clip_grad_norm, clipped=params, fix=fix)
+    loader = {"batch_size": per, "num_workers": cfg.num_workers, "collate_fn": _collate}
+    history = fine_tune(
+        loop, stream, losses_of, loader=loader, opt=opt, clip=cfg.clip_grad_norm, clipped=params, fix=fix
+    )
     return {"iterations": cfg.iterations, "final_loss": history[-1]["loss"] if history else float("nan")}
 
 

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 from torchvision.transforms.v2.functional import resize
 from tqdm import tqdm
@@ -29,13 +29,13 @@ from tqdm import tqdm
 from benchmark.protocol import TrunkConfig, run_and_record, state_key
 from benchmark.trunk import LoadedTrunk
 from pretrain.model import Trunk
-from swavbench.core import durable, interrupt, ranks
+from swavbench.core import durable, ranks
 from swavbench.core.data_root import resolve_fields
 from swavbench.core.epochs import EpochLoop
 from swavbench.core.record import ResultRecord
 from transfer.coco_detection import COCODetectionSet, coco_from_voc
 from transfer.coco_eval import coco_metrics
-from transfer.detection_config import DetectionSet, load_sets
+from transfer.detection_config import DetectionSet, check_data_format, load_sets
 from transfer.detection_torchvision import load_image
 from transfer.fine_tune import fine_tune
 from transfer.voc_eval import Detections
@@ -116,17 +116,7 @@ class DetrTransferConfig:
 
 def validate(cfg: DetrTransferConfig) -> None:
     """Clear errors for settings the run cannot use, before anything is loaded."""
-    if cfg.format not in ("coco", "voc"):
-        raise ValueError(f"format must be coco or voc, got {cfg.format!r}")
-    if cfg.format == "voc" and not cfg.classes:
-        raise ValueError("classes is empty: list the detection classes of the VOC-layout dataset")
-    if cfg.format == "coco" and (
-        len(cfg.train_annotations) != len(cfg.train_roots) or not cfg.test_annotations
-    ):
-        raise ValueError(
-            "format=coco needs train_annotations (one instances json per train_roots entry, the image "
-            "folders) and test_annotations (the json of test_root)"
-        )
+    check_data_format(cfg)
     if cfg.epochs < 1 or cfg.batch_size < 1 or not 0 < cfg.lr_drop:
         raise ValueError("epochs, batch_size and lr_drop must be >= 1")
     if cfg.init not in ("detr", "transformers"):
@@ -430,15 +420,8 @@ def train(
         every=cfg.checkpoint_every,
     )
 
-    def batches(start: int) -> DataLoader:
-        stream = DetrStream(data, cfg, start, total=total)
-        return DataLoader(
-            stream,
-            batch_size=per,
-            num_workers=cfg.num_workers,
-            collate_fn=_collate,
-            worker_init_fn=interrupt.quiet_worker,
-        )
+    def stream(start: int) -> DetrStream:
+        return DetrStream(data, cfg, start, total=total)
 
     def losses_of(it: int, batch: tuple) -> dict[str, torch.Tensor]:
         for group in opt.param_groups:
@@ -451,7 +434,10 @@ def train(
     detr.train()
     fix = f"lower lr (now {cfg.lr}, backbone {cfg.lr_backbone})"
     clipped = list(detr.parameters())
-    history = fine_tune(loop, batches, losses_of, opt=opt, clip=cfg.clip_max_norm, clipped=clipped, fix=fix)
+    loader = {"batch_size": per, "num_workers": cfg.num_workers, "collate_fn": _collate}
+    history = fine_tune(
+        loop, stream, losses_of, loader=loader, opt=opt, clip=cfg.clip_max_norm, clipped=clipped, fix=fix
+    )
     return {
         "iterations": total,
         "final_loss": history[-1]["loss"] if history else float("nan"),

@@ -3,33 +3,37 @@ iteration-based run of the one step loop, each step's losses kept in a history t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
+from swavbench.core import interrupt
 from swavbench.core.epochs import EpochLoop
 
 
 def fine_tune(
     loop: EpochLoop,
-    batches: Callable[[int], Iterable],
+    stream: Callable[[int], Dataset],
     losses_of: Callable[[int, Any], dict[str, torch.Tensor]],
     *,
+    loader: dict[str, Any],
     opt: torch.optim.Optimizer,
     clip: float,
     clipped: list[torch.nn.Parameter],
     fix: str,
 ) -> list[dict]:
-    """Train from where ``loop`` stands: ``batches(start)`` yields the batches from iteration ``start``,
+    """Train from where ``loop`` stands: ``stream(start)`` holds the batches' images from iteration ``start``
+    on, read by a DataLoader of the keywords ``loader`` (its workers ignore the scheduler's signals),
     ``losses_of(iteration, batch)`` sets the lr and gives the losses (``loss``: the total, first). Each step
     is checked finite on every process (``fix``: what to change), the gradients of ``clipped`` clipped to
     the norm ``clip`` (0: not), and logged. Returns the history: per iteration, each loss' mean over the
     processes."""
     history = loop.resume(history=[])["history"]
-    loader = batches(loop.start_batch)
+    batches = DataLoader(stream(loop.start_batch), worker_init_fn=interrupt.quiet_worker, **loader)
     for epoch, first in loop.run(saving=lambda: {"history": history}):
-        for it, batch in enumerate(loader, start=first):
+        for it, batch in enumerate(batches, start=first):
             losses = losses_of(it, batch)
             values = {k: float(v.detach()) for k, v in losses.items()}
             loop.finite(values["loss"], f"iteration {it}", f"({values}): {fix}")

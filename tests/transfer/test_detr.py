@@ -245,7 +245,7 @@ def test_voc_layout_is_scored_with_coco_ap_on_its_own_boxes(bccd_mini, tmp_path)
 
 def test_bad_settings_are_refused_before_loading_anything(tmp_path):
     for bad, match in (
-        ("format=yolo", "format must be coco or voc"),
+        ("format=yolo", "format must be voc or coco"),
         ("init=kaiming", "init must be detr or transformers"),
         ("backend=official", "backend must be transformers"),
         ("hidden_dim=30", "multiple of nheads"),
