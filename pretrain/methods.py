@@ -13,11 +13,10 @@ from swavbench.core.config import ConfigError
 
 
 class Method:
-    """One pretraining method. ``cooperative``: it saves at the scheduler's signal and its job requeues
-    itself (else submitit requeues the job at the signal and the method continues from its last epoch)."""
+    """One pretraining method. Each trains on the one step loop (swavbench.core.epochs), so it saves at the
+    scheduler's signal and its job requeues itself."""
 
     name = ""
-    cooperative = False
 
     def load(self, preset: str, overrides: list[str]) -> Any:
         """The resolved, validated config of a preset (configs/<method>/ or a YAML path) with overrides."""
@@ -60,7 +59,7 @@ class Method:
 
 
 class Swav(Method):
-    name, cooperative = "swav", True
+    name = "swav"
 
     def load(self, preset, overrides):
         from pretrain.config import load_config

@@ -304,6 +304,21 @@ def check_identity(path: str, expect: dict | None) -> None:
         )
 
 
+class OlderJob(RuntimeError):
+    """A job pickled by an earlier swav-bench, whose layout this version does not read."""
+
+
+def current_layout(job: object, fields: tuple[str, ...]) -> None:
+    """Refuse a requeued job that an earlier swav-bench pickled (it lacks ``fields``) with the fix: launch
+    again, which resubmits it under this version (the run continues from its saved state)."""
+    if missing := [f for f in fields if f not in vars(job)]:
+        raise OlderJob(
+            f"{type(job).__name__} for {getattr(job, 'out_dir', '?')} was submitted by an earlier swav-bench "
+            f"(it has no {', '.join(missing)}): run the same launch command again to resubmit it under "
+            "this version; it continues from its saved state"
+        )
+
+
 class EvalJob(submitit.helpers.Checkpointable):
     """One protocol run; what submitit pickles and runs on the node. On timeout or preemption it is
     requeued (at most max_requeues times, both counted): protocols with state (linear, semi-supervised,
@@ -335,16 +350,14 @@ class EvalJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         job_logging()
         export_job_environment()  # the tasks of a data-parallel protocol join one group
-        if getattr(self, "data_root", ""):  # jobs pickled before data roots existed have none
+        current_layout(self, ("trunk_checkpoint", "data_root", "config", "expect"))
+        if self.data_root:
             set_data_root(self.data_root)
-        if isinstance(self.__dict__.get("checkpoint"), str):  # pickled before the rename
-            self.trunk_checkpoint = self.__dict__.pop("checkpoint")
-        check_identity(self.trunk_checkpoint, getattr(self, "expect", None))
+        check_identity(self.trunk_checkpoint, self.expect)
         entry = registry.get(self.protocol)
-        frozen = getattr(self, "config", None)  # jobs pickled before configs were frozen have none
         cfg = (
-            dataclass_from_dict(entry.config_type(), frozen)
-            if frozen
+            dataclass_from_dict(entry.config_type(), self.config)
+            if self.config
             else Plan().protocol(self.protocol, self.preset, self.overrides, seed=self.seed)
         )
         # the run's frozen-feature protocols share their features (benchmark/feature_cache.py)
@@ -401,9 +414,8 @@ def wandb_group(run_dir: Path) -> dict[str, str]:
 
 class PretrainJob(submitit.helpers.Checkpointable):
     """A pretraining of one method (``pretrain.methods``: SwAV or the supervised baseline) that resumes from
-    its own checkpoint. A cooperative method (SwAV) saves at the scheduler's signal (next iteration
-    boundary) and is requeued through ``checkpoint()`` (inherited: this same callable); the others are
-    requeued by submitit at the signal and continue from their last epoch."""
+    its own checkpoint: at the scheduler's signal it saves at the next step and is requeued through
+    ``checkpoint()`` (inherited: this same callable)."""
 
     def __init__(
         self,
@@ -424,17 +436,16 @@ class PretrainJob(submitit.helpers.Checkpointable):
     def __call__(self) -> str:
         job_logging()
         export_job_environment()
-        if getattr(self, "data_root", ""):
+        current_layout(self, ("method", "data_root", "settings"))
+        if self.data_root:
             set_data_root(self.data_root)
-        # a job pickled before the method registry says ``supervised`` instead
-        method = methods.get(
-            getattr(self, "method", "supervised" if getattr(self, "supervised", 0) else "swav")
+        method = methods.get(self.method)
+        cfg = (
+            method.from_settings(self.settings) if self.settings else method.load(self.preset, self.overrides)
         )
-        frozen = getattr(self, "settings", None)
-        cfg = method.from_settings(frozen) if frozen else method.load(self.preset, self.overrides)
         work = lambda: str(method.run(cfg, self.out_dir))  # noqa: E731
         with temporary_environment(wandb_group(Path(self.out_dir).resolve().parent)):
-            return run_interruptible(self, work, cooperative=method.cooperative)
+            return run_interruptible(self, work, cooperative=True)
 
 
 def pretrain_settings(plan: Plan, preset: str, overrides: list[str], *, method: str) -> tuple[dict, int, int]:

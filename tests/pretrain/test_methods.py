@@ -16,12 +16,12 @@ def test_settings_are_what_each_method_resolves_and_come_back_whole():
     cfg = swav.load("tiny", ["optim.epochs=3"])
     assert swav.settings(cfg) == load_config("tiny", ["optim.epochs=3"]).to_dict()
     assert swav.from_settings(swav.settings(cfg)).to_dict() == cfg.to_dict()
-    assert swav.schedule(cfg) == (3, 0) and swav.cooperative
+    assert swav.schedule(cfg) == (3, 0)
     scfg = sup.load("cpu-small", ["optim.epochs=2"])
     direct = load_dataclass(SupervisedConfig, CONFIG_DIR, "cpu-small", overrides=["optim.epochs=2"])
     assert sup.settings(scfg) == {"supervised": asdict(direct)}
     assert asdict(sup.from_settings(sup.settings(scfg))) == asdict(direct)
-    assert sup.schedule(scfg) == (2, 0) and not sup.cooperative and sup.data(scfg) == direct.data.path
+    assert sup.schedule(scfg) == (2, 0) and sup.data(scfg) == direct.data.path
 
 
 def test_what_a_job_cannot_run_is_said_before_it_is_submitted():

@@ -362,3 +362,21 @@ def test_a_job_after_another_reads_its_output_and_follows_its_identity(tmp_path,
         ]["head"]
         == changed[0].out_dir
     )
+
+
+def test_a_job_pickled_by_an_earlier_version_is_refused_with_the_fix(tmp_path):
+    """A requeued job whose pickle lacks a field of today's layout (an earlier swav-bench's) is refused,
+    naming the fix, before it touches its folder; today's jobs survive the pickle round trip."""
+    import pickle
+
+    from slurm.launch import EvalJob, OlderJob
+
+    ev = EvalJob("knn", "knn-cifar10-small", [], seed=0, checkpoint="random", out_dir=str(tmp_path / "e"))
+    pre = PretrainJob("tiny", [], str(tmp_path / "p"))
+    for job, field in ((ev, "config"), (pre, "settings")):
+        old = pickle.loads(pickle.dumps(job))
+        assert vars(old) == vars(job)
+        del old.__dict__[field]
+        with pytest.raises(OlderJob, match=f"earlier swav-bench.*no {field}.*run the same launch command"):
+            old()
+    assert not (tmp_path / "e").exists() and not (tmp_path / "p").exists()
