@@ -298,12 +298,17 @@ def augmented_batches(trunk: nn.Module, splits: tuple, *, cfg: LinearConfig, dev
 
 
 def run_linear(
-    cfg: LinearConfig, checkpoint: str, out_dir: str | Path, *, make_splits=image_folder_splits
+    cfg: LinearConfig,
+    checkpoint: str,
+    out_dir: str | Path,
+    *,
+    make_splits=image_folder_splits,
+    protocol: str = "linear",
 ) -> ResultRecord:
-    """Train the head grid on the frozen trunk and write the record.
+    """Train the head grid on the frozen trunk and write the record (of ``protocol``).
 
     ``make_splits(cfg, transform)`` -> (train, val) datasets with ``.classes`` and a settable ``.transform``
-    (ImageFolder by default; transfer/ passes other formats)."""
+    (ImageFolder by default; transfer/ passes other formats, as the transfer-linear protocol)."""
     cfg = resolve_fields(cfg)
     if cfg.mode not in ("augmented", "cached"):
         raise ValueError(f"mode must be 'augmented' or 'cached', got {cfg.mode!r}")
@@ -339,4 +344,4 @@ def run_linear(
         )
         return summarize(results), {"train": len(splits[0]), "val": len(splits[1])}
 
-    return run_and_record("linear", cfg, checkpoint, out_dir=out_dir, body=body, global_batch=cfg.batch_size)
+    return run_and_record(protocol, cfg, checkpoint, out_dir=out_dir, body=body, global_batch=cfg.batch_size)

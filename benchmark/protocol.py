@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from benchmark.trunk import LoadedTrunk, TrunkSpec, load_trunk
-from swavbench.core import durable, interrupt, ranks, tracking
+from swavbench.core import durable, interrupt, ranks, registry, tracking
 from swavbench.core.data_root import missing_dataset_hint
 from swavbench.core.distributed import init_distributed
 from swavbench.core.paths import RECORD
@@ -150,6 +150,8 @@ def _record(
         )
     return ResultRecord(
         protocol=protocol,
+        # the report key: the config's own (detection's depends on its head) or the registry's
+        benchmark=getattr(cfg, "report_key", None) or registry.benchmark_id(protocol, asdict(cfg)),
         status="ok",
         metrics={},
         checkpoint=loaded.source if loaded else str(checkpoint),

@@ -19,8 +19,7 @@ import pandas as pd
 
 from swavbench.core import durable, registry
 from swavbench.core.paths import RECORD, REPLACED
-from swavbench.core.record import SCHEMA_VERSION
-from swavbench.core.registry import benchmark_id
+from swavbench.core.record import SCHEMA_VERSION, upgrade
 
 COLUMNS = [
     "model",
@@ -55,6 +54,7 @@ COLUMNS = [
 NOT_CONFIGURATION = ("seed", "num_workers", "label")
 REQUIRED = (
     "protocol",
+    "benchmark",
     "status",
     "metrics",
     "model",
@@ -95,7 +95,7 @@ def _lr(config: dict) -> str:
 def configuration(data: dict) -> dict:
     """What a record measured, flattened: its protocol config without the NOT_CONFIGURATION fields and the
     dataset locations (the ``dataset`` column names the data), plus architecture and trunk kind."""
-    bench = benchmark_id(data["protocol"], data["config"])
+    bench = data["benchmark"]
     # every protocol writing this key (linear records: the ImageNet probe's and the transfer probe's)
     entries = [p for p in registry.PROTOCOLS.values() if bench in p.benchmarks] or [
         registry.for_benchmark(bench)
@@ -152,11 +152,11 @@ def record_rows(data: dict, path: Path) -> list[dict]:
     protocol = data["protocol"]
     device = str(data.get("device", ""))
     wall = float(data.get("wall_time_s") or 0.0)
-    entry = registry.for_benchmark(benchmark_id(protocol, cfg))
+    entry = registry.PROTOCOLS.get(protocol) or registry.for_benchmark(data["benchmark"])
     base = {
         "model": data["model"] or Path(data.get("checkpoint", "")).stem,
         "protocol": protocol,
-        "benchmark": benchmark_id(protocol, cfg),
+        "benchmark": data["benchmark"],
         "dataset": data["dataset"],
         "seed": int(data["seed"]),
         # the table's architecture name (width and stem spelled out); records from before it only name the
@@ -215,6 +215,7 @@ def collect(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, list[Problem], li
         if not isinstance(data, dict):
             problems.append(Problem(str(path), "not a JSON object"))
             continue
+        data = upgrade(data)  # a record of the previous schema, renamed as today's
         if data.get("schema_version") != SCHEMA_VERSION:
             problems.append(
                 Problem(

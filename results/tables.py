@@ -15,8 +15,6 @@ from swavbench.core import registry
 from swavbench.core.registry import all_benchmarks, benchmarks_of_table, beyond_paper_benchmarks
 from swavbench.core.stats import ci95_halfwidth
 
-TRANSFER_DATASETS = {"places205", "inat18", "voc07", "voc0712", "coco", "scene15", "bccd"}
-
 
 @dataclass
 class Cell:
@@ -91,9 +89,8 @@ def aggregate(df: pd.DataFrame, *, by_epochs: bool = False) -> pd.DataFrame:
     if not by_epochs:
         df = df[df["pretrain_epochs"] == df.groupby("model")["pretrain_epochs"].transform("max")]
     keys = ["model", "pretrain_epochs", "benchmark", "dataset", "metric"]
-    if "backend" not in df:
-        df["backend"] = ""
-    df["backend"] = df["backend"].fillna("")
+    for col in ("backend", "protocol"):
+        df[col] = df[col].fillna("") if col in df else ""
     # a NaN or inf seed (a diverged run) makes its cell NaN / inf and counts in n: never dropped or ranked
     out = (
         df.groupby(keys, sort=True)
@@ -102,6 +99,7 @@ def aggregate(df: pd.DataFrame, *, by_epochs: bool = False) -> pd.DataFrame:
             std=("value", lambda v: v.std(skipna=False)),
             n=("value", "size"),
             backend=("backend", "first"),
+            protocol=("protocol", "first"),
         )
         .reset_index()
     )
@@ -225,15 +223,26 @@ def add_published_rows(table: Table, ref: pd.DataFrame) -> None:
             table.rows.append((f"{name} (published)", cells))
 
 
+def fills(agg: pd.DataFrame, table: int) -> pd.Series:
+    """Which rows of ``agg`` the paper's ``table`` holds: their protocol's registry entry says (the ImageNet
+    probe's ``linear`` rows table 1, the transfer probe's table 3)."""
+
+    def tables(protocol: str, benchmark: str) -> tuple[int, ...]:
+        entry = registry.PROTOCOLS.get(protocol) or registry.for_benchmark(benchmark)
+        return entry.tables if entry is not None else ()
+
+    return pd.Series([table in tables(p, b) for p, b in zip(agg.protocol, agg.benchmark)], index=agg.index)
+
+
 def columns_for(
-    agg: pd.DataFrame, ref: pd.DataFrame, benchmarks: list[str], *, transfer: bool | None
+    agg: pd.DataFrame, ref: pd.DataFrame, benchmarks: list[str], *, table: int | None
 ) -> list[Column]:
-    """Headline columns for the given benchmarks present in results (``agg``); ``ref`` adds the published
-    metrics of those columns. Published-only datasets go to their own table (``published_table``)."""
-    present = agg[["benchmark", "dataset"]].drop_duplicates().itertuples(index=False)
+    """Headline columns for the given benchmarks present in results (``agg``; with ``table``, the rows that
+    table holds); ``ref`` adds the published metrics of those columns. Published-only datasets go to their
+    own table (``published_table``)."""
+    rows = agg[fills(agg, table)] if table is not None else agg
+    present = rows[["benchmark", "dataset"]].drop_duplicates().itertuples(index=False)
     pairs = {(b, d) for b, d in present if b in benchmarks or b.split("-")[0] in benchmarks}
-    if transfer is not None:
-        pairs = {(b, d) for b, d in pairs if (d in TRANSFER_DATASETS) == transfer}
     cols = []
     for b, d in sorted(pairs, key=lambda p: (benchmarks.index(p[0]) if p[0] in benchmarks else 99, p)):
         for m in headline_metrics(b):
@@ -253,7 +262,7 @@ def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) ->
         return [pub] if pub is not None else []
     agg = aggregate(df)
     tables = []
-    t1 = columns_for(agg, ref, benchmarks_of_table(1), transfer=False)
+    t1 = columns_for(agg, ref, benchmarks_of_table(1), table=1)
     if t1:
         tables.append(
             build(
@@ -264,12 +273,12 @@ def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) ->
                 tolerance=tolerance,
             )
         )
-    t2 = columns_for(agg, ref, benchmarks_of_table(2), transfer=None)
+    t2 = columns_for(agg, ref, benchmarks_of_table(2), table=None)
     if t2:
         tables.append(
             build("Table 2 — semi-supervised fine-tuning", agg, ref, columns=t2, tolerance=tolerance)
         )
-    t3 = columns_for(agg, ref, benchmarks_of_table(3), transfer=True)
+    t3 = columns_for(agg, ref, benchmarks_of_table(3), table=3)
     if t3:
         tables.append(build("Table 3 — transfer", agg, ref, columns=t3, tolerance=tolerance))
     beyond = beyond_paper(agg, ref, tolerance)
@@ -279,7 +288,7 @@ def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) ->
     if len(variants) > 1:
         cols = [
             c
-            for c in columns_for(agg, ref, all_benchmarks(), transfer=None)
+            for c in columns_for(agg, ref, all_benchmarks(), table=None)
             if ((agg.benchmark == c.benchmark) & (agg.dataset == c.dataset)).any()
         ]
         sweep = agg[agg.model.isin(variants)]
@@ -305,7 +314,7 @@ def paper_tables(df: pd.DataFrame, ref: pd.DataFrame, tolerance: float = 1.0) ->
 def beyond_paper(agg: pd.DataFrame, ref: pd.DataFrame, tolerance: float) -> Table | None:
     """The protocols beyond the paper's tables, with the published number where one exists and "no
     published reference" in a row of its own where none does."""
-    cols = columns_for(agg, ref, beyond_paper_benchmarks(), transfer=None)
+    cols = columns_for(agg, ref, beyond_paper_benchmarks(), table=None)
     if not cols:
         return None
     table = build(
@@ -339,10 +348,7 @@ def training_length(agg: pd.DataFrame, ref: pd.DataFrame) -> Table | None:
     published schedule rows."""
     for bench, metric in top1_columns():
         sub = agg[
-            (agg.benchmark == bench)
-            & (agg.metric == metric)
-            & agg.pretrain_epochs.notna()
-            & ~agg.dataset.isin(TRANSFER_DATASETS)
+            (agg.benchmark == bench) & (agg.metric == metric) & agg.pretrain_epochs.notna() & fills(agg, 1)
         ]
         if not sub.empty:
             break

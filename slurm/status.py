@@ -12,12 +12,16 @@ from slurm.launch import pretraining_done, pretraining_progress, read_launch_sta
 from slurm.scheduler import Scheduler, SchedulerUnavailable
 from swavbench.core import registry
 from swavbench.core.paths import CHECKPOINT, LAUNCH_STATE, RECORD
+from swavbench.core.record import upgrade
 
 
 def headline(record: dict) -> str:
     """The metric ``status`` shows for a record: the first of its protocol's headline metrics it has,
     else its first metric."""
-    entry = registry.for_benchmark(record.get("protocol", ""))
+    record = upgrade(record)
+    entry = registry.PROTOCOLS.get(record.get("protocol", "")) or registry.for_benchmark(
+        record.get("benchmark", "")
+    )
     metrics = record.get("metrics") or {}
     wanted = [m for m in (entry.headline if entry else ()) if m in metrics]
     return wanted[0] if wanted else next(iter(metrics), "")

@@ -159,7 +159,8 @@ SPLITS = {"places205": places205_splits, "inat18": inat18_splits, "imagefolder":
 
 
 def run_transfer_linear(cfg: TransferLinearConfig, checkpoint: str, out_dir: str | Path) -> ResultRecord:
-    """Linear probe on the transfer dataset; the record is a ``linear`` record on ``cfg.dataset``."""
+    """Linear probe on the transfer dataset: a transfer-linear record (report key ``linear``) on
+    ``cfg.dataset``."""
     if cfg.format not in SPLITS:
         raise ValueError(f"format must be one of {', '.join(SPLITS)}, got {cfg.format!r}")
-    return run_linear(cfg, checkpoint, out_dir, make_splits=SPLITS[cfg.format])
+    return run_linear(cfg, checkpoint, out_dir, make_splits=SPLITS[cfg.format], protocol="transfer-linear")

@@ -37,4 +37,4 @@ def run_detection(cfg: DetectionConfig, checkpoint: str, out_dir: str | Path) ->
             from transfer.detection_torchvision import train_and_evaluate
         return train_and_evaluate(cfg, loaded, device, out_dir=out_dir)
 
-    return run_and_record(cfg.protocol, cfg, checkpoint, out_dir=out_dir, body=body)
+    return run_and_record("detection", cfg, checkpoint, out_dir=out_dir, body=body)

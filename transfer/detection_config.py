@@ -89,8 +89,8 @@ class DetectionConfig:
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
 
     @property
-    def protocol(self) -> str:
-        """Record name, the results layer's name for the paper's rows."""
+    def report_key(self) -> str:
+        """The report key of its records (the paper's rows: Faster R-CNN C4 / FPN, Mask R-CNN FPN)."""
         if self.masks:
             return "detection-maskrcnn-fpn"
         return "detection-frcnn-c4" if self.head == "c4" else "detection-frcnn-fpn"

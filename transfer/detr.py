@@ -108,11 +108,6 @@ class DetrTransferConfig:
     backend: str = "transformers"  # the implementation (recorded, for the report)
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
 
-    @property
-    def protocol(self) -> str:
-        """Record name, the results layer's name for the paper's row."""
-        return "detection-detr"
-
 
 def validate(cfg: DetrTransferConfig) -> None:
     """Clear errors for settings the run cannot use, before anything is loaded."""
@@ -508,7 +503,7 @@ def run_detr(cfg: DetrTransferConfig, checkpoint: str, out_dir: str | Path) -> R
         return train_and_evaluate(cfg, loaded, device, out_dir=out_dir)
 
     return run_and_record(
-        cfg.protocol,
+        "detr",
         cfg,
         checkpoint,
         out_dir=out_dir,

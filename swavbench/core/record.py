@@ -1,6 +1,7 @@
 """The result record every protocol writes (one JSON file, atomically); results/ reads only these.
 
-Schema (version 1): protocol, status ("ok" | "failed"), metrics {name: value}, checkpoint,
+Schema (version 2): protocol (the registry name of what ran), benchmark (its report key: the column the
+report gives it), status ("ok" | "failed"), metrics {name: value}, checkpoint,
 checkpoint_sha256, trunk_kind, arch, dataset, splits {split: n_images}, config (the protocol's
 full settings, including its ``mode``), seed, wall_time_s, device, model (the report's row
 name), pretrain_epochs, versions, error, created; and how it ran: world_size (processes of the
@@ -30,7 +31,10 @@ import torchvision
 from swavbench.core import durable
 from swavbench.core.paths import RECORD
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# version 1 named a record by its report key (``detection-frcnn-c4``, ``detection-detr``; ``linear`` for both
+# probes, the transfer one told apart by these datasets): ``upgrade`` renames them
+V1_TRANSFER_DATASETS = {"places205", "inat18", "voc07", "voc0712", "coco", "scene15", "bccd"}
 
 
 @dataclass
@@ -68,6 +72,7 @@ class ResultRecord:
     pretrain_images_seen: int | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
+    benchmark: str = ""  # the report key (registry.benchmark_id); written by run_and_record
 
 
 def library_versions() -> dict[str, str]:
@@ -138,8 +143,22 @@ def write_record(record: ResultRecord, out_dir: str | Path) -> Path:
     return durable.write_json(Path(out_dir) / RECORD, asdict(record))
 
 
+def upgrade(data: dict) -> dict:
+    """A record dict of the previous schema (1) in today's: the registry name in ``protocol``, the report key
+    in ``benchmark``. Other versions are returned unchanged (readers refuse them)."""
+    if data.get("schema_version") != 1 or not isinstance(data.get("protocol"), str):
+        return data
+    from swavbench.core.registry import benchmark_id
+
+    old, config = data["protocol"], data.get("config") or {}
+    new = {"detection-detr": "detr"}.get(old, "detection" if old.startswith("detection-") else old)
+    if old == "linear" and (data.get("dataset") in V1_TRANSFER_DATASETS or "root" in config):
+        new = "transfer-linear"
+    return {**data, "protocol": new, "benchmark": benchmark_id(old, config), "schema_version": SCHEMA_VERSION}
+
+
 def read_record(path: str | Path) -> ResultRecord:
-    data = json.loads(Path(path).read_text())
+    data = upgrade(json.loads(Path(path).read_text()))
     if data.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: record schema {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
     return ResultRecord(**data)

@@ -309,15 +309,17 @@ def in_group(group: str) -> list[Protocol]:
 
 
 def benchmark_id(protocol: str, config: dict) -> str:
-    """The report key of a record: its ``protocol`` field, semisup records split by label fraction
-    (the published tables key them that way), low-shot SVM runs apart from the full-data SVM (their mAP is
-    the same protocol's, but they are another job of another configuration: one table cell, one run)."""
+    """The report key of a run of ``protocol`` with ``config``: its entry's one key (``linear`` for both
+    probes), semisup runs split by label fraction (the published tables key them that way), low-shot SVM
+    runs apart from the full-data SVM (their mAP is the same protocol's, but they are another job of another
+    configuration: one table cell, one run). A name of no entry (a version-1 record's) is its own key."""
     if protocol == "semisup":
         m = re.search(r"(\d+)pct", str(config.get("subset", "")))
         return f"semisup-{m.group(1)}pct" if m else "semisup"
     if protocol == "svm" and config.get("low_shot_ks"):
         return "svm-lowshot"
-    return protocol
+    entry = PROTOCOLS.get(protocol)
+    return entry.benchmarks[0] if entry is not None and len(entry.benchmarks) == 1 else protocol
 
 
 def for_benchmark(benchmark: str) -> Protocol | None:

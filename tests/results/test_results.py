@@ -553,3 +553,44 @@ def test_protocols_beyond_the_paper_get_their_own_table_saying_no_published_refe
     assert {c.text() for c in rows["published reference"].values()} == {"no published reference"}
     assert set(rows["published reference"]) == set(headers)
     assert "no published reference" in markdown(beyond)
+
+
+def test_records_carry_their_registry_name_and_land_in_their_entrys_table(tmp_path):
+    """Schema 2: ``protocol`` is the registry name, ``benchmark`` the report key. A schema-1 record is renamed
+    on reading (detection-* -> detection, detection-detr -> detr, linear on a transfer dataset ->
+    transfer-linear), its report key kept. Rows go to the table of their protocol's entry: a transfer probe on
+    a dataset no name rule knows (flowers) lands in Table 3, the ImageNet probe in Table 1."""
+    import json
+
+    from handmade_records import record
+
+    from swavbench.core.record import upgrade
+
+    cases = {
+        ("detection-frcnn-fpn", "coco", ()): ("detection", "detection-frcnn-fpn"),
+        ("detection-detr", "coco", ()): ("detr", "detection-detr"),
+        ("linear", "places205", ()): ("transfer-linear", "linear"),
+        ("linear", "imagenet", ()): ("linear", "linear"),
+        ("semisup", "imagenet", ("subset", "subset:imagenet-1pct")): ("semisup", "semisup-1pct"),
+    }
+    for (old, dataset, extra), (name, key) in cases.items():
+        v1 = record(old, dataset, {"top1": 1.0}, "swav", config=dict([extra]) if extra else None)
+        new = upgrade(v1)
+        assert (new["protocol"], new["benchmark"], new["schema_version"]) == (name, key, 2), old
+    metrics = {"top1": 90.0, "top1_best_epoch": 91.0, "top5": 99.0}
+    flowers = {
+        **record("transfer-linear", "flowers", metrics, "swav"),
+        "benchmark": "linear",
+        "schema_version": 2,
+    }
+    for name, rec in {"flowers": flowers, "imagenet": record("linear", "imagenet", metrics, "swav")}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(rec))
+    df, problems, _ = collect([tmp_path])
+    assert not problems and set(df.protocol) == {"linear", "transfer-linear"}
+    headers = {
+        t.title.split(" —")[0]: [c.header for c in t.columns] for t in paper_tables(df, load_reference())
+    }
+    assert "linear imagenet top1_best_epoch" in headers["Table 1"]
+    assert "linear flowers top1_best_epoch" in headers["Table 3"]
+    assert not any("flowers" in h for h in headers["Table 1"])

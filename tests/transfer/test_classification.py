@@ -131,7 +131,11 @@ def test_transfer_linear_end_to_end(fmt, places_tree, inat_tree, tmp_path):
         ],
     )
     rec = run_transfer_linear(cfg, "random", tmp_path / fmt)
-    assert rec.status == "ok" and rec.protocol == "linear" and rec.dataset == fmt
+    assert (
+        rec.status == "ok"
+        and (rec.protocol, rec.benchmark) == ("transfer-linear", "linear")
+        and rec.dataset == fmt
+    )
     n = 8 if fmt == "places205" else 6
     assert rec.splits == {"train": 3 * n, "val": 3 * n}
     assert (

@@ -259,7 +259,7 @@ def check_record(out: Path, backend: str) -> dict:
     rec = json.loads((out / "result.json").read_text())
     assert (
         rec["status"] == "ok"
-        and rec["protocol"] == "detection-maskrcnn-fpn"
+        and (rec["protocol"], rec["benchmark"]) == ("detection", "detection-maskrcnn-fpn")
         and rec["dataset"] == "bccd-coco"
     )
     assert rec["config"]["backend"] == backend and rec["splits"] == {"train": 6, "test": 4}

@@ -41,7 +41,11 @@ def smoke_config(root: Path, *extra: str) -> DetectionConfig:
 
 def check_record(out: Path, backend: str) -> dict:
     rec = json.loads((out / "result.json").read_text())
-    assert rec["status"] == "ok" and rec["protocol"] == "detection-frcnn-c4" and rec["dataset"] == "bccd"
+    assert (
+        rec["status"] == "ok"
+        and (rec["protocol"], rec["benchmark"]) == ("detection", "detection-frcnn-c4")
+        and rec["dataset"] == "bccd"
+    )
     assert rec["config"]["backend"] == backend and rec["splits"] == {"train": 6, "test": 4}
     for key in ("AP", "AP50", "AP75", "AP50_RBC", "AP50_WBC", "AP50_Platelets"):
         assert 0.0 <= rec["metrics"][key] <= 100.0 and math.isfinite(rec["metrics"][key])

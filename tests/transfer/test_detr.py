@@ -179,7 +179,9 @@ def test_backbone_is_the_trunk_with_frozen_batchnorm():
 
 def check_record(out: Path, *, train: int, test: int) -> dict:
     rec = json.loads((out / "result.json").read_text())
-    assert rec["status"] == "ok" and rec["protocol"] == "detection-detr", rec.get("error")
+    assert rec["status"] == "ok" and (rec["protocol"], rec["benchmark"]) == ("detr", "detection-detr"), (
+        rec.get("error")
+    )
     assert rec["config"]["backend"] == "transformers" and rec["splits"] == {"train": train, "test": test}
     for key in ("box_AP", "box_AP50", "box_AP75"):
         assert 0.0 <= rec["metrics"][key] <= 100.0
