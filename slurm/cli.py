@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from swavbench.core.data_root import add_data_root_argument, data_root
+from swavbench.core.data_root import add_data_root_argument
 
 EXECUTORS = ["auto", "slurm", "local", "debug"]
 
@@ -159,7 +159,7 @@ def preflight_launch(args: argparse.Namespace, plan, site) -> tuple:
 
         loaded = check._try(f"suite {args.suite}", lambda: load_suite(args.suite))
         random = args.kind == "suite" and args.checkpoint == "random"
-        suite = check.suite(rehearsal_suite(loaded, data_root()[0], random_trunk=random)) if loaded else None
+        suite = check.suite(rehearsal_suite(loaded, plan.data_root, random_trunk=random)) if loaded else None
     else:
         suite = check.suite(args.suite)
     pretrain = suite.pretrain if suite is not None else Resources()
@@ -187,11 +187,10 @@ def run_launch(args: argparse.Namespace) -> int:
     try:
         if args.rehearse:  # its own data root, generated once
             from swavbench.checks.rehearsal_data import write_all
-            from swavbench.core.data_root import set_data_root
 
-            set_data_root(str(write_all(Path(args.run_dir) / "rehearsal-data")))
+            root = write_all(Path(args.run_dir) / "rehearsal-data")
             args.wait = True
-        plan, site = Plan(), load_site(account=args.account, qos=args.qos)
+        plan, site = Plan(root if args.rehearse else None), load_site(account=args.account, qos=args.qos)
         suite, variants = preflight_launch(args, plan, site)
         launcher = Launcher(
             args.run_dir, args.executor, force=args.force, dry_run=args.dry_run, plan=plan, site=site

@@ -45,7 +45,7 @@ from slurm.site import Site, load_site
 from slurm.suite import Resources, Suite, cpus_per_task, pieces
 from swavbench.core import durable, interrupt, registry, tracking
 from swavbench.core.config import dataclass_from_dict, differences
-from swavbench.core.data_root import data_root, set_data_root
+from swavbench.core.data_root import set_data_root
 from swavbench.core.environment import temporary_environment
 from swavbench.core.paths import (
     ARRAYS,
@@ -535,7 +535,7 @@ class Launcher:
         self._lock = None if dry_run else _lock_run_dir(self.run_dir, wait_s=lock_wait_s)
         self.scheduler = Scheduler(self.cluster(), retry_delays=squeue_retry_delays)
         self.state_path = self.run_dir / LAUNCH_STATE
-        self.data_root = str(data_root()[0].resolve())  # jobs read their datasets under the launcher's root
+        self.data_root = str(self.plan.data_root)  # jobs read their datasets under the plan's root
         durable.remove_stale_temps(self.run_dir)
         self.state = read_launch_state(self.state_path)
         self._touched: set[str] = set()  # keys of launch.json entries this launcher wrote

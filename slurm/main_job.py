@@ -382,7 +382,7 @@ def plan_data(
         if data != "generated" and not Path(data).expanduser().is_absolute():
             sup_needs = {Path(data).parts[0]}
     wanted = set().union(*needs.values(), sup_needs)
-    root, source = roots.data_root()
+    root, source = plan.data_root, roots.data_root()[1]
     missing = {d for d in wanted if not (root / d).exists()}
     lines: list[str] = []
     demo = sorted(missing & set(demo_data.SOURCES))
@@ -393,6 +393,7 @@ def plan_data(
         for d in wanted - set(demo):  # what the default root has stays visible from the cache root
             if (root / d).exists() and not (cache / d).exists():
                 (cache / d).symlink_to((root / d).resolve(), target_is_directory=True)
+        plan.data_root = cache.resolve()  # the jobs read it (and this process, for the report's run)
         roots.set_data_root(cache)
         lines += [f"{d}: {msg}" for d, msg in status.items() if msg not in ("ready",)]
         root = cache

@@ -1,23 +1,28 @@
-"""A launch's plan: every job's config resolved once (preset <- overrides, validated). Preflight, the main
-job's data plan, the launch keys and the submitted jobs all read the same resolved config, so a launch
-checks exactly what it submits and pays for each resolution once."""
+"""A launch's plan: every job's config resolved once (preset <- overrides, validated), and the data root
+its jobs read their datasets under. Preflight, the main job's data plan, the launch keys and the submitted
+jobs all read the same resolved config and root, so a launch checks exactly what it submits and pays for
+each resolution once. The root is the user's (``--data-root`` / ``$SWAVBENCH_DATA``) when the plan is made;
+the main job's data plan may move it to the demo-data cache; each job takes it as a field."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from pretrain import methods
 from swavbench.core import registry
+from swavbench.core.data_root import data_root
 
 
 class Plan:
     """Resolved configs by what defines them; each is resolved on first use. Callers get a copy, so
     nothing they change leaks into another job's config."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: str | Path | None = None) -> None:
         self._configs: dict[tuple, Any] = {}
         self.resolutions = 0  # how many configs were resolved (the tests count them)
+        self.data_root = Path(root if root is not None else data_root()[0]).expanduser().resolve()
 
     def _once(self, key: tuple, resolve) -> Any:
         if key not in self._configs:

@@ -132,10 +132,10 @@ class Preflight:
 
     def _data(self, where: str, cfg) -> None:
         for name, v in dataset_paths(cfg):
-            if not resolve(v).exists():
+            if not (path := resolve(v, self.plan.data_root)).exists():
                 self.warnings.append(
-                    f"{where}: {name} {resolve(v)} is not visible from this host (fine if only the "
-                    "compute nodes mount it)"
+                    f"{where}: {name} {path} is not visible from this host (fine if only the compute nodes "
+                    "mount it)"
                 )
 
     def load(self, suite: str | Suite) -> Suite | None:
@@ -175,7 +175,7 @@ class Preflight:
                             f"{where}: batch_size={batch} is the global batch and must split over its {n} "
                             f"processes ({e.resources.nodes} node(s) x {tasks}); choose a multiple of {n}"
                         )
-                self._data(where, resolve_fields(cfg))
+                self._data(where, resolve_fields(cfg, self.plan.data_root))
                 if getattr(cfg, "backend", None) == "detectron2" and not detectron2_available():
                     self.warnings.append(
                         f"{where}: backend detectron2 is not installed on this host; the job fails unless "
@@ -210,10 +210,10 @@ class Preflight:
             world = world_size(resources)
             self._try(f"{where} at {world} processes", lambda: m.check_world(cfg, world))
         data = m.data(cfg) if cfg is not None else "auto"
-        if data not in SYNTHETIC_DATA and not resolve(data).exists():
+        if data not in SYNTHETIC_DATA and not (path := resolve(data, self.plan.data_root)).exists():
             self.warnings.append(
-                f"{where}: data {resolve(data)} is not visible from this host (fine if only the compute "
-                "nodes mount it)"
+                f"{where}: data {path} is not visible from this host (fine if only the compute nodes "
+                "mount it)"
             )
 
     def cluster_fit(

@@ -39,10 +39,11 @@ def describe_root() -> str:
     return f"data root {root} ({source}); {HOW_TO_SET}"
 
 
-def resolve(name: str | Path) -> Path:
-    """A dataset name -> its path: absolute and ``~`` paths as given, others under the data root."""
+def resolve(name: str | Path, root: Path | None = None) -> Path:
+    """A dataset name -> its path: absolute and ``~`` paths as given, others under ``root`` (a launch plan's)
+    or this process' data root."""
     p = Path(name).expanduser()
-    return p if p.is_absolute() else data_root()[0] / p
+    return p if p.is_absolute() else (root if root is not None else data_root()[0]) / p
 
 
 def existing(name: str | Path, what: str = "dataset") -> Path:
@@ -63,16 +64,16 @@ def dataset_paths(cfg: Any) -> Iterator[tuple[str, str]]:
                 yield name, v
 
 
-def resolve_fields(cfg: C) -> C:
-    """A copy of a protocol config with its dataset fields (``cfg.DATASET_FIELDS``) resolved; empty
-    strings (an unused optional file) stay empty."""
+def resolve_fields(cfg: C, root: Path | None = None) -> C:
+    """A copy of a protocol config with its dataset fields (``cfg.DATASET_FIELDS``) resolved (under ``root``,
+    as ``resolve``); empty strings (an unused optional file) stay empty."""
     changes: dict[str, Any] = {}
     for name in getattr(cfg, "DATASET_FIELDS", ()):
         value = getattr(cfg, name)
         if isinstance(value, list):
-            changes[name] = [str(resolve(v)) if v else v for v in value]
+            changes[name] = [str(resolve(v, root)) if v else v for v in value]
         elif value:
-            changes[name] = str(resolve(value))
+            changes[name] = str(resolve(value, root))
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 

@@ -53,3 +53,23 @@ def test_pipeline_and_main_job_dry_runs_resolve_each_job_once(tmp_path, capsys, 
     # per seed: SwAV and supervised pretraining, the suite's 6 jobs on SwAV, its 5 that rank (not the
     # detection smoke check) on each control trunk
     assert len(jobs) == 2 * (2 + 6 + 2 * 5) and len(resolutions) == len(jobs), sorted(resolutions)
+
+
+def test_the_data_root_is_a_field_of_the_plan_that_preflight_and_the_jobs_read(tmp_path, monkeypatch):
+    """The environment is the user's input when a plan is made; from then on preflight checks the datasets
+    and the launcher hands the jobs the plan's root, whatever the environment says later."""
+    from slurm.launch import Launcher
+    from slurm.plan import Plan
+    from slurm.preflight import Preflight
+    from slurm.suite import Resources, Suite, SuiteEntry
+
+    monkeypatch.setenv("SWAVBENCH_DATA", str(tmp_path / "user-root"))
+    plan = Plan()
+    assert plan.data_root == (tmp_path / "user-root").resolve()
+    monkeypatch.setenv("SWAVBENCH_DATA", str(tmp_path / "elsewhere"))
+    check = Preflight("local", plan=plan)
+    entry = SuiteEntry("knn", "knn-cifar10-small", name="knn", resources=Resources(gpus=0))
+    check.suite(Suite("one", "a kNN job", [entry]))
+    assert check.warnings and all(str(tmp_path / "user-root" / "cifar10-subset") in w for w in check.warnings)
+    launcher = Launcher(tmp_path / "run", "local", dry_run=True, plan=plan)
+    assert launcher.data_root == str(plan.data_root)
