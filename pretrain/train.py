@@ -583,6 +583,8 @@ class Trainer:
                         s.images_skipped,
                     )
         finally:
+            if loop.bar is not None:  # also when a stop escapes the loop
+                loop.bar.close()
             tracker.close()
         return self.ckpt_path
 
@@ -624,7 +626,7 @@ class Trainer:
         self._stuck = (
             self._stuck + 1 if near and self.state.iteration >= self.plan.freeze_prototypes_niters else 0
         )
-        if self._stuck >= cfg.run.collapse_patience:
+        if ranks.any_rank(self._stuck >= cfg.run.collapse_patience):  # every process stops together
             raise TrainingStopped(
                 f"collapse: loss stayed within {cfg.run.collapse_tol} of ln K = {ln_k:.3f} "
                 f"for {self._stuck} iterations (every sample gets the uniform code). "

@@ -70,6 +70,9 @@ class EpochLoop:
         parts loaded too, else ``defaults``."""
         have = self.path is not None and self.path.is_file()
         state = load_checkpoint(self.path, map_location=self.map_location) if have else None
+        if self.by_iteration and state is not None and "epoch" not in state and "iteration" in state:
+            # the one migration: detection's and DETR's state of before the step loop counted ``iteration``
+            state = {**state, "epoch": 0, "batch": state["iteration"]}
         if not ranks.all_ranks(state is not None and state.get("key") == self.key and "epoch" in state):
             return dict(defaults)
         for name, part in self.parts.items():

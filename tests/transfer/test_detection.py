@@ -60,6 +60,10 @@ def test_torchvision_smoke_and_resume(bccd_mini, tmp_path):
     state = torch.load(out / "detection_state.pth", weights_only=False)
     assert state["batch"] == 2 and len(state["history"]) == 2
     first = state["history"]
+    # the state as the loop of before the step loop wrote it (its position in ``iteration``) still continues
+    first = [{**h, "written": "before"} for h in first]  # marked: a restart would not keep them
+    old = {k: state[k] for k in ("key", "model", "optimizer")}
+    torch.save({**old, "history": first, "iteration": 2}, out / "detection_state.pth")
     # the same run asked for 4 iterations continues from its state instead of starting over
     run_detection(smoke_config(bccd_mini), "random", out)
     state = torch.load(out / "detection_state.pth", weights_only=False)
