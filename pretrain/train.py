@@ -609,7 +609,7 @@ class Trainer:
             kept = (
                 f"the last checkpoint is {self.ckpt_path}"
                 if self.ckpt_path.is_file()
-                else "no checkpoint yet"
+                else "no checkpoint was saved yet"
             )
             raise DataVanished(
                 f"{why}. Stopped at iteration {s.iteration} (epoch {epoch}) after training on "

@@ -152,7 +152,7 @@ def record_rows(data: dict, path: Path) -> list[dict]:
     protocol = data["protocol"]
     device = str(data.get("device", ""))
     wall = float(data.get("wall_time_s") or 0.0)
-    entry = registry.PROTOCOLS.get(protocol) or registry.for_benchmark(data["benchmark"])
+    entry = registry.for_record(protocol, data["benchmark"])
     base = {
         "model": data["model"] or Path(data.get("checkpoint", "")).stem,
         "protocol": protocol,

@@ -226,12 +226,8 @@ def add_published_rows(table: Table, ref: pd.DataFrame) -> None:
 def fills(agg: pd.DataFrame, table: int) -> pd.Series:
     """Which rows of ``agg`` the paper's ``table`` holds: their protocol's registry entry says (the ImageNet
     probe's ``linear`` rows table 1, the transfer probe's table 3)."""
-
-    def tables(protocol: str, benchmark: str) -> tuple[int, ...]:
-        entry = registry.PROTOCOLS.get(protocol) or registry.for_benchmark(benchmark)
-        return entry.tables if entry is not None else ()
-
-    return pd.Series([table in tables(p, b) for p, b in zip(agg.protocol, agg.benchmark)], index=agg.index)
+    entries = [registry.for_record(p, b) for p, b in zip(agg.protocol, agg.benchmark)]
+    return pd.Series([e is not None and table in e.tables for e in entries], index=agg.index)
 
 
 def columns_for(

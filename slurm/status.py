@@ -19,9 +19,7 @@ def headline(record: dict) -> str:
     """The metric ``status`` shows for a record: the first of its protocol's headline metrics it has,
     else its first metric."""
     record = upgrade(record)
-    entry = registry.PROTOCOLS.get(record.get("protocol", "")) or registry.for_benchmark(
-        record.get("benchmark", "")
-    )
+    entry = registry.for_record(record.get("protocol", ""), record.get("benchmark", ""))
     metrics = record.get("metrics") or {}
     wanted = [m for m in (entry.headline if entry else ()) if m in metrics]
     return wanted[0] if wanted else next(iter(metrics), "")

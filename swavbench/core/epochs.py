@@ -136,10 +136,10 @@ class EpochLoop:
         after = batch + 1
         if after == self.per_epoch and not self.by_iteration:
             return
-        if self.finished(epoch, batch):  # a run capped mid-epoch
+        done = epoch * self.per_epoch + after
+        if done >= self.total:  # the last step: a run capped mid-epoch, or an iteration-based run's end
             self.save(epoch, after)
             return
-        done = epoch * self.per_epoch + after
         saved = self.every > 0 and done % self.every == 0
         if saved:
             self.save(epoch, after)

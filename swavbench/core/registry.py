@@ -333,6 +333,12 @@ def for_benchmark(benchmark: str) -> Protocol | None:
     )
 
 
+def for_record(protocol: str, benchmark: str) -> Protocol | None:
+    """The entry of a record: its ``protocol``'s (the registry name), else the one its report key
+    ``benchmark`` belongs to (``for_benchmark``), else None."""
+    return PROTOCOLS.get(protocol) or for_benchmark(benchmark)
+
+
 def benchmarks_of_table(table: int) -> list[str]:
     """Report keys of the protocols that fill ``table``, in registry order (the column order)."""
     out: list[str] = []
