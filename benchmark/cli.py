@@ -25,13 +25,14 @@ def add_protocol_parser(protocols: argparse._SubParsersAction, entry: Protocol) 
     folder or a YAML path), --out, key=value overrides."""
     group, name = entry.command
     where = f"configs/{group}/"
-    default = entry.paper_presets[0]
+    default = entry.default_preset()
+    presets = [*entry.presets, *(p for b in entry.backends for p in b.presets)]
     help_ = entry.help
     p = protocols.add_parser(
         name,
         help=help_,
         description=help_[0].upper() + help_[1:] + f". Writes --out/{RECORD}.",
-        epilog=f"presets ({where}): {', '.join(entry.presets)}\nexample:\n"
+        epilog=f"presets ({where}): {', '.join(presets)}\nexample:\n"
         f"  swavbench {group} {name} --checkpoint "
         f"runs/main-cpu-small/jobs/swav-s0/{CHECKPOINT} --config {entry.small_preset} --out runs/{name}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -41,9 +42,10 @@ def add_protocol_parser(protocols: argparse._SubParsersAction, entry: Protocol) 
         help="swav-bench / official SwAV / torchvision / VISSL file, or 'random' for a seeded random trunk "
         "(required unless --print-config)",
     )
-    p.add_argument(
-        "--config", default=default, help=f"preset from {where} or a YAML path (default: {default})"
+    by_backend = "".join(
+        f"; {b.default_preset()} for --backend {b.backend_values[0]}" for b in entry.backends
     )
+    p.add_argument("--config", help=f"preset from {where} or a YAML path (default: {default}{by_backend})")
     p.add_argument(
         "--out",
         help=f"folder for {RECORD} and the protocol's resumable state (required unless --print-config)",
@@ -176,5 +178,6 @@ def run_make_subset(args: argparse.Namespace) -> int:
 def run_protocol(args: argparse.Namespace) -> int:
     """Run the registry entry the subcommand was built for (``eval`` and ``transfer`` alike)."""
     entry = registry.get(args.protocol_name)
-    backend = [f"backend={args.backend}"] if getattr(args, "backend", None) else []
-    return run_configured(entry, args, backend)
+    chosen = getattr(args, "backend", None)
+    args.config = args.config or entry.default_preset(chosen)
+    return run_configured(entry, args, [f"backend={chosen}"] if chosen else [])

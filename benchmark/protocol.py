@@ -148,8 +148,9 @@ def _record(
             trunk_recipe=loaded.recipe,
             pretrain_images_seen=loaded.images_seen,
         )
+    entry = registry.PROTOCOLS.get(protocol)  # a backend's records name the protocol it is a backend of
     return ResultRecord(
-        protocol=protocol,
+        protocol=entry.record_name if entry else protocol,
         # the report key: the config's own (detection's depends on its head) or the registry's
         benchmark=getattr(cfg, "report_key", None) or registry.benchmark_id(protocol, asdict(cfg)),
         status="ok",

@@ -356,7 +356,7 @@ class EvalJob(submitit.helpers.Checkpointable):
         check_identity(self.trunk_checkpoint, self.expect)
         entry = registry.get(self.protocol)
         cfg = (
-            dataclass_from_dict(entry.config_type(), self.config)
+            dataclass_from_dict(entry.implementation(self.config.get("backend")).config_type(), self.config)
             if self.config
             else Plan().protocol(self.protocol, self.preset, self.overrides, seed=self.seed)
         )
@@ -762,7 +762,9 @@ class Launcher:
                         first = by_job.get((entry.after, seed)) or by_job[entry.after, 0]
                         setattr(cfg, registry.get(entry.protocol).after_field, first.out_dir)
                         dep = self._after(first, default=after)
-                    key = stable_hash([checkpoint_id, entry.protocol, asdict(cfg), seed])
+                    # by the implementation's name: a suite naming DETR ``detection`` finds its ``detr`` jobs
+                    impl = registry.get(entry.protocol).implementation(getattr(cfg, "backend", None))
+                    key = stable_hash([checkpoint_id, impl.name, asdict(cfg), seed])
                     name = f"{prefix}{entry.name}-s{seed}"
                     out = self.run_dir / "evals" / f"{name}-{key[:8]}"
                     p = Planned(

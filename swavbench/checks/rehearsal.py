@@ -38,8 +38,9 @@ def _entry_overrides(entry, data_root: Path) -> list[str]:
     """The entry's overrides plus the rehearsal's (subset lists restricted to the generated tree, a few
     low-shot draws, Detectron2's precise-BN pass cut to two batches, or, where Detectron2 is not installed,
     the torchvision backend of the same recipe, said on stdout)."""
-    out = [*entry.overrides, *registry.get(entry.protocol).rehearsal]  # its size at the rehearsal's scale
-    cfg = registry.get(entry.protocol).load_config(entry.preset, entry.overrides)
+    impl = registry.get(entry.protocol).recipe_of(entry.preset)
+    out = [*entry.overrides, *impl.rehearsal]  # its size at the rehearsal's scale
+    cfg = impl.load_config(entry.preset, entry.overrides)
     if getattr(cfg, "backend", "") == "detectron2":
         from transfer.detection_config import detectron2_available
 
@@ -100,7 +101,7 @@ def check(evals: list[str | Path], suite: Suite, *, model: str) -> list[str]:
             problems.append(f"{out}: {ran}: {rec.get('error') or ''}")
     df, _, _ = collect([str(e) for e in evals])
     ref = load_reference()
-    covered = {b for e in suite.entries for b in registry.get(e.protocol).benchmarks}
+    covered = {b for e in suite.entries for b in registry.get(e.protocol).recipe_of(e.preset).benchmarks}
     for table in paper_tables(df, ref)[:3]:
         if not table.title.startswith("Table "):
             continue

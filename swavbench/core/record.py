@@ -31,9 +31,10 @@ import torchvision
 from swavbench.core import durable
 from swavbench.core.paths import RECORD
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # version 1 named a record by its report key (``detection-frcnn-c4``, ``detection-detr``; ``linear`` for both
-# probes, the transfer one told apart by these datasets): ``upgrade`` renames them
+# probes, the transfer one told apart by these datasets), version 2 DETR's by its backend: ``upgrade``
+# renames them
 V1_TRANSFER_DATASETS = {"places205", "inat18", "voc07", "voc0712", "coco", "scene15", "bccd"}
 
 
@@ -144,17 +145,22 @@ def write_record(record: ResultRecord, out_dir: str | Path) -> Path:
 
 
 def upgrade(data: dict) -> dict:
-    """A record dict of the previous schema (1) in today's: the registry name in ``protocol``, the report key
-    in ``benchmark``. Other versions are returned unchanged (readers refuse them)."""
-    if data.get("schema_version") != 1 or not isinstance(data.get("protocol"), str):
+    """A record dict of an earlier schema in today's: the protocol's registry name in ``protocol`` (version 2
+    named a backend's records by the backend, ``detr``), the report key in ``benchmark``. Other versions
+    are returned unchanged (readers refuse them)."""
+    version, old = data.get("schema_version"), data.get("protocol")
+    if version not in (1, 2) or not isinstance(old, str):
         return data
-    from swavbench.core.registry import benchmark_id
+    from swavbench.core.registry import PROTOCOLS, benchmark_id
 
-    old, config = data["protocol"], data.get("config") or {}
-    new = {"detection-detr": "detr"}.get(old, "detection" if old.startswith("detection-") else old)
-    if old == "linear" and (data.get("dataset") in V1_TRANSFER_DATASETS or "root" in config):
-        new = "transfer-linear"
-    return {**data, "protocol": new, "benchmark": benchmark_id(old, config), "schema_version": SCHEMA_VERSION}
+    config, new = data.get("config") or {}, old
+    if version == 1:
+        new = "detection" if old.startswith("detection-") else old
+        if old == "linear" and (data.get("dataset") in V1_TRANSFER_DATASETS or "root" in config):
+            new = "transfer-linear"
+        data = {**data, "benchmark": benchmark_id(old, config)}
+    new = PROTOCOLS[new].record_name if new in PROTOCOLS else new
+    return {**data, "protocol": new, "schema_version": SCHEMA_VERSION}
 
 
 def read_record(path: str | Path) -> ResultRecord:

@@ -49,6 +49,11 @@ class Protocol:
     # overrides that scale a job to the paper rehearsal (swavbench/checks/rehearsal.py: two CPU processes,
     # so global batches split in two; tiny data in the real formats): size, never protocol
     rehearsal: tuple[str, ...] = ()
+    # a backend of another protocol with a config class of its own (DETR of detection): records, suites and
+    # ``--backend`` name that protocol; this entry's name stays the implementation's (``swavbench transfer
+    # detr``, job keys); ``backend_values``: the config ``backend`` values it runs
+    part_of: str = ""
+    backend_values: tuple[str, ...] = ()
 
     @property
     def config_dir(self) -> Path:
@@ -58,17 +63,62 @@ class Protocol:
     def presets(self) -> tuple[str, ...]:
         return (*self.paper_presets, self.small_preset)
 
+    @property
+    def record_name(self) -> str:
+        """The protocol its records and suites name: the one it is a backend of, else its own."""
+        return self.part_of or self.name
+
+    @property
+    def backends(self) -> list[Protocol]:
+        """The entries that are backends of this protocol with config classes of their own."""
+        return [p for p in PROTOCOLS.values() if p.part_of == self.name]
+
+    def implementation(self, backend: object = None) -> Protocol:
+        """The entry running a config whose ``backend`` is ``backend``: a backend entry's, else this."""
+        return next((b for b in self.backends if backend in b.backend_values), self)
+
+    def default_preset(self, backend: object = None) -> str:
+        """The published recipe ``--config`` defaults to, of the implementation ``--backend`` picks."""
+        return self.implementation(backend).paper_presets[0]
+
     def config_type(self) -> type:
         return getattr(importlib.import_module(self.module), self.config_class)
 
     def runner(self):
-        return getattr(importlib.import_module(self.module), self.run_function)
+        """run(cfg, checkpoint, out_dir) of the implementation of ``cfg`` (its ``backend``)."""
+        own = getattr(importlib.import_module(self.module), self.run_function)
+        if not self.backends:
+            return own
+        pick = lambda cfg: self.implementation(getattr(cfg, "backend", None))  # noqa: E731
+        return lambda cfg, *args: (own if pick(cfg) is self else pick(cfg).runner())(cfg, *args)
 
     def load_config(self, preset: str, overrides: list[str] = ()) -> Any:
-        """Dataclass defaults <- the preset (a name in ``config_dir`` or a YAML path) <- overrides."""
-        from swavbench.core.config import load_dataclass
+        """Dataclass defaults <- the preset (a name in ``config_dir`` or a YAML path) <- overrides, in the
+        config class of the implementation the preset is a recipe of; a ``backend=`` override naming
+        another implementation is refused with the presets that run it."""
+        from swavbench.core.config import ConfigError, load_dataclass
 
-        return load_dataclass(self.config_type(), self.config_dir, preset, overrides=list(overrides))
+        impl = self.recipe_of(preset)
+        chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("backend=")]
+        if chosen and self.implementation(chosen[-1]) is not impl:
+            other = self.implementation(chosen[-1])
+            raise ConfigError(
+                f"preset {preset} is a {impl.name} recipe, and backend={chosen[-1]} runs {other.name}: pick "
+                f"one of its presets ({', '.join(other.presets)}) or leave the backend to the preset"
+            )
+        return load_dataclass(impl.config_type(), self.config_dir, preset, overrides=list(overrides))
+
+    def recipe_of(self, preset: str) -> Protocol:
+        """The implementation ``preset`` is a recipe of: the backend entry listing it or whose backend a
+        YAML file states, else this entry."""
+        listed = next((b for b in self.backends if preset in b.presets), None)
+        path = Path(preset)
+        if listed or not self.backends or path.suffix not in (".yaml", ".yml") or not path.is_file():
+            return listed or self
+        import yaml
+
+        stated = yaml.safe_load(path.read_text())
+        return self.implementation(stated.get("backend") if isinstance(stated, dict) else None)
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -223,7 +273,8 @@ PROTOCOLS: dict[str, Protocol] = {
             paper_presets=("detection-voc0712-c4", "detection-coco-maskrcnn-fpn"),
             small_preset="detection-bccd-c4-small",
             help="fine-tune Faster R-CNN (C4 or FPN) or Mask R-CNN on the trunk and report VOC AP / AP50 / "
-            "AP75 or COCO box / mask AP (backend=detectron2 or torchvision)",
+            "AP75 or COCO box / mask AP (backend=detectron2 or torchvision), or DETR (backend=transformers, "
+            "presets detr-*)",
             benchmarks=("detection-frcnn-c4", "detection-maskrcnn-fpn", "detection-frcnn-fpn"),
             tables=(3,),
             headline=("AP50", "AP", "AP75", "box_AP", "mask_AP"),
@@ -231,7 +282,7 @@ PROTOCOLS: dict[str, Protocol] = {
             data_parallel=True,
             fine_tunes=True,
             backbone_norm="",
-            cli_backends=("auto", "detectron2", "torchvision"),
+            cli_backends=("auto", "detectron2", "torchvision", "transformers"),
             reference_backends=("detectron2", ""),
             rehearsal=(
                 "num_workers=0",
@@ -256,7 +307,8 @@ PROTOCOLS: dict[str, Protocol] = {
             run_function="run_detr",
             paper_presets=("detr-coco",),
             small_preset="detr-bccd-small",
-            help="fine-tune DETR (transformers' port of the official code) on the trunk; COCO box AP",
+            help="fine-tune DETR (transformers' port of the official code) on the trunk; COCO box AP. The "
+            "transformers backend of `transfer detection` (--backend transformers)",
             benchmarks=("detection-detr",),
             tables=(3,),
             headline=("box_AP", "box_AP50", "box_AP75"),
@@ -267,6 +319,8 @@ PROTOCOLS: dict[str, Protocol] = {
             # transformers' DETR is a port of the official code; transfer/detr.py restores the official
             # initialisation, auxiliary losses and loss normalisation around it
             reference_backends=("transformers",),
+            part_of="detection",
+            backend_values=("transformers",),
             rehearsal=(
                 "num_workers=0",
                 "epochs=1",
@@ -334,9 +388,15 @@ def for_benchmark(benchmark: str) -> Protocol | None:
 
 
 def for_record(protocol: str, benchmark: str) -> Protocol | None:
-    """The entry of a record: its ``protocol``'s (the registry name), else the one its report key
-    ``benchmark`` belongs to (``for_benchmark``), else None."""
-    return PROTOCOLS.get(protocol) or for_benchmark(benchmark)
+    """The entry of a record: of the entries its ``protocol`` names (the protocol and its backends) the
+    one whose report keys hold ``benchmark``, else the protocol's, else the one its report key belongs to
+    (``for_benchmark``), else None."""
+    named = [p for p in PROTOCOLS.values() if p.record_name == protocol]
+    return (
+        next((p for p in named if benchmark in p.benchmarks), None)
+        or PROTOCOLS.get(protocol)
+        or (for_benchmark(benchmark))
+    )
 
 
 def benchmarks_of_table(table: int) -> list[str]:

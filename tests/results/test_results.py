@@ -556,19 +556,20 @@ def test_protocols_beyond_the_paper_get_their_own_table_saying_no_published_refe
 
 
 def test_records_carry_their_registry_name_and_land_in_their_entrys_table(tmp_path):
-    """Schema 2: ``protocol`` is the registry name, ``benchmark`` the report key. A schema-1 record is renamed
-    on reading (detection-* -> detection, detection-detr -> detr, linear on a transfer dataset ->
-    transfer-linear), its report key kept. Rows go to the table of their protocol's entry: a transfer probe on
-    a dataset no name rule knows (flowers) lands in Table 3, the ImageNet probe in Table 1."""
+    """Schema 3: ``protocol`` is the registry name, ``benchmark`` the report key. A schema-1 record is renamed
+    on reading (detection-* -> detection, linear on a transfer dataset -> transfer-linear), its report key
+    kept; a schema-2 DETR record (``detr``) becomes ``detection``. Rows go to the table of their protocol's
+    entry: a transfer probe on a dataset no name rule knows (flowers) lands in Table 3, the ImageNet probe in
+    Table 1."""
     import json
 
     from handmade_records import record
 
-    from swavbench.core.record import upgrade
+    from swavbench.core.record import SCHEMA_VERSION, upgrade
 
     cases = {
         ("detection-frcnn-fpn", "coco", ()): ("detection", "detection-frcnn-fpn"),
-        ("detection-detr", "coco", ()): ("detr", "detection-detr"),
+        ("detection-detr", "coco", ()): ("detection", "detection-detr"),
         ("linear", "places205", ()): ("transfer-linear", "linear"),
         ("linear", "imagenet", ()): ("linear", "linear"),
         ("semisup", "imagenet", ("subset", "subset:imagenet-1pct")): ("semisup", "semisup-1pct"),
@@ -576,12 +577,15 @@ def test_records_carry_their_registry_name_and_land_in_their_entrys_table(tmp_pa
     for (old, dataset, extra), (name, key) in cases.items():
         v1 = record(old, dataset, {"top1": 1.0}, "swav", config=dict([extra]) if extra else None)
         new = upgrade(v1)
-        assert (new["protocol"], new["benchmark"], new["schema_version"]) == (name, key, 2), old
+        assert (new["protocol"], new["benchmark"], new["schema_version"]) == (name, key, SCHEMA_VERSION), old
+    v2 = record("detr", "coco", {"box_AP": 1.0}, "swav")
+    v2 |= {"benchmark": "detection-detr", "schema_version": 2}
+    assert (upgrade(v2)["protocol"], upgrade(v2)["benchmark"]) == ("detection", "detection-detr")
     metrics = {"top1": 90.0, "top1_best_epoch": 91.0, "top5": 99.0}
     flowers = {
         **record("transfer-linear", "flowers", metrics, "swav"),
         "benchmark": "linear",
-        "schema_version": 2,
+        "schema_version": SCHEMA_VERSION,
     }
     for name, rec in {"flowers": flowers, "imagenet": record("linear", "imagenet", metrics, "swav")}.items():
         (tmp_path / name).mkdir()

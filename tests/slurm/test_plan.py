@@ -4,6 +4,8 @@ pretraining method's preset."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import swavbench
@@ -73,3 +75,22 @@ def test_the_data_root_is_a_field_of_the_plan_that_preflight_and_the_jobs_read(t
     assert check.warnings and all(str(tmp_path / "user-root" / "cifar10-subset") in w for w in check.warnings)
     launcher = Launcher(tmp_path / "run", "local", dry_run=True, plan=plan)
     assert launcher.data_root == str(plan.data_root)
+
+
+def test_a_detr_job_named_detection_keeps_the_key_and_folder_of_a_detr_job(tmp_path):
+    """DETR is a backend of detection now: a suite job ``protocol: detection`` with a DETR preset has the
+    launch key (and so the folder) the same job had as ``protocol: detr``, so a relaunch of a paper suite
+    launched before finds its DETR job instead of submitting it again."""
+    from dataclasses import asdict
+
+    from slurm.launch import Launcher, stable_hash
+    from slurm.suite import Resources, Suite, SuiteEntry
+
+    planned = {}
+    for name in ("detection", "detr"):
+        entry = SuiteEntry(name, "detr-coco", name="detr-coco", resources=Resources(gpus=0))
+        launcher = Launcher(tmp_path / name, "local", dry_run=True)
+        (planned[name],) = launcher.suite(Suite("one", "COCO DETR", [entry]), "random")
+    cfg = registry.get("detr").load_config("detr-coco", ["seed=0"])
+    assert planned["detection"].key == planned["detr"].key == stable_hash(["random", "detr", asdict(cfg), 0])
+    assert Path(planned["detection"].out_dir).name == Path(planned["detr"].out_dir).name

@@ -14,7 +14,7 @@ def test_shipped_suites_load_with_resources():
         "imagenet-variants",
         "transfer-logreg",
     }  # the protocols beyond the paper, at paper scale
-    assert {e.protocol for e in paper.entries} == {*every, "detr", *beyond}  # COCO DETR: paper scale only
+    assert {e.protocol for e in paper.entries} == {*every, *beyond}  # COCO DETR: paper scale only
     assert {e.preset for e in paper.entries} >= {"linear-places205", "linear-inat18", "detection-voc0712-c4"}
     linear = next(e for e in paper.entries if e.preset == "linear-imagenet")
     assert linear.resources.gpus == 8 and linear.seeds == [0]

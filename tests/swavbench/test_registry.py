@@ -39,7 +39,7 @@ def test_suites_clis_and_benchmarks_use_registry_names():
     parser = swavbench.build_parser()
     for entry in PROTOCOLS.values():
         args = parser.parse_args([*entry.command, "--checkpoint", "random", "--out", "x"])
-        assert args.protocol_name == entry.name and args.config == entry.paper_presets[0]
+        assert args.protocol_name == entry.name and entry.default_preset() == entry.paper_presets[0]
         for b in entry.benchmarks:
             assert registry.for_benchmark(b).headline == entry.headline
     assert registry.benchmark_id("semisup", {"subset": "subset:imagenet-10pct"}) == "semisup-10pct"
@@ -51,6 +51,33 @@ def test_suites_clis_and_benchmarks_use_registry_names():
     assert registry.benchmarks_of_table(3)[:2] == ["linear", "svm"]  # the report's Table 3 column order
     with pytest.raises(KeyError, match="unknown protocol 'nope'; protocols: linear, knn"):
         registry.get("nope")
+
+
+def test_detr_is_the_transformers_backend_of_detection(tmp_path, capsys):
+    """DETR runs as ``transfer detection`` with its presets or ``--backend transformers`` (``transfer detr``
+    stays, the same run); its records and suites name ``detection`` and keep their report key, and a preset
+    of one implementation with the other's backend is refused with the presets that run it."""
+    from transfer.detr import DetrTransferConfig
+
+    detection, detr = registry.get("detection"), registry.get("detr")
+    assert detection.backends == [detr] and detr.record_name == "detection"
+    assert detection.implementation("transformers") is detr and detection.implementation("auto") is detection
+    assert type(detection.load_config("detr-bccd-small")) is DetrTransferConfig
+    stated = tmp_path / "mine.yaml"  # a user's own recipe names its implementation by its backend
+    stated.write_text("backend: transformers\nepochs: 3\n")
+    assert detection.load_config(str(stated)).epochs == 3
+    printed = []
+    for argv in (["detection", "--backend", "transformers"], ["detr"], ["detection", "--config=detr-coco"]):
+        assert swavbench.main(["transfer", *argv, "--print-config"]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] == printed[2] and "num_queries: 100" in printed[0]
+    assert swavbench.main(["transfer", "detection", "--config", "detr-coco", "--backend", "torchvision"]) == 2
+    err = capsys.readouterr().err
+    assert "preset detr-coco is a detr recipe, and backend=torchvision runs detection" in err
+    assert "detection-voc0712-c4" in err  # the presets that do run it
+    assert registry.for_record("detection", "detection-detr") is detr  # its headline, norm and reference
+    assert registry.for_record("detection", "detection-frcnn-c4") is detection
+    assert registry.benchmarks_of_table(3)[-1] == "detection-detr"
 
 
 TOY = Protocol(

@@ -179,7 +179,7 @@ def test_backbone_is_the_trunk_with_frozen_batchnorm():
 
 def check_record(out: Path, *, train: int, test: int) -> dict:
     rec = json.loads((out / "result.json").read_text())
-    assert rec["status"] == "ok" and (rec["protocol"], rec["benchmark"]) == ("detr", "detection-detr"), (
+    assert rec["status"] == "ok" and (rec["protocol"], rec["benchmark"]) == ("detection", "detection-detr"), (
         rec.get("error")
     )
     assert rec["config"]["backend"] == "transformers" and rec["splits"] == {"train": train, "test": test}
@@ -281,7 +281,7 @@ def test_two_processes_run_as_one(tmp_path):
         "num_queries=10",
     )
     one = run_detr(cfg, "random", tmp_path / "one")
-    two = run_ddp(run_protocols, 2, [("detr", cfg, "random", str(tmp_path / "two"))])
+    two = run_ddp(run_protocols, 2, [("detection", cfg, "random", str(tmp_path / "two"))])
     assert json.dumps(two[0][0].metrics, sort_keys=True) == json.dumps(two[1][0].metrics, sort_keys=True)
     rec = check_record(tmp_path / "two", train=8, test=4)
     assert rec["world_size"] == 2 and rec["global_batch"] == 2
