@@ -11,6 +11,7 @@ import yaml
 
 from benchmark.trunk import TrunkLoadError
 from swavbench.core import registry
+from swavbench.core.commands import command
 from swavbench.core.config import ConfigError, load_dataclass
 from swavbench.core.data_root import add_data_root_argument
 from swavbench.core.paths import CHECKPOINT, CONFIGS, RECORD
@@ -28,14 +29,18 @@ def add_protocol_parser(protocols: argparse._SubParsersAction, entry: Protocol) 
     default = entry.default_preset()
     presets = [*entry.presets, *(p for b in entry.backends for p in b.presets)]
     help_ = entry.help
-    p = protocols.add_parser(
+    p = command(
+        protocols,
         name,
-        help=help_,
+        help_,
         description=help_[0].upper() + help_[1:] + f". Writes --out/{RECORD}.",
-        epilog=f"presets ({where}): {', '.join(presets)}\nexample:\n"
-        f"  swavbench {group} {name} --checkpoint "
-        f"runs/main-cpu-small/jobs/swav-s0/{CHECKPOINT} --config {entry.small_preset} --out runs/{name}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=[  # a smoke run of each implementation (DETR of detection: a backend entry's presets)
+            f"swavbench {group} {name} --checkpoint runs/main-cpu-small/jobs/swav-s0/{CHECKPOINT} "
+            f"--config {impl.small_preset} --out runs/{impl.name}"
+            for impl in (entry, *entry.backends)
+        ],
+        notes=f"presets ({where}): {', '.join(presets)}",
+        run=run_protocol,
     )
     p.add_argument(
         "--checkpoint",
@@ -68,7 +73,7 @@ def add_protocol_parser(protocols: argparse._SubParsersAction, entry: Protocol) 
             help="override the preset's backend (auto: the best installed)",
         )
     add_data_root_argument(p)
-    p.set_defaults(func=run_protocol, protocol_name=entry.name)
+    p.set_defaults(protocol_name=entry.name)
     return p
 
 
@@ -106,19 +111,22 @@ def run_configured(entry: Protocol, args: argparse.Namespace, extra_overrides: l
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser(
+    ev = command(
+        sub,
         "eval",
-        help="evaluation protocols on a frozen or fine-tuned trunk",
+        "evaluation protocols on a frozen or fine-tuned trunk",
         description="Run an evaluation protocol on a checkpoint and write result.json to --out.",
     )
     protocols = ev.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     for entry in registry.in_group("eval"):
         add_protocol_parser(protocols, entry)
-    ms = protocols.add_parser(
+    ms = command(
+        protocols,
         "make-subset",
-        help="write a class-balanced labelled subset file (for semisup)",
+        "write a class-balanced labelled subset file (for semisup)",
         description="Draw a seeded class-balanced subset of an ImageFolder split and write one "
         "class/file path per line, the format `eval semisup subset=FILE` reads.",
+        run=run_make_subset,
     )
     ms.add_argument(
         "--data", required=True, help="ImageFolder split, e.g. ../shared/data/cifar10-subset/train"
@@ -128,13 +136,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--per-class", type=int, help="images per class")
     group.add_argument("--fraction", type=float, help="fraction of each class (at least one image)")
     ms.add_argument("--seed", type=int, default=0)
-    ms.set_defaults(func=run_make_subset)
 
-    b = sub.add_parser(
+    b = command(
+        sub,
         "eval-bench",
-        help="print feature-extraction images/s and the N-head linear grid cost ratio",
+        "print feature-extraction images/s and the N-head linear grid cost ratio",
         description="Time feature extraction and one epoch of the augmented linear probe with 1 head "
         "and with an N-head grid, interleaved on the same images. Prints a table; writes nothing.",
+        run=run_eval_bench,
     )
     b.add_argument("--checkpoint", default="random")
     b.add_argument(
@@ -145,7 +154,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("overrides", nargs="*", metavar="key=value")
     add_data_root_argument(b)
-    b.set_defaults(func=run_eval_bench)
 
 
 def run_eval_bench(args: argparse.Namespace) -> int:

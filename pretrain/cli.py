@@ -8,6 +8,7 @@ import sys
 
 from pretrain.config import CONFIG_DIR, load_config
 from pretrain.data import EmptyDatasetError
+from swavbench.core.commands import command
 from swavbench.core.config import ConfigError, list_presets
 from swavbench.core.data_root import add_data_root_argument
 from swavbench.core.state import CheckpointError
@@ -24,18 +25,20 @@ def data_override(key: str, value: str | None) -> list[str]:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "pretrain",
-        help="SwAV pretraining -> checkpoint",
-        description="Train SwAV (multi-crop, Sinkhorn codes, swapped prediction) "
-        "and write checkpoints to --out. "
-        "Launch under torchrun or srun for several processes; DDP is set up from the environment.",
-        epilog="examples:\n  swavbench pretrain --config cpu-small\n"
-        "  swavbench pretrain --config tiny --out runs/t optim.epochs=2 model.arch=resnet18\n"
-        "  torchrun --nproc_per_node 8 $(which swavbench) pretrain --config rn50-800ep-bs4096 "
-        "data.path=imagenet/train\n"
-        f"presets: {', '.join(list_presets(CONFIG_DIR))}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "SwAV pretraining -> checkpoint",
+        description="Train SwAV (multi-crop, Sinkhorn codes, swapped prediction) and write checkpoints to "
+        "--out. Launch under torchrun or srun for several processes; DDP is set up from the environment.",
+        examples=[
+            "swavbench pretrain --config cpu-small",
+            "swavbench pretrain --config tiny --out runs/t optim.epochs=2 model.arch=resnet18",
+            "torchrun --nproc_per_node 8 $(which swavbench) pretrain --config rn50-800ep-bs4096 "
+            "data.path=imagenet/train",
+        ],
+        notes=f"presets: {', '.join(list_presets(CONFIG_DIR))}",
+        run=run_pretrain,
     )
     p.add_argument(
         "--config",
@@ -72,14 +75,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. optim.epochs=5"
     )
     add_data_root_argument(p)
-    p.set_defaults(func=run_pretrain)
 
-    b = sub.add_parser(
+    b = command(
+        sub,
         "pretrain-bench",
-        help="print pretraining throughput and multi-crop pipeline images/s per core",
-        description="Time training steps (images/s, ms/step) of a preset on this device, "
-        "and the multi-crop data "
-        "pipeline's images/s on one core. Prints a table; nothing is written.",
+        "print pretraining throughput and multi-crop pipeline images/s per core",
+        description="Time training steps (images/s, ms/step) of a preset on this device, and the multi-crop "
+        "data pipeline's images/s on one core. Prints a table; nothing is written.",
+        run=run_bench,
     )
     b.add_argument("--config", default="cpu-small")
     b.add_argument(
@@ -97,7 +100,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("overrides", nargs="*", metavar="section.key=value")
     add_data_root_argument(b)
-    b.set_defaults(func=run_bench)
 
 
 def run_pretrain(args: argparse.Namespace) -> int:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from swavbench.core.commands import command
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "report",
-        help="result records -> paper-shaped tables (terminal, Markdown, LaTeX, HTML) and plots",
+        "result records -> paper-shaped tables (terminal, Markdown, LaTeX, HTML) and plots",
         description="Collect every result.json under the run directories into one table "
         "(Parquet + CSV), print "
         "the paper-shaped tables with the published SwAV and supervised numbers beside, and write report.md, "
         "report.tex, report.html and plots/ to --out.",
+        run=run_report,
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument(
@@ -33,7 +37,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="extra published numbers (same columns as results/data/swav_paper.csv); repeatable",
     )
     p.add_argument("--title", default="swav-bench report")
-    p.set_defaults(func=run_report)
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from swavbench.core.commands import command
 from swavbench.core.data_root import add_data_root_argument
 
 EXECUTORS = ["auto", "slurm", "local", "debug"]
@@ -43,18 +44,20 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    launch = sub.add_parser(
+    launch = command(
+        sub,
         "launch",
-        help="submit evaluation suites, pretrain->eval pipelines and sweeps (submitit)",
+        "submit evaluation suites, pretrain->eval pipelines and sweeps (submitit)",
         description="Turn 'evaluate this checkpoint' or 'pretrain these variants and evaluate "
         "each' into jobs (SLURM, local processes or in-process). Re-running is idempotent.",
     )
     kinds = launch.add_subparsers(dest="kind", required=True, metavar="KIND")
-    s = kinds.add_parser("suite", help="one job per protocol run of a suite on a checkpoint")
+    s = command(kinds, "suite", "one job per protocol run of a suite on a checkpoint", run=run_launch)
     s.add_argument("--checkpoint", required=True)
     _common(s)
-    s.set_defaults(func=run_launch)
-    p = kinds.add_parser("pipeline", help="pretraining job, then the suite on its final checkpoint (afterok)")
+    p = command(
+        kinds, "pipeline", "pretraining job, then the suite on its final checkpoint (afterok)", run=run_launch
+    )
     p.add_argument("--config", default="cpu-small", help="pretraining preset")
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     p.add_argument(
@@ -64,8 +67,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "(checkpoints kept every run.keep_epoch_checkpoints epochs)",
     )
     _common(p)
-    p.set_defaults(func=run_launch)
-    w = kinds.add_parser("sweep", help="one pipeline per variant of a sweep YAML (grid or list of overrides)")
+    w = command(
+        kinds, "sweep", "one pipeline per variant of a sweep YAML (grid or list of overrides)", run=run_launch
+    )
     w.add_argument(
         "--sweep", required=True, help="YAML with 'grid: {section.key: [values]}' and/or 'variants: [...]'"
     )
@@ -74,35 +78,34 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--eval-epochs", default="", help="also evaluate these intermediate epochs of every variant"
     )
     _common(w)
-    w.set_defaults(func=run_launch)
     _add_run_parser(sub)
-    st = sub.add_parser(
+    st = command(
+        sub,
         "status",
-        help="state of every job of a launch run directory",
+        "state of every job of a launch run directory",
         description="One row per job: state (pending/running/requeued/done/failed/missing), SLURM id, "
         "elapsed time, and the headline metric or the end of the error.",
+        run=run_status,
     )
     st.add_argument("run_dir")
     st.add_argument("--json", action="store_true", help="machine-readable output")
-    st.set_defaults(func=run_status)
 
 
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     """``swavbench run``: the main job."""
-    r = sub.add_parser(
+    r = command(
+        sub,
         "run",
-        help="the main job: pretrain SwAV + a supervised baseline, evaluate them and a random trunk, report",
-        description="Pretrain SwAV and the supervised baseline on the same data, "
-        "run the suite on both checkpoints "
-        "and on a random-init trunk of the same architecture, "
-        "then print the paper-shaped report and write it "
-        "(Markdown, LaTeX, HTML with plots) to OUT/report. "
-        "Re-running skips what is done and continues what was "
-        "interrupted.",
-        epilog="examples:\n"
-        "  swavbench run                # cpu-small, local processes, 6-9 min per seed on 2 cores\n"
-        "  swavbench run --config paper --executor slurm --data-root /datasets --dry-run",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "the main job: pretrain SwAV + a supervised baseline, evaluate them and a random trunk, report",
+        description="Pretrain SwAV and the supervised baseline on the same data, run the suite on both "
+        "checkpoints and on a random-init trunk of the same architecture, then print the paper-shaped report "
+        "and write it (Markdown, LaTeX, HTML with plots) to OUT/report. Re-running skips what is done and "
+        "continues what was interrupted.",
+        examples=[
+            "swavbench run                # cpu-small, local processes, 6-9 min per seed on 2 cores",
+            "swavbench run --config paper --executor slurm --data-root /datasets --dry-run",
+        ],
+        run=run_main_job,
     )
     r.add_argument(
         "--config",
@@ -127,7 +130,6 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "overrides", nargs="*", metavar="key=value", help="main-config overrides, e.g. max_parallel=1"
     )
-    r.set_defaults(func=run_main_job)
 
 
 def epochs_list(text: str) -> list[int]:

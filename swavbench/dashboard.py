@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from swavbench.core.commands import command
 from swavbench.core.paths import LAUNCH_STATE, TRAIN_LOG
 
 SERVED = {".html": "text/html", ".png": "image/png", ".svg": "image/svg+xml", ".md": "text/plain"}
@@ -258,15 +259,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "dashboard",
-        help="a live local web page over every run and sweep under a folder (read-only)",
+        "a live local web page over every run and sweep under a folder (read-only)",
         description="Serve a page showing every run and sweep under ROOT: job states, headline metrics with "
         "mean ± CI and verdicts, sweep heat maps, pretraining curves, links to reports; it updates while "
         "jobs run. Read-only; loopback only unless --host says otherwise.",
+        run=run,
     )
     p.add_argument("root", help="folder holding the run directories (e.g. runs)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between the page's updates")
-    p.set_defaults(func=run)

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from swavbench.core import durable
+from swavbench.core.commands import command
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "swavbench" / "data"
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -245,18 +246,19 @@ def prepare(
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "prepare-data",
-        help="build the demo datasets (CIFAR-10 subset, 15-Scene, BCCD) from their public archives",
+        "build the demo datasets (CIFAR-10 subset, 15-Scene, BCCD) from their public archives",
         description="Write the main job's small datasets into a data root (default: the cache "
         f"{CACHE}, which `swavbench run` uses when ../shared/data is absent). Downloads each archive "
         "unless a local copy is given; --offline only uses local copies.",
+        run=_run,
     )
     p.add_argument("--root", type=Path, default=CACHE, help=f"data root to write into (default {CACHE})")
     for src in SOURCES.values():
         p.add_argument(src.option, type=Path, metavar="FILE", help=f"local copy of {src.url}")
     p.add_argument("--offline", action="store_true", help="never download; only the archives given")
-    p.set_defaults(func=_run)
 
 
 def archives_from(args) -> dict[str, Path]:

@@ -8,6 +8,7 @@ import textwrap
 
 import yaml
 
+from swavbench.core.commands import command
 from swavbench.core.paths import CONFIGS
 
 GROUPS = {  # command-line name -> configs/ folder
@@ -45,10 +46,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "presets",
-        help="list the shipped presets with what each is and its published source",
+        "list the shipped presets with what each is and its published source",
         description="List the presets of configs/ (pass one to --config), each with its description.",
+        run=run,
     )
     p.add_argument("group", nargs="?", choices=list(GROUPS), help="only this group")
-    p.set_defaults(func=run)

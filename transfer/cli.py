@@ -9,15 +9,17 @@ from pathlib import Path
 
 from benchmark.cli import add_protocol_parser
 from swavbench.core import registry
+from swavbench.core.commands import command
 from swavbench.core.paths import CONFIGS
 
 TRANSFER_CONFIGS = CONFIGS / "transfer"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    tr = sub.add_parser(
+    tr = command(
+        sub,
         "transfer",
-        help="transfer protocols: detection, linear classification on other datasets",
+        "transfer protocols: detection, linear classification on other datasets",
         description="Run a transfer protocol on a checkpoint and write result.json to --out. "
         "VOC07 classification is `swavbench eval svm`.",
     )
@@ -28,15 +30,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def add_convert_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "convert",
-        help="convert a trunk checkpoint to a torchvision .pth or a Detectron2 .pkl",
+        "convert a trunk checkpoint to a torchvision .pth or a Detectron2 .pkl",
         description="Load a trunk from a swav-bench, official SwAV, torchvision / timm, VISSL, DINO, "
         "MoCo v2 / v3 or Lightning (solo-learn, stable-pretraining) checkpoint, or a .safetensors file, "
         "and write it as a "
         "torchvision ResNet state dict (no fc) or a Detectron2 weights file. For Detectron2 set "
         "MODEL.RESNETS.STRIDE_IN_1X1=False, INPUT.FORMAT=RGB and torchvision's pixel mean/std "
         "(see transfer/convert.py).",
+        run=run_convert,
     )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--to", choices=["torchvision", "detectron2"], required=True)
@@ -48,7 +52,6 @@ def add_convert_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width-multiplier", type=float, default=1.0)
     p.add_argument("--key", default="", help="the dict holding the trunk (e.g. teacher); default: found")
     p.add_argument("--strip-prefix", default="", help="key prefix of the trunk (e.g. module.encoder_q.)")
-    p.set_defaults(func=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from swavbench.core import durable
+from swavbench.core.commands import command
 
 REPO = Path(__file__).resolve().parents[2]
 GOALS = {"ours_vs_straightforward": 1.3, "ours_vs_floor": 0.6}  # issue #21, same run
@@ -408,14 +409,15 @@ def run(out: str | Path, *, dry_run: bool, only: list[str] | None = None) -> int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "gpu-check",
-        help="measure and verify every GPU path in one short GPU window (report: Markdown + JSON)",
+        "measure and verify every GPU path in one short GPU window (report: Markdown + JSON)",
         description="Run first whenever a GPU is available: CUDA tests, pretraining step benchmark, GPU "
         "augmentation, torchrun NCCL pretraining with resume, faiss GPU kNN, detection iterations. "
         "--cpu-dry-run runs every step's code path on the CPU at toy size.",
+        run=lambda a: run(a.out, dry_run=a.cpu_dry_run, only=a.only),
     )
     p.add_argument("--out", required=True, help="folder for gpu_check.md / gpu_check.json and step logs")
     p.add_argument("--cpu-dry-run", action="store_true", help="toy sizes on the CPU (what CI runs)")
     p.add_argument("--only", nargs="+", choices=[n for n, _ in STEPS], help="run only these steps")
-    p.set_defaults(func=lambda a: run(a.out, dry_run=a.cpu_dry_run, only=a.only))
