@@ -32,8 +32,7 @@ def add_protocol_parser(protocols: argparse._SubParsersAction, entry: Protocol) 
     p = command(
         protocols,
         name,
-        help_,
-        description=help_[0].upper() + help_[1:] + f". Writes --out/{RECORD}.",
+        f"{help_}\n\n{help_}. Writes --out/{RECORD}.",
         examples=[  # a smoke run of each implementation (DETR of detection: a backend entry's presets)
             f"swavbench {group} {name} --checkpoint runs/main-cpu-small/jobs/swav-s0/{CHECKPOINT} "
             f"--config {impl.small_preset} --out runs/{impl.name}"
@@ -77,6 +76,14 @@ def add_protocol_parser(protocols: argparse._SubParsersAction, entry: Protocol) 
     return p
 
 
+def add_protocol_group(sub: argparse._SubParsersAction, group: str, doc: str) -> argparse._SubParsersAction:
+    """``swavbench <group>`` (eval, transfer), described by ``doc``: a subcommand per registry entry."""
+    protocols = command(sub, group, doc).add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    for entry in registry.in_group(group):
+        add_protocol_parser(protocols, entry)
+    return protocols
+
+
 def run_configured(entry: Protocol, args: argparse.Namespace, extra_overrides: list[str] = ()) -> int:
     """Load the entry's config, run the protocol, print its metrics and where the record is.
 
@@ -111,23 +118,11 @@ def run_configured(entry: Protocol, args: argparse.Namespace, extra_overrides: l
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    ev = command(
-        sub,
-        "eval",
-        "evaluation protocols on a frozen or fine-tuned trunk",
-        description="Run an evaluation protocol on a checkpoint and write result.json to --out.",
+    doc = (
+        "Evaluation protocols on a frozen or fine-tuned trunk\n\nRun an evaluation protocol on a checkpoint "
     )
-    protocols = ev.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
-    for entry in registry.in_group("eval"):
-        add_protocol_parser(protocols, entry)
-    ms = command(
-        protocols,
-        "make-subset",
-        "write a class-balanced labelled subset file (for semisup)",
-        description="Draw a seeded class-balanced subset of an ImageFolder split and write one "
-        "class/file path per line, the format `eval semisup subset=FILE` reads.",
-        run=run_make_subset,
-    )
+    protocols = add_protocol_group(sub, "eval", doc + f"and write {RECORD} to --out.")
+    ms = command(protocols, "make-subset", run=run_make_subset)
     ms.add_argument(
         "--data", required=True, help="ImageFolder split, e.g. ../shared/data/cifar10-subset/train"
     )
@@ -137,14 +132,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--fraction", type=float, help="fraction of each class (at least one image)")
     ms.add_argument("--seed", type=int, default=0)
 
-    b = command(
-        sub,
-        "eval-bench",
-        "print feature-extraction images/s and the N-head linear grid cost ratio",
-        description="Time feature extraction and one epoch of the augmented linear probe with 1 head "
-        "and with an N-head grid, interleaved on the same images. Prints a table; writes nothing.",
-        run=run_eval_bench,
-    )
+    b = command(sub, "eval-bench", run=run_eval_bench)
     b.add_argument("--checkpoint", default="random")
     b.add_argument(
         "--config", default="linear-cifar10-small", help="linear preset giving data, crop and trunk"
@@ -157,6 +145,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_eval_bench(args: argparse.Namespace) -> int:
+    """Print feature-extraction images/s and the N-head linear grid cost ratio
+
+    Time feature extraction and one epoch of the augmented linear probe with 1 head and with an N-head
+    grid, interleaved on the same images. Prints a table; writes nothing.
+    """
     from benchmark.linear import LinearConfig
     from swavbench.checks.eval_bench import run
 
@@ -170,6 +163,11 @@ def run_eval_bench(args: argparse.Namespace) -> int:
 
 
 def run_make_subset(args: argparse.Namespace) -> int:
+    """Write a class-balanced labelled subset file (for semisup)
+
+    Draw a seeded class-balanced subset of an ImageFolder split and write one class/file path per line,
+    the format `eval semisup subset=FILE` reads.
+    """
     from benchmark.subsets import make_balanced_subset
 
     try:

@@ -28,9 +28,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = command(
         sub,
         "pretrain",
-        "SwAV pretraining -> checkpoint",
-        description="Train SwAV (multi-crop, Sinkhorn codes, swapped prediction) and write checkpoints to "
-        "--out. Launch under torchrun or srun for several processes; DDP is set up from the environment.",
         examples=[
             "swavbench pretrain --config cpu-small",
             "swavbench pretrain --config tiny --out runs/t optim.epochs=2 model.arch=resnet18",
@@ -76,14 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     add_data_root_argument(p)
 
-    b = command(
-        sub,
-        "pretrain-bench",
-        "print pretraining throughput and multi-crop pipeline images/s per core",
-        description="Time training steps (images/s, ms/step) of a preset on this device, and the multi-crop "
-        "data pipeline's images/s on one core. Prints a table; nothing is written.",
-        run=run_bench,
-    )
+    b = command(sub, "pretrain-bench", run=run_bench)
     b.add_argument("--config", default="cpu-small")
     b.add_argument(
         "--data",
@@ -103,6 +93,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    """SwAV pretraining -> checkpoint
+
+    Train SwAV (multi-crop, Sinkhorn codes, swapped prediction) and write checkpoints to --out. Launch
+    under torchrun or srun for several processes; DDP is set up from the environment.
+    """
     from pathlib import Path
 
     import yaml
@@ -128,6 +123,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """Print pretraining throughput and multi-crop pipeline images/s per core
+
+    Time training steps (images/s, ms/step) of a preset on this device, and the multi-crop data pipeline's
+    images/s on one core. Prints a table; nothing is written.
+    """
     from swavbench.checks.pretrain_bench import run
 
     try:

@@ -9,16 +9,7 @@ from swavbench.core.commands import command
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = command(
-        sub,
-        "report",
-        "result records -> paper-shaped tables (terminal, Markdown, LaTeX, HTML) and plots",
-        description="Collect every result.json under the run directories into one table "
-        "(Parquet + CSV), print "
-        "the paper-shaped tables with the published SwAV and supervised numbers beside, and write report.md, "
-        "report.tex, report.html and plots/ to --out.",
-        run=run_report,
-    )
+    p = command(sub, "report", run=run_report)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument(
         "--out", default=None, help="report folder (default: RUN_DIR/report for one run dir, else ./report)"
@@ -40,6 +31,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    """Result records -> paper-shaped tables (terminal, Markdown, LaTeX, HTML) and plots
+
+    Collect every result.json under the run directories into one table (Parquet + CSV), print the
+    paper-shaped tables with the published SwAV and supervised numbers beside, and write report.md,
+    report.tex, report.html and plots/ to --out.
+    """
     from pathlib import Path
 
     from results.report import make_report

@@ -43,50 +43,39 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_data_root_argument(p)
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    launch = command(
-        sub,
-        "launch",
-        "submit evaluation suites, pretrain->eval pipelines and sweeps (submitit)",
-        description="Turn 'evaluate this checkpoint' or 'pretrain these variants and evaluate "
-        "each' into jobs (SLURM, local processes or in-process). Re-running is idempotent.",
+def _pretraining_arguments(p: argparse.ArgumentParser, each: str) -> None:
+    """The options of the kinds that pretrain (a pipeline; a sweep's variants: ``each``), then _common's."""
+    p.add_argument("--config", default="cpu-small", help=f"pretraining preset{each}")
+    p.add_argument(
+        "--eval-epochs",
+        default="",
+        help=f"also evaluate these intermediate epochs{each}, e.g. 100,200,400 (checkpoints kept every "
+        "run.keep_epoch_checkpoints epochs)",
     )
-    kinds = launch.add_subparsers(dest="kind", required=True, metavar="KIND")
+    _common(p)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    kinds = command(sub, "launch", run_launch.__doc__).add_subparsers(
+        dest="kind", required=True, metavar="KIND"
+    )
     s = command(kinds, "suite", "one job per protocol run of a suite on a checkpoint", run=run_launch)
     s.add_argument("--checkpoint", required=True)
     _common(s)
     p = command(
         kinds, "pipeline", "pretraining job, then the suite on its final checkpoint (afterok)", run=run_launch
     )
-    p.add_argument("--config", default="cpu-small", help="pretraining preset")
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
-    p.add_argument(
-        "--eval-epochs",
-        default="",
-        help="also evaluate these intermediate epochs, e.g. 100,200,400 "
-        "(checkpoints kept every run.keep_epoch_checkpoints epochs)",
-    )
-    _common(p)
+    _pretraining_arguments(p, "")
     w = command(
         kinds, "sweep", "one pipeline per variant of a sweep YAML (grid or list of overrides)", run=run_launch
     )
     w.add_argument(
         "--sweep", required=True, help="YAML with 'grid: {section.key: [values]}' and/or 'variants: [...]'"
     )
-    w.add_argument("--config", default="cpu-small", help="pretraining preset the variants override")
-    w.add_argument(
-        "--eval-epochs", default="", help="also evaluate these intermediate epochs of every variant"
-    )
-    _common(w)
+    _pretraining_arguments(w, " of every variant (the variants override the preset)")
     _add_run_parser(sub)
-    st = command(
-        sub,
-        "status",
-        "state of every job of a launch run directory",
-        description="One row per job: state (pending/running/requeued/done/failed/missing), SLURM id, "
-        "elapsed time, and the headline metric or the end of the error.",
-        run=run_status,
-    )
+    st = command(sub, "status", run=run_status)
     st.add_argument("run_dir")
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -96,11 +85,6 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     r = command(
         sub,
         "run",
-        "the main job: pretrain SwAV + a supervised baseline, evaluate them and a random trunk, report",
-        description="Pretrain SwAV and the supervised baseline on the same data, run the suite on both "
-        "checkpoints and on a random-init trunk of the same architecture, then print the paper-shaped report "
-        "and write it (Markdown, LaTeX, HTML with plots) to OUT/report. Re-running skips what is done and "
-        "continues what was interrupted.",
         examples=[
             "swavbench run                # cpu-small, local processes, 6-9 min per seed on 2 cores",
             "swavbench run --config paper --executor slurm --data-root /datasets --dry-run",
@@ -179,12 +163,33 @@ def preflight_launch(args: argparse.Namespace, plan, site) -> tuple:
     return suite, variants
 
 
-def run_launch(args: argparse.Namespace) -> int:
+def user_errors() -> tuple[type[Exception], ...]:
+    """What a launch reports as a fault of its input or of the scheduler, in one line and exit 2."""
+    from slurm.launch import LaunchBusy, SchedulerUnavailable, SubmissionFailed
+    from swavbench.core.config import ConfigError
+    from swavbench.core.state import CheckpointError
 
-    from slurm.launch import LaunchBusy, Launcher, SchedulerUnavailable, SubmissionFailed
+    return (
+        ConfigError,
+        CheckpointError,
+        FileNotFoundError,
+        ValueError,
+        LaunchBusy,
+        SchedulerUnavailable,
+        SubmissionFailed,
+    )
+
+
+def run_launch(args: argparse.Namespace) -> int:
+    """Submit evaluation suites, pretrain->eval pipelines and sweeps (submitit)
+
+    Turn 'evaluate this checkpoint' or 'pretrain these variants and evaluate each' into jobs (SLURM, local
+    processes or in-process). Re-running is idempotent.
+    """
+
+    from slurm.launch import Launcher
     from slurm.plan import Plan
     from slurm.site import load_site
-    from swavbench.core.config import ConfigError
 
     try:
         if args.rehearse:  # its own data root, generated once
@@ -227,14 +232,7 @@ def run_launch(args: argparse.Namespace) -> int:
                     eval_epochs=epochs_list(args.eval_epochs),
                 )
                 launcher.jobs.update(sub.jobs)
-    except (
-        ConfigError,
-        FileNotFoundError,
-        ValueError,
-        LaunchBusy,
-        SchedulerUnavailable,
-        SubmissionFailed,
-    ) as e:
+    except user_errors() as e:
         print(f"swavbench launch: error: {e}", file=sys.stderr)
         return 2
     for p in planned:
@@ -260,16 +258,19 @@ def run_launch(args: argparse.Namespace) -> int:
 
 
 def run_main_job(args: argparse.Namespace) -> int:
+    """The main job: pretrain SwAV + a supervised baseline, evaluate them and a random trunk, report
 
+    Pretrain SwAV and the supervised baseline on the same data, run the suite on both checkpoints and on a
+    random-init trunk of the same architecture, then print the paper-shaped report and write it (Markdown,
+    LaTeX, HTML with plots) to OUT/report. Re-running skips what is done and continues what was
+    interrupted.
+    """
     from results.collect import collect
     from results.comparison import verdict_lines
     from results.report import make_report
-    from slurm.launch import LaunchBusy, SchedulerUnavailable, SubmissionFailed
     from slurm.main_job import load_main_config, plan_data, run_main
     from slurm.plan import Plan
     from slurm.site import load_site
-    from swavbench.core.config import ConfigError
-    from swavbench.core.state import CheckpointError
 
     try:
         cfg = load_main_config(args.config, list(args.overrides))
@@ -294,15 +295,7 @@ def run_main_job(args: argparse.Namespace) -> int:
             plan=plan,
             site=site,
         )
-    except (
-        ConfigError,
-        CheckpointError,
-        FileNotFoundError,
-        ValueError,
-        LaunchBusy,
-        SchedulerUnavailable,
-        SubmissionFailed,
-    ) as e:
+    except user_errors() as e:
         print(f"swavbench run: error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
@@ -340,6 +333,11 @@ def run_main_job(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    """State of every job of a launch run directory
+
+    One row per job: state (pending/running/requeued/done/failed/missing), SLURM id, elapsed time, and the
+    headline metric or the end of the error.
+    """
     from slurm.status import job_table, render
 
     try:

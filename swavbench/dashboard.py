@@ -232,6 +232,12 @@ def make_server(
 
 
 def run(args: argparse.Namespace) -> int:
+    """A live local web page over every run and sweep under a folder (read-only)
+
+    Serve a page showing every run and sweep under ROOT: job states, headline metrics with mean ± CI and
+    verdicts, sweep heat maps, pretraining curves, links to reports; it updates while jobs run. Read-only;
+    loopback only unless --host says otherwise.
+    """
     root = Path(args.root)
     if not root.is_dir():
         print(
@@ -259,15 +265,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = command(
-        sub,
-        "dashboard",
-        "a live local web page over every run and sweep under a folder (read-only)",
-        description="Serve a page showing every run and sweep under ROOT: job states, headline metrics with "
-        "mean ± CI and verdicts, sweep heat maps, pretraining curves, links to reports; it updates while "
-        "jobs run. Read-only; loopback only unless --host says otherwise.",
-        run=run,
-    )
+    p = command(sub, "dashboard", run=run)
     p.add_argument("root", help="folder holding the run directories (e.g. runs)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")

@@ -246,15 +246,7 @@ def prepare(
 
 
 def add_parser(sub) -> None:
-    p = command(
-        sub,
-        "prepare-data",
-        "build the demo datasets (CIFAR-10 subset, 15-Scene, BCCD) from their public archives",
-        description="Write the main job's small datasets into a data root (default: the cache "
-        f"{CACHE}, which `swavbench run` uses when ../shared/data is absent). Downloads each archive "
-        "unless a local copy is given; --offline only uses local copies.",
-        run=_run,
-    )
+    p = command(sub, "prepare-data", run=_run)
     p.add_argument("--root", type=Path, default=CACHE, help=f"data root to write into (default {CACHE})")
     for src in SOURCES.values():
         p.add_argument(src.option, type=Path, metavar="FILE", help=f"local copy of {src.url}")
@@ -271,6 +263,12 @@ def archives_from(args) -> dict[str, Path]:
 
 
 def _run(args) -> int:
+    """Build the demo datasets (CIFAR-10 subset, 15-Scene, BCCD) from their public archives
+
+    Write the main job's small datasets into a data root (default: the cache that `swavbench run` uses when
+    ../shared/data is absent, see --root). Downloads each archive unless a local copy is given; --offline
+    only uses local copies.
+    """
     status = prepare(args.root, archives=archives_from(args), offline=args.offline)
     for name, msg in status.items():
         print(f"{name}: {msg}")

@@ -33,6 +33,10 @@ def describe(group: str) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """List the shipped presets with what each is and its published source
+
+    List the presets of configs/ (pass one to --config), each with its description.
+    """
     for group in [args.group] if args.group else list(GROUPS):
         rows = describe(group)
         print(f"{group} ({len(rows)}, configs/{GROUPS[group]}/):")
@@ -46,11 +50,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = command(
-        sub,
-        "presets",
-        "list the shipped presets with what each is and its published source",
-        description="List the presets of configs/ (pass one to --config), each with its description.",
-        run=run,
-    )
+    p = command(sub, "presets", run=run)
     p.add_argument("group", nargs="?", choices=list(GROUPS), help="only this group")

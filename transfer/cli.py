@@ -7,8 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.cli import add_protocol_parser
-from swavbench.core import registry
+from benchmark.cli import add_protocol_group
 from swavbench.core.commands import command
 from swavbench.core.paths import CONFIGS
 
@@ -16,32 +15,17 @@ TRANSFER_CONFIGS = CONFIGS / "transfer"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    tr = command(
+    doc = "Transfer protocols: detection, linear classification on other datasets\n\nRun a transfer protocol "
+    add_protocol_group(
         sub,
         "transfer",
-        "transfer protocols: detection, linear classification on other datasets",
-        description="Run a transfer protocol on a checkpoint and write result.json to --out. "
-        "VOC07 classification is `swavbench eval svm`.",
+        doc + "on a checkpoint and write result.json to --out. VOC07 classification is `swavbench eval svm`.",
     )
-    protocols = tr.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
-    for entry in registry.in_group("transfer"):
-        add_protocol_parser(protocols, entry)
     add_convert_parser(sub)
 
 
 def add_convert_parser(sub: argparse._SubParsersAction) -> None:
-    p = command(
-        sub,
-        "convert",
-        "convert a trunk checkpoint to a torchvision .pth or a Detectron2 .pkl",
-        description="Load a trunk from a swav-bench, official SwAV, torchvision / timm, VISSL, DINO, "
-        "MoCo v2 / v3 or Lightning (solo-learn, stable-pretraining) checkpoint, or a .safetensors file, "
-        "and write it as a "
-        "torchvision ResNet state dict (no fc) or a Detectron2 weights file. For Detectron2 set "
-        "MODEL.RESNETS.STRIDE_IN_1X1=False, INPUT.FORMAT=RGB and torchvision's pixel mean/std "
-        "(see transfer/convert.py).",
-        run=run_convert,
-    )
+    p = command(sub, "convert", run=run_convert)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--to", choices=["torchvision", "detectron2"], required=True)
     p.add_argument("--out", required=True, help="file to write (.pth for torchvision, .pkl for detectron2)")
@@ -55,6 +39,14 @@ def add_convert_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    """Convert a trunk checkpoint to a torchvision .pth or a Detectron2 .pkl
+
+    Load a trunk from a swav-bench, official SwAV, torchvision / timm, VISSL, DINO, MoCo v2 / v3 or
+    Lightning (solo-learn, stable-pretraining) checkpoint, or a .safetensors file, and write it as a
+    torchvision ResNet state dict (no fc) or a Detectron2 weights file. For Detectron2 set
+    MODEL.RESNETS.STRIDE_IN_1X1=False, INPUT.FORMAT=RGB and torchvision's pixel mean/std (see
+    transfer/convert.py).
+    """
     from benchmark.trunk import TrunkLoadError, TrunkSpec, load_trunk
     from swavbench.core.state import CheckpointError
     from transfer.convert import convert

@@ -408,16 +408,18 @@ def run(out: str | Path, *, dry_run: bool, only: list[str] | None = None) -> int
     return 1 if any(s["status"] == "failed" for s in report["steps"].values()) else 0
 
 
+def _run_command(args: argparse.Namespace) -> int:
+    """Measure and verify every GPU path in one short GPU window (report: Markdown + JSON)
+
+    Run first whenever a GPU is available: CUDA tests, pretraining step benchmark, GPU augmentation, torchrun
+    NCCL pretraining with resume, faiss GPU kNN, detection iterations. --cpu-dry-run runs every step's code
+    path on the CPU at toy size.
+    """
+    return run(args.out, dry_run=args.cpu_dry_run, only=args.only)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = command(
-        sub,
-        "gpu-check",
-        "measure and verify every GPU path in one short GPU window (report: Markdown + JSON)",
-        description="Run first whenever a GPU is available: CUDA tests, pretraining step benchmark, GPU "
-        "augmentation, torchrun NCCL pretraining with resume, faiss GPU kNN, detection iterations. "
-        "--cpu-dry-run runs every step's code path on the CPU at toy size.",
-        run=lambda a: run(a.out, dry_run=a.cpu_dry_run, only=a.only),
-    )
+    p = command(sub, "gpu-check", run=_run_command)
     p.add_argument("--out", required=True, help="folder for gpu_check.md / gpu_check.json and step logs")
     p.add_argument("--cpu-dry-run", action="store_true", help="toy sizes on the CPU (what CI runs)")
     p.add_argument("--only", nargs="+", choices=[n for n, _ in STEPS], help="run only these steps")
