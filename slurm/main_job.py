@@ -49,6 +49,11 @@ class MainConfig:
     max_parallel: int = 2  # local executor: jobs at once (2 cores here)
     supervised_resources: Resources = field(default_factory=lambda: Resources(cpus=2, mem_gb=8, time_min=60))
 
+    @property
+    def trains_supervised(self) -> bool:
+        """Whether the supervised baseline is pretrained here (a preset and no trunk file given)."""
+        return bool(self.supervised) and not self.supervised_checkpoint
+
 
 def trunk_suite(suite: Suite, label: str, seed: int, *, extra: list[str]) -> Suite:
     """The suite for the trunk of pretraining seed ``seed``: report label and architecture overrides on every
@@ -182,7 +187,7 @@ def pretrainings(cfg: MainConfig, suite: Suite | None) -> list[Pretraining]:
         swav = suite.pretrain if suite is not None else Resources()
         over = [*cfg.pretrain_overrides, f"run.seed={seed}"]
         out.append(Pretraining("swav", cfg.pretrain, over, swav, f"swav-s{seed}", seed))
-        if cfg.supervised and not cfg.supervised_checkpoint:
+        if cfg.trains_supervised:
             over = [*cfg.supervised_overrides, f"run.seed={seed}"]
             res = cfg.supervised_resources
             out.append(Pretraining("supervised", cfg.supervised, over, res, f"supervised-s{seed}", seed))
@@ -208,8 +213,9 @@ def evaluated_trunks(cfg: MainConfig, suite: Suite | None, plan: Plan) -> list[t
     smoke = smoke_checks(suite, plan, cfg.seeds[0])
     trunks = [("swav", suite, [])]
     if cfg.supervised or cfg.supervised_checkpoint:
-        trained_here = bool(cfg.supervised) and not cfg.supervised_checkpoint
-        trunks.append(("supervised", control_suite(suite, "all", smoke=smoke), [] if trained_here else arch))
+        trunks.append(
+            ("supervised", control_suite(suite, "all", smoke=smoke), [] if cfg.trains_supervised else arch)
+        )
     if cfg.random:
         trunks.append(("random", control_suite(suite, cfg.random_protocols, smoke=smoke), arch))
     return trunks
@@ -373,7 +379,7 @@ def plan_data(
     for e in suite.entries:
         needs[e.name] = datasets_of(plan.entry(e, e.seeds[0]))
     sup_needs = set()
-    if cfg.supervised and not cfg.supervised_checkpoint:
+    if cfg.trains_supervised:
         from pretrain.train import AUTO_DATASET
 
         sup = plan.pretraining("supervised", cfg.supervised, cfg.supervised_overrides)
