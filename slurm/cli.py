@@ -45,7 +45,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _pretraining_arguments(p: argparse.ArgumentParser, each: str) -> None:
     """The options of the kinds that pretrain (a pipeline; a sweep's variants: ``each``), then _common's."""
-    p.add_argument("--config", default="cpu-small", help=f"pretraining preset{each}")
+    p.add_argument(
+        "--config", default="cpu-small", help=f"pretraining preset{each and ' the variants override'}"
+    )
     p.add_argument(
         "--eval-epochs",
         default="",
@@ -73,7 +75,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     w.add_argument(
         "--sweep", required=True, help="YAML with 'grid: {section.key: [values]}' and/or 'variants: [...]'"
     )
-    _pretraining_arguments(w, " of every variant (the variants override the preset)")
+    _pretraining_arguments(w, " of every variant")
     _add_run_parser(sub)
     st = command(sub, "status", run=run_status)
     st.add_argument("run_dir")

@@ -468,7 +468,7 @@ class Planned:
     gpu_hours: float = 0.0  # upper bound: gpus x nodes x time limit
     epochs: int = 0  # pretraining: the epochs its checkpoint must reach to count as done
     max_iters: int = 0  # pretraining: ... or these iterations (run.max_iters; 0: none)
-    protocol: str = ""  # evaluation: its protocol (registry name)
+    protocol: str = ""  # evaluation: its implementation's registry name (detr apart from detection)
 
 
 def pretraining_done(out: Path, epochs: int, max_iters: int = 0) -> bool:
@@ -775,7 +775,7 @@ class Launcher:
                         depends_on=dep,
                         resources=describe(entry.resources),
                         gpu_hours=max_gpu_hours(entry.resources),
-                        protocol=entry.protocol,
+                        protocol=impl.name,
                     )
                     staged.append(p)
                     by_job[entry.name, seed] = p

@@ -1,6 +1,7 @@
 """The result record every protocol writes (one JSON file, atomically); results/ reads only these.
 
-Schema (version 2): protocol (the registry name of what ran), benchmark (its report key: the column the
+Schema (version 3): protocol (the registry name of what ran; a backend entry's records name the protocol it
+is a backend of: DETR's say detection), benchmark (its report key: the column the
 report gives it), status ("ok" | "failed"), metrics {name: value}, checkpoint,
 checkpoint_sha256, trunk_kind, arch, dataset, splits {split: n_images}, config (the protocol's
 full settings, including its ``mode``), seed, wall_time_s, device, model (the report's row
@@ -33,8 +34,8 @@ from swavbench.core.paths import RECORD
 
 SCHEMA_VERSION = 3
 # version 1 named a record by its report key (``detection-frcnn-c4``, ``detection-detr``; ``linear`` for both
-# probes, the transfer one told apart by these datasets), version 2 DETR's by its backend: ``upgrade``
-# renames them
+# probes, the transfer one told apart by these datasets), version 2 DETR's by its own registry name (detr):
+# ``upgrade`` renames them
 V1_TRANSFER_DATASETS = {"places205", "inat18", "voc07", "voc0712", "coco", "scene15", "bccd"}
 
 
@@ -146,7 +147,7 @@ def write_record(record: ResultRecord, out_dir: str | Path) -> Path:
 
 def upgrade(data: dict) -> dict:
     """A record dict of an earlier schema in today's: the protocol's registry name in ``protocol`` (version 2
-    named a backend's records by the backend, ``detr``), the report key in ``benchmark``. Other versions
+    named DETR's records by its own registry name, ``detr``), the report key in ``benchmark``. Other versions
     are returned unchanged (readers refuse them)."""
     version, old = data.get("schema_version"), data.get("protocol")
     if version not in (1, 2) or not isinstance(old, str):

@@ -15,8 +15,9 @@ from swavbench.core.paths import CONFIGS
 
 @dataclass(frozen=True)
 class Protocol:
-    """One protocol: the name used in suites, ``launch.json`` and ``status``, the command that runs it,
-    where its code and presets are, and how the report shows its records."""
+    """One protocol (or one implementation of it, ``part_of``): its registry name (suites, records and
+    ``status`` use ``record_name``), the command that runs it, where its code and presets are, and how the
+    report shows its records."""
 
     name: str
     command: tuple[str, str]  # ``swavbench <group> <subcommand>``; presets in configs/<group>/
@@ -90,7 +91,7 @@ class Protocol:
         if not self.backends:
             return own
         pick = lambda cfg: self.implementation(getattr(cfg, "backend", None))  # noqa: E731
-        return lambda cfg, *args: (own if pick(cfg) is self else pick(cfg).runner())(cfg, *args)
+        return lambda cfg, *a, **kw: (own if pick(cfg) is self else pick(cfg).runner())(cfg, *a, **kw)
 
     def load_config(self, preset: str, overrides: list[str] = ()) -> Any:
         """Dataclass defaults <- the preset (a name in ``config_dir`` or a YAML path) <- overrides, in the
@@ -98,10 +99,13 @@ class Protocol:
         another implementation is refused with the presets that run it."""
         from swavbench.core.config import ConfigError, load_dataclass
 
-        impl = self.recipe_of(preset)
+        stated = self._stated(preset)
+        impl = stated or self
         chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("backend=")]
         if chosen and self.implementation(chosen[-1]) is not impl:
             other = self.implementation(chosen[-1])
+            if stated is None:  # a YAML of the user's naming no backend: the override chooses
+                return load_dataclass(other.config_type(), self.config_dir, preset, overrides=list(overrides))
             raise ConfigError(
                 f"preset {preset} is a {impl.name} recipe, and backend={chosen[-1]} runs {other.name}: pick "
                 f"one of its presets ({', '.join(other.presets)}) or leave the backend to the preset"
@@ -109,16 +113,21 @@ class Protocol:
         return load_dataclass(impl.config_type(), self.config_dir, preset, overrides=list(overrides))
 
     def recipe_of(self, preset: str) -> Protocol:
-        """The implementation ``preset`` is a recipe of: the backend entry listing it or whose backend a
-        YAML file states, else this entry."""
-        listed = next((b for b in self.backends if preset in b.presets), None)
+        """The implementation ``preset`` is a recipe of (``_stated``), else this entry."""
+        return self._stated(preset) or self
+
+    def _stated(self, preset: str) -> Protocol | None:
+        """The implementation a preset names: the entry (this or a backend) listing it, or the one whose
+        backend a YAML file states; None for a YAML stating none."""
+        listed = next((b for b in [self, *self.backends] if preset in b.presets), None)
         path = Path(preset)
         if listed or not self.backends or path.suffix not in (".yaml", ".yml") or not path.is_file():
             return listed or self
         import yaml
 
-        stated = yaml.safe_load(path.read_text())
-        return self.implementation(stated.get("backend") if isinstance(stated, dict) else None)
+        text = yaml.safe_load(path.read_text())
+        stated = text.get("backend") if isinstance(text, dict) else None
+        return self.implementation(stated) if stated is not None else None
 
 
 PROTOCOLS: dict[str, Protocol] = {

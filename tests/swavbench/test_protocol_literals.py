@@ -15,7 +15,7 @@ PACKAGES = ("swavbench", "pretrain", "benchmark", "transfer", "results", "slurm"
 # literal fails the test; give the fact a registry field instead)
 STILL_RESTATED: dict[str, set[str]] = {}
 # the same words meaning something else: lr_scaling "linear" is the learning-rate rule, not the probe; the
-# one migration of records from schema 1 (swavbench/core/record.py: upgrade) spells their old names
+# one migration of records from schemas 1 and 2 (swavbench/core/record.py: upgrade) spells their old names
 OTHER_MEANING = {
     "pretrain/config.py": {"linear"},
     "swavbench/core/record.py": {"detection", "detr", "detection-detr", "transfer-linear", "linear"},

@@ -66,6 +66,10 @@ def test_detr_is_the_transformers_backend_of_detection(tmp_path, capsys):
     stated = tmp_path / "mine.yaml"  # a user's own recipe names its implementation by its backend
     stated.write_text("backend: transformers\nepochs: 3\n")
     assert detection.load_config(str(stated)).epochs == 3
+    silent = tmp_path / "silent.yaml"  # one naming no backend: --backend chooses
+    silent.write_text("num_queries: 7\n")
+    assert detection.load_config(str(silent), ["backend=transformers"]).num_queries == 7
+    assert all(detection.recipe_of(p) is detr for p in detr.presets)
     printed = []
     for argv in (["detection", "--backend", "transformers"], ["detr"], ["detection", "--config=detr-coco"]):
         assert swavbench.main(["transfer", *argv, "--print-config"]) == 0
@@ -75,6 +79,8 @@ def test_detr_is_the_transformers_backend_of_detection(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "preset detr-coco is a detr recipe, and backend=torchvision runs detection" in err
     assert "detection-voc0712-c4" in err  # the presets that do run it
+    for shipped in detr.presets:  # they state their backend, so a copy of one runs the same
+        assert "backend: transformers" in (detr.config_dir / f"{shipped}.yaml").read_text()
     assert registry.for_record("detection", "detection-detr") is detr  # its headline, norm and reference
     assert registry.for_record("detection", "detection-frcnn-c4") is detection
     assert registry.benchmarks_of_table(3)[-1] == "detection-detr"
