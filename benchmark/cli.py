@@ -69,12 +69,7 @@ def add_protocol_parser(protocols: argparse._SubParsersAction, entry: Protocol) 
         p.add_argument(
             "--backend",
             choices=entry.cli_backends,
-            help="override the preset's backend (auto: the best installed)"
-            + "".join(
-                f"; {v}: {b.name}, default --config {b.default_preset()}"
-                for b in entry.backends
-                for v in b.backend_values
-            ),
+            help="override the preset's backend (auto: the best installed)",
         )
     add_data_root_argument(p)
     p.set_defaults(protocol_name=entry.name)

@@ -43,10 +43,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_data_root_argument(p)
 
 
-def _pretraining_arguments(p: argparse.ArgumentParser, each: str) -> None:
-    """The options of the kinds that pretrain (a pipeline; a sweep's variants: ``each``), then _common's."""
+def _pretraining_arguments(p: argparse.ArgumentParser, *, variants: bool) -> None:
+    """The options of the kinds that pretrain (a pipeline; a sweep's ``variants``), then _common's."""
+    each = " of every variant" if variants else ""
     p.add_argument(
-        "--config", default="cpu-small", help=f"pretraining preset{each and ' the variants override'}"
+        "--config",
+        default="cpu-small",
+        help="pretraining preset" + (" the variants override" if variants else ""),
     )
     p.add_argument(
         "--eval-epochs",
@@ -68,14 +71,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         kinds, "pipeline", "pretraining job, then the suite on its final checkpoint (afterok)", run=run_launch
     )
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
-    _pretraining_arguments(p, "")
+    _pretraining_arguments(p, variants=False)
     w = command(
         kinds, "sweep", "one pipeline per variant of a sweep YAML (grid or list of overrides)", run=run_launch
     )
     w.add_argument(
         "--sweep", required=True, help="YAML with 'grid: {section.key: [values]}' and/or 'variants: [...]'"
     )
-    _pretraining_arguments(w, " of every variant")
+    _pretraining_arguments(w, variants=True)
     _add_run_parser(sub)
     st = command(sub, "status", run=run_status)
     st.add_argument("run_dir")

@@ -757,13 +757,13 @@ class Launcher:
             staged: list[Planned] = []
             for entry in stage:
                 for seed in entry.seeds:
-                    cfg, dep = self.plan.entry(entry, seed), after
+                    cfg, dep, protocol = self.plan.entry(entry, seed), after, registry.get(entry.protocol)
                     if entry.after:
                         first = by_job.get((entry.after, seed)) or by_job[entry.after, 0]
-                        setattr(cfg, registry.get(entry.protocol).after_field, first.out_dir)
+                        setattr(cfg, protocol.after_field, first.out_dir)
                         dep = self._after(first, default=after)
                     # by the implementation's name: a suite naming DETR ``detection`` finds its ``detr`` jobs
-                    impl = registry.get(entry.protocol).implementation(getattr(cfg, "backend", None))
+                    impl = protocol.implementation(getattr(cfg, "backend", None))
                     key = stable_hash([checkpoint_id, impl.name, asdict(cfg), seed])
                     name = f"{prefix}{entry.name}-s{seed}"
                     out = self.run_dir / "evals" / f"{name}-{key[:8]}"

@@ -27,7 +27,9 @@ def command(
     description = "\n\n".join(
         textwrap.fill(p[:1].upper() + p[1:], 100, break_on_hyphens=False) for p in paragraphs
     )
-    epilog = [*(["examples:"] if examples else []), *(f"  {e}" for e in examples), *[notes][: bool(notes)]]
+    epilog = ["examples:", *(f"  {e}" for e in examples)] if examples else []
+    if notes:
+        epilog.append(notes)
     parser = sub.add_parser(
         name,
         help=summary,

@@ -90,8 +90,12 @@ class Protocol:
         own = getattr(importlib.import_module(self.module), self.run_function)
         if not self.backends:
             return own
-        pick = lambda cfg: self.implementation(getattr(cfg, "backend", None))  # noqa: E731
-        return lambda cfg, *a, **kw: (own if pick(cfg) is self else pick(cfg).runner())(cfg, *a, **kw)
+
+        def run(cfg, *args, **kwargs):
+            impl = self.implementation(getattr(cfg, "backend", None))
+            return (own if impl is self else impl.runner())(cfg, *args, **kwargs)
+
+        return run
 
     def load_config(self, preset: str, overrides: list[str] = ()) -> Any:
         """Dataclass defaults <- the preset (a name in ``config_dir`` or a YAML path) <- overrides, in the
@@ -99,18 +103,16 @@ class Protocol:
         another implementation is refused with the presets that run it."""
         from swavbench.core.config import ConfigError, load_dataclass
 
-        stated = self._stated(preset)
-        impl = stated or self
+        impl = self._stated(preset)
         chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("backend=")]
-        if chosen and self.implementation(chosen[-1]) is not impl:
-            other = self.implementation(chosen[-1])
-            if stated is None:  # a YAML of the user's naming no backend: the override chooses
-                return load_dataclass(other.config_type(), self.config_dir, preset, overrides=list(overrides))
+        other = self.implementation(chosen[-1]) if chosen else impl or self
+        if impl is not None and other is not impl:
             raise ConfigError(
                 f"preset {preset} is a {impl.name} recipe, and backend={chosen[-1]} runs {other.name}: pick "
                 f"one of its presets ({', '.join(other.presets)}) or leave the backend to the preset"
             )
-        return load_dataclass(impl.config_type(), self.config_dir, preset, overrides=list(overrides))
+        # a YAML of the user's naming no backend (impl None): the override, else this entry, chooses
+        return load_dataclass(other.config_type(), self.config_dir, preset, overrides=list(overrides))
 
     def recipe_of(self, preset: str) -> Protocol:
         """The implementation ``preset`` is a recipe of (``_stated``), else this entry."""
